@@ -1,0 +1,116 @@
+"""Configuration dataclasses: built once, validated once, passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import InvalidRequestError
+
+
+@dataclass
+class ModelConfig:
+    """Architecture hyper-parameters, read from config.json or GGUF metadata (HF names)."""
+
+    architecture: str  # registry key, e.g. "llama"
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    head_dim: int | None = None
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = None
+    eos_token_ids: list[int] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # family-specific fields, kept for later architectures
+
+    def __post_init__(self) -> None:
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise InvalidRequestError(
+                f"num_attention_heads ({self.num_attention_heads}) is not a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+
+
+@dataclass
+class CacheConfig:
+    block_size: int = 16
+    num_blocks: int | None = None  # None: sized from max_num_seqs * max_model_len, capped by memory
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise InvalidRequestError("block_size must be >= 1")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise InvalidRequestError("num_blocks must be >= 1")
+
+
+@dataclass
+class SchedulerConfig:
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 512  # per-step token budget: long prompts are prefilled in chunks of this size
+    max_model_len: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len"):
+            if getattr(self, name) < 1:
+                raise InvalidRequestError(f"{name} must be >= 1")
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
+    """Map a dtype name to torch; "auto" is bfloat16 where the CPU has native bf16 dot products, else float32."""
+    if isinstance(name, torch.dtype):
+        if name in _DTYPES.values():
+            return name
+        raise InvalidRequestError(f"unsupported dtype {name}; use one of: auto, {', '.join(_DTYPES)}")
+    if name == "auto":
+        return torch.bfloat16 if torch.backends.cpu.get_cpu_capability() == "AVX512" and _has_bf16() else torch.float32
+    key = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}.get(
+        name, name
+    )
+    if key not in _DTYPES:
+        raise InvalidRequestError(f"unsupported dtype {name!r}; use one of: auto, {', '.join(_DTYPES)}")
+    return _DTYPES[key]
+
+
+def _has_bf16() -> bool:
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False
+
+
+@dataclass
+class EngineConfig:
+    model: str | None = None  # None: the embedded SmolLM2-135M-Instruct GGUF
+    dtype: str = "auto"
+    block_size: int = 16
+    num_kv_blocks: int | None = None  # None: enough for max(max_model_len, kv_cache_tokens) tokens
+    kv_cache_tokens: int = 16384
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 512
+    max_model_len: int | None = None  # None: the model's context length
+    enable_prefix_caching: bool = True
+    show_progress: bool = False
+
+    def __post_init__(self) -> None:
+        resolve_dtype(self.dtype)
+        for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidRequestError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("num_kv_blocks", "max_model_len"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise InvalidRequestError(f"{name} must be a positive integer or None, got {value!r}")

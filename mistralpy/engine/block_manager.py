@@ -1,0 +1,129 @@
+"""KV block bookkeeping: a free list, reference counts and a hash-chained prefix cache. Plain ints, no tensors.
+
+A full block's hash chains the hash of the block before it with its own token ids, so equal hashes mean equal
+prefixes. Freed blocks keep their hash and stay findable until the free list hands them out again (LRU order).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .request import Request
+
+
+@dataclass
+class Block:
+    block_id: int
+    ref_count: int = 0
+    block_hash: int | None = None
+
+
+@dataclass
+class PrefixCacheStats:
+    queries: int = 0  # prompt tokens looked up
+    hits: int = 0  # prompt tokens found cached
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.free_ids: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self.hash_to_block: dict[int, int] = {}
+        self.stats = PrefixCacheStats()
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_ids)
+
+    @property
+    def usage(self) -> float:
+        return 1.0 - self.num_free_blocks / self.num_blocks
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def get_computed_blocks(self, request: Request) -> list[int]:
+        """Longest run of cached full blocks at the start of the request's tokens (never all of them:
+        the last token must be computed to get logits)."""
+        if not self.enable_prefix_caching or request.sampling_params.prompt_logprobs is not None:
+            return []
+        tokens = request.all_token_ids
+        hits: list[int] = []
+        parent = None
+        for i in range((len(tokens) - 1) // self.block_size):
+            parent = self._hash(parent, tokens[i * self.block_size : (i + 1) * self.block_size])
+            block_id = self.hash_to_block.get(parent)
+            if block_id is None:
+                break
+            hits.append(block_id)
+        self.stats.queries += len(tokens)
+        self.stats.hits += len(hits) * self.block_size
+        return hits
+
+    def allocate_slots(self, request: Request, num_new_tokens: int, computed_blocks: list[int] = ()) -> bool:
+        """Make room for num_new_tokens more tokens (after taking computed_blocks on admission). False if full."""
+        have = len(request.block_ids) + len(computed_blocks)
+        total = request.num_computed_tokens + len(computed_blocks) * self.block_size + num_new_tokens
+        need = self.blocks_needed(total) - have
+        reusable = sum(1 for b in computed_blocks if self.blocks[b].ref_count == 0)
+        if need > self.num_free_blocks - reusable:
+            return False
+        for b in computed_blocks:
+            self._touch(b)
+        request.block_ids.extend(computed_blocks)
+        request.num_computed_tokens += len(computed_blocks) * self.block_size
+        for _ in range(need):
+            request.block_ids.append(self._pop_free())
+        self._cache_full_blocks(request, total)
+        return True
+
+    def free(self, request: Request) -> None:
+        # Reversed so that a request's last blocks are evicted first: its prefix stays cached longest.
+        for block_id in reversed(request.block_ids):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free_ids[block_id] = None
+        request.block_ids = []
+
+    def reset_prefix_cache(self) -> None:
+        for block_id in self.free_ids:
+            self.blocks[block_id].block_hash = None
+        self.hash_to_block = {b.block_hash: b.block_id for b in self.blocks if b.block_hash is not None}
+
+    def _touch(self, block_id: int) -> None:
+        block = self.blocks[block_id]
+        if block.ref_count == 0:
+            del self.free_ids[block_id]
+        block.ref_count += 1
+
+    def _pop_free(self) -> int:
+        block_id, _ = self.free_ids.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.block_hash is not None:
+            if self.hash_to_block.get(block.block_hash) == block_id:
+                del self.hash_to_block[block.block_hash]
+            block.block_hash = None
+        block.ref_count = 1
+        return block_id
+
+    def _cache_full_blocks(self, request: Request, num_tokens: int) -> None:
+        """Register the hashes of blocks that will be full once num_tokens tokens are computed."""
+        if not self.enable_prefix_caching:
+            return
+        tokens = request.all_token_ids
+        parent = None
+        for i in range(min(num_tokens, len(tokens)) // self.block_size):
+            block = self.blocks[request.block_ids[i]]
+            if block.block_hash is None:
+                block.block_hash = self._hash(parent, tokens[i * self.block_size : (i + 1) * self.block_size])
+                self.hash_to_block.setdefault(block.block_hash, block.block_id)
+            parent = block.block_hash
+
+    @staticmethod
+    def _hash(parent: int | None, token_ids: list[int]) -> int:
+        return hash((parent, tuple(token_ids)))

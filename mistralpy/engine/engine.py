@@ -1,0 +1,146 @@
+"""Engine: owns scheduler, model runner and output processor. Engine.step() is schedule -> execute -> update."""
+
+from __future__ import annotations
+
+import itertools
+
+from ..config import EngineConfig, SchedulerConfig, resolve_dtype
+from ..errors import InvalidRequestError, PromptTooLongError
+from ..loader import open_model_source
+from ..loader.default_model import default_model_path
+from ..loader.model_loader import load_model
+from ..outputs import RequestOutput
+from ..sampling_params import SamplingParams
+from ..tokenizer import Tokenizer
+from .block_manager import BlockManager
+from .detokenizer import IncrementalDetokenizer
+from .model_runner import ModelRunner, ModelRunnerOutput
+from .output_processor import OutputProcessor, ParentRequest, child_params
+from .request import Request, RequestStatus
+from .scheduler import Scheduler, SchedulerOutput
+
+
+class Engine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.model_path = config.model or default_model_path()
+        source = open_model_source(self.model_path)
+        self.model_config = source.model_config()
+        self.tokenizer = load_tokenizer(source, self.model_path)
+        self.dtype = resolve_dtype(config.dtype)
+        model = load_model(source, self.dtype, show_progress=config.show_progress)
+        context = self.model_config.max_position_embeddings
+        max_model_len = config.max_model_len or context
+        if max_model_len > context:
+            raise InvalidRequestError(f"max_model_len {max_model_len} exceeds the model's context length {context}")
+        num_blocks = config.num_kv_blocks or -(-max(max_model_len, config.kv_cache_tokens) // config.block_size)
+        if num_blocks * config.block_size < max_model_len:
+            raise InvalidRequestError(
+                f"the KV cache ({num_blocks} blocks of {config.block_size}) cannot hold max_model_len {max_model_len}"
+            )
+        self.scheduler_config = SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, max_model_len)
+        self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.scheduler_config, self.block_manager)
+        self.model_runner = ModelRunner(model, num_blocks, config.block_size, self.dtype)
+        self.output_processor = OutputProcessor(self.tokenizer)
+        self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids) | frozenset(self.model_config.eos_token_ids)
+        self._ids = itertools.count()
+
+    @property
+    def max_model_len(self) -> int:
+        return self.scheduler_config.max_model_len
+
+    def add_request(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None) -> str:
+        request_id = request_id if request_id is not None else str(next(self._ids))
+        if request_id in self.output_processor.parents:
+            raise InvalidRequestError(f"request id {request_id!r} is already in use")
+        text, ids = (prompt, self.tokenizer.encode(prompt)) if isinstance(prompt, str) else (None, list(prompt))
+        self._validate_prompt(ids, params)
+        children = []
+        for i in range(params.n):
+            child_id = request_id if params.n == 1 else f"{request_id}-{i}"
+            children.append(Request(child_id, ids, child_params(params, i), self.eos_token_ids))
+        detoks = [
+            IncrementalDetokenizer(
+                self.tokenizer,
+                ids,
+                c.sampling_params.skip_special_tokens,
+                c.sampling_params.stop,
+                c.sampling_params.include_stop_str_in_output,
+            )
+            for c in children
+        ]
+        self.output_processor.add(ParentRequest(request_id, text, ids, children, detoks))
+        for child in children:
+            self.scheduler.add_request(child)
+        return request_id
+
+    def _validate_prompt(self, ids: list[int], params: SamplingParams) -> None:
+        if not ids:
+            raise InvalidRequestError("the prompt is empty")
+        vocab = self.model_config.vocab_size
+        bad = next((t for t in ids if not isinstance(t, int) or not 0 <= t < vocab), None)
+        if bad is not None:
+            raise InvalidRequestError(f"prompt token id {bad!r} is outside the vocabulary (size {vocab})")
+        params.verify_vocab(vocab)
+        limit = self.max_model_len
+        if len(ids) >= limit:
+            raise PromptTooLongError(
+                f"the prompt has {len(ids)} tokens; the model's context is {limit} tokens (prompt + output)"
+            )
+        if params.max_tokens is not None and len(ids) + params.max_tokens > limit:
+            raise PromptTooLongError(
+                f"the prompt ({len(ids)} tokens) plus max_tokens ({params.max_tokens}) exceeds the context "
+                f"length of {limit} tokens"
+            )
+
+    def abort_request(self, request_id: str) -> None:
+        parent = self.output_processor.parents.get(request_id)
+        if parent is None:
+            return
+        for child in parent.children:
+            self.scheduler.abort_request(child.request_id)
+        self.output_processor.remove(request_id)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def step(self, delta: bool = False) -> list[RequestOutput]:
+        sched = self.scheduler.schedule()
+        if sched.is_empty:
+            return []
+        result = self.model_runner.execute(sched)
+        return self._update(sched, result, delta)
+
+    def _update(self, sched: SchedulerOutput, result: ModelRunnerOutput, delta: bool) -> list[RequestOutput]:
+        for s in sched.scheduled:
+            entries = result.prompt_logprobs.get(s.request.request_id)
+            if entries is not None:
+                merge_prompt_logprobs(s.request, s.start, entries)
+        touched = {}
+        for req in self.scheduler.update_from_output(sched, result.sampled):
+            if req.request_id in result.logprobs:
+                req.logprobs.append(result.logprobs[req.request_id])
+            stop = self.output_processor.process_token(req)
+            if stop is not None:
+                req.stop_reason = stop
+                if req.is_finished:  # also hit max_tokens this step: the stop string wins, as text was cut
+                    req.status = RequestStatus.FINISHED_STOPPED
+                else:
+                    self.scheduler.finish_request(req, RequestStatus.FINISHED_STOPPED)
+            parent, _ = self.output_processor.child_to_parent[req.request_id]
+            touched[parent.request_id] = parent
+        return [self.output_processor.make_output(p, delta) for p in touched.values()]
+
+
+def merge_prompt_logprobs(req: Request, start: int, entries: list) -> None:
+    """Entries predict prompt tokens start+1...; position 0 has no logprob (None). Recomputed chunks overwrite."""
+    if not req.prompt_logprobs:
+        req.prompt_logprobs.append(None)
+    req.prompt_logprobs[start + 1 : start + 1 + len(entries)] = entries
+
+
+def load_tokenizer(source, model_path: str) -> Tokenizer:
+    if hasattr(source, "metadata"):
+        return Tokenizer.from_gguf_metadata(source.metadata)
+    return Tokenizer.from_folder(model_path)

@@ -1,0 +1,109 @@
+"""ModelRunner: owns the model and its paged KV cache; turns a SchedulerOutput into tensors and sampled tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..layers.attention import AttentionMetadata, PrefillSpan
+from ..outputs import Logprob
+from .sampler import Sampler, compute_prompt_logprobs
+from .scheduler import ScheduledRequest, SchedulerOutput
+
+
+@dataclass
+class ModelRunnerOutput:
+    sampled: dict[str, int] = field(default_factory=dict)
+    logprobs: dict[str, dict[int, Logprob]] = field(default_factory=dict)
+    prompt_logprobs: dict[str, list[dict[int, Logprob]]] = field(default_factory=dict)
+
+
+@dataclass
+class StepInputs:
+    order: list[ScheduledRequest]
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    meta: AttentionMetadata
+    logits_index: list[int]  # token index of each sampled request's last token, in `samplers` order
+    samplers: list[ScheduledRequest]
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, num_blocks: int, block_size: int, dtype: torch.dtype) -> None:
+        self.model = model
+        self.block_size = block_size
+        self.sampler = Sampler()
+        cfg = model.config
+        shape = (cfg.num_hidden_layers, 2, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
+        # Zeros, not empty: masked-out slots are still multiplied by 0 in attention, and 0 * NaN would poison it.
+        self.kv_cache = torch.zeros(shape, dtype=dtype)
+        self.kv_caches = list(self.kv_cache.unbind(0))
+
+    @torch.inference_mode()
+    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        inputs = self._prepare(sched)
+        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        out = ModelRunnerOutput()
+        self._prompt_logprobs(inputs, hidden, out)
+        if inputs.samplers:
+            logits = self.model.compute_logits(hidden[inputs.logits_index])
+            result = self.sampler.sample(logits, [s.request for s in inputs.samplers])
+            for s, token, lp in zip(inputs.samplers, result.token_ids, result.logprobs, strict=True):
+                out.sampled[s.request.request_id] = token
+                if lp is not None:
+                    out.logprobs[s.request.request_id] = lp
+        return out
+
+    def _prepare(self, sched: SchedulerOutput) -> StepInputs:
+        # Single-token queries go first so attention can batch them in one call.
+        order = sorted(sched.scheduled, key=lambda s: s.num_new_tokens > 1)
+        ids, positions, slots, samplers, logits_index = [], [], [], [], []
+        prefills: list[PrefillSpan] = []
+        decode_tables, decode_lens = [], []
+        offset = 0
+        for s in order:
+            req, n = s.request, s.num_new_tokens
+            ids.extend(_tokens(req.prompt_token_ids, req.output_token_ids, s.start, n))
+            pos = torch.arange(s.start, s.start + n)
+            table = torch.tensor(req.block_ids[: -(-(s.start + n) // self.block_size)], dtype=torch.long)
+            positions.append(pos)
+            slots.append(table[pos // self.block_size] * self.block_size + pos % self.block_size)
+            if n == 1:
+                decode_tables.append(table)
+                decode_lens.append(s.start + 1)
+            else:
+                prefills.append(PrefillSpan(n, s.start + n, table))
+            offset += n
+            if s.samples:
+                samplers.append(s)
+                logits_index.append(offset - 1)
+        meta = AttentionMetadata(torch.cat(slots), len(decode_tables), prefills=prefills)
+        if decode_tables:
+            meta.decode_block_tables = torch.nn.utils.rnn.pad_sequence(decode_tables, batch_first=True)
+            span = meta.decode_block_tables.shape[1] * self.block_size
+            lens = torch.tensor(decode_lens)
+            meta.decode_mask = (torch.arange(span).unsqueeze(0) < lens.unsqueeze(1)).view(len(lens), 1, 1, span)
+        return StepInputs(order, torch.tensor(ids), torch.cat(positions), meta, logits_index, samplers)
+
+    def _prompt_logprobs(self, inputs: StepInputs, hidden: torch.Tensor, out: ModelRunnerOutput) -> None:
+        offset = 0
+        for s in inputs.order:
+            req, n = s.request, s.num_new_tokens
+            num = req.sampling_params.prompt_logprobs
+            # Position p predicts prompt token p + 1; only positions inside the prompt count.
+            end = min(s.start + n, req.num_prompt_tokens - 1)
+            if num is not None and end > s.start:
+                logits = self.model.compute_logits(hidden[offset : offset + end - s.start])
+                targets = req.prompt_token_ids[s.start + 1 : end + 1]
+                out.prompt_logprobs[req.request_id] = compute_prompt_logprobs(logits, targets, num)
+            offset += n
+
+
+def _tokens(prompt: list[int], output: list[int], start: int, n: int) -> list[int]:
+    p = len(prompt)
+    if start >= p:
+        return output[start - p : start - p + n]
+    if start + n <= p:
+        return prompt[start : start + n]
+    return prompt[start:] + output[: start + n - p]

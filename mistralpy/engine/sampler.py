@@ -1,0 +1,242 @@
+"""Sampler: logits processors and sampling, vectorised over the batch, with a torch.Generator per seeded request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..outputs import Logprob
+from .request import Request
+
+# A temperature this small is already greedy in effect; clamping keeps logits / T finite in fp32.
+_MIN_TEMPERATURE = 1e-5
+# Bounds the (positions, vocab) fp32 log_softmax for long prompts.
+_PROMPT_LOGPROBS_CHUNK = 512
+
+
+@dataclass
+class SamplerOutput:
+    token_ids: list[int]
+    logprobs: list[dict[int, Logprob] | None]  # one per request; None where logprobs were not asked for
+
+
+def _tensor(data: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # Pinned + non_blocking keeps the host->device copy from stalling the stream behind earlier kernels.
+    if device.type == "cuda":
+        return torch.tensor(data, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
+    return torch.tensor(data, dtype=dtype, device=device)
+
+
+def _scatter_indices(vocab_size: int, token_lists: list[list[int]]) -> tuple[list[int], list[int]]:
+    rows = [i for i, tokens in enumerate(token_lists) for t in tokens if 0 <= t < vocab_size]
+    cols = [t for tokens in token_lists for t in tokens if 0 <= t < vocab_size]
+    return rows, cols
+
+
+def apply_logit_bias(logits: torch.Tensor, requests: list[Request]) -> None:
+    biases = [r.sampling_params.logit_bias or {} for r in requests]
+    rows, cols = _scatter_indices(logits.shape[1], [list(b) for b in biases])
+    if not rows:
+        return
+    values = [v for b in biases for t, v in b.items() if 0 <= t < logits.shape[1]]
+    index = (_tensor(rows, torch.long, logits.device), _tensor(cols, torch.long, logits.device))
+    logits.index_put_(index, _tensor(values, logits.dtype, logits.device), accumulate=True)
+
+
+def apply_min_tokens(logits: torch.Tensor, requests: list[Request]) -> None:
+    banned: list[list[int]] = []
+    for r in requests:
+        p = r.sampling_params
+        if len(r.output_token_ids) >= p.min_tokens:
+            banned.append([])
+            continue
+        eos = [] if p.ignore_eos else sorted(r.eos_token_ids)
+        banned.append(list(p.stop_token_ids or []) + eos)
+    rows, cols = _scatter_indices(logits.shape[1], banned)
+    if rows:
+        logits[_tensor(rows, torch.long, logits.device), _tensor(cols, torch.long, logits.device)] = float("-inf")
+
+
+def _token_counts(token_lists: list[list[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
+    """(rows, vocab) occurrence counts; padding goes to an extra column that is dropped."""
+    width = max((len(t) for t in token_lists), default=0)
+    padded = [t + [vocab_size] * (width - len(t)) for t in token_lists]
+    index = _tensor(padded, torch.long, device).reshape(len(token_lists), width)
+    counts = torch.zeros(len(token_lists), vocab_size + 1, dtype=torch.int32, device=device)
+    counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.int32))
+    return counts[:, :vocab_size]
+
+
+def apply_penalties(logits: torch.Tensor, requests: list[Request]) -> None:
+    """Repetition (HF: prompt + output) then OpenAI presence/frequency (output only), on the rows that use them."""
+    rows = [i for i, r in enumerate(requests) if r.sampling_params.has_penalties]
+    if not rows:
+        return
+    device, vocab = logits.device, logits.shape[1]
+    params = [requests[i].sampling_params for i in rows]
+    row_index = _tensor(rows, torch.long, device)
+    sub = logits[row_index]
+    out_counts = _token_counts([requests[i].output_token_ids for i in rows], vocab, device)
+    if any(p.repetition_penalty != 1.0 for p in params):
+        seen = (out_counts > 0) | (_token_counts([requests[i].prompt_token_ids for i in rows], vocab, device) > 0)
+        rep = _tensor([p.repetition_penalty for p in params], sub.dtype, device).unsqueeze(1)
+        penalised = torch.where(sub > 0, sub / rep, sub * rep)
+        sub = torch.where(seen, penalised, sub)
+    freq = _tensor([p.frequency_penalty for p in params], sub.dtype, device).unsqueeze(1)
+    presence = _tensor([p.presence_penalty for p in params], sub.dtype, device).unsqueeze(1)
+    sub = sub - freq * out_counts - presence * (out_counts > 0)
+    logits[row_index] = sub
+
+
+def apply_logits_processors(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+    """Everything before temperature, in place on fp32 (num_reqs, vocab) logits; greedy takes the argmax of this."""
+    apply_logit_bias(logits, requests)
+    apply_min_tokens(logits, requests)
+    apply_penalties(logits, requests)
+    return logits
+
+
+def apply_temperature(logits: torch.Tensor, temperatures: list[float]) -> None:
+    # Greedy rows (T == 0) are divided by 1: their token is the argmax taken before this step.
+    temps = [max(t, _MIN_TEMPERATURE) if t > 0 else 1.0 for t in temperatures]
+    if any(t != 1.0 for t in temps):
+        logits.div_(_tensor(temps, logits.dtype, logits.device).unsqueeze(1))
+
+
+def apply_top_k(logits: torch.Tensor, top_ks: list[int]) -> None:
+    """Keep the k largest logits per row (ties with the k-th are kept); k <= 0 or k >= vocab is off."""
+    vocab = logits.shape[1]
+    active = [0 < k < vocab for k in top_ks]
+    if not any(active):
+        return
+    ks = [k if on else 1 for k, on in zip(top_ks, active, strict=True)]
+    top_values = logits.topk(max(ks), dim=1).values
+    index = _tensor([k - 1 for k in ks], torch.long, logits.device)
+    threshold = top_values.gather(1, index.unsqueeze(1))
+    threshold.masked_fill_(~_tensor(active, torch.bool, logits.device).unsqueeze(1), float("-inf"))
+    logits.masked_fill_(logits < threshold, float("-inf"))
+
+
+def apply_top_p(logits: torch.Tensor, top_ps: list[float]) -> None:
+    """Keep the smallest set of most likely tokens whose probability mass reaches p."""
+    if all(p >= 1.0 for p in top_ps):
+        return
+    sorted_logits, order = logits.sort(dim=1, descending=True)
+    probs = sorted_logits.softmax(dim=1)
+    mass_before = probs.cumsum(dim=1) - probs
+    p = _tensor(top_ps, probs.dtype, logits.device).unsqueeze(1)
+    # p == 1 rows must stay untouched even when rounding pushes the cumulative sum past 1.
+    remove = (mass_before >= p) & (p < 1.0)
+    logits.scatter_(1, order, sorted_logits.masked_fill(remove, float("-inf")))
+
+
+def apply_min_p(logits: torch.Tensor, min_ps: list[float]) -> None:
+    """Drop tokens whose probability is below min_p times the row's top probability."""
+    if all(m == 0.0 for m in min_ps):
+        return
+    probs = logits.softmax(dim=1)
+    threshold = probs.amax(dim=1, keepdim=True) * _tensor(min_ps, probs.dtype, logits.device).unsqueeze(1)
+    logits.masked_fill_(probs < threshold, float("-inf"))
+
+
+def _request_generator(request: Request, device: torch.device) -> torch.Generator:
+    if request.generator is None:
+        request.generator = torch.Generator(device=device)
+        request.generator.manual_seed(request.sampling_params.seed)
+    return request.generator
+
+
+def exponential_race(probs: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+    """argmax(p / q) with q ~ Exp(1) is a draw from p; a seeded row's q comes only from its own generator."""
+    q = torch.empty_like(probs)
+    seeded = [i for i, r in enumerate(requests) if r.sampling_params.seed is not None]
+    if len(seeded) < len(requests):
+        q.exponential_()
+    for i in seeded:
+        q[i].exponential_(generator=_request_generator(requests[i], probs.device))
+    # exponential_ may return 0 on some backends; 0 / 0 would be NaN and win the argmax.
+    return (probs / q.clamp_min_(torch.finfo(q.dtype).tiny)).argmax(dim=1)
+
+
+def sample_random(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+    params = [r.sampling_params for r in requests]
+    apply_temperature(logits, [p.temperature for p in params])
+    apply_top_k(logits, [p.top_k for p in params])
+    apply_top_p(logits, [p.top_p for p in params])
+    apply_min_p(logits, [p.min_p for p in params])
+    return exponential_race(logits.softmax(dim=1), requests)
+
+
+def _logprob_tensors(
+    logprobs: torch.Tensor, token_ids: torch.Tensor, num_top: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    chosen = logprobs.gather(1, token_ids.unsqueeze(1))
+    ranks = (logprobs > chosen).sum(dim=1) + 1
+    top_values, top_ids = logprobs.topk(num_top, dim=1)
+    return chosen.squeeze(1), ranks, top_values, top_ids
+
+
+def _logprob_dicts(
+    tensors: tuple[torch.Tensor, ...], token_ids: list[int], num_tops: list[int]
+) -> list[dict[int, Logprob]]:
+    chosen, ranks, top_values, top_ids = (t.tolist() for t in tensors)
+    out = []
+    for row, token in enumerate(token_ids):
+        entry = {token: Logprob(chosen[row], ranks[row])}
+        for j in range(num_tops[row]):
+            entry.setdefault(top_ids[row][j], Logprob(top_values[row][j], j + 1))
+        out.append(entry)
+    return out
+
+
+def compute_prompt_logprobs(logits: torch.Tensor, target_ids: list[int], num_logprobs: int) -> list[dict[int, Logprob]]:
+    """Raw log-probabilities of each target token (plus the top num_logprobs) at each of logits' positions."""
+    if logits.shape[0] != len(target_ids):
+        raise ValueError(f"{logits.shape[0]} logit rows for {len(target_ids)} target tokens")
+    out: list[dict[int, Logprob]] = []
+    for start in range(0, len(target_ids), _PROMPT_LOGPROBS_CHUNK):
+        ids = target_ids[start : start + _PROMPT_LOGPROBS_CHUNK]
+        logprobs = logits[start : start + len(ids)].float().log_softmax(dim=1)
+        tensors = _logprob_tensors(logprobs, _tensor(ids, torch.long, logits.device), num_logprobs)
+        out.extend(_logprob_dicts(tensors, ids, [num_logprobs] * len(ids)))
+    return out
+
+
+class Sampler:
+    """Turns one row of next-token logits per request into one token per request."""
+
+    def sample(self, logits: torch.Tensor, requests: list[Request]) -> SamplerOutput:
+        if not requests:
+            return SamplerOutput([], [])
+        logits = logits.to(torch.float32, copy=True)
+        lp_rows = [i for i, r in enumerate(requests) if r.sampling_params.logprobs is not None]
+        num_tops = [requests[i].sampling_params.logprobs or 0 for i in lp_rows]
+        lp_index = _tensor(lp_rows, torch.long, logits.device) if lp_rows else None
+        # Reported logprobs describe the model's own distribution, before bias, penalties or temperature.
+        raw_logprobs = logits[lp_index].log_softmax(dim=1) if lp_index is not None else None
+        apply_logits_processors(logits, requests)
+        token_ids = self._choose(logits, requests)
+        lp_tensors = None
+        if raw_logprobs is not None:
+            lp_tensors = _logprob_tensors(raw_logprobs, token_ids[lp_index], max(num_tops))
+        token_list = token_ids.tolist()
+        logprobs: list[dict[int, Logprob] | None] = [None] * len(requests)
+        if lp_tensors is not None:
+            entries = _logprob_dicts(lp_tensors, [token_list[i] for i in lp_rows], num_tops)
+            for i, entry in zip(lp_rows, entries, strict=True):
+                logprobs[i] = entry
+        return SamplerOutput(token_list, logprobs)
+
+    @staticmethod
+    def _choose(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+        greedy = [r.sampling_params.is_greedy for r in requests]
+        if all(greedy):
+            return logits.argmax(dim=1)
+        random_rows = [i for i, g in enumerate(greedy) if not g]
+        if len(random_rows) == len(requests):
+            return sample_random(logits, requests)
+        token_ids = logits.argmax(dim=1)
+        row_index = _tensor(random_rows, torch.long, logits.device)
+        token_ids[row_index] = sample_random(logits[row_index], [requests[i] for i in random_rows])
+        return token_ids

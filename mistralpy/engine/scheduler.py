@@ -1,0 +1,165 @@
+"""Continuous batching under a token budget, with chunked prefill, prefix caching and preemption by recompute.
+
+Every request advances by num_computed_tokens: a prompt chunk, a prefix-cache hit and a decode step are the same
+thing with different numbers. Running requests are served first, oldest first; when blocks run out the newest
+running request is preempted (its blocks freed, its tokens recomputed later). Waiting requests join every step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..config import SchedulerConfig
+from .block_manager import BlockManager
+from .request import Request, RequestStatus
+
+
+@dataclass
+class ScheduledRequest:
+    request: Request
+    num_new_tokens: int
+    start: int  # num_computed_tokens before this step
+
+    @property
+    def samples(self) -> bool:
+        """True when this step computes the request's last known token, so a new token gets sampled."""
+        return self.start + self.num_new_tokens == self.request.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledRequest] = field(default_factory=list)
+    preempted: list[Request] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+@dataclass
+class SchedulerStats:
+    num_preemptions: int = 0
+    num_prompt_tokens_computed: int = 0
+    num_generation_tokens: int = 0
+    max_batch_size: int = 0
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager) -> None:
+        self.config = config
+        self.block_manager = block_manager
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.requests: dict[str, Request] = {}
+        self.stats = SchedulerStats()
+
+    def add_request(self, request: Request) -> None:
+        self.requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.config.max_num_batched_tokens
+        budget = self._schedule_running(out, budget)
+        if not out.preempted:
+            self._schedule_waiting(out, budget)
+        self.stats.max_batch_size = max(self.stats.max_batch_size, len(out.scheduled))
+        return out
+
+    def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
+        i = 0
+        while i < len(self.running) and budget > 0:
+            req = self.running[i]
+            num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+            while not self.block_manager.allocate_slots(req, num_new):
+                victim = self.running.pop()
+                self._preempt(victim)
+                out.preempted.append(victim)
+                if victim is req:
+                    return budget
+            out.scheduled.append(ScheduledRequest(req, num_new, req.num_computed_tokens))
+            budget -= num_new
+            i += 1
+        return budget
+
+    def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            req = self.waiting[0]
+            computed = self.block_manager.get_computed_blocks(req)
+            num_new = min(req.num_tokens - len(computed) * self.block_manager.block_size, budget)
+            if not self.block_manager.allocate_slots(req, num_new, computed):
+                break
+            self.waiting.popleft()
+            req.status = RequestStatus.RUNNING
+            req.num_cached_tokens = len(computed) * self.block_manager.block_size
+            self.running.append(req)
+            out.scheduled.append(ScheduledRequest(req, num_new, req.num_computed_tokens))
+            budget -= num_new
+
+    def _preempt(self, req: Request) -> None:
+        self.block_manager.free(req)
+        req.num_computed_tokens = 0
+        req.status = RequestStatus.WAITING
+        req.num_preemptions += 1
+        self.stats.num_preemptions += 1
+        self.waiting.appendleft(req)
+
+    def update_from_output(self, out: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
+        """Advance computed counts, append sampled tokens, finish requests that hit a stop condition.
+        Returns the requests that received a new token this step."""
+        advanced = []
+        for s in out.scheduled:
+            req = s.request
+            req.num_computed_tokens += s.num_new_tokens
+            self.stats.num_prompt_tokens_computed += max(0, min(req.num_computed_tokens, req.num_prompt_tokens) - s.start)
+            token = sampled.get(req.request_id)
+            if token is None:
+                continue
+            req.output_token_ids.append(token)
+            self.stats.num_generation_tokens += 1
+            advanced.append(req)
+            status = self._check_stop(req, token)
+            if status is not None:
+                self.finish_request(req, status)
+        return advanced
+
+    def _check_stop(self, req: Request, token: int) -> RequestStatus | None:
+        params = req.sampling_params
+        n_out = len(req.output_token_ids)
+        if n_out >= params.min_tokens:
+            if not params.ignore_eos and token in req.eos_token_ids:
+                return RequestStatus.FINISHED_STOPPED
+            if token in params.stop_token_ids:
+                req.stop_reason = token
+                return RequestStatus.FINISHED_STOPPED
+        if params.max_tokens is not None and n_out >= params.max_tokens:
+            return RequestStatus.FINISHED_LENGTH
+        if req.num_tokens >= self.config.max_model_len:
+            return RequestStatus.FINISHED_LENGTH
+        return None
+
+    def finish_request(self, req: Request, status: RequestStatus) -> None:
+        if req.is_finished:
+            return
+        if req.status == RequestStatus.RUNNING:
+            self.running.remove(req)
+        elif req.status == RequestStatus.WAITING:
+            self.waiting.remove(req)
+        req.status = status
+        self.block_manager.free(req)
+        self.requests.pop(req.request_id, None)
+
+    def abort_request(self, request_id: str) -> bool:
+        req = self.requests.get(request_id)
+        if req is None:
+            return False
+        self.finish_request(req, RequestStatus.FINISHED_ABORTED)
+        return True

@@ -1,0 +1,25 @@
+"""One exception hierarchy: everything the user can cause is a MistralpyError with a one-line message."""
+
+
+class MistralpyError(Exception):
+    """Base of every error mistralpy raises on purpose."""
+
+
+class ModelNotFoundError(MistralpyError):
+    """The model path does not exist, or the embedded model is not installed."""
+
+
+class ModelLoadError(MistralpyError):
+    """The file exists but cannot be read as a model (not GGUF, truncated, missing tensors...)."""
+
+
+class UnsupportedArchitectureError(MistralpyError):
+    """The model's architecture has no implementation in mistralpy.models."""
+
+
+class InvalidRequestError(MistralpyError, ValueError):
+    """A request or a parameter is invalid (bad sampling value, prompt too long...)."""
+
+
+class PromptTooLongError(InvalidRequestError):
+    """The prompt (plus the tokens to generate) does not fit in the model's context."""

