@@ -15,6 +15,7 @@ from .sampling_params import SamplingParams
 from .tokenizer import Tokenizer
 
 PromptType = str | list[int] | dict[str, Any]
+_GENERATION_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 
 
 class LLM:
@@ -54,6 +55,14 @@ class LLM:
     def get_tokenizer(self) -> Tokenizer:
         return self.engine.tokenizer
 
+    def get_default_sampling_params(self) -> SamplingParams:
+        """SamplingParams() with the model's generation_config.json defaults applied (as vLLM does)."""
+        defaults = self.engine.generation_defaults
+        kwargs = {key: defaults[key] for key in _GENERATION_KEYS if key in defaults}
+        if "max_new_tokens" in defaults:
+            kwargs["max_tokens"] = defaults["max_new_tokens"]
+        return SamplingParams(**kwargs)
+
     def generate(
         self,
         prompts: PromptType | Sequence[PromptType],
@@ -61,6 +70,8 @@ class LLM:
         use_tqdm: bool = False,
     ) -> list[RequestOutput]:
         prompts = _as_prompt_list(prompts)
+        if sampling_params is None:
+            sampling_params = self.get_default_sampling_params()
         params = _as_params_list(sampling_params, len(prompts))
         ids = []
         try:
@@ -137,8 +148,6 @@ def _normalise_prompt(prompt: Any) -> str | list[int]:
 
 
 def _as_params_list(params: Any, n: int) -> list[SamplingParams]:
-    if params is None:
-        return [SamplingParams()] * n
     if isinstance(params, SamplingParams):
         return [params] * n
     params = list(params)

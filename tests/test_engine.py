@@ -67,9 +67,10 @@ def test_chunked_prefill_same_output(tiny_llama, llm):
     prompt = _prompts(1, seed=9)[0] * 4
     params = SamplingParams(max_tokens=10, **GREEDY)
     chunked = LLM(str(tiny_llama[1]), dtype="float32", max_num_batched_tokens=16, enable_prefix_caching=False)
-    assert chunked.generate([prompt], params)[0].outputs[0].token_ids == llm.generate([prompt], params)[0].outputs[
-        0
-    ].token_ids
+    assert (
+        chunked.generate([prompt], params)[0].outputs[0].token_ids
+        == llm.generate([prompt], params)[0].outputs[0].token_ids
+    )
 
 
 def test_abort_frees_blocks(llm):
@@ -115,6 +116,14 @@ def test_stop_string_spanning_tokens(llm):
     assert kept[0].outputs[0].text == full.text[: full.text.index(stop) + len(stop)]
 
 
+def test_partial_stop_string_at_the_end_is_released(llm):
+    prompt = [100, 200, 300]
+    full = llm.generate([prompt], SamplingParams(max_tokens=12, **GREEDY))[0].outputs[0]
+    never = full.text[-2:] + "\x00never"  # the text ends with the start of this stop string
+    out = llm.generate([prompt], SamplingParams(max_tokens=12, stop=[never], **GREEDY))[0].outputs[0]
+    assert out.text == full.text and out.finish_reason == "length"
+
+
 def test_stop_token_ids_and_max_tokens(llm):
     full = llm.generate([[1, 2, 3]], SamplingParams(max_tokens=10, **GREEDY))[0].outputs[0]
     assert full.finish_reason == "length" and len(full.token_ids) == 10
@@ -136,4 +145,25 @@ def test_logprobs_and_prompt_logprobs(llm):
     assert len(out.prompt_logprobs) == len(prompt) and out.prompt_logprobs[0] is None
     for token, entry in zip(prompt[1:], out.prompt_logprobs[1:], strict=True):
         assert token in entry and 2 <= len(entry) <= 3
-    assert comp.cumulative_logprob == pytest.approx(sum(e[t].logprob for t, e in zip(comp.token_ids, comp.logprobs)))
+    assert comp.cumulative_logprob == pytest.approx(
+        sum(e[t].logprob for t, e in zip(comp.token_ids, comp.logprobs, strict=True))
+    )
+
+
+def test_generation_config_defaults(tiny_llama, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_llama[1], folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    config.update(temperature=0.0, top_p=0.5, top_k=7, repetition_penalty=1.1, max_new_tokens=5)
+    (folder / "generation_config.json").write_text(json.dumps(config))
+    llm = LLM(str(folder), dtype="float32")
+    params = llm.get_default_sampling_params()
+    assert (params.temperature, params.top_p, params.top_k, params.repetition_penalty, params.max_tokens) == (
+        0.0, 0.5, 7, 1.1, 5,
+    )  # fmt: skip
+    out = llm.generate([[5, 6, 7]])[0].outputs[0]  # no SamplingParams: the model's defaults
+    assert len(out.token_ids) <= 5
+    assert out.token_ids == llm.generate([[5, 6, 7]], params)[0].outputs[0].token_ids

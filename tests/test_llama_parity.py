@@ -70,3 +70,30 @@ def test_greedy_tokens_match_transformers(tiny_llama, fmt):
     for prompt, out in zip(prompts, outs, strict=True):
         assert out.outputs[0].token_ids == _reference_greedy(hf_model, prompt, 24)
         assert out.outputs[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(tie=True),
+        dict(rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                               original_max_position_embeddings=16)),
+        dict(rope_scaling=dict(rope_type="linear", factor=2.0)),
+    ],
+    ids=["tied", "llama3-rope", "linear-rope"],
+)  # fmt: skip
+def test_variants_match_transformers(tmp_path, tokenizer_dir, overrides):
+    from .helpers import llama_to_gguf, make_tiny_llama
+
+    hf_model = make_tiny_llama(tmp_path, seed=3, **overrides)
+    sources = [tmp_path]
+    if overrides.get("tie"):
+        llama_to_gguf(hf_model, tmp_path / "tied.gguf")
+        sources.append(tmp_path / "tied.gguf")
+    prompt = list(range(40, 80))  # 40 positions: past original_max_position_embeddings of the llama3 variant
+    ref = _reference_logits(hf_model, prompt)
+    for source in sources:
+        model = load_model(open_model_source(source), torch.float32)
+        runner = ModelRunner(model, num_blocks=16, block_size=BLOCK, dtype=torch.float32)
+        with torch.inference_mode():
+            torch.testing.assert_close(_prefill(runner, prompt, 0), ref, atol=1e-4, rtol=0)

@@ -9,6 +9,7 @@ from ..errors import InvalidRequestError, PromptTooLongError
 from ..loader import open_model_source
 from ..loader.default_model import default_model_path
 from ..loader.model_loader import load_model
+from ..models import resolve_model_class
 from ..outputs import RequestOutput
 from ..sampling_params import SamplingParams
 from ..tokenizer import Tokenizer
@@ -26,7 +27,9 @@ class Engine:
         self.model_path = config.model or default_model_path()
         source = open_model_source(self.model_path)
         self.model_config = source.model_config()
+        resolve_model_class(self.model_config)  # fail on an unsupported architecture before any heavy work
         self.tokenizer = load_tokenizer(source, self.model_path)
+        self.generation_defaults: dict = getattr(source, "generation_defaults", {})
         self.dtype = resolve_dtype(config.dtype)
         model = load_model(source, self.dtype, show_progress=config.show_progress)
         context = self.model_config.max_position_embeddings

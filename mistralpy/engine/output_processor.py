@@ -52,7 +52,7 @@ class OutputProcessor:
         )
         detok = parent.detokenizers[i]
         stop = None if stopped_by_token else detok.update([token])
-        parent.deltas[i] += detok.get_next_delta()
+        parent.deltas[i] += detok.get_next_delta(finished=req.is_finished)
         return stop
 
     def make_output(self, parent: ParentRequest, delta: bool = False) -> RequestOutput:

@@ -119,7 +119,8 @@ class Scheduler:
         for s in out.scheduled:
             req = s.request
             req.num_computed_tokens += s.num_new_tokens
-            self.stats.num_prompt_tokens_computed += max(0, min(req.num_computed_tokens, req.num_prompt_tokens) - s.start)
+            prompt_done = min(req.num_computed_tokens, req.num_prompt_tokens)
+            self.stats.num_prompt_tokens_computed += max(0, prompt_done - s.start)
             token = sampled.get(req.request_id)
             if token is None:
                 continue

@@ -1,0 +1,76 @@
+"""Chat templates rendered in a sandboxed Jinja environment, set up as transformers sets it up."""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import datetime
+from typing import Any, NoReturn
+
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import InvalidRequestError
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+            sort_keys: bool = False) -> str:  # fmt: skip
+    # Jinja's own tojson escapes HTML characters and non-ASCII, which templates trained with transformers never saw
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise jinja2.TemplateError(message)
+
+
+@functools.lru_cache(maxsize=16)
+def compile_template(source: str | None) -> jinja2.Template:
+    if not source:
+        raise InvalidRequestError("this model has no chat template; send a plain prompt instead of chat messages")
+    # the same environment as transformers, so templates written for it render identically
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise InvalidRequestError(f"the model's chat template does not parse: {e}") from None
+
+
+def normalize_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("messages must be a non-empty list of {'role': ..., 'content': ...} objects")
+    return [_normalize_message(index, message) for index, message in enumerate(messages)]
+
+
+def _normalize_message(index: int, message: Any) -> dict[str, Any]:
+    if not isinstance(message, dict):
+        raise InvalidRequestError(f"messages[{index}] must be an object with 'role' and 'content'")
+    if not isinstance(message.get("role"), str) or not message["role"]:
+        raise InvalidRequestError(f"messages[{index}].role must be a non-empty string")
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "\n".join(_text_part(index, part) for part in content)
+    elif content is None and not message.get("tool_calls"):
+        raise InvalidRequestError(f"messages[{index}] has no 'content'")
+    elif content is not None and not isinstance(content, str):
+        raise InvalidRequestError(f"messages[{index}].content must be a string or a list of text parts")
+    return {**message, "content": content}
+
+
+def _text_part(index: int, part: Any) -> str:
+    if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        raise InvalidRequestError(f"messages[{index}].content: only text parts are supported, got {kind!r}")
+    return part["text"]
+
+
+def render_chat_template(source: str | None, messages: Any, add_generation_prompt: bool, **variables: Any) -> str:
+    template = compile_template(source)
+    messages = normalize_messages(messages)
+    try:
+        return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **variables)
+    except Exception as e:  # templates fail with TemplateError, and with TypeError etc. on odd messages
+        raise InvalidRequestError(f"chat template error: {e}") from None

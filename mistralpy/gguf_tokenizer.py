@@ -1,0 +1,134 @@
+"""GGUF tokenizer metadata (tokenizer.ggml.*) -> a HF `tokenizers` backend: byte-level BPE or SentencePiece BPE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+from tokenizers import Tokenizer as HFTokenizer
+
+from .errors import ModelLoadError
+
+# Pre-tokenizer splits by llama.cpp's `tokenizer.ggml.pre` name. Each regex splits the pieces the previous one left.
+_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+_CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+_LLAMA3 = _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_QWEN2 = _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_QWEN35 = (
+    _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_UPPER, _LOWER = r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]", r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]"
+_GPT4O = (
+    rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{_CONTRACTIONS}?|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*{_CONTRACTIONS}?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_TEKKEN = (
+    rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# (names, regexes, ignore_merges, add_bos default)
+_PRE_FAMILIES: tuple[tuple[tuple[str, ...], tuple[str, ...], bool, bool], ...] = (
+    (("default",), (r"[\p{P}\$\+<=>\^~\|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"), False, False),
+    (("gpt-2", "phi-2", "mpt", "olmo", "jais", "trillion", "granite-docling", "exaone4", "mellum", "roberta-bpe"),
+     (_GPT2,), False, False),
+    (("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b", "mellum2"),
+     (r"\p{N}", _GPT2), False, False),
+    (("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"),
+     (_LLAMA3,), True, True),
+    (("dbrx", "smaug-bpe"), (_LLAMA3,), False, False),
+    (("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan", "solar-open"),
+     (_QWEN2,), False, False),
+    (("qwen35",), (_QWEN35,), False, False),
+    (("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"), (_GPT4O,), False, False),
+    (("tekken",), (_TEKKEN,), True, True),
+)  # fmt: skip
+_PRE_SPLITS = {name: (regexes, ignore, bos) for names, regexes, ignore, bos in _PRE_FAMILIES for name in names}
+_UNKNOWN, _CONTROL, _USER_DEFINED = 2, 3, 4  # llama.cpp token types
+
+
+def gguf_backend(metadata: dict[str, Any]) -> HFTokenizer:
+    model_type = metadata.get("tokenizer.ggml.model")
+    if model_type == "gpt2":
+        backend, add_bos = _byte_level_backend(metadata)
+    elif model_type == "llama":
+        backend, add_bos = _sentencepiece_backend(metadata), True
+    else:
+        raise ModelLoadError(f"unsupported tokenizer model: {model_type!r} (supported: 'gpt2', 'llama')")
+    tokens, types = metadata["tokenizer.ggml.tokens"], metadata.get("tokenizer.ggml.token_type") or []
+    # control tokens are special (matched whole, skipped on decode); user-defined ones are matched whole but kept
+    typed = list(zip(tokens, types, strict=False))
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, kind in typed
+                                if kind in (_UNKNOWN, _CONTROL)])  # fmt: skip
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t, kind in typed if kind == _USER_DEFINED])
+    add_bos = metadata.get("tokenizer.ggml.add_bos_token", add_bos)
+    add_eos = metadata.get("tokenizer.ggml.add_eos_token", False)
+    bos_id, eos_id = metadata.get("tokenizer.ggml.bos_token_id"), metadata.get("tokenizer.ggml.eos_token_id")
+    backend.post_processor = bos_eos_processor(backend, bos_id, eos_id, add_bos, add_eos)
+    return backend
+
+
+def _byte_level_backend(metadata: dict[str, Any]) -> tuple[HFTokenizer, bool]:
+    pre = metadata.get("tokenizer.ggml.pre") or "default"
+    if pre not in _PRE_SPLITS:
+        raise ModelLoadError(f"unsupported tokenizer pre-tokenizer: {pre!r} (tokenizer.ggml.pre)")
+    regexes, ignore_merges, add_bos = _PRE_SPLITS[pre]
+    merges = [tuple(merge.split(" ", 1)) for merge in metadata.get("tokenizer.ggml.merges", [])]
+    backend = HFTokenizer(_bpe(vocab=_vocab(metadata), merges=merges, ignore_merges=ignore_merges))
+    splits = [pre_tokenizers.Split(Regex(regex), behavior="isolated") for regex in regexes]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([*splits, byte_level])
+    backend.decoder = decoders.ByteLevel()
+    return backend, add_bos
+
+
+def _sentencepiece_backend(metadata: dict[str, Any]) -> HFTokenizer:
+    tokens, vocab = metadata["tokenizer.ggml.tokens"], _vocab(metadata)
+    scores = metadata.get("tokenizer.ggml.scores") or [0.0] * len(tokens)
+    unk_id = metadata.get("tokenizer.ggml.unknown_token_id")
+    unk = tokens[unk_id] if unk_id is not None else None
+    backend = HFTokenizer(
+        _bpe(vocab=vocab, merges=_merges_from_scores(tokens, scores, vocab), unk_token=unk, fuse_unk=True,
+             byte_fallback=True)
+    )  # fmt: skip
+    add_prefix = metadata.get("tokenizer.ggml.add_space_prefix", True)
+    prepend = "first" if add_prefix else "never"
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend, split=False)
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    backend.decoder = decoders.Sequence([*steps, decoders.Strip(" ", 1, 0)] if add_prefix else steps)
+    return backend
+
+
+def _bpe(**kwargs: Any) -> models.BPE:
+    try:
+        return models.BPE(**kwargs)
+    except Exception as e:  # the Rust side raises plain Exception
+        raise ModelLoadError(f"invalid GGUF tokenizer vocabulary: {e}") from None
+
+
+def _vocab(metadata: dict[str, Any]) -> dict[str, int]:
+    vocab: dict[str, int] = {}
+    for index, token in enumerate(metadata["tokenizer.ggml.tokens"]):
+        vocab.setdefault(token, index)
+    return vocab
+
+
+def _merges_from_scores(tokens: list[str], scores: list[float], vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """SentencePiece BPE as ranked merges: a pair merges into the token it spells, better-scored tokens first."""
+    ranked: list[tuple[float, int, int, str, str]] = []
+    for token, score in zip(tokens, scores, strict=True):
+        pairs = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in vocab and token[i:] in vocab]
+        pairs.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
+        ranked.extend((score, len(left), len(right), left, right) for left, right in pairs)
+    ranked.sort(key=lambda merge: merge[:3], reverse=True)  # stable: ties keep vocabulary order
+    return [(left, right) for *_, left, right in ranked]
+
+
+def bos_eos_processor(
+    backend: HFTokenizer, bos_id: int | None, eos_id: int | None, add_bos: bool, add_eos: bool
+) -> processors.TemplateProcessing:
+    bos = backend.id_to_token(bos_id) if add_bos and bos_id is not None else None
+    eos = backend.id_to_token(eos_id) if add_eos and eos_id is not None else None
+    single = " ".join(part for part in (bos and f"{bos}:0", "$A:0", eos and f"{eos}:0") if part)
+    pair = " ".join(part for part in (single, bos and f"{bos}:1", "$B:1", eos and f"{eos}:1") if part)
+    specials = [(token, token_id) for token, token_id in ((bos, bos_id), (eos, eos_id)) if token is not None]
+    return processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)

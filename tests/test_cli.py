@@ -1,0 +1,65 @@
+"""`mistralpy run` as a user runs it: a subprocess, one-shot and a scripted chat on stdin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mistralpy", *args], input=stdin, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_version_and_help():
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.startswith("mistralpy ")
+    for args in (["--help"], ["run", "--help"]):
+        out = run_cli(*args)
+        assert out.returncode == 0 and "usage: mistralpy" in out.stdout
+    assert "--max-tokens" in run_cli("run", "--help").stdout
+
+
+def test_one_shot(tiny_llama):
+    out = run_cli("run", "-m", str(tiny_llama[2]), "--prompt", "Hello", "--max-tokens", "8", "--temperature", "0")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
+    again = run_cli("run", "-m", str(tiny_llama[2]), "--prompt", "Hello", "--max-tokens", "8", "--temperature", "0")
+    assert again.stdout == out.stdout
+
+
+def test_scripted_chat_session(tiny_llama):
+    script = "Hello there\n/reset\nSecond question\n/exit\nnever read\n"
+    out = run_cli("run", "-m", str(tiny_llama[2]), "--max-tokens", "6", "--seed", "3", stdin=script)
+    assert out.returncode == 0, out.stderr
+    assert "(conversation cleared)" in out.stdout
+    assert out.stdout.count("> ") == 4  # two messages, /reset and /exit; the line after /exit is never read
+
+
+def test_chat_ends_on_eof(tiny_llama):
+    out = run_cli("run", "-m", str(tiny_llama[2]), "--max-tokens", "4", stdin="Hi\n")
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "-m", "/no/such/model.gguf", "--prompt", "x"], "not found"),
+        (["run", "--prompt", "x", "--temperature", "-2"], "temperature"),
+    ],
+)
+def test_errors_are_one_line(args, message):
+    out = run_cli(*args)
+    assert out.returncode == 1
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0
+
+
+def test_not_a_model_file(tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_text("nope")
+    out = run_cli("run", "-m", str(bad), "--prompt", "x")
+    assert out.returncode == 1 and "not a GGUF file" in out.stderr and "Traceback" not in out.stderr
