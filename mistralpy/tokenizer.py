@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from .chat_template import render_chat_template
 from .errors import ModelLoadError
 from .gguf_tokenizer import bos_eos_processor, gguf_backend
+from .loader.hf_folder import read_json_object
 
 # Markers that end a turn in common chat templates: a template that writes one should also stop generation on it.
 _END_OF_TURN_TEXTS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>")
@@ -65,13 +65,13 @@ class Tokenizer:
             backend = HFTokenizer.from_file(str(tokenizer_file))
         except Exception as e:  # the Rust side raises plain Exception
             raise ModelLoadError(f"cannot read {tokenizer_file}: {e}") from None
-        config = _read_json(folder / "tokenizer_config.json")
+        config = read_json_object(folder / "tokenizer_config.json", missing_ok=True)
         bos_id, eos_id = (_token_id(backend, config.get(key)) for key in ("bos_token", "eos_token"))
         # tokenizer.json's post-processor decides, as in transformers 5; the config's flags only fill in a missing one
         if backend.post_processor is None:
             add_bos, add_eos = config.get("add_bos_token", False), config.get("add_eos_token", False)
             backend.post_processor = bos_eos_processor(backend, bos_id, eos_id, add_bos, add_eos)
-        generation_eos = _read_json(folder / "generation_config.json").get("eos_token_id")
+        generation_eos = read_json_object(folder / "generation_config.json", missing_ok=True).get("eos_token_id")
         return cls(
             backend,
             bos_token_id=bos_id,
@@ -112,16 +112,6 @@ class Tokenizer:
         return ids
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot read {path}: {e}") from None
-    return data if isinstance(data, dict) else {}
-
-
 def _token_id(backend: HFTokenizer, value: Any) -> int | None:
     content = value.get("content") if isinstance(value, dict) else value  # AddedToken dicts or plain strings
     return backend.token_to_id(content) if isinstance(content, str) else None
@@ -131,7 +121,9 @@ def _folder_chat_template(folder: Path, config: dict[str, Any]) -> str | None:
     jinja_file = folder / "chat_template.jinja"
     if jinja_file.is_file():
         return jinja_file.read_text(encoding="utf-8")
-    template = _read_json(folder / "chat_template.json").get("chat_template", config.get("chat_template"))
+    template = read_json_object(folder / "chat_template.json", missing_ok=True).get(
+        "chat_template", config.get("chat_template")
+    )
     if isinstance(template, list):  # named templates: [{"name": "default", "template": "..."}, ...]
         template = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, dict)}
         template = template.get("default")

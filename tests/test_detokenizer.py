@@ -8,16 +8,15 @@ import gguf
 import pytest
 
 from mistralpy.engine.detokenizer import IncrementalDetokenizer
+from mistralpy.loader.default_model import default_model_path
 from mistralpy.tokenizer import Tokenizer
-
-from .helpers import embedded_gguf_path
 
 MULTILINGUAL = "Grüße 你好世界 👋🏽🚀 こんにちは Привет! 😀 def f(x):\n    return x**2  # ok 🎉"
 
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-    reader = gguf.GGUFReader(embedded_gguf_path())
+    reader = gguf.GGUFReader(default_model_path())
     return Tokenizer.from_gguf_metadata(
         {key: field.contents() for key, field in reader.fields.items() if key.startswith("tokenizer.")}
     )

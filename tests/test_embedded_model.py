@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from mistralpy import LLM, SamplingParams
-
-from .helpers import embedded_gguf_path
+from mistralpy.loader.default_model import default_model_path
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +30,7 @@ def llm():
 def reference():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = embedded_gguf_path()
+    path = default_model_path()
     folder, name = os.path.dirname(path), os.path.basename(path)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)

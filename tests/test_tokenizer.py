@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from mistralpy.errors import InvalidRequestError, ModelLoadError
+from mistralpy.loader.default_model import default_model_path
 from mistralpy.tokenizer import Tokenizer
-
-from .helpers import embedded_gguf_path
 
 TEXTS = [
     "Hello world! Grüße, 你好世界, こんにちは, Привет 👋🏽🚀 \n\tdef f(x):\n    return x**2  # ok\n<|im_start|>user",
@@ -39,7 +38,7 @@ def read_tokenizer_metadata(path: str | Path) -> dict:
 
 @pytest.fixture(scope="module")
 def metadata() -> dict:
-    return read_tokenizer_metadata(embedded_gguf_path())
+    return read_tokenizer_metadata(default_model_path())
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +50,7 @@ def tok(metadata) -> Tokenizer:
 def hf_tok():
     from transformers import AutoTokenizer
 
-    path = embedded_gguf_path()
+    path = default_model_path()
     return AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
 
 

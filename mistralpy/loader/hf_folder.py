@@ -23,7 +23,10 @@ _MAPPED_KEYS = {
 }  # fmt: skip
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path, missing_ok: bool = False) -> dict[str, Any]:
+    """A JSON file holding one object; a missing file is {} when missing_ok. Anything else is a ModelLoadError."""
+    if missing_ok and not path.is_file():
+        return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -59,9 +62,8 @@ class HFFolder:
             raise ModelNotFoundError(f"model folder not found: {self.path}")
         if not (self.path / "config.json").is_file():
             raise ModelLoadError(f"no config.json in model folder: {self.path}")
-        self.config: dict[str, Any] = _read_json(self.path / "config.json")
-        generation_file = self.path / "generation_config.json"
-        self.generation_config: dict[str, Any] = _read_json(generation_file) if generation_file.is_file() else {}
+        self.config: dict[str, Any] = read_json_object(self.path / "config.json")
+        self.generation_config = read_json_object(self.path / "generation_config.json", missing_ok=True)
         self._handles: dict[str, Any] = {}
         self._files = self._weight_map()
 
@@ -136,7 +138,7 @@ class HFFolder:
         """Tensor name -> safetensors file name, from the shard index when there is one."""
         index = self.path / _INDEX_FILE
         if index.is_file():
-            weight_map = _read_json(index).get("weight_map")
+            weight_map = read_json_object(index).get("weight_map")
             if not isinstance(weight_map, dict):
                 raise ModelLoadError(f"{index} has no weight_map")
             for file in sorted(set(weight_map.values())):
