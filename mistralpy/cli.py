@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--raw", action="store_true", help="with --prompt: complete the text as-is, no chat template")
     run.add_argument("--system", help="system message for the chat")
     add_sampling_args(run)
+    add_serve_parser(sub)
     return parser
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import MistralpyError
 
     try:
-        return run_command(args)
+        return serve_command(args) if args.command == "serve" else run_command(args)
     except MistralpyError as e:
         print(f"mistralpy: error: {e}", file=sys.stderr)
         return 1
@@ -151,3 +152,21 @@ def repl(llm, params, system: list[dict[str, str]]) -> int:
             print("\n(interrupted)", flush=True)
         print(flush=True)
         messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    from .server.serve import add_serve_args
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the OpenAI-compatible HTTP server",
+        description="Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, ...).",
+    )
+    add_model_args(serve)
+    add_serve_args(serve)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from .server.serve import serve_command as run_server
+
+    return run_server(args)

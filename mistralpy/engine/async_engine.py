@@ -1,0 +1,242 @@
+"""AsyncEngine: one Engine stepped by a background thread; per-request async streams of delta outputs.
+
+Only the loop thread ever touches the Engine. Callers send it commands (add, abort, any read) through a queue it
+drains between steps, so add/abort/step never race and no lock is held across a model forward pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import queue
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from ..config import EngineConfig
+from ..errors import MistralpyError
+from ..outputs import RequestOutput
+from ..sampling_params import SamplingParams
+from .engine import Engine
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class EngineDeadError(MistralpyError):
+    """The engine loop has stopped (shutdown, or a step failed); no request can be served."""
+
+
+class RequestStream:
+    """Delta RequestOutputs of one request: each CompletionOutput holds only the new text, token ids and logprobs.
+
+    A child (n > 1) appears in an output only when it has something new; its finish is reported once.
+    prompt_logprobs appear on the first output only.
+    """
+
+    def __init__(self, request_id: str, engine: AsyncEngine) -> None:
+        self.request_id = request_id
+        self._engine = engine
+        self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self.finished = False
+        # Owned by the loop thread: how much of each child was already delivered.
+        self._sent_tokens: dict[int, int] = {}
+        self._sent_finish: set[int] = set()
+        self._sent_prompt_logprobs = False
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self.finished:
+            raise StopAsyncIteration
+        try:
+            item = await self._queue.get()
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+        if isinstance(item, BaseException):
+            self.finished = True
+            raise item
+        self.finished = item.finished
+        return item
+
+    def abort(self) -> None:
+        """Stop generating and free the request's KV blocks (a no-op once it has finished)."""
+        if not self.finished:
+            self.finished = True
+            self._engine.abort(self.request_id)
+
+    def _delta(self, out: RequestOutput) -> RequestOutput:
+        outputs = []
+        for c in out.outputs:
+            seen = self._sent_tokens.get(c.index, 0)
+            new_finish = c.finish_reason is not None and c.index not in self._sent_finish
+            if len(c.token_ids) == seen and not c.text and not new_finish:
+                continue
+            self._sent_tokens[c.index] = len(c.token_ids)
+            if new_finish:
+                self._sent_finish.add(c.index)
+            logprobs = c.logprobs[seen:] if c.logprobs is not None else None
+            outputs.append(dataclasses.replace(c, token_ids=c.token_ids[seen:], logprobs=logprobs))
+        prompt_logprobs = None
+        if out.prompt_logprobs is not None and not self._sent_prompt_logprobs:
+            prompt_logprobs, self._sent_prompt_logprobs = list(out.prompt_logprobs), True
+        return dataclasses.replace(out, outputs=outputs, prompt_logprobs=prompt_logprobs)
+
+
+class AsyncEngine:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future | None]] = (
+            queue.SimpleQueue()
+        )
+        self._wake = threading.Event()
+        self._streams: dict[str, RequestStream] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.finished_counts: Counter[str] = Counter()  # requests by finish reason: "stop", "length", "abort"
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> AsyncEngine:
+        return cls(Engine(config))
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    def start(self) -> None:
+        """Start the loop thread, bound to the running event loop (called lazily by every async method)."""
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="mistralpy-engine", daemon=True)
+        self._thread.start()
+
+    async def shutdown(self) -> None:
+        """Stop the loop thread; every open stream ends with EngineDeadError."""
+        if self._thread is None or self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    async def call(self, fn: Callable[[Engine], T]) -> T:
+        """Run fn(engine) on the loop thread, between steps, and return its result."""
+        self.start()
+        if self._stopping:
+            raise EngineDeadError("the engine has stopped")
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._commands.put((lambda: fn(self.engine), future))
+        self._wake.set()
+        return await asyncio.wrap_future(future)
+
+    async def add_request(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> RequestStream:
+        """Admit a request (validation errors are raised here, before any output) and return its stream."""
+
+        def add(engine: Engine) -> RequestStream:
+            rid = engine.add_request(prompt, params, request_id)
+            stream = RequestStream(rid, self)
+            self._streams[rid] = stream
+            return stream
+
+        try:
+            return await self.call(add)
+        except asyncio.CancelledError:
+            if request_id is not None:  # the add may still run after we stop waiting for it
+                self.abort(request_id)
+            raise
+
+    async def generate(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
+        """Yield delta outputs until the request finishes; closing or cancelling the iterator aborts it."""
+        stream = await self.add_request(prompt, params, request_id)
+        try:
+            async for out in stream:
+                yield out
+        finally:
+            stream.abort()
+
+    def abort(self, request_id: str) -> None:
+        """Abort without waiting: the loop thread frees the request's blocks before its next step."""
+        if self._thread is None or self._stopping:
+            return
+        self._commands.put((lambda: self._abort(request_id), None))
+        self._wake.set()
+
+    def _abort(self, request_id: str) -> None:
+        if self._streams.pop(request_id, None) is not None:
+            self.engine.abort_request(request_id)
+            self.finished_counts["abort"] += 1
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._drain_commands()
+            if not self.engine.has_unfinished_requests():
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            try:
+                outputs = self.engine.step(delta=True)
+            except Exception as e:  # the engine's state is unknown now: fail its requests, keep serving new ones
+                logger.exception("engine step failed")
+                self._fail_all(e)
+                continue
+            for out in outputs:
+                self._dispatch(out)
+        self._drain_commands()
+        self._fail_all(EngineDeadError("the engine has stopped"))
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                fn, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if future is not None and not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as e:
+                if future is None:
+                    logger.exception("engine command failed")
+                else:
+                    future.set_exception(e)
+                continue
+            if future is not None:
+                future.set_result(result)
+
+    def _dispatch(self, out: RequestOutput) -> None:
+        stream = self._streams.get(out.request_id)
+        if stream is None:
+            return
+        if out.finished:
+            del self._streams[out.request_id]
+            self.finished_counts[out.outputs[0].finish_reason or "abort"] += 1
+        self._put(stream, stream._delta(out))
+
+    def _fail_all(self, error: BaseException) -> None:
+        for rid, stream in list(self._streams.items()):
+            try:
+                self.engine.abort_request(rid)
+            except Exception:
+                logger.exception("abort of request %s failed", rid)
+            self._put(stream, error)
+        self._streams.clear()
+
+    def _put(self, stream: RequestStream, item: RequestOutput | BaseException) -> None:
+        try:
+            self._loop.call_soon_threadsafe(stream._queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass

@@ -1,0 +1,99 @@
+"""Every failure leaves the server as an OpenAI error body: {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..engine.async_engine import EngineDeadError
+from ..errors import MistralpyError
+from .responses import ErrorInfo, ErrorResponse
+
+_MAX_LISTED_ERRORS = 5
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its response was ready: nobody is left to answer."""
+
+
+class APIError(Exception):
+    """An error with its HTTP status, raised by route code (unknown model, missing API key...)."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | int | None = None) -> dict[str, Any]:
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return ErrorResponse(error=ErrorInfo(message=message, type=kind, param=param, code=code)).model_dump()
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param, code), status_code=status)
+
+
+def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """pydantic errors -> one message naming each bad field, and the first field's path as `param`."""
+    parts, params = [], []
+    for err in errors[:_MAX_LISTED_ERRORS]:
+        kind = err.get("type")
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        path = ".".join(loc) if loc and kind != "json_invalid" else None  # a JSON error's loc is a byte offset
+        params.append(path)
+        if kind == "extra_forbidden":
+            parts.append(f"unknown or unsupported field '{path}'")
+        elif kind == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error", "")
+            parts.append(f"the request body is not valid JSON: {detail}".rstrip(": "))
+        elif path is None and kind in ("missing", "model_attributes_type", "dict_type"):
+            parts.append("the request body must be a JSON object, sent with Content-Type: application/json")
+        else:
+            msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+            parts.append(f"{path}: {msg}" if path else msg)
+    if len(errors) > _MAX_LISTED_ERRORS:
+        parts.append(f"and {len(errors) - _MAX_LISTED_ERRORS} more")
+    return "; ".join(parts), params[0] if params else None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = describe_validation_errors(list(exc.errors()))
+        return error_response(400, message, param)
+
+    @app.exception_handler(APIError)
+    async def _api(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.param, exc.code)
+
+    @app.exception_handler(ClientDisconnected)
+    async def _gone(_: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request"; it is never delivered
+
+    @app.exception_handler(EngineDeadError)
+    async def _dead(_: Request, exc: EngineDeadError) -> JSONResponse:
+        return error_response(503, str(exc))
+
+    @app.exception_handler(MistralpyError)
+    async def _mistralpy(_: Request, exc: MistralpyError) -> JSONResponse:
+        return error_response(400, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return _with_headers(exc, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after sending this, so the traceback reaches the server log (never the client).
+        return error_response(500, "internal server error; see the server log")
+
+
+def _with_headers(exc: StarletteHTTPException, message: str) -> JSONResponse:
+    response = error_response(exc.status_code, message)
+    response.headers.update(exc.headers or {})
+    return response

@@ -1,0 +1,194 @@
+"""Pydantic models of the OpenAI request schema (plus vLLM's extensions), each mapped to SamplingParams.
+
+Every model forbids unknown fields and is strict about types: a field we do not implement is a 400 naming it, never
+silently ignored, and "0.5" is not a number.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..errors import InvalidRequestError
+from ..sampling_params import SamplingParams
+
+MAX_N = 128
+# Keys of the model's generation_config.json that fill in request fields left unset (as vLLM does).
+_DEFAULTED = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+class OpenAIModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TextPart(OpenAIModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(OpenAIModel):
+    """Roles: system, developer (rendered as system), user, assistant. Tools and tool calls are not supported."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for part in value:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                if kind != "text":
+                    raise ValueError(f"only text content parts are supported, got {kind!r}")
+        elif not isinstance(value, str):
+            raise ValueError("must be a string or a list of text parts")
+        return value
+
+    def to_template(self) -> dict[str, Any]:
+        content = self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
+        message = {"role": "system" if self.role == "developer" else self.role, "content": content}
+        return message | ({"name": self.name} if self.name is not None else {})
+
+
+class StreamOptions(OpenAIModel):
+    include_usage: bool = False
+
+
+class SamplingRequest(OpenAIModel):
+    """Fields shared by chat and text completions."""
+
+    model: str | None = None  # None: the served model
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None  # accepted for compatibility; not used
+    # extensions (vLLM's names)
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    stop_token_ids: list[int] | None = None
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_strings(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+                raise ValueError("must be a string or a list of strings")
+        return value
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> SamplingRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def _params(self, defaults: dict[str, Any], max_tokens: int | None, **extra: Any) -> SamplingParams:
+        chosen = {key: getattr(self, key) for key in _DEFAULTED}
+        for key, value in chosen.items():
+            if value is None and key in defaults:
+                chosen[key] = defaults[key]
+        kwargs = {key: value for key, value in chosen.items() if value is not None}
+        return SamplingParams(
+            n=self.n,
+            max_tokens=max_tokens,
+            stop=self.stop,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            logit_bias=self.logit_bias,
+            min_tokens=self.min_tokens,
+            ignore_eos=self.ignore_eos,
+            stop_token_ids=self.stop_token_ids,
+            skip_special_tokens=self.skip_special_tokens,
+            include_stop_str_in_output=self.include_stop_str_in_output,
+            **kwargs,
+            **extra,
+        )
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+    def to_sampling_params(self, defaults: dict[str, Any] | None = None) -> SamplingParams:
+        """max_tokens unset means "up to the context length", as OpenAI does for chat."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequestError("top_logprobs requires logprobs to be true")
+        max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        return self._params(defaults or {}, max_tokens, logprobs=logprobs)
+
+
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: Prompt
+    max_tokens: int | None = 16  # OpenAI's default for completions
+    logprobs: int | None = None
+    echo: bool = False
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, value: Any) -> Any:
+        def ids(x: Any) -> bool:
+            return isinstance(x, list) and bool(x) and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+
+        if isinstance(value, str) or ids(value):
+            return value
+        if isinstance(value, list) and value and (all(isinstance(p, str) for p in value) or all(map(ids, value))):
+            return value
+        raise ValueError("must be a string, a list of strings, a list of token ids or a list of token-id lists")
+
+    def prompts(self) -> list[str | list[int]]:
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
+            return [self.prompt]
+        return list(self.prompt)
+
+    def to_sampling_params(self, defaults: dict[str, Any] | None = None) -> SamplingParams:
+        # echo + logprobs also scores the prompt. At least 1 prompt logprob is requested because the engine drops
+        # prompt_logprobs=0; the extra alternative is filtered out when the response is built.
+        prompt_logprobs = max(self.logprobs, 1) if self.echo and self.logprobs is not None else None
+        return self._params(defaults or {}, self.max_tokens, logprobs=self.logprobs, prompt_logprobs=prompt_logprobs)
+
+
+class TokenizeRequest(OpenAIModel):
+    """vLLM's /tokenize: either a prompt or chat messages (rendered with the chat template)."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    add_generation_prompt: bool = True
+    add_special_tokens: bool | None = None  # default: True for a prompt, False for messages (the template has BOS)
+    return_token_strs: bool = False
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt or messages")
+        return self
+
+
+class DetokenizeRequest(OpenAIModel):
+    model: str | None = None
+    tokens: list[int]

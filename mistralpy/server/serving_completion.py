@@ -1,0 +1,147 @@
+"""POST /v1/completions: one or many prompts (text or token ids), n choices each, echo and legacy logprobs.
+
+Choice i * n + j is sample j of prompt i, as OpenAI numbers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..engine.async_engine import RequestStream
+from ..outputs import CompletionOutput, Logprob, RequestOutput
+from .context import ServerContext
+from .logprobs import append_completion_logprobs
+from .protocol import CompletionRequest
+from .responses import CompletionChoice, CompletionLogprobs, CompletionResponse, UsageInfo, now, random_id
+from .streaming import (
+    DONE,
+    Choice,
+    SSEResponse,
+    abort_all,
+    add_streams,
+    collect,
+    merge,
+    sse,
+    sse_error,
+    until_disconnect,
+)
+
+
+async def create_completion(ctx: ServerContext, body: CompletionRequest, raw: Request) -> Response:
+    ctx.check_model(body.model)
+    params = body.to_sampling_params(ctx.generation_defaults)
+    request_id = random_id("cmpl")
+    streams = await add_streams(ctx.engine, body.prompts(), params, request_id)
+    if body.stream:
+        chunks = CompletionStream(ctx, body, request_id).run(streams)
+        return SSEResponse(chunks, on_close=lambda: abort_all(streams))
+    try:
+        results = await until_disconnect(raw, collect(streams, params.n))
+    finally:
+        abort_all(streams)
+    builder = ChoiceBuilder(ctx, body)
+    choices = []
+    for i, result in enumerate(results):
+        builder.set_prompt(result.prompt, result.prompt_token_ids, result.prompt_logprobs)
+        for j, c in enumerate(result.choices):
+            choices.append(builder.build(i * params.n + j, c, with_prompt=body.echo))
+    num_prompt = sum(len(r.prompt_token_ids) for r in results)
+    num_generated = sum(len(c.token_ids) for r in results for c in r.choices)
+    response = CompletionResponse(
+        id=request_id,
+        created=now(),
+        model=ctx.model_name,
+        choices=choices,
+        usage=UsageInfo.of(num_prompt, num_generated),
+    )
+    return JSONResponse(response.model_dump())
+
+
+class ChoiceBuilder:
+    """Text and logprobs of one choice, with the prompt in front when echo is on."""
+
+    def __init__(self, ctx: ServerContext, body: CompletionRequest) -> None:
+        self.tokenizer = ctx.engine.tokenizer
+        self.body = body
+        self.prompt_text = ""
+        self.prompt_ids: list[int] = []
+        self.prompt_logprobs: list[dict[int, Logprob] | None] | None = None
+
+    def set_prompt(self, text: str | None, ids: list[int], logprobs: list | None) -> None:
+        self.prompt_text = text if text is not None else self.tokenizer.decode(ids, skip_special_tokens=False)
+        self.prompt_ids, self.prompt_logprobs = ids, logprobs
+
+    def build(self, index: int, c: Choice | CompletionOutput, with_prompt: bool, offset: int = 0) -> CompletionChoice:
+        text = (self.prompt_text if with_prompt else "") + c.text
+        logprobs = None
+        if self.body.logprobs is not None:
+            logprobs, num = CompletionLogprobs(), self.body.logprobs
+            if with_prompt and self.prompt_logprobs is not None:
+                entries = self.prompt_logprobs
+                offset = append_completion_logprobs(logprobs, entries, self.prompt_ids, num, self.tokenizer, offset)
+            append_completion_logprobs(logprobs, c.logprobs or [], c.token_ids, num, self.tokenizer, offset)
+        return CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=c.finish_reason)
+
+
+class CompletionStream:
+    """Text chunks per choice (the first one carrying the echoed prompt), a finish chunk per choice, an optional
+    usage chunk (choices: []), then [DONE]."""
+
+    def __init__(self, ctx: ServerContext, body: CompletionRequest, request_id: str) -> None:
+        self.ctx, self.body, self.request_id = ctx, body, request_id
+        self.created = now()
+        self.n = body.n
+        self.builders: dict[int, ChoiceBuilder] = {}
+        self.offsets: dict[int, int] = {}  # choice index -> text_offset of its next token
+        self.echoed: set[int] = set()
+        self.num_prompt = 0
+        self.num_generated = 0
+
+    def chunk(self, choices: list[CompletionChoice], usage: UsageInfo | None = None) -> str:
+        return sse(
+            CompletionResponse(
+                id=self.request_id, created=self.created, model=self.ctx.model_name, choices=choices, usage=usage
+            ),
+            with_usage=self.body.include_usage,
+        )
+
+    async def run(self, streams: list[RequestStream]) -> AsyncIterator[str]:
+        try:
+            async for i, out in merge(streams):
+                for piece in self.pieces(i, out):
+                    yield piece
+            if self.body.include_usage:
+                yield self.chunk([], UsageInfo.of(self.num_prompt, self.num_generated))
+        except Exception as e:
+            yield sse_error(e)
+        finally:
+            abort_all(streams)
+        yield DONE
+
+    def pieces(self, i: int, out: RequestOutput) -> list[str]:
+        builder = self.builders.get(i)
+        if builder is None:
+            builder = self.builders[i] = ChoiceBuilder(self.ctx, self.body)
+            builder.set_prompt(out.prompt, out.prompt_token_ids, out.prompt_logprobs)
+            self.num_prompt += len(out.prompt_token_ids)
+        chunks = []
+        for c in out.outputs:
+            index = i * self.n + c.index
+            with_prompt = self.body.echo and index not in self.echoed
+            self.echoed.add(index)
+            self.num_generated += len(c.token_ids)
+            if c.text or c.token_ids or with_prompt:
+                offset = self.offsets.get(index, 0)
+                choice = builder.build(index, c, with_prompt, offset)
+                choice.finish_reason = None  # the finish has a chunk of its own
+                lp = choice.logprobs
+                self.offsets[index] = lp.text_offset[-1] + len(lp.tokens[-1]) if lp and lp.tokens else offset
+                chunks.append(self.chunk([choice]))
+            if c.finish_reason is not None:
+                finish = CompletionChoice(index=index, text="", logprobs=None, finish_reason=c.finish_reason)
+                chunks.append(self.chunk([finish]))
+        return chunks
