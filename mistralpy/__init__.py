@@ -19,6 +19,15 @@ _EXPORTS = {
     "CompletionOutput": "outputs",
     "Logprob": "outputs",
     "MistralpyError": "errors",
+    # mistral.rs's in-process API: requests and responses are the server's own OpenAI models
+    "Runner": "runner",
+    "Which": "which",
+    "ModelDType": "which",
+    "ChatCompletionRequest": "server.protocol",
+    "CompletionRequest": "server.protocol",
+    "ChatCompletionResponse": "server.responses",
+    "ChatCompletionChunk": "server.responses",
+    "CompletionResponse": "server.responses",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--system", help="system message for the chat")
     add_sampling_args(run)
     add_serve_parser(sub)
+    from .bench.command import add_bench_parser
+
+    add_bench_parser(sub, add_model_args)
     return parser
 
 
@@ -41,6 +44,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="compute dtype (default: auto, the fastest on this CPU)",
     )
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    p.add_argument(
+        "--isq", default=None, choices=["q4_0", "q4_1", "q8_0", "q4_k"],
+        help="in-situ quantization of a full-precision model's weights at load",
+    )  # fmt: skip
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -59,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import MistralpyError
 
     try:
+        if args.command == "bench":
+            from .bench.command import bench_command
+
+            return bench_command(args)
         return serve_command(args) if args.command == "serve" else run_command(args)
     except MistralpyError as e:
         print(f"mistralpy: error: {e}", file=sys.stderr)
@@ -81,7 +92,7 @@ def run_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_tokens=args.max_tokens,
     )
-    llm = LLM(args.model, dtype=args.dtype, max_model_len=args.max_model_len, show_progress=True)
+    llm = LLM(args.model, dtype=args.dtype, max_model_len=args.max_model_len, quantization=args.isq, show_progress=True)
     if args.prompt is not None:
         if args.raw:
             prompt = llm.get_tokenizer().encode(args.prompt)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .errors import InvalidRequestError
+from .quant.isq import resolve_isq
 
 
 @dataclass
@@ -65,6 +66,8 @@ class SchedulerConfig:
                 raise InvalidRequestError(f"{name} must be >= 1")
 
 
+WEIGHT_MODES = ("auto", "quantized", "dequantized")
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -103,9 +106,16 @@ class EngineConfig:
     max_model_len: int | None = None  # None: the model's context length
     enable_prefix_caching: bool = True
     show_progress: bool = False
+    # "auto": GGUF quantized weights stay quantized when computing in bfloat16 (the quantized kernels' dtype) and are
+    # dequantized otherwise; "quantized" / "dequantized" force either ("dequantized" is the reference path).
+    weights: str = "auto"
+    quantization: str | None = None  # in-situ quantization of full-precision Linear weights: q4_0, q4_1, q8_0, q4_k
 
     def __post_init__(self) -> None:
         resolve_dtype(self.dtype)
+        if self.weights not in WEIGHT_MODES:
+            raise InvalidRequestError(f"unknown weights {self.weights!r}; choose one of: {', '.join(WEIGHT_MODES)}")
+        resolve_isq(self.quantization)
         for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "max_num_batched_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -23,3 +23,11 @@ class InvalidRequestError(MistralpyError, ValueError):
 
 class PromptTooLongError(InvalidRequestError):
     """The prompt (plus the tokens to generate) does not fit in the model's context."""
+
+
+class UnknownModelError(InvalidRequestError):
+    """A request names a model other than the one being served (HTTP 404 at the server)."""
+
+    def __init__(self, name: str, served: str, server: str = "this server") -> None:
+        super().__init__(f"the model '{name}' does not exist; {server} serves '{served}'")
+        self.name, self.served = name, served

@@ -22,6 +22,9 @@ class LLM:
     """Load a model (a GGUF file, a Hugging Face folder, or None for the embedded default) and generate.
 
     `dtype` is the compute dtype: "auto" (fastest on this device), "float32", "bfloat16" or "float16".
+    `weights`: "auto" keeps a GGUF file's quantized weights quantized when computing in bfloat16, "quantized" always,
+    "dequantized" never (every weight becomes a dense `dtype` tensor: the reference path).
+    `quantization`: quantize full-precision Linear weights at load (ISQ): "q4_0", "q4_1", "q8_0" or "q4_k".
     """
 
     def __init__(
@@ -37,6 +40,8 @@ class LLM:
         kv_cache_tokens: int = 16384,
         enable_prefix_caching: bool = True,
         show_progress: bool = False,
+        weights: str = "auto",
+        quantization: str | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -49,6 +54,8 @@ class LLM:
             max_model_len=max_model_len,
             enable_prefix_caching=enable_prefix_caching,
             show_progress=show_progress,
+            weights=weights,
+            quantization=quantization,
         )
         self.engine = Engine(self.config)
 

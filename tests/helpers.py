@@ -47,8 +47,15 @@ def make_tiny_llama(folder: Path, seed: int = 0, tie: bool = False, **overrides)
     return model
 
 
-def llama_to_gguf(hf_model: torch.nn.Module, path: Path, tokenizer_gguf: str | None = None) -> None:
-    """Write an HF Llama to GGUF as llama.cpp's converter does (F32, q/k rows permuted for interleaved RoPE)."""
+def llama_to_gguf(
+    hf_model: torch.nn.Module,
+    path: Path,
+    tokenizer_gguf: str | None = None,
+    qtypes: dict[str, gguf.GGMLQuantizationType] | None = None,
+) -> None:
+    """Write an HF Llama to GGUF as llama.cpp's converter does (F32, q/k rows permuted for interleaved RoPE).
+
+    `qtypes` maps a GGUF tensor-name fragment (e.g. "attn_v", "token_embd") to the type to store it in."""
     cfg = hf_model.config
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_block_count(cfg.num_hidden_layers)
@@ -70,7 +77,12 @@ def llama_to_gguf(hf_model: torch.nn.Module, path: Path, tokenizer_gguf: str | N
             data = _permute(data, cfg.num_attention_heads)
         elif name.endswith("k_proj.weight"):
             data = _permute(data, cfg.num_key_value_heads)
-        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), np.ascontiguousarray(data))
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        qtype = next((t for frag, t in (qtypes or {}).items() if frag in gguf_name), None)
+        if qtype is None or data.ndim != 2:
+            writer.add_tensor(gguf_name, np.ascontiguousarray(data))
+        else:
+            writer.add_tensor(gguf_name, gguf.quants.quantize(np.ascontiguousarray(data), qtype), raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

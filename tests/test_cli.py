@@ -63,3 +63,12 @@ def test_not_a_model_file(tmp_path):
     bad.write_text("nope")
     out = run_cli("run", "-m", str(bad), "--prompt", "x")
     assert out.returncode == 1 and "not a GGUF file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_isq_flag(tiny_llama):
+    out = run_cli("run", "-m", str(tiny_llama[1]), "--isq", "q8_0", "--prompt", "Hi", "--max-tokens", "4",
+                  "--temperature", "0", "--dtype", "bfloat16")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
+    bad = run_cli("run", "-m", str(tiny_llama[1]), "--isq", "q3", "--prompt", "Hi")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

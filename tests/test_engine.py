@@ -167,3 +167,10 @@ def test_generation_config_defaults(tiny_llama, tmp_path):
     out = llm.generate([[5, 6, 7]])[0].outputs[0]  # no SamplingParams: the model's defaults
     assert len(out.token_ids) <= 5
     assert out.token_ids == llm.generate([[5, 6, 7]], params)[0].outputs[0].token_ids
+
+
+def test_prompt_logprobs_zero_gives_only_the_prompt_tokens(llm):
+    prompt = [10, 20, 30, 40]
+    out = llm.generate([prompt], SamplingParams(max_tokens=2, prompt_logprobs=0, **GREEDY))[0]
+    assert out.prompt_logprobs[0] is None and len(out.prompt_logprobs) == 4
+    assert [list(entry) for entry in out.prompt_logprobs[1:]] == [[20], [30], [40]]

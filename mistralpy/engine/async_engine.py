@@ -12,9 +12,10 @@ import dataclasses
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..config import EngineConfig
 from ..errors import MistralpyError
@@ -24,6 +25,14 @@ from .engine import Engine
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class LatencyObserver(Protocol):
+    """Told, on the loop thread, when a request gets its first token, each later output, and its end."""
+
+    def on_first_token(self, seconds: float) -> None: ...
+    def on_next_token(self, seconds: float) -> None: ...
+    def on_finished(self, seconds: float) -> None: ...
 
 
 class EngineDeadError(MistralpyError):
@@ -46,6 +55,8 @@ class RequestStream:
         self._sent_tokens: dict[int, int] = {}
         self._sent_finish: set[int] = set()
         self._sent_prompt_logprobs = False
+        self.arrival = time.monotonic()
+        self._last_token_time: float | None = None
 
     def __aiter__(self) -> RequestStream:
         return self
@@ -70,6 +81,17 @@ class RequestStream:
             self.finished = True
             self._engine.abort(self.request_id)
 
+    def _observe(self, delta: RequestOutput, observer: LatencyObserver) -> None:
+        now = time.monotonic()
+        if any(c.token_ids for c in delta.outputs):
+            if self._last_token_time is None:
+                observer.on_first_token(now - self.arrival)
+            else:
+                observer.on_next_token(now - self._last_token_time)
+            self._last_token_time = now
+        if delta.finished:
+            observer.on_finished(now - self.arrival)
+
     def _delta(self, out: RequestOutput) -> RequestOutput:
         outputs = []
         for c in out.outputs:
@@ -89,8 +111,9 @@ class RequestStream:
 
 
 class AsyncEngine:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, observer: LatencyObserver | None = None) -> None:
         self.engine = engine
+        self.observer = observer
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future | None]] = (
             queue.SimpleQueue()
         )
@@ -224,7 +247,10 @@ class AsyncEngine:
         if out.finished:
             del self._streams[out.request_id]
             self.finished_counts[out.outputs[0].finish_reason or "abort"] += 1
-        self._put(stream, stream._delta(out))
+        delta = stream._delta(out)
+        if self.observer is not None:
+            stream._observe(delta, self.observer)
+        self._put(stream, delta)
 
     def _fail_all(self, error: BaseException) -> None:
         for rid, stream in list(self._streams.items()):

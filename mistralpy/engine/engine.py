@@ -31,7 +31,9 @@ class Engine:
         self.tokenizer = load_tokenizer(source, self.model_path)
         self.generation_defaults: dict = getattr(source, "generation_defaults", {})
         self.dtype = resolve_dtype(config.dtype)
-        model = load_model(source, self.dtype, show_progress=config.show_progress)
+        model = load_model(
+            source, self.dtype, config.show_progress, weights=config.weights, quantization=config.quantization
+        )
         context = self.model_config.max_position_embeddings
         max_model_len = config.max_model_len or context
         if max_model_len > context:

@@ -65,7 +65,9 @@ class OutputProcessor:
             prompt_token_ids=parent.prompt_token_ids,
             outputs=outputs,
             finished=finished,
-            prompt_logprobs=self._decorate(first.prompt_logprobs) if first.sampling_params.prompt_logprobs else None,
+            prompt_logprobs=(
+                self._decorate(first.prompt_logprobs) if first.sampling_params.prompt_logprobs is not None else None
+            ),
             num_cached_tokens=first.num_cached_tokens,
         )
         if finished:

@@ -1,4 +1,9 @@
-"""The linear-layer seam: every projection in a model is a `Linear`; quantized formats plug in here."""
+"""The linear-layer seam: every projection in a model is a `Linear`.
+
+Models only ever build `Linear`. When a weight is stored quantized (a GGUF block type) or quantized at load (ISQ), the
+loader replaces the layer by a `quant.QuantizedLinear` of the same in/out features, which keeps the weight quantized
+and runs the matching kernel (see mistralpy/quant/__init__.py).
+"""
 
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,9 @@
-"""Build a model on the meta device and load its weights with assign=True (no double allocation)."""
+"""Build a model on the meta device and load its weights with assign=True (no double allocation).
+
+Weights of `Linear` layers (and the token embedding) stored quantized in a GGUF file stay quantized: their layers
+are swapped for `quant.QuantizedLinear` / `quant.QuantizedEmbedding` modules built from the raw blocks. With
+`quantization` (ISQ), full-precision `Linear` weights are quantized at load into the same modules.
+"""
 
 from __future__ import annotations
 
@@ -8,61 +13,148 @@ import torch
 from tqdm import tqdm
 
 from ..config import ModelConfig
-from ..errors import ModelLoadError
+from ..errors import InvalidRequestError, ModelLoadError
 from ..models import resolve_model_class
+from ..quant import isq
 from .gguf import GGUFFile
+from .quantized_weights import (
+    FLOAT_TYPES,
+    RawPart,
+    all_float,
+    concat_parts,
+    dense_from_parts,
+    embedding_from_part,
+    keep_quantized,
+    linear_from_parts,
+    replace_module,
+    weight_kind,
+)
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
 
-def load_model(source, dtype: torch.dtype, show_progress: bool = False) -> torch.nn.Module:
+def load_model(
+    source,
+    dtype: torch.dtype,
+    show_progress: bool = False,
+    weights: str = "auto",
+    quantization: str | None = None,
+) -> torch.nn.Module:
+    """`weights`: "quantized" keeps quantized weights quantized, "dequantized" turns every weight into a dense
+    `dtype` tensor (the reference path), "auto" is "quantized" for bfloat16 compute and "dequantized" otherwise.
+    `quantization`: an ISQ type (see `quant.isq.ISQ_TYPES`) for full-precision Linear weights, or None."""
     cfg: ModelConfig = source.model_config()
     cls = resolve_model_class(cfg)
+    isq_type = isq.resolve_isq(quantization)
+    if isq_type is not None:
+        _check_not_quantized(source, quantization)
     with torch.device("meta"):
         model = cls(cfg)
-    state = _read_state_dict(source, cls, cfg, dtype, show_progress)
     expected = set(model.state_dict())
+    loader = _WeightReader(source, cls, cfg, model, dtype, keep_quantized(weights, dtype), isq_type)
+    state, modules = loader.read(show_progress)
+    for name, module in modules.items():
+        replace_module(model, name, module)
+        expected -= {f"{name}.weight", f"{name}.bias"}
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
         raise ModelLoadError(
             f"weights do not match the {cfg.architecture} architecture: "
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict(state, strict=False, assign=True)
     model.rotary.build_cache()
     return model.eval()
 
 
-def _read_state_dict(source, cls, cfg: ModelConfig, dtype: torch.dtype, show_progress: bool) -> dict:
-    is_gguf = isinstance(source, GGUFFile)
-    state: dict[str, torch.Tensor] = {}
-    parts: dict[str, dict[int, torch.Tensor]] = {}
-    names = source.tensor_names
-    for name in tqdm(names, desc="Loading weights", unit="tensor", disable=not show_progress, leave=False):
-        if is_gguf and name in cls.gguf_ignored:
-            continue
-        hf_name = _gguf_to_hf(name, cls.gguf_to_hf) if is_gguf else name
-        if hf_name is None:
-            raise ModelLoadError(f"unexpected tensor {name!r} for architecture {cfg.architecture}")
-        if hf_name == "lm_head.weight" and cfg.tie_word_embeddings:
-            continue
-        if hf_name.endswith("rotary_emb.inv_freq"):
-            continue
-        tensor = source.load_tensor(name, dtype)
-        if is_gguf:
-            tensor = cls.gguf_transform(hf_name, tensor, cfg)
-        fused = _fused_target(hf_name, cls.fused)
-        if fused is None:
-            state[hf_name] = tensor
-        else:
+def _check_not_quantized(source, quantization: str) -> None:
+    if not isinstance(source, GGUFFile):
+        return
+    stored = {source.tensor_info(n).qtype for n in source.tensor_names} - FLOAT_TYPES
+    if stored:
+        names = ", ".join(sorted(t.name for t in stored))
+        raise InvalidRequestError(
+            f"quantization={quantization!r} needs full-precision weights, but {source.path.name} is already "
+            f"quantized ({names}); load it without quantization"
+        )
+
+
+class _WeightReader:
+    """Reads every tensor once: dense ones into a state dict, quantized ones into replacement modules."""
+
+    def __init__(self, source, cls, cfg: ModelConfig, model, dtype: torch.dtype, quantized: bool, isq_type) -> None:
+        self.source, self.cls, self.cfg, self.model, self.dtype = source, cls, cfg, model, dtype
+        self.is_gguf = isinstance(source, GGUFFile)
+        self.quantized, self.isq_type = quantized, isq_type
+        self.state: dict[str, torch.Tensor] = {}
+        self.raw: dict[str, list[RawPart]] = {}  # module name -> its weight's parts, kept as blocks
+
+    def read(self, show_progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.nn.Module]]:
+        parts: dict[str, dict[int, torch.Tensor | RawPart]] = {}
+        names = self.source.tensor_names
+        for name in tqdm(names, desc="Loading weights", unit="tensor", disable=not show_progress, leave=False):
+            hf_name = self._hf_name(name)
+            if hf_name is None:
+                continue
+            fused = _fused_target(hf_name, self.cls.fused)
+            target = hf_name if fused is None else fused[0]
+            tensor = self._read(name, hf_name, weight_kind(self.model, target))
+            if fused is None:
+                self._put(target, [tensor])
+                continue
             target, index, count = fused
             parts.setdefault(target, {})[index] = tensor
             if len(parts[target]) == count:
                 pieces = parts.pop(target)
-                state[target] = torch.cat([pieces[i] for i in range(count)])
-    if parts:
-        raise ModelLoadError(f"incomplete fused weights: {sorted(parts)[:5]}")
-    return state
+                self._put(target, [pieces[i] for i in range(count)])
+        if parts:
+            raise ModelLoadError(f"incomplete fused weights: {sorted(parts)[:5]}")
+        return self.state, self._modules()
+
+    def _hf_name(self, name: str) -> str | None:
+        if self.is_gguf and name in self.cls.gguf_ignored:
+            return None
+        hf_name = _gguf_to_hf(name, self.cls.gguf_to_hf) if self.is_gguf else name
+        if hf_name is None:
+            raise ModelLoadError(f"unexpected tensor {name!r} for architecture {self.cfg.architecture}")
+        if (hf_name == "lm_head.weight" and self.cfg.tie_word_embeddings) or hf_name.endswith("rotary_emb.inv_freq"):
+            return None
+        return hf_name
+
+    def _read(self, name: str, hf_name: str, kind: str | None) -> torch.Tensor | RawPart:
+        if self.is_gguf and kind is not None and (self.quantized or self.isq_type is not None):
+            raw, qtype, shape = self.source.raw_tensor(name)
+            return RawPart(self.cls.gguf_transform(hf_name, raw, self.cfg), qtype, shape)
+        if kind == "linear" and self.isq_type is not None:
+            return self.source.load_tensor(name, None)  # quantized below, from the stored precision
+        tensor = self.source.load_tensor(name, self.dtype)
+        return self.cls.gguf_transform(hf_name, tensor, self.cfg) if self.is_gguf else tensor
+
+    def _put(self, target: str, pieces: list[torch.Tensor | RawPart]) -> None:
+        if self.isq_type is not None and weight_kind(self.model, target) == "linear":
+            pieces = [self._quantize(p) for p in pieces]
+        if self.quantized and all(isinstance(p, RawPart) for p in pieces) and not all_float(pieces):
+            self.raw[target.rpartition(".")[0]] = concat_parts(pieces)
+            return
+        pieces = [dense_from_parts([p], self.dtype) if isinstance(p, RawPart) else p for p in pieces]
+        self.state[target] = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
+    def _quantize(self, piece: torch.Tensor | RawPart) -> torch.Tensor | RawPart:
+        weight = dense_from_parts([piece], torch.float32) if isinstance(piece, RawPart) else piece
+        qtype = isq.isq_type_for(self.isq_type, weight.shape[1])
+        if qtype is None:
+            return weight.to(self.dtype)  # no block fits this row length: the layer stays dense
+        return RawPart(isq.quantize(weight, qtype), qtype, tuple(weight.shape))
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        modules: dict[str, torch.nn.Module] = {}
+        for module_name, parts in self.raw.items():
+            if weight_kind(self.model, f"{module_name}.weight") == "embedding":
+                modules[module_name] = embedding_from_part(parts[0], self.cfg.tie_word_embeddings, self.dtype)
+            else:
+                bias = self.state.pop(f"{module_name}.bias", None)
+                modules[module_name] = linear_from_parts(parts, bias, self.dtype)
+        return modules
 
 
 def _gguf_to_hf(name: str, table: dict[str, str]) -> str | None:

@@ -8,6 +8,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..layers.activation import silu_and_mul
 from ..layers.attention import AttentionMetadata, paged_attention, write_kv
+from ..layers.embedding import VocabEmbedding
 from ..layers.linear import Linear
 from ..layers.norm import RMSNorm
 from ..layers.rotary import RotaryEmbedding
@@ -91,7 +92,7 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, rotary) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
@@ -122,7 +123,7 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.lm_head is None:
-            return hidden @ self.model.embed_tokens.weight.t()
+            return self.model.embed_tokens.logits(hidden)
         return self.lm_head(hidden)
 
     @staticmethod

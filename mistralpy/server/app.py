@@ -2,39 +2,71 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
 from ..engine.async_engine import AsyncEngine
-from ..engine.engine import Engine
 from ..errors import InvalidRequestError
 from .auth import ApiKeyMiddleware
 from .context import ServerContext
 from .errors import install_error_handlers
+from .http_edge import create_chat_completion, create_completion
+from .metrics import EngineSnapshot, ServerMetrics
+from .middleware import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, ReadinessMiddleware, RequestIdMiddleware
 from .protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from .responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse, now
-from .serving_chat import create_chat_completion
-from .serving_completion import create_completion
+
+logger = logging.getLogger(__name__)
+EngineLoader = Callable[[], AsyncEngine]
 
 
-def create_app(engine: AsyncEngine, served_model_name: str = "default", api_key: str | None = None) -> FastAPI:
-    ctx = ServerContext(engine, served_model_name)
+def create_app(
+    engine: AsyncEngine | EngineLoader,
+    served_model_name: str = "default",
+    api_key: str | None = None,
+    cors_allowed_origins: Sequence[str] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    on_load_error: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup: until it returns, every
+    route (and /health) answers 503. A loader failure is passed to on_load_error (serve uses it to exit)."""
+    loader = None if isinstance(engine, AsyncEngine) else engine
+    ctx = ServerContext(None if loader else engine, served_model_name)
+    metrics = ServerMetrics()
     created = now()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        engine.start()
+        task = asyncio.create_task(_load(loader, ctx, metrics, on_load_error)) if loader else None
+        if ctx.engine is not None:
+            ctx.engine.observer = metrics
+            ctx.engine.start()
         yield
-        await engine.shutdown()
+        if task is not None:
+            task.cancel()
+        if ctx.engine is not None:
+            await ctx.engine.shutdown()
 
     app = FastAPI(title="mistralpy", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
+    # Added innermost first: request id + access log wrap everything, so 401/413/503 answers get them too.
+    app.add_middleware(ReadinessMiddleware, is_ready=lambda: ctx.engine is not None)
     if api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    if cors_allowed_origins:  # outside auth: browsers send preflight requests without credentials
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(cors_allowed_origins), allow_methods=["*"], allow_headers=["*"],
+            expose_headers=["X-Request-Id"],
+        )  # fmt: skip
+    app.add_middleware(RequestIdMiddleware)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, raw: Request) -> Response:
@@ -45,6 +77,7 @@ def create_app(engine: AsyncEngine, served_model_name: str = "default", api_key:
         return await create_completion(ctx, body, raw)
 
     def model_card() -> ModelCard:
+        engine = ctx.engine
         return ModelCard(
             id=served_model_name, created=created, root=engine.engine.model_path, max_model_len=engine.max_model_len
         )
@@ -60,7 +93,7 @@ def create_app(engine: AsyncEngine, served_model_name: str = "default", api_key:
 
     @app.get("/health")
     async def health() -> Response:
-        await engine.call(lambda _: None)  # the loop thread answers between steps: it is alive
+        await ctx.engine.call(lambda _: None)  # the loop thread answers between steps: it is alive
         return Response(status_code=200)
 
     @app.get("/version")
@@ -70,6 +103,7 @@ def create_app(engine: AsyncEngine, served_model_name: str = "default", api_key:
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> JSONResponse:
         ctx.check_model(body.model)
+        engine = ctx.engine
         tokenizer = engine.tokenizer
         if body.messages is not None:
             messages = [m.to_template() for m in body.messages]
@@ -85,6 +119,7 @@ def create_app(engine: AsyncEngine, served_model_name: str = "default", api_key:
     @app.post("/detokenize")
     async def detokenize(body: DetokenizeRequest) -> JSONResponse:
         ctx.check_model(body.model)
+        engine = ctx.engine
         vocab = engine.engine.model_config.vocab_size
         bad = [t for t in body.tokens if not 0 <= t < vocab]
         if bad:
@@ -92,32 +127,24 @@ def create_app(engine: AsyncEngine, served_model_name: str = "default", api_key:
         return JSONResponse(DetokenizeResponse(prompt=engine.tokenizer.decode(body.tokens)).model_dump())
 
     @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(await engine.call(lambda e: _metrics_text(e, engine)))
+    async def metrics_route() -> Response:
+        engine = ctx.engine
+        snapshot = await engine.call(lambda e: EngineSnapshot.of(e, engine.finished_counts))
+        return Response(metrics.render(snapshot), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 
 
-def _metrics_text(engine: Engine, async_engine: AsyncEngine) -> str:
-    """A few Prometheus gauges and counters, read on the loop thread so the numbers are from one moment."""
-    sched, blocks = engine.scheduler, engine.block_manager
-    rows = [
-        ("gauge", "num_requests_running", {}, len(sched.running)),
-        ("gauge", "num_requests_waiting", {}, len(sched.waiting)),
-        ("gauge", "kv_cache_usage_perc", {}, blocks.usage),
-        ("gauge", "num_free_kv_blocks", {}, blocks.num_free_blocks),
-        ("gauge", "max_batch_size", {}, sched.stats.max_batch_size),
-        ("counter", "prompt_tokens_total", {}, sched.stats.num_prompt_tokens_computed),
-        ("counter", "generation_tokens_total", {}, sched.stats.num_generation_tokens),
-        ("counter", "num_preemptions_total", {}, sched.stats.num_preemptions),
-    ]
-    for reason in ("stop", "length", "abort"):
-        rows.append(("counter", "request_finished_total", {"reason": reason}, async_engine.finished_counts[reason]))
-    lines, typed = [], set()
-    for kind, name, labels, value in rows:
-        if name not in typed:
-            lines.append(f"# TYPE mistralpy:{name} {kind}")
-            typed.add(name)
-        label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        lines.append(f"mistralpy:{name}{{{label_text}}} {value}" if label_text else f"mistralpy:{name} {value}")
-    return "\n".join(lines) + "\n"
+async def _load(
+    loader: EngineLoader, ctx: ServerContext, metrics: ServerMetrics, on_error: Callable[[BaseException], None] | None
+) -> None:
+    try:
+        engine = await asyncio.get_running_loop().run_in_executor(None, loader)
+    except Exception as e:  # noqa: BLE001 - reported to the caller, which decides how to stop
+        logger.error("model loading failed: %s", e)
+        if on_error is not None:
+            on_error(e)
+        return
+    engine.observer = metrics
+    engine.start()
+    ctx.engine = engine

@@ -1,4 +1,7 @@
-"""ServerContext: what every route needs: the engine, the served model's name and the model's defaults."""
+"""ServerContext: what every generation needs: the engine, the served model's name and the model's defaults.
+
+It holds no HTTP object, so the FastAPI routes and the in-process Runner share it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.async_engine import AsyncEngine
-from .errors import APIError
+from ..errors import UnknownModelError
 
 
 @dataclass
 class ServerContext:
     engine: AsyncEngine
     model_name: str
+    server: str = "this server"  # how errors name who serves the model
 
     @property
     def generation_defaults(self) -> dict[str, Any]:
@@ -20,9 +24,6 @@ class ServerContext:
         return self.engine.engine.generation_defaults
 
     def check_model(self, name: str | None) -> None:
-        """A request may omit `model`; naming any model but the served one is a 404, as OpenAI answers."""
+        """A request may omit `model`; naming any model but the served one is an error (404 at the server)."""
         if name is not None and name != self.model_name:
-            raise APIError(
-                404, f"the model '{name}' does not exist; this server serves '{self.model_name}'", "model",
-                "model_not_found",
-            )  # fmt: skip
+            raise UnknownModelError(name, self.model_name, self.server)

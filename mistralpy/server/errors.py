@@ -10,10 +10,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine.async_engine import EngineDeadError
-from ..errors import MistralpyError
+from ..errors import MistralpyError, UnknownModelError
 from .responses import ErrorInfo, ErrorResponse
+from .validation import describe_validation_errors
 
-_MAX_LISTED_ERRORS = 5
+__all__ = ["APIError", "ClientDisconnected", "describe_validation_errors", "error_body", "install_error_handlers"]
 
 
 class ClientDisconnected(Exception):
@@ -37,29 +38,6 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(error_body(status, message, param, code), status_code=status)
 
 
-def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """pydantic errors -> one message naming each bad field, and the first field's path as `param`."""
-    parts, params = [], []
-    for err in errors[:_MAX_LISTED_ERRORS]:
-        kind = err.get("type")
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-        path = ".".join(loc) if loc and kind != "json_invalid" else None  # a JSON error's loc is a byte offset
-        params.append(path)
-        if kind == "extra_forbidden":
-            parts.append(f"unknown or unsupported field '{path}'")
-        elif kind == "json_invalid":
-            detail = (err.get("ctx") or {}).get("error", "")
-            parts.append(f"the request body is not valid JSON: {detail}".rstrip(": "))
-        elif path is None and kind in ("missing", "model_attributes_type", "dict_type"):
-            parts.append("the request body must be a JSON object, sent with Content-Type: application/json")
-        else:
-            msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-            parts.append(f"{path}: {msg}" if path else msg)
-    if len(errors) > _MAX_LISTED_ERRORS:
-        parts.append(f"and {len(errors) - _MAX_LISTED_ERRORS} more")
-    return "; ".join(parts), params[0] if params else None
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -69,6 +47,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.param, exc.code)
+
+    @app.exception_handler(UnknownModelError)
+    async def _unknown_model(_: Request, exc: UnknownModelError) -> JSONResponse:
+        return error_response(404, str(exc), "model", "model_not_found")
 
     @app.exception_handler(ClientDisconnected)
     async def _gone(_: Request, exc: ClientDisconnected) -> Response:

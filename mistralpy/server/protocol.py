@@ -1,25 +1,44 @@
 """Pydantic models of the OpenAI request schema (plus vLLM's extensions), each mapped to SamplingParams.
 
 Every model forbids unknown fields and is strict about types: a field we do not implement is a 400 naming it, never
-silently ignored, and "0.5" is not a number.
+silently ignored, and "0.5" is not a number. Built in Python (the Runner's way in), the same mistakes raise
+InvalidRequestError with the same message.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InvalidRequestError
 from ..sampling_params import SamplingParams
+from .validation import describe_validation_errors
 
 MAX_N = 128
 # Keys of the model's generation_config.json that fill in request fields left unset (as vLLM does).
 _DEFAULTED = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+# mistral.rs's Python request fields whose OpenAI names we use: pointed out rather than only rejected.
+_MISTRALRS_NAMES = {"n_choices": "n", "stop_seqs": "stop", "echo_prompt": "echo"}
 
 
 class OpenAIModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        """Python construction (the Runner's way in): a bad field raises InvalidRequestError, not ValidationError."""
+        renamed = [f"'{k}' (use '{_MISTRALRS_NAMES[k]}')" for k in data if k in _MISTRALRS_NAMES]
+        if renamed:
+            raise InvalidRequestError(f"invalid {type(self).__name__}: unknown field {', '.join(renamed)}")
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            message, _ = describe_validation_errors(list(e.errors()))
+            raise InvalidRequestError(f"invalid {type(self).__name__}: {message}") from None
+
+    # Tell pydantic this is a plain validating __init__ (as RootModel does), so validation itself (FastAPI's request
+    # bodies, model_validate, nested models) never calls it: the HTTP edge keeps pydantic's errors and its 400s.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
 class TextPart(OpenAIModel):
@@ -88,6 +107,14 @@ class SamplingRequest(OpenAIModel):
         if value is not None and not isinstance(value, str):
             if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
                 raise ValueError("must be a string or a list of strings")
+        return value
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _token_id_keys(cls, value: Any) -> Any:
+        # JSON keys are strings; a Python caller may write token ids as ints ({1234: -100}), as mistral.rs takes them.
+        if isinstance(value, dict):
+            return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: v for k, v in value.items()}
         return value
 
     @model_validator(mode="after")

@@ -22,6 +22,11 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--served-model-name", default="default", help="the model name clients send (default 'default')")
     p.add_argument("--max-num-seqs", type=int, default=64, help="sequences batched together at most (default 64)")
+    p.add_argument(
+        "--cors-allowed-origins",
+        default="",
+        help="comma-separated origins allowed by CORS, e.g. 'http://localhost:3000' or '*' (default: none)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -30,41 +35,71 @@ def serve_command(args: argparse.Namespace) -> int:
 
     from ..config import EngineConfig
     from ..engine.async_engine import AsyncEngine
+    from ..errors import InvalidRequestError
     from .app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not 0 <= args.port <= 65535:
-        from ..errors import InvalidRequestError
-
         raise InvalidRequestError(f"--port must be in [0, 65535], got {args.port}")
     config = EngineConfig(
         model=args.model,
         dtype=args.dtype,
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
+        quantization=args.isq,
         show_progress=sys.stderr.isatty(),
     )
-    engine = AsyncEngine.from_config(config)
-    app = create_app(engine, args.served_model_name, args.api_key or None)
-    print(
-        f"mistralpy: serving {engine.engine.model_path} as '{args.served_model_name}' "
-        f"on http://{args.host}:{args.port}/v1 (context {engine.max_model_len})",
-        file=sys.stderr,
-        flush=True,
+    model_path = check_model(config.model)
+    origins = [o.strip() for o in args.cors_allowed_origins.split(",") if o.strip()]
+    failure: list[BaseException] = []
+
+    def load() -> AsyncEngine:
+        engine = AsyncEngine.from_config(config)
+        print(
+            f"mistralpy: serving {model_path} as '{args.served_model_name}' on http://{args.host}:{args.port}/v1 "
+            f"(context {engine.max_model_len})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return engine
+
+    def on_load_error(error: BaseException) -> None:
+        failure.append(error)
+        server.should_exit = True
+
+    app = create_app(load, args.served_model_name, args.api_key or None, origins, on_load_error=on_load_error)
+    print(f"mistralpy: loading {model_path} (/health answers 503 until it is ready)", file=sys.stderr, flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=False,  # mistralpy.access logs one line per request, with its X-Request-Id
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
     )
     # On SIGINT/SIGTERM uvicorn stops accepting, lets open requests finish (for GRACEFUL_SHUTDOWN_S at most) and runs
     # the lifespan shutdown, which stops the engine thread. Then it re-sends the signal to the handler installed
     # before it started: this one, so that an asked-for shutdown exits 0 rather than dying by the signal.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-    )
+    server.run()
+    if failure:
+        print(f"mistralpy: error: {failure[0]}", file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+def check_model(model: str | None) -> str:
+    """Fail before the server starts on what is cheap to check: the path, the file format, the architecture."""
+    from ..loader import open_model_source
+    from ..loader.default_model import default_model_path
+    from ..models import resolve_model_class
+
+    path = model or default_model_path()
+    resolve_model_class(open_model_source(path).model_config())
+    return path
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

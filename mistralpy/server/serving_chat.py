@@ -1,13 +1,13 @@
-"""POST /v1/chat/completions: render the chat template, generate, answer as JSON or as OpenAI's SSE chunks."""
+"""Chat completions, request -> response: render the chat template, generate, build OpenAI's response objects.
+
+No HTTP here: `chat_completion` returns a ChatCompletionResponse, or (stream=True) a ChunkStream of
+ChatCompletionChunks. The FastAPI route (http_edge.py) and the in-process Runner both call it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
-
-from fastapi.responses import JSONResponse
-from starlette.requests import Request
-from starlette.responses import Response
 
 from ..engine.async_engine import RequestStream
 from ..outputs import CompletionOutput
@@ -25,10 +25,13 @@ from .responses import (
     now,
     random_id,
 )
-from .streaming import DONE, SSEResponse, abort_all, add_streams, collect, sse, sse_error, until_disconnect
+from .streaming import ChunkStream, add_streams, collect
 
 
-async def create_chat_completion(ctx: ServerContext, body: ChatCompletionRequest, raw: Request) -> Response:
+async def chat_completion(
+    ctx: ServerContext, body: ChatCompletionRequest
+) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
+    """Validation errors are raised here, before any output; a stream's requests are already admitted."""
     ctx.check_model(body.model)
     params = body.to_sampling_params(ctx.generation_defaults)
     messages = [m.to_template() for m in body.messages]
@@ -36,12 +39,8 @@ async def create_chat_completion(ctx: ServerContext, body: ChatCompletionRequest
     request_id = random_id("chatcmpl")
     streams = await add_streams(ctx.engine, [prompt], params, request_id)
     if body.stream:
-        chunks = ChatStream(ctx, body, request_id, len(prompt)).run(streams[0], params.n)
-        return SSEResponse(chunks, on_close=lambda: abort_all(streams))
-    try:
-        [result] = await until_disconnect(raw, collect(streams, params.n))
-    finally:
-        abort_all(streams)
+        return ChunkStream(ChatChunks(ctx, body, request_id, len(prompt)).run(streams[0], params.n), streams)
+    [result] = await collect(streams, params.n)
     choices = [
         ChatChoice(
             index=i,
@@ -51,14 +50,13 @@ async def create_chat_completion(ctx: ServerContext, body: ChatCompletionRequest
         )
         for i, c in enumerate(result.choices)
     ]
-    response = ChatCompletionResponse(
+    return ChatCompletionResponse(
         id=request_id,
         created=now(),
         model=ctx.model_name,
         choices=choices,
         usage=UsageInfo.of(len(result.prompt_token_ids), sum(len(c.token_ids) for c in result.choices)),
     )
-    return JSONResponse(response.model_dump())
 
 
 def _logprobs(ctx: ServerContext, body: ChatCompletionRequest, entries: Any, token_ids: list[int]) -> Any:
@@ -67,27 +65,26 @@ def _logprobs(ctx: ServerContext, body: ChatCompletionRequest, entries: Any, tok
     return ChatLogprobs(content=chat_logprobs(entries, token_ids, body.top_logprobs or 0, ctx.engine.tokenizer))
 
 
-class ChatStream:
-    """OpenAI's chunk sequence: a role delta per choice, content deltas, a finish chunk per choice, an optional
-    usage chunk (choices: []), then [DONE]."""
+class ChatChunks:
+    """OpenAI's chunk sequence: a role delta per choice, content deltas, a finish chunk per choice, then a usage
+    chunk (choices: []) when stream_options.include_usage asks for one."""
 
     def __init__(self, ctx: ServerContext, body: ChatCompletionRequest, request_id: str, num_prompt: int) -> None:
         self.ctx, self.body, self.request_id, self.num_prompt = ctx, body, request_id, num_prompt
         self.created = now()
         self.num_generated = 0
 
-    def chunk(self, choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> str:
-        return sse(
-            ChatCompletionChunk(
-                id=self.request_id, created=self.created, model=self.ctx.model_name, choices=choices, usage=usage
-            ),
-            with_usage=self.body.include_usage,
+    def chunk(self, choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.request_id, created=self.created, model=self.ctx.model_name, choices=choices, usage=usage
         )
 
-    def choice(self, index: int, delta: dict[str, Any], logprobs: Any = None, finish: str | None = None) -> str:
+    def choice(
+        self, index: int, delta: dict[str, Any], logprobs: Any = None, finish: str | None = None
+    ) -> ChatCompletionChunk:
         return self.chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish)])
 
-    async def run(self, stream: RequestStream, n: int) -> AsyncIterator[str]:
+    async def run(self, stream: RequestStream, n: int) -> AsyncIterator[ChatCompletionChunk]:
         try:
             for i in range(n):
                 yield self.choice(i, {"role": "assistant", "content": ""})
@@ -97,13 +94,10 @@ class ChatStream:
                         yield piece
             if self.body.include_usage:
                 yield self.chunk([], UsageInfo.of(self.num_prompt, self.num_generated))
-        except Exception as e:
-            yield sse_error(e)
         finally:
             stream.abort()
-        yield DONE
 
-    def pieces(self, c: CompletionOutput) -> list[str]:
+    def pieces(self, c: CompletionOutput) -> list[ChatCompletionChunk]:
         self.num_generated += len(c.token_ids)
         logprobs = _logprobs(self.ctx, self.body, c.logprobs, c.token_ids) if c.token_ids else None
         out = []

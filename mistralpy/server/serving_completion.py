@@ -1,49 +1,36 @@
-"""POST /v1/completions: one or many prompts (text or token ids), n choices each, echo and legacy logprobs.
+"""Text completions, request -> response: one or many prompts (text or token ids), n choices each, echo and
+legacy logprobs. Choice i * n + j is sample j of prompt i, as OpenAI numbers them.
 
-Choice i * n + j is sample j of prompt i, as OpenAI numbers them.
+No HTTP here: `completion` returns a CompletionResponse, or (stream=True) a ChunkStream of CompletionResponse
+chunks. The FastAPI route (http_edge.py) and the in-process Runner both call it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi.responses import JSONResponse
-from starlette.requests import Request
-from starlette.responses import Response
-
 from ..engine.async_engine import RequestStream
 from ..outputs import CompletionOutput, Logprob, RequestOutput
+from ..tokenizer import Tokenizer
 from .context import ServerContext
 from .logprobs import append_completion_logprobs
 from .protocol import CompletionRequest
 from .responses import CompletionChoice, CompletionLogprobs, CompletionResponse, UsageInfo, now, random_id
-from .streaming import (
-    DONE,
-    Choice,
-    SSEResponse,
-    abort_all,
-    add_streams,
-    collect,
-    merge,
-    sse,
-    sse_error,
-    until_disconnect,
-)
+from .streaming import Choice, ChunkStream, abort_all, add_streams, collect, merge
 
 
-async def create_completion(ctx: ServerContext, body: CompletionRequest, raw: Request) -> Response:
+async def completion(
+    ctx: ServerContext, body: CompletionRequest
+) -> CompletionResponse | ChunkStream[CompletionResponse]:
+    """Validation errors are raised here, before any output; a stream's requests are already admitted."""
     ctx.check_model(body.model)
     params = body.to_sampling_params(ctx.generation_defaults)
     request_id = random_id("cmpl")
     streams = await add_streams(ctx.engine, body.prompts(), params, request_id)
     if body.stream:
-        chunks = CompletionStream(ctx, body, request_id).run(streams)
-        return SSEResponse(chunks, on_close=lambda: abort_all(streams))
-    try:
-        results = await until_disconnect(raw, collect(streams, params.n))
-    finally:
-        abort_all(streams)
-    builder = ChoiceBuilder(ctx, body)
+        return ChunkStream(CompletionChunks(ctx, body, request_id).run(streams), streams)
+    results = await collect(streams, params.n)
+    builder = ChoiceBuilder(ctx.engine.tokenizer, body)
     choices = []
     for i, result in enumerate(results):
         builder.set_prompt(result.prompt, result.prompt_token_ids, result.prompt_logprobs)
@@ -51,21 +38,20 @@ async def create_completion(ctx: ServerContext, body: CompletionRequest, raw: Re
             choices.append(builder.build(i * params.n + j, c, with_prompt=body.echo))
     num_prompt = sum(len(r.prompt_token_ids) for r in results)
     num_generated = sum(len(c.token_ids) for r in results for c in r.choices)
-    response = CompletionResponse(
+    return CompletionResponse(
         id=request_id,
         created=now(),
         model=ctx.model_name,
         choices=choices,
         usage=UsageInfo.of(num_prompt, num_generated),
     )
-    return JSONResponse(response.model_dump())
 
 
 class ChoiceBuilder:
     """Text and logprobs of one choice, with the prompt in front when echo is on."""
 
-    def __init__(self, ctx: ServerContext, body: CompletionRequest) -> None:
-        self.tokenizer = ctx.engine.tokenizer
+    def __init__(self, tokenizer: Tokenizer, body: CompletionRequest) -> None:
+        self.tokenizer = tokenizer
         self.body = body
         self.prompt_text = ""
         self.prompt_ids: list[int] = []
@@ -87,9 +73,9 @@ class ChoiceBuilder:
         return CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=c.finish_reason)
 
 
-class CompletionStream:
-    """Text chunks per choice (the first one carrying the echoed prompt), a finish chunk per choice, an optional
-    usage chunk (choices: []), then [DONE]."""
+class CompletionChunks:
+    """Text chunks per choice (the first one carrying the echoed prompt), a finish chunk per choice, then a usage
+    chunk (choices: []) when stream_options.include_usage asks for one."""
 
     def __init__(self, ctx: ServerContext, body: CompletionRequest, request_id: str) -> None:
         self.ctx, self.body, self.request_id = ctx, body, request_id
@@ -101,31 +87,25 @@ class CompletionStream:
         self.num_prompt = 0
         self.num_generated = 0
 
-    def chunk(self, choices: list[CompletionChoice], usage: UsageInfo | None = None) -> str:
-        return sse(
-            CompletionResponse(
-                id=self.request_id, created=self.created, model=self.ctx.model_name, choices=choices, usage=usage
-            ),
-            with_usage=self.body.include_usage,
+    def chunk(self, choices: list[CompletionChoice], usage: UsageInfo | None = None) -> CompletionResponse:
+        return CompletionResponse(
+            id=self.request_id, created=self.created, model=self.ctx.model_name, choices=choices, usage=usage
         )
 
-    async def run(self, streams: list[RequestStream]) -> AsyncIterator[str]:
+    async def run(self, streams: list[RequestStream]) -> AsyncIterator[CompletionResponse]:
         try:
             async for i, out in merge(streams):
                 for piece in self.pieces(i, out):
                     yield piece
             if self.body.include_usage:
                 yield self.chunk([], UsageInfo.of(self.num_prompt, self.num_generated))
-        except Exception as e:
-            yield sse_error(e)
         finally:
             abort_all(streams)
-        yield DONE
 
-    def pieces(self, i: int, out: RequestOutput) -> list[str]:
+    def pieces(self, i: int, out: RequestOutput) -> list[CompletionResponse]:
         builder = self.builders.get(i)
         if builder is None:
-            builder = self.builders[i] = ChoiceBuilder(self.ctx, self.body)
+            builder = self.builders[i] = ChoiceBuilder(self.ctx.engine.tokenizer, self.body)
             builder.set_prompt(out.prompt, out.prompt_token_ids, out.prompt_logprobs)
             self.num_prompt += len(out.prompt_token_ids)
         chunks = []

@@ -1,33 +1,21 @@
-"""Plumbing shared by the generation routes: admitting requests, merging streams, SSE, client disconnects.
+"""Engine plumbing shared by the generation services: admitting requests, merging streams, collecting results.
 
-A request is aborted (its KV blocks freed) whenever its HTTP exchange ends early: the SSE response aborts its
-streams however it ends, and a non-streaming request is cancelled as soon as the client disconnects.
+Nothing here knows HTTP: the FastAPI routes (http_edge.py) and the in-process Runner both build on it. A request is
+aborted (its KV blocks freed) however its consumer stops: a finished or failed collect, a closed ChunkStream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Generic, TypeVar
 
-from pydantic import BaseModel
-from starlette.requests import Request
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
-
-from ..engine.async_engine import AsyncEngine, EngineDeadError, RequestStream
-from ..errors import MistralpyError
+from ..engine.async_engine import AsyncEngine, RequestStream
 from ..outputs import Logprob, RequestOutput
 from ..sampling_params import SamplingParams
-from .errors import ClientDisconnected, error_body
 
-logger = logging.getLogger(__name__)
 T = TypeVar("T")
-DONE = "data: [DONE]\n\n"
 
 
 async def add_streams(
@@ -48,6 +36,32 @@ async def add_streams(
 def abort_all(streams: list[RequestStream]) -> None:
     for stream in streams:
         stream.abort()
+
+
+class ChunkStream(Generic[T]):
+    """The response chunks of one streamed request. `abort()` (safe to call at any time, from the event loop's
+    thread) stops generation and frees the KV blocks; `aclose()` also finishes the chunk generator."""
+
+    def __init__(self, chunks: AsyncIterator[T], streams: list[RequestStream]) -> None:
+        self._chunks = chunks
+        self._streams = streams
+
+    def __aiter__(self) -> ChunkStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        return await self._chunks.__anext__()
+
+    def abort(self) -> None:
+        abort_all(self._streams)
+
+    async def aclose(self) -> None:
+        try:
+            aclose = getattr(self._chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            self.abort()
 
 
 async def merge(streams: list[RequestStream]) -> AsyncIterator[tuple[int, RequestOutput]]:
@@ -81,26 +95,6 @@ async def merge(streams: list[RequestStream]) -> AsyncIterator[tuple[int, Reques
         for task in tasks:
             task.cancel()
         abort_all(streams)
-
-
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it (which aborts its requests) if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if task.cancelled():
-        raise ClientDisconnected("the client disconnected")
-    return task.result()
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 @dataclass
@@ -139,46 +133,11 @@ class Collected:
 
 
 async def collect(streams: list[RequestStream], n: int) -> list[Collected]:
+    """Every prompt's full result; the requests are aborted however this ends (finished, failed, cancelled)."""
     results = [Collected(n) for _ in streams]
-    async for i, out in merge(streams):
-        results[i].add(out)
+    try:
+        async for i, out in merge(streams):
+            results[i].add(out)
+    finally:
+        abort_all(streams)
     return results
-
-
-def sse(payload: BaseModel | dict[str, Any], with_usage: bool = True) -> str:
-    """One SSE event. Without `with_usage` the `usage` key is left out (OpenAI writes it only when asked)."""
-    data = payload.model_dump() if isinstance(payload, BaseModel) else payload
-    if not with_usage:
-        data.pop("usage", None)
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-def sse_error(error: Exception) -> str:
-    """An error after the 200 header went out: sent as an SSE event with an OpenAI error body."""
-    if isinstance(error, EngineDeadError):
-        return sse(error_body(503, str(error)))
-    if isinstance(error, MistralpyError):
-        return sse(error_body(400, str(error)))
-    logger.error("generation failed", exc_info=error)
-    return sse(error_body(500, "internal server error; see the server log"))
-
-
-class SSEResponse(StreamingResponse):
-    """text/event-stream whose `on_close` runs however the exchange ends (finished, failed, client gone)."""
-
-    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except asyncio.CancelledError:
-            # Only uvicorn cancels this task from outside: its graceful-shutdown timeout ran out with the stream
-            # still open. End the stream properly, with an error event, rather than logging a traceback.
-            self._on_close()
-            with contextlib.suppress(Exception):
-                end = sse(error_body(503, "the server is shutting down")) + DONE
-                await send({"type": "http.response.body", "body": end.encode(), "more_body": False})
-        finally:
-            self._on_close()

@@ -1,0 +1,73 @@
+"""The `mistralpy bench` subcommand: arguments, backends, output."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+
+from .. import __version__
+from ..errors import InvalidRequestError
+from .workloads import build_tests, parse_int_list
+
+PEERS = ("llama-cpp", "transformers")
+
+
+def add_bench_parser(sub: argparse._SubParsersAction, add_model_args) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure prompt-processing and generation throughput (like llama-bench)",
+        description="Throughput of prompt processing (ppN), generation (tgN) and N concurrent requests (cN), "
+        "optionally side by side with peers on the same model file in this same run.",
+    )
+    add_model_args(p)
+    p.add_argument("-p", "--n-prompt", default="128,512", help="prompt lengths for pp tests (default 128,512)")
+    p.add_argument("-n", "--n-gen", default="128", help="generated tokens for tg tests (default 128)")
+    p.add_argument("--concurrency", default="1,8,32", help="concurrent requests for cN tests (default 1,8,32)")
+    p.add_argument("--concurrent-prompt", type=int, default=64, help="prompt tokens of each cN request (default 64)")
+    p.add_argument("-r", "--repetitions", type=int, default=3, help="timed runs per test (default 3)")
+    p.add_argument("-t", "--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all)")
+    p.add_argument("--compare", default="", help=f"comma-separated peers to run too: {', '.join(PEERS)}")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..loader.default_model import default_model_path
+    from .backends import LlamaCppBackend, MistralpyBackend, TransformersBackend
+    from .runner import format_table, run_benchmarks, to_json
+
+    try:
+        tests = build_tests(
+            parse_int_list(args.n_prompt), parse_int_list(args.n_gen), parse_int_list(args.concurrency),
+            args.concurrent_prompt,
+        )  # fmt: skip
+    except ValueError as e:
+        raise InvalidRequestError(str(e)) from None
+    peers = [p.strip() for p in args.compare.split(",") if p.strip()]
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown or not tests or args.repetitions < 1 or args.threads < 1:
+        raise InvalidRequestError(
+            f"unknown peer {unknown[0]!r} (choose from {', '.join(PEERS)})" if unknown
+            else "nothing to run: give -p/-n/--concurrency values, --repetitions >= 1, --threads >= 1"
+        )  # fmt: skip
+    torch.set_num_threads(args.threads)
+    model = args.model or default_model_path()
+    max_len = args.max_model_len or max(t.prompt_tokens + t.gen_tokens for t in tests) + 16
+    options = dict(max_num_seqs=max(t.concurrency for t in tests), quantization=args.isq)
+    backends = [MistralpyBackend(model, args.dtype, max_len, **options)]
+    if "llama-cpp" in peers:
+        backends.append(LlamaCppBackend(model, args.threads, max_len))
+    if "transformers" in peers:
+        backends.append(TransformersBackend(model, args.dtype))
+    results = run_benchmarks(backends, tests, args.repetitions, progress=not args.json and sys.stderr.isatty())
+    meta = {
+        "mistralpy": __version__, "model": model, "threads": args.threads, "repetitions": args.repetitions,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
+    }  # fmt: skip
+    print(to_json(results, meta) if args.json else format_table(results))
+    return 0

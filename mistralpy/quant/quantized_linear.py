@@ -1,0 +1,145 @@
+"""The QuantizedLinear contract, its reference implementation, and the factory that picks a kernel per GGUF type.
+
+Contract (every implementation):
+- `in_features`, `out_features`, `qtype` (the GGUF type of the stored weight; None for a fused mix of types);
+- `forward(x)`: x (..., in_features) in the compute dtype -> (..., out_features) in x's dtype;
+- `dequantize()`: the (out_features, in_features) float32 weight, bit-exact with `gguf_dequant.dequantize`;
+- `dequantize_rows(ids)`: rows of it, decoding only those (embedding lookups);
+- `QuantizedLinear.from_gguf(raw, qtype, shape, bias=None, dtype=...)`: built from GGUF blocks, raw uint8 of shape
+  (out_features, bytes_per_row), for every type in `SUPPORTED_TYPES`;
+- `nbytes`: the memory its tensors hold.
+A fast path computes the same function as dequantize-then-matmul, up to float rounding in the activation dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from gguf.constants import GGMLQuantizationType
+from torch import nn
+
+from ..errors import ModelLoadError
+from .gguf_dequant import SUPPORTED_TYPES, dequantize
+
+Q = GGMLQuantizationType
+
+
+class QuantizedLinear(nn.Module):
+    """Base of every linear layer whose weight stays in a quantized form. Subclasses implement forward/dequantize."""
+
+    qtype: GGMLQuantizationType | None
+
+    def __init__(self, in_features: int, out_features: int, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        if bias is not None and bias.shape != (out_features,):
+            raise ModelLoadError(f"bias of shape {tuple(bias.shape)} for {out_features} output features")
+        self.register_buffer("bias", bias)
+
+    def dequantize(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def dequantize_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows `ids` of `dequantize()`: what an embedding lookup needs. Implementations decode only those rows."""
+        return self.dequantize()[ids]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.buffers())
+
+    def extra_repr(self) -> str:
+        name = self.qtype.name if self.qtype is not None else "mixed"
+        return f"in_features={self.in_features}, out_features={self.out_features}, qtype={name}"
+
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.dequantize().to(x.dtype), bias)
+
+    @staticmethod
+    def from_gguf(
+        raw: torch.Tensor,
+        qtype: GGMLQuantizationType,
+        shape: tuple[int, ...],
+        bias: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.bfloat16,
+    ) -> QuantizedLinear:
+        """The fastest exact implementation for `qtype`. Types with groups of 32 keep only their int4 form, whatever
+        `dtype` (its kernel takes bf16; other activation dtypes dequantize per call, exact but slow); the others keep
+        their blocks plus a dense `dtype` copy."""
+        from .int4_linear import INT4_TYPES, Int4PackLinear  # the implementations import this module
+
+        if qtype not in SUPPORTED_TYPES:
+            raise ModelLoadError(f"unsupported GGUF tensor type {GGMLQuantizationType(qtype).name}")
+        if len(shape) != 2:
+            raise ModelLoadError(f"a linear weight must be 2-D, got shape {tuple(shape)}")
+        if qtype in INT4_TYPES:
+            return Int4PackLinear.from_gguf_blocks(raw, qtype, shape, bias)
+        return DenseLinear(raw, qtype, shape, bias, dtype)
+
+
+class GGUFLinear(QuantizedLinear):
+    """The reference: keeps the GGUF blocks as they are and dequantizes them on every call. Correct for every type."""
+
+    def __init__(
+        self, raw: torch.Tensor, qtype: GGMLQuantizationType, shape: tuple[int, ...], bias: torch.Tensor | None
+    ) -> None:
+        out_features, in_features = (int(s) for s in shape)
+        super().__init__(in_features, out_features, bias)
+        self.qtype = GGMLQuantizationType(qtype)
+        self.register_buffer("blocks", raw.reshape(out_features, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._reference(x)
+
+    def dequantize(self) -> torch.Tensor:
+        return dequantize(self.blocks, self.qtype, (self.out_features, self.in_features))
+
+    def dequantize_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return dequantize(self.blocks[ids], self.qtype, (len(ids), self.in_features))
+
+
+class DenseLinear(GGUFLinear):
+    """GGUF blocks plus their dequantized copy in the compute dtype, for types without an exact quantized kernel.
+
+    The blocks serve `dequantize()`; the dense copy makes forward as fast as a dense layer (and as large).
+    """
+
+    def __init__(
+        self,
+        raw: torch.Tensor,
+        qtype: GGMLQuantizationType,
+        shape: tuple[int, ...],
+        bias: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> None:
+        super().__init__(raw, qtype, shape, bias)
+        self.register_buffer("weight", self.dequantize().to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.weight.dtype:
+            return self._reference(x)
+        return F.linear(x, self.weight, self.bias)
+
+
+class FusedQuantizedLinear(QuantizedLinear):
+    """Projections fused along the output dimension whose parts are stored in different types (e.g. q/k in Q4_K and
+    v in Q6_K): each part runs its own kernel and the outputs are concatenated."""
+
+    qtype = None
+
+    def __init__(self, parts: list[QuantizedLinear]) -> None:
+        in_features = parts[0].in_features
+        if any(p.in_features != in_features for p in parts):
+            raise ModelLoadError("fused projections must share their input size")
+        super().__init__(in_features, sum(p.out_features for p in parts), None)
+        self.parts = nn.ModuleList(parts)
+
+    @property
+    def qtypes(self) -> list[GGMLQuantizationType | None]:
+        return [p.qtype for p in self.parts]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p(x) for p in self.parts], dim=-1)
+
+    def dequantize(self) -> torch.Tensor:
+        return torch.cat([p.dequantize() for p in self.parts])

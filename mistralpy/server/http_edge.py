@@ -1,0 +1,122 @@
+"""The HTTP edge of the generation routes: JSON bodies, SSE framing, client disconnects.
+
+The request -> response logic lives in serving_chat.py / serving_completion.py and knows no HTTP. Here a request is
+aborted (its KV blocks freed) whenever its HTTP exchange ends early: the SSE response aborts its streams however it
+ends, and a non-streaming request is cancelled as soon as the client disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from ..engine.async_engine import EngineDeadError
+from ..errors import MistralpyError
+from .context import ServerContext
+from .errors import ClientDisconnected, error_body
+from .protocol import ChatCompletionRequest, CompletionRequest
+from .serving_chat import chat_completion
+from .serving_completion import completion
+from .streaming import ChunkStream
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+DONE = "data: [DONE]\n\n"
+
+
+async def create_chat_completion(ctx: ServerContext, body: ChatCompletionRequest, raw: Request) -> Response:
+    """POST /v1/chat/completions: JSON, or OpenAI's SSE chunks when stream is true."""
+    return respond(await until_disconnect(raw, chat_completion(ctx, body)), body.include_usage)
+
+
+async def create_completion(ctx: ServerContext, body: CompletionRequest, raw: Request) -> Response:
+    """POST /v1/completions: JSON, or OpenAI's SSE chunks when stream is true."""
+    return respond(await until_disconnect(raw, completion(ctx, body)), body.include_usage)
+
+
+def respond(result: BaseModel | ChunkStream[Any], include_usage: bool) -> Response:
+    if isinstance(result, ChunkStream):
+        return SSEResponse(sse_events(result, include_usage), on_close=result.abort)
+    return JSONResponse(result.model_dump())
+
+
+async def sse_events(chunks: ChunkStream[Any], include_usage: bool) -> AsyncIterator[str]:
+    """Each chunk as an SSE event; an error after the 200 header went out becomes an error event; then [DONE]."""
+    try:
+        async for chunk in chunks:
+            yield sse(chunk, with_usage=include_usage)
+    except Exception as e:
+        yield sse_error(e)
+    finally:
+        chunks.abort()
+    yield DONE
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (which aborts its requests) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # let the cancellation run: it aborts the requests
+    if task.cancelled():
+        raise ClientDisconnected("the client disconnected")
+    return task.result()
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def sse(payload: BaseModel | dict[str, Any], with_usage: bool = True) -> str:
+    """One SSE event. Without `with_usage` the `usage` key is left out (OpenAI writes it only when asked)."""
+    data = payload.model_dump() if isinstance(payload, BaseModel) else payload
+    if not with_usage:
+        data.pop("usage", None)
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def sse_error(error: Exception) -> str:
+    """An error after the 200 header went out: sent as an SSE event with an OpenAI error body."""
+    if isinstance(error, EngineDeadError):
+        return sse(error_body(503, str(error)))
+    if isinstance(error, MistralpyError):
+        return sse(error_body(400, str(error)))
+    logger.error("generation failed", exc_info=error)
+    return sse(error_body(500, "internal server error; see the server log"))
+
+
+class SSEResponse(StreamingResponse):
+    """text/event-stream whose `on_close` runs however the exchange ends (finished, failed, client gone)."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            # Only uvicorn cancels this task from outside: its graceful-shutdown timeout ran out with the stream
+            # still open. End the stream properly, with an error event, rather than logging a traceback.
+            self._on_close()
+            with contextlib.suppress(Exception):
+                end = sse(error_body(503, "the server is shutting down")) + DONE
+                await send({"type": "http.response.body", "body": end.encode(), "more_body": False})
+        finally:
+            self._on_close()

@@ -1,0 +1,30 @@
+"""`mistralpy bench` smoke test with tiny settings: valid JSON, every test timed; bad arguments are clear errors."""
+
+from __future__ import annotations
+
+import json
+
+from .test_cli import run_cli
+
+
+def test_bench_json(tiny_llama):
+    args = ["bench", "-m", str(tiny_llama[2]), "-p", "16", "-n", "4", "--concurrency", "1,3", "-r", "2", "--json"]
+    out = run_cli(*args)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["meta"]["repetitions"] == 2
+    rows = {r["test"]: r for r in report["results"]}
+    assert set(rows) == {"pp16", "tg4", "c3 pp64+tg4"}
+    for row in rows.values():
+        assert row["backend"] == "mistralpy" and len(row["seconds"]) == 2 and row["tok_per_s"] > 0
+    assert rows["c3 pp64+tg4"]["concurrency"] == 3
+
+
+def test_bench_table_and_errors(tiny_llama):
+    out = run_cli("bench", "-m", str(tiny_llama[2]), "-p", "8", "-n", "2", "--concurrency", "1", "-r", "1")
+    assert out.returncode == 0, out.stderr
+    assert "| backend" in out.stdout and "pp8" in out.stdout and "tg2" in out.stdout
+    bad = run_cli("bench", "-m", str(tiny_llama[2]), "--compare", "vllm")
+    assert bad.returncode == 1 and "unknown peer 'vllm'" in bad.stderr
+    bad = run_cli("bench", "-m", str(tiny_llama[2]), "-p", "a,b")
+    assert bad.returncode == 1 and "comma-separated list of integers" in bad.stderr

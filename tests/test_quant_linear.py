@@ -1,0 +1,190 @@
+"""QuantizedLinear for every GGUF type: exact dequantization, matmul against the dequantized float32 reference,
+fused parts of mixed types, embedding rows.
+
+Tolerances (elementwise, scaled by s = |x| @ |W|^T, the sum of the magnitudes of the products):
+- bfloat16 activations: |y - x W^T| <= 2**-8 * s. Observed: <= 1.4e-3 * s, and <= 1.4e-3 * s for the dense bf16
+  path, which rounds x, W and y to 8 significant bits (2**-9 relative); the int4 kernel rounds each group's scale
+  and zero instead of each weight, and accumulates in float32.
+- float32 activations: |y - x W^T| <= 1e-5 * s (exact weights; float32 summation order only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gguf import quants
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from mistralpy.engine.model_runner import ModelRunner
+from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
+from mistralpy.loader import open_model_source
+from mistralpy.loader.model_loader import load_model
+from mistralpy.quant import int4pack
+from mistralpy.quant.gguf_dequant import SUPPORTED_TYPES
+from mistralpy.quant.int4_linear import DENSE_MIN_ROWS, INT4_TYPES, Int4PackLinear
+from mistralpy.quant.quantized_embedding import QuantizedEmbedding
+from mistralpy.quant.quantized_linear import DenseLinear, FusedQuantizedLinear, GGUFLinear, QuantizedLinear
+
+from .helpers import llama_to_gguf, make_tiny_llama
+
+Q = GGMLQuantizationType
+QUANTIZED = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]
+# byte offsets of each block's f16 fields: random bytes there could be inf/nan, so they get finite values
+F16_FIELDS = {
+    Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q5_1: [0, 2], Q.Q8_0: [0],
+    Q.Q2_K: [80, 82], Q.Q3_K: [108], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
+}  # fmt: skip
+ROWS, COLS = 96, 512  # 96 rows: not a multiple of the kernel's 64-row blocks, so padding is exercised
+BF16_TOL, F32_TOL = 2**-8, 1e-5
+
+
+def random_blocks(qtype: GGMLQuantizationType, rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if qtype in (Q.F32, Q.F16, Q.BF16):
+        return quants.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype).view(np.uint8)
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    blocks = rng.integers(0, 256, size=(rows * cols // block_size, type_size), dtype=np.uint8)
+    for offset in F16_FIELDS[qtype]:
+        scale = (0.05 * rng.standard_normal((blocks.shape[0], 1))).astype(np.float16)
+        blocks[:, offset : offset + 2] = scale.view(np.uint8)
+    return blocks.reshape(rows, -1)
+
+
+def reference(raw: np.ndarray, qtype: GGMLQuantizationType) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(quants.dequantize(raw, qtype), dtype=np.float32))
+
+
+def assert_matmul_close(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, tol: float) -> None:
+    exact = x.double() @ w.double().t()
+    scale = x.double().abs() @ w.double().abs().t()
+    err = (y.double() - exact).abs()
+    assert y.dtype == x.dtype and y.shape == exact.shape
+    assert (err <= tol * scale + 1e-30).all(), f"max err/scale {(err / scale).max().item():.3g} > {tol:.3g}"
+
+
+@pytest.fixture(scope="module", params=sorted(SUPPORTED_TYPES, key=int), ids=lambda t: t.name)
+def case(request):
+    qtype = request.param
+    raw = random_blocks(qtype, ROWS, COLS, seed=int(qtype))
+    return qtype, raw, reference(raw, qtype), QuantizedLinear.from_gguf(torch.from_numpy(raw), qtype, (ROWS, COLS))
+
+
+def test_every_type_has_a_kernel_and_dequantizes_exactly(case) -> None:
+    qtype, raw, ref, layer = case
+    assert (layer.in_features, layer.out_features, layer.qtype) == (COLS, ROWS, qtype)
+    assert isinstance(layer, Int4PackLinear if qtype in INT4_TYPES else DenseLinear)
+    assert torch.equal(layer.dequantize(), ref)
+    ids = torch.tensor([95, 0, 64, 63, 7, 7, 33])
+    assert torch.equal(layer.dequantize_rows(ids), ref[ids])
+    assert torch.equal(GGUFLinear(torch.from_numpy(raw), qtype, (ROWS, COLS), None).dequantize(), ref)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 2 * DENSE_MIN_ROWS + 1])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_matmul_matches_dequantized_reference(case, batch: int, dtype: torch.dtype) -> None:
+    _, _, ref, layer = case
+    x = torch.randn(batch, COLS, generator=torch.Generator().manual_seed(batch)).to(dtype)
+    with torch.inference_mode():
+        y = layer(x)
+    assert_matmul_close(y, x, ref, BF16_TOL if dtype == torch.bfloat16 else F32_TOL)
+
+
+def test_leading_dims_and_bias() -> None:
+    raw = torch.from_numpy(random_blocks(Q.Q4_1, 64, 256))
+    bias = torch.randn(64).bfloat16()
+    layer = QuantizedLinear.from_gguf(raw, Q.Q4_1, (64, 256), bias)
+    x = torch.randn(2, 3, 256).bfloat16()
+    with torch.inference_mode():
+        y = layer(x)
+    assert y.shape == (2, 3, 64)
+    assert_matmul_close((y - bias).view(6, 64), x.view(6, 256), layer.dequantize(), 2 * BF16_TOL)
+
+
+def test_fused_parts_of_mixed_types() -> None:
+    # A Q4_K_M-style attention projection: q and k in Q4_K, v in Q6_K, concatenated along the outputs.
+    shapes = [(Q.Q4_K, 128), (Q.Q4_K, 64), (Q.Q6_K, 64)]
+    parts = [torch.from_numpy(random_blocks(t, n, COLS, seed=i)) for i, (t, n) in enumerate(shapes)]
+    layers = [QuantizedLinear.from_gguf(p, t, (n, COLS)) for p, (t, n) in zip(parts, shapes, strict=True)]
+    fused = FusedQuantizedLinear(layers)
+    ref = torch.cat([reference(p.numpy(), t) for p, (t, _) in zip(parts, shapes, strict=True)])
+    assert fused.qtypes == [Q.Q4_K, Q.Q4_K, Q.Q6_K] and fused.out_features == 256
+    assert torch.equal(fused.dequantize(), ref)
+    for dtype, tol in ((torch.bfloat16, BF16_TOL), (torch.float32, F32_TOL)):
+        x = torch.randn(5, COLS).to(dtype)
+        with torch.inference_mode():
+            assert_matmul_close(fused(x), x, ref, tol)
+
+
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_1, Q.Q6_K], ids=lambda t: t.name)
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "lookup-only"])
+def test_quantized_embedding_rows(qtype: GGMLQuantizationType, tied: bool) -> None:
+    vocab, hidden = 200, 256
+    raw = torch.from_numpy(random_blocks(qtype, vocab, hidden))
+    ref = reference(raw.numpy(), qtype)
+    shape = (vocab, hidden)
+    table = QuantizedLinear.from_gguf(raw, qtype, shape) if tied else GGUFLinear(raw, qtype, shape, None)
+    emb = QuantizedEmbedding(table, torch.bfloat16)
+    ids = torch.tensor([[5, 199, 5], [0, 64, 130]])
+    rows = emb(ids)
+    assert rows.dtype == torch.bfloat16 and rows.shape == (2, 3, hidden)
+    assert torch.equal(rows, ref[ids].bfloat16())  # exactly what a dense bf16 nn.Embedding holds
+    if tied:
+        h = torch.randn(3, hidden).bfloat16()
+        with torch.inference_mode():
+            assert_matmul_close(emb.logits(h), h, ref, BF16_TOL)
+
+
+def test_int4_memory_is_a_fraction_of_bf16() -> None:
+    raw = torch.from_numpy(random_blocks(Q.Q4_1, 576, 1536))
+    layer = QuantizedLinear.from_gguf(raw, Q.Q4_1, (576, 1536))
+    # 4-bit codes, bf16 kernel scale/zero and exact f16 d/m per group of 32: 6 bits per weight, vs 16 for bf16
+    assert layer.nbytes == 576 * 1536 * 6 // 8
+
+
+def test_unknown_packing_layout_falls_back_to_the_kernel(monkeypatch) -> None:
+    codes = torch.randint(0, 16, (128, 96), dtype=torch.uint8)
+    packed = int4pack.pack_codes(codes)
+    monkeypatch.setattr(int4pack, "_detected_layout", lambda: None)
+    assert torch.equal(int4pack.unpack_codes(packed, 128, 96), codes)
+    assert torch.equal(int4pack.unpack_rows(packed, 128, 96, torch.tensor([3, 70])), codes[[3, 70]])
+
+
+# --- GGUF files with quantized tensors, loaded end to end -----------------------------------------------------------
+MIXED = {  # first matching fragment wins
+    "attn_q": Q.Q4_0, "attn_k": Q.Q4_0, "attn_v": Q.Q8_0,  # fused qkv of two types
+    "attn_output": Q.Q4_1, "ffn_gate": Q.Q5_1, "ffn_up": Q.Q5_1, "ffn_down": Q.Q5_0,
+    "output.weight": Q.Q8_0, "token_embd": Q.Q4_1,
+}  # fmt: skip
+
+
+def _logits(path, dtype: torch.dtype, weights: str, ids: list[int]):
+    model = load_model(open_model_source(path), dtype, weights=weights)
+    runner = ModelRunner(model, num_blocks=16, block_size=4, dtype=dtype)
+    n = len(ids)
+    meta = AttentionMetadata(torch.arange(n), 0, prefills=[PrefillSpan(n, n, torch.arange(-(-n // 4)))])
+    with torch.inference_mode():
+        return model.compute_logits(model(torch.tensor(ids), torch.arange(n), runner.kv_caches, meta)).float(), model
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_quantized_gguf_loads_quantized_and_matches_the_dequantized_path(tmp_path, tokenizer_dir, tie: bool) -> None:
+    hf_model = make_tiny_llama(tmp_path / "hf", tie=tie)
+    path = tmp_path / "mixed.gguf"
+    llama_to_gguf(hf_model, path, qtypes=MIXED if not tie else {**MIXED, "token_embd": Q.Q8_0})
+    ids = list(range(300, 340))
+    exact, _ = _logits(path, torch.float32, "dequantized", ids)
+    dense, _ = _logits(path, torch.bfloat16, "dequantized", ids)
+    fast, model = _logits(path, torch.bfloat16, "auto", ids)
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    assert isinstance(attn.qkv_proj, FusedQuantizedLinear) and attn.qkv_proj.qtypes == [Q.Q4_0, Q.Q8_0]
+    assert isinstance(mlp.gate_up_proj, Int4PackLinear) and mlp.gate_up_proj.qtype == Q.Q5_1
+    assert isinstance(model.model.embed_tokens, QuantizedEmbedding)
+    table = model.model.embed_tokens.table
+    assert isinstance(table, Int4PackLinear if tie else GGUFLinear)  # tied: also the output projection
+    assert model.lm_head is None if tie else isinstance(model.lm_head, Int4PackLinear)
+    dense_err, fast_err = (dense - exact).abs(), (fast - exact).abs()
+    assert fast_err.max() <= 1.5 * dense_err.max() and fast_err.mean() <= 1.5 * dense_err.mean()
+    # float32 activations: the quantized modules decode exactly the reference's weights
+    quantized32, _ = _logits(path, torch.float32, "quantized", ids)
+    torch.testing.assert_close(quantized32, exact, rtol=0, atol=1e-5)
