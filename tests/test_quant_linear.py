@@ -20,7 +20,7 @@ from mistralpy.engine.model_runner import ModelRunner
 from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
 from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
-from mistralpy.quant import int4pack
+from mistralpy.quant import int4_linear, int4pack
 from mistralpy.quant.gguf_dequant import SUPPORTED_TYPES
 from mistralpy.quant.int4_linear import DENSE_MIN_ROWS, INT4_TYPES, Int4PackLinear
 from mistralpy.quant.quantized_embedding import QuantizedEmbedding
@@ -140,6 +140,16 @@ def test_int4_memory_is_a_fraction_of_bf16() -> None:
     layer = QuantizedLinear.from_gguf(raw, Q.Q4_1, (576, 1536))
     # 4-bit codes, bf16 kernel scale/zero and exact f16 d/m per group of 32: 6 bits per weight, vs 16 for bf16
     assert layer.nbytes == 576 * 1536 * 6 // 8
+
+
+def test_packing_in_slices_of_rows(monkeypatch) -> None:
+    monkeypatch.setattr(int4_linear, "_PACK_ROWS", 64)  # 150 rows: two full slices and a padded one
+    raw = random_blocks(Q.Q8_0, 150, 128)
+    layer = QuantizedLinear.from_gguf(torch.from_numpy(raw), Q.Q8_0, (150, 128))
+    assert torch.equal(layer.dequantize(), reference(raw, Q.Q8_0))
+    x = torch.randn(3, 128).bfloat16()
+    with torch.inference_mode():
+        assert_matmul_close(layer(x), x, reference(raw, Q.Q8_0), BF16_TOL)
 
 
 def test_unknown_packing_layout_falls_back_to_the_kernel(monkeypatch) -> None:

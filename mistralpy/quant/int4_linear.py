@@ -26,6 +26,7 @@ INT4_TYPES: frozenset[GGMLQuantizationType] = frozenset({Q.Q4_0, Q.Q4_1, Q.Q4_K,
 # From this many rows of x per nibble plane on, dequantizing the weight to bf16 for one bf16 GEMM beats the int4
 # kernel, whose cost grows linearly with the rows (measured on Zen 4: the crossover is ~110 rows for one plane).
 DENSE_MIN_ROWS = 128
+_PACK_ROWS = 64 * ROW_BLOCK
 
 
 def _exact_dtype(t: torch.Tensor) -> torch.Tensor:
@@ -45,11 +46,17 @@ class Int4PackLinear(QuantizedLinear):
         self.register_buffer("scale", _exact_dtype(affine.scale))
         self.register_buffer("zero", None if affine.bias is None else _exact_dtype(affine.bias))
         t = self._shifts(slice(None))
-        u = affine.q.view(rows, -1, GROUP).to(torch.int16) + (self._top() - t).unsqueeze(-1)
         self._padded_rows = -(-rows // ROW_BLOCK) * ROW_BLOCK  # padding rows: zero weights, cut from the output
-        digits = F.pad(u.view(rows, cols), (0, 0, 0, self._padded_rows - rows))
-        nibbles = torch.cat([(digits >> (4 * p)) & 0x0F for p in range(self.planes)], dim=1).to(torch.uint8)
-        self.register_buffer("packed", pack_codes(nibbles))
+        packed = torch.empty(self._padded_rows, self.planes * cols // 2, dtype=torch.uint8)
+        for start in range(0, rows, _PACK_ROWS):  # in slices of rows, to bound the int16 temporaries
+            stop = min(start + _PACK_ROWS, rows)
+            padded_stop = self._padded_rows if stop == rows else stop
+            u = affine.q[start:stop].view(-1, cols // GROUP, GROUP).to(torch.int16)
+            u = (u + (self._top() - t[start:stop]).unsqueeze(-1)).view(-1, cols)
+            u = F.pad(u, (0, 0, 0, padded_stop - stop))
+            nibbles = torch.cat([(u >> (4 * p)) & 0x0F for p in range(self.planes)], dim=1).to(torch.uint8)
+            packed[start:padded_stop] = pack_codes(nibbles)
+        self.register_buffer("packed", packed)
         self.register_buffer("scale_zeros", self._kernel_params(affine, t))
 
     @classmethod

@@ -12,18 +12,14 @@ import functools
 import torch
 
 ROW_BLOCK = 64  # rows are padded to a multiple of the kernel's widest row block, so every block is a full one
-_PACK_CHUNK_ROWS = 4096  # bounds the int32 copy the packing op needs
 
 
 def pack_codes(codes: torch.Tensor) -> torch.Tensor:
-    """(rows, cols) codes in [0, 16), rows a multiple of ROW_BLOCK -> the kernel's packed uint8 tensor."""
-    rows = codes.shape[0]
-    assert rows % ROW_BLOCK == 0, rows
-    chunks = [
-        torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes[i : i + _PACK_CHUNK_ROWS].to(torch.int32), 1)
-        for i in range(0, rows, _PACK_CHUNK_ROWS)
-    ]
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    """(rows, cols) codes in [0, 16), rows a multiple of ROW_BLOCK -> the kernel's packed (rows, cols / 2) uint8.
+
+    Row blocks are packed independently, so slices of rows (multiples of ROW_BLOCK) can be packed one at a time."""
+    assert codes.shape[0] % ROW_BLOCK == 0, codes.shape
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
 
 
 def int4_mm(x: torch.Tensor, packed: torch.Tensor, scale_zeros: torch.Tensor, group: int = 32) -> torch.Tensor:
