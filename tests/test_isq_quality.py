@@ -1,0 +1,61 @@
+"""ISQ output quality on the real embedded model: perplexity on a fixed text within a stated margin of the
+full-precision model.
+
+The full-precision reference is the embedded GGUF dequantized to float32 and saved as a Hugging Face folder (the
+only real model this machine has); ISQ then quantizes that folder's weights at load.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mistralpy import LLM, SamplingParams
+from mistralpy.loader.default_model import default_model_path
+
+from .helpers import gguf_to_hf_folder
+
+pytestmark = pytest.mark.slow
+
+TEXT = (
+    "The sea has always drawn people to its shores. Sailors crossed it to trade spices, silk and stories, while "
+    "fishermen learned its moods and seasons. Today scientists study the ocean to understand the climate, because it "
+    "stores heat and carbon and shapes the weather of every continent. Protecting it is a shared task.\n\n"
+    "def binary_search(items, target):\n    lo, hi = 0, len(items) - 1\n    while lo <= hi:\n"
+    "        mid = (lo + hi) // 2\n        if items[mid] == target:\n            return mid\n"
+    "        if items[mid] < target:\n            lo = mid + 1\n"
+    "        else:\n            hi = mid - 1\n    return -1\n\n"
+    "In 1969, Apollo 11 landed on the Moon. Neil Armstrong and Buzz Aldrin spent about two hours outside the lunar "
+    "module, collecting samples and setting up experiments, while Michael Collins orbited above in the command module."
+)
+# Relative perplexity margins against the full-precision model (bf16 compute). Measured on this text on
+# 2026-11-23: q8_0 1.0045, q4_0 1.0395, q4_1 1.0048, q4_k 0.9980; the margins leave room for kernel changes.
+MARGINS = {"q8_0": 0.01, "q4_0": 0.08, "q4_1": 0.03, "q4_k": 0.03}
+
+
+@pytest.fixture(scope="module")
+def full_precision_folder(tmp_path_factory, tokenizer_dir):
+    folder = tmp_path_factory.mktemp("smollm2_f32")
+    gguf_to_hf_folder(default_model_path(), folder, tokenizer_dir)
+    return folder
+
+
+def perplexity(llm: LLM) -> float:
+    out = llm.generate([TEXT], SamplingParams(max_tokens=1, prompt_logprobs=0))[0]
+    logprobs = [next(iter(entry.values())).logprob for entry in out.prompt_logprobs[1:]]
+    assert len(logprobs) > 150
+    return math.exp(-sum(logprobs) / len(logprobs))
+
+
+@pytest.fixture(scope="module")
+def reference_perplexity(full_precision_folder) -> float:
+    return perplexity(LLM(str(full_precision_folder), dtype="bfloat16"))
+
+
+@pytest.mark.parametrize("quantization", sorted(MARGINS))
+def test_isq_perplexity_within_margin(full_precision_folder, reference_perplexity, quantization):
+    llm = LLM(str(full_precision_folder), dtype="bfloat16", quantization=quantization)
+    ratio = perplexity(llm) / reference_perplexity
+    print(f"{quantization}: perplexity ratio {ratio:.4f} (reference {reference_perplexity:.3f})")
+    assert abs(ratio - 1) <= MARGINS[quantization]
