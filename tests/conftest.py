@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import signal
+
+import openai
 import pytest
 
 from .helpers import llama_to_gguf, make_tiny_llama, save_tokenizer
+from .server_process import KEY, start_test_server
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +26,18 @@ def tiny_llama(tmp_path_factory, tokenizer_dir):
     gguf_path = folder.parent / "tiny_llama.gguf"
     llama_to_gguf(model, gguf_path)
     return model, folder, gguf_path
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llama):
+    """A live `mistralpy serve` process on the tiny model, one per test module, always killed at the end."""
+    proc = start_test_server(tiny_llama[2])
+    try:
+        yield proc
+    finally:
+        proc.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)

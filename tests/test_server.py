@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 
 import httpx
 import openai
 import pytest
 
-from .server_process import KEY, MODEL, http, metrics, start_test_server
+from .server_process import KEY, MODEL, http, metrics
 
 CHAT = [{"role": "user", "content": "Hello there"}]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_llama):
-    proc = start_test_server(tiny_llama[2])
-    try:
-        yield proc
-    finally:
-        proc.stop(signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
 
 
 def test_models_health_version(server, client):

@@ -10,23 +10,9 @@ import httpx
 import openai
 import pytest
 
-from .server_process import KEY, MODEL, ServerProcess, http, metrics, start_test_server
+from .server_process import MODEL, ServerProcess, http, metrics
 
 CHAT = [{"role": "user", "content": "Hello there"}]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_llama):
-    proc = start_test_server(tiny_llama[2])
-    try:
-        yield proc
-    finally:
-        proc.stop(signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
 
 
 CHAT_URL, COMPLETIONS_URL = "/v1/chat/completions", "/v1/completions"

@@ -13,6 +13,8 @@ A fast path computes the same function as dequantize-then-matmul, up to float ro
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from gguf.constants import GGMLQuantizationType
@@ -24,7 +26,7 @@ from .gguf_dequant import SUPPORTED_TYPES, dequantize
 Q = GGMLQuantizationType
 
 
-class QuantizedLinear(nn.Module):
+class QuantizedLinear(nn.Module, abc.ABC):
     """Base of every linear layer whose weight stays in a quantized form. Subclasses implement forward/dequantize."""
 
     qtype: GGMLQuantizationType | None
@@ -36,8 +38,9 @@ class QuantizedLinear(nn.Module):
             raise ModelLoadError(f"bias of shape {tuple(bias.shape)} for {out_features} output features")
         self.register_buffer("bias", bias)
 
+    @abc.abstractmethod
     def dequantize(self) -> torch.Tensor:
-        raise NotImplementedError
+        """The weight as (out_features, in_features) float32, bit-exact with gguf's dequantization."""
 
     def dequantize_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` of `dequantize()`: what an embedding lookup needs. Implementations decode only those rows."""
