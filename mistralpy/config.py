@@ -32,6 +32,17 @@ class ModelConfig:
     eos_token_ids: list[int] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # family-specific fields, kept for later architectures
 
+    def sliding_window_of(self, layer_idx: int) -> int | None:
+        """The attention window of a layer (None: global attention), from HF's sliding_window, use_sliding_window
+        and layer_types ("sliding_attention" / "full_attention") fields."""
+        window = self.extra.get("sliding_window")
+        if window is None or self.extra.get("use_sliding_window") is False:
+            return None
+        layer_types = self.extra.get("layer_types")
+        if layer_types is not None and layer_types[layer_idx] != "sliding_attention":
+            return None
+        return int(window)
+
     def __post_init__(self) -> None:
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads

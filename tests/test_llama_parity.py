@@ -25,8 +25,7 @@ def _prefill(runner: ModelRunner, ids: list[int], start: int) -> torch.Tensor:
 
 def _decode(runner: ModelRunner, token: int, pos: int) -> torch.Tensor:
     nb = pos // BLOCK + 1
-    mask = (torch.arange(nb * BLOCK) <= pos).view(1, 1, 1, -1)
-    meta = AttentionMetadata(torch.tensor([pos]), 1, torch.arange(nb).unsqueeze(0), mask)
+    meta = AttentionMetadata(torch.tensor([pos]), 1, torch.arange(nb).unsqueeze(0), torch.tensor([pos + 1]))
     hidden = runner.model(torch.tensor([token]), torch.tensor([pos]), runner.kv_caches, meta)
     return runner.model.compute_logits(hidden)[0]
 

@@ -81,9 +81,7 @@ class ModelRunner:
         meta = AttentionMetadata(torch.cat(slots), len(decode_tables), prefills=prefills)
         if decode_tables:
             meta.decode_block_tables = torch.nn.utils.rnn.pad_sequence(decode_tables, batch_first=True)
-            span = meta.decode_block_tables.shape[1] * self.block_size
-            lens = torch.tensor(decode_lens)
-            meta.decode_mask = (torch.arange(span).unsqueeze(0) < lens.unsqueeze(1)).view(len(lens), 1, 1, span)
+            meta.decode_lens = torch.tensor(decode_lens)
         return StepInputs(order, torch.tensor(ids), torch.cat(positions), meta, logits_index, samplers)
 
     def _prompt_logprobs(self, inputs: StepInputs, hidden: torch.Tensor, out: ModelRunnerOutput) -> None:

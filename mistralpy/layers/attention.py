@@ -1,7 +1,9 @@
-"""Paged attention on the CPU: write K/V into cache slots, gather each sequence's blocks, run SDPA.
+"""Paged attention on the CPU: write K/V into cache slots, gather each sequence's blocks, attend.
 
-Tokens of a step are ordered decode-like queries first (one query token each, batched into one SDPA call),
-then prefill chunks (one SDPA call each, causal with an offset when earlier tokens are already cached).
+Tokens of a step are ordered decode-like queries first (one query token each, batched into one call),
+then prefill chunks (one call each, causal with an offset when earlier tokens are already cached).
+Per layer, attention may be limited to a sliding window of the last `window` positions (Mistral, Gemma 2) and its
+scores soft-capped (Gemma 2); masks are built once per step and window, and shared by the layers.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass
@@ -24,8 +27,20 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor  # (T,) long: cache slot of each token of the step
     num_decode_tokens: int = 0
     decode_block_tables: torch.Tensor | None = None  # (D, max_blocks) long
-    decode_mask: torch.Tensor | None = None  # (D, 1, 1, max_blocks * block_size) bool, True = attend
+    decode_lens: torch.Tensor | None = None  # (D,) long: context length of each decode query, itself included
     prefills: list[PrefillSpan] = field(default_factory=list)
+    _masks: dict = field(default_factory=dict, repr=False)  # (kind, window) -> mask, built once per step
+
+    def decode_mask(self, span: int, window: int | None) -> torch.Tensor:
+        """(D, 1, 1, span) bool, True = attend: positions before each query's length, and inside its window."""
+        key = ("decode", window)
+        if key not in self._masks:
+            pos, lens = torch.arange(span).unsqueeze(0), self.decode_lens.unsqueeze(1)
+            mask = pos < lens
+            if window is not None:
+                mask &= pos >= lens - window
+            self._masks[key] = mask.view(-1, 1, 1, span)
+        return self._masks[key]
 
 
 def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
@@ -35,17 +50,42 @@ def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapp
     flat[1].index_copy_(0, slot_mapping, v)
 
 
+class Attention(nn.Module):
+    """The attention-backend seam: writes this step's K/V into the layer's cache and attends over the cached context.
+
+    `scale` defaults to 1/sqrt(head_dim); `sliding_window` keeps the last `sliding_window` positions (the query's
+    own included); `softcap` applies cap * tanh(score / cap) to the scores before the softmax."""
+
+    def __init__(self, scale: float | None = None, sliding_window: int | None = None, softcap: float | None = None):
+        super().__init__()
+        self.scale, self.sliding_window, self.softcap = scale, sliding_window, softcap
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """q: (T, Hq, D), k, v: (T, Hkv, D) -> (T, Hq, D)."""
+        write_kv(kv_cache, k, v, meta.slot_mapping)
+        return paged_attention(q, kv_cache, meta, self.scale, self.sliding_window, self.softcap)
+
+
 def paged_attention(
-    q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float | None = None
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float | None = None,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """q: (T, Hq, D) with K/V already written -> (T, Hq, D)."""
     outs = []
     d = meta.num_decode_tokens
     if d:
-        outs.append(_decode_attention(q[:d], kv_cache, meta, scale))
+        k, v = _gather(kv_cache, meta.decode_block_tables)  # (D, H, S, Dh)
+        mask = meta.decode_mask(k.shape[-2], window)
+        outs.append(_attend(q[:d].unsqueeze(2), k, v, mask, scale, softcap).squeeze(2))
     start = d
     for span in meta.prefills:
-        outs.append(_prefill_attention(q[start : start + span.num_tokens], kv_cache, span, scale))
+        outs.append(_prefill_attention(q[start : start + span.num_tokens], kv_cache, span, scale, window, softcap))
         start += span.num_tokens
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
@@ -59,24 +99,32 @@ def _gather(kv_cache: torch.Tensor, block_table: torch.Tensor) -> tuple[torch.Te
     return k, v
 
 
-def _decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale) -> torch.Tensor:
-    k, v = _gather(kv_cache, meta.decode_block_tables)  # (D, H, S, Dh)
-    out = F.scaled_dot_product_attention(
-        q.unsqueeze(2), k, v, attn_mask=meta.decode_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
-    )
-    return out.squeeze(2)
-
-
-def _prefill_attention(q: torch.Tensor, kv_cache: torch.Tensor, span: PrefillSpan, scale) -> torch.Tensor:
+def _prefill_attention(q, kv_cache, span: PrefillSpan, scale, window, softcap) -> torch.Tensor:
     k, v = _gather(kv_cache, span.block_table)
-    k, v = k[:, : span.context_len], v[:, : span.context_len]
-    qh = q.transpose(0, 1)  # (Hq, n, D)
     n, ctx = span.num_tokens, span.context_len
-    gqa = qh.shape[0] != k.shape[0]
-    if n == ctx:
-        out = F.scaled_dot_product_attention(qh, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
-    else:
-        q_pos = torch.arange(ctx - n, ctx).unsqueeze(1)
-        mask = torch.arange(ctx).unsqueeze(0) <= q_pos
-        out = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
-    return out.transpose(0, 1)
+    k, v = k[:, :ctx], v[:, :ctx]
+    qh = q.transpose(0, 1)  # (Hq, n, D)
+    if n == ctx and window is None and softcap is None:
+        gqa = qh.shape[0] != k.shape[0]
+        return F.scaled_dot_product_attention(qh, k, v, is_causal=True, scale=scale, enable_gqa=gqa).transpose(0, 1)
+    q_pos = torch.arange(ctx - n, ctx).unsqueeze(1)
+    k_pos = torch.arange(ctx).unsqueeze(0)
+    mask = k_pos <= q_pos
+    if window is not None:
+        mask &= k_pos > q_pos - window
+    return _attend(qh, k, v, mask, scale, softcap).transpose(0, 1)
+
+
+def _attend(q, k, v, mask: torch.Tensor, scale: float | None, softcap: float | None) -> torch.Tensor:
+    """q: (..., Hq, n, D); k, v: (..., Hkv, S, D); mask broadcastable to (..., Hq, n, S), True = attend."""
+    if softcap is None:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[-3] != k.shape[-3]
+        )
+    # SDPA has no soft-capping: the scores are computed here, in float32 like the reference implementations.
+    groups = q.shape[-3] // k.shape[-3]
+    k, v = k.repeat_interleave(groups, dim=-3), v.repeat_interleave(groups, dim=-3)
+    scores = (q.float() @ k.float().transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return (scores.softmax(-1) @ v.float()).to(q.dtype)

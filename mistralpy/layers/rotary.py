@@ -1,4 +1,6 @@
-"""Rotary position embedding (the half-split "neox" layout of Hugging Face checkpoints), with Llama-3 scaling."""
+"""Rotary position embedding (the half-split "neox" layout of Hugging Face checkpoints), with Llama-3 scaling.
+
+With `rotary_dim` < head_dim (partial rotary, Phi-2) only the first `rotary_dim` features of each head rotate."""
 
 from __future__ import annotations
 
@@ -47,9 +49,11 @@ class RotaryEmbedding(nn.Module):
         theta: float,
         scaling: dict[str, Any] | None = None,
         freq_factors: list[float] | None = None,
+        rotary_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.head_dim = head_dim
+        self.rotary_dim = rotary_dim or head_dim
         self.max_positions = max_positions
         self.theta, self.scaling, self.freq_factors = theta, scaling, freq_factors
         self.cos: torch.Tensor | None = None
@@ -57,7 +61,7 @@ class RotaryEmbedding(nn.Module):
 
     def build_cache(self, device: torch.device | str = "cpu") -> None:
         """Precompute cos/sin for every position; called after the model leaves the meta device."""
-        inv_freq = compute_inv_freq(self.head_dim, self.theta, self.scaling, self.freq_factors).to(device)
+        inv_freq = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.freq_factors).to(device)
         freqs = torch.outer(torch.arange(self.max_positions, device=device, dtype=torch.float32), inv_freq)
         self.cos, self.sin = freqs.cos(), freqs.sin()
 
@@ -65,7 +69,13 @@ class RotaryEmbedding(nn.Module):
         """q: (T, Hq, D), k: (T, Hkv, D) -> rotated copies."""
         cos = self.cos[positions].unsqueeze(1)
         sin = self.sin[positions].unsqueeze(1)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+        if self.rotary_dim == self.head_dim:
+            return _rotate(q, cos, sin), _rotate(k, cos, sin)
+        r = self.rotary_dim
+        return (
+            torch.cat((_rotate(q[..., :r], cos, sin), q[..., r:]), dim=-1),
+            torch.cat((_rotate(k[..., :r], cos, sin), k[..., r:]), dim=-1),
+        )
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,16 @@ _CONSUMED_KEYS = {
     "attention.head_count_kv", "rope.freq_base", "attention.layer_norm_rms_epsilon", "attention.key_length",
     "vocab_size", "rope.scale_linear",
 }  # fmt: skip
+# GGUF metadata keys (after "{arch}.") stored in ModelConfig.extra under their Hugging Face config.json names, so that
+# a model reads one name whichever format it came from; other keys keep their GGUF names.
+_HF_EXTRA_NAMES = {
+    "attention.sliding_window": "sliding_window",
+    "attn_logit_softcapping": "attn_logit_softcapping",
+    "final_logit_softcapping": "final_logit_softcapping",
+    "expert_count": "num_local_experts",
+    "expert_used_count": "num_experts_per_tok",
+    "attention.layer_norm_epsilon": "layer_norm_eps",
+}
 
 
 class TensorInfo(NamedTuple):
@@ -199,7 +209,7 @@ class _ArchKeys:
 
     def unconsumed(self) -> dict[str, Any]:
         return {
-            key[len(self.prefix) :]: value
+            _HF_EXTRA_NAMES.get(key[len(self.prefix) :], key[len(self.prefix) :]): value
             for key, value in self.file.metadata.items()
             if key.startswith(self.prefix)
             and (key[len(self.prefix) :] not in _CONSUMED_KEYS or isinstance(value, list))

@@ -84,7 +84,7 @@ class _WeightReader:
 
     def __init__(self, source, cls, cfg: ModelConfig, model, dtype: torch.dtype, quantized: bool, isq_type) -> None:
         self.source, self.cls, self.cfg, self.model, self.dtype = source, cls, cfg, model, dtype
-        self.is_gguf = isinstance(source, GGUFFile)
+        self.is_gguf = hasattr(source, "raw_tensor")  # GGUF-style block storage and tensor names (GGUF, GGML)
         self.quantized, self.isq_type = quantized, isq_type
         self.state: dict[str, torch.Tensor] = {}
         self.raw: dict[str, list[RawPart]] = {}  # module name -> its weight's parts, kept as blocks

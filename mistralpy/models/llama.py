@@ -1,4 +1,6 @@
-"""Llama (1/2/3, SmolLM, Mistral without sliding window): RMSNorm, RoPE, GQA attention, SwiGLU MLP."""
+"""Llama (1/2/3, SmolLM): RMSNorm, RoPE, GQA attention, SwiGLU MLP.
+
+The other families subclass these classes: each part a family changes is a class attribute or a method here."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..layers.activation import silu_and_mul
-from ..layers.attention import AttentionMetadata, paged_attention, write_kv
+from ..layers.attention import Attention, AttentionMetadata
 from ..layers.embedding import VocabEmbedding
 from ..layers.linear import Linear
 from ..layers.norm import RMSNorm
@@ -41,7 +43,7 @@ FUSED = {
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, layer_idx: int) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = (
             cfg.num_attention_heads,
@@ -53,6 +55,7 @@ class LlamaAttention(nn.Module):
         self.qkv_proj = Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=bias)
         self.o_proj = Linear(self.q_size, cfg.hidden_size, bias=bias)
         self.rotary = rotary
+        self.attn = Attention(sliding_window=cfg.sliding_window_of(layer_idx))
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
@@ -62,27 +65,32 @@ class LlamaAttention(nn.Module):
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         q, k = self.rotary(positions, q, k)
-        write_kv(kv_cache, k, v, meta.slot_mapping)
-        return self.o_proj(paged_attention(q, kv_cache, meta).flatten(1))
+        return self.o_proj(self.attn(q, k, v, kv_cache, meta).flatten(1))
 
 
 class LlamaMLP(nn.Module):
+    act = staticmethod(silu_and_mul)
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+        return self.down_proj(self.act(self.gate_up_proj(x)))
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+    attention_cls: type[nn.Module] = LlamaAttention
+    mlp_cls: type[nn.Module] = LlamaMLP
+    norm_cls: type[nn.Module] = RMSNorm
+
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, layer_idx: int) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = LlamaAttention(cfg, rotary)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = LlamaMLP(cfg)
+        self.input_layernorm = self.norm_cls(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = self.attention_cls(cfg, rotary, layer_idx)
+        self.post_attention_layernorm = self.norm_cls(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = self.mlp_cls(cfg)
 
     def forward(self, x, positions, kv_cache, meta) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), positions, kv_cache, meta)
@@ -90,14 +98,20 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
+    layer_cls: type[nn.Module] = LlamaDecoderLayer
+    norm_cls: type[nn.Module] = RMSNorm
+
     def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
         super().__init__()
         self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, rotary) for _ in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.layers = nn.ModuleList(self.layer_cls(cfg, rotary, i) for i in range(cfg.num_hidden_layers))
+        self.norm = self.norm_cls(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
 
     def forward(self, input_ids, positions, kv_caches, meta) -> torch.Tensor:
-        x = self.embed_tokens(input_ids)
+        x = self.embed(input_ids)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x = layer(x, positions, kv_cache, meta)
         return self.norm(x)
@@ -107,15 +121,20 @@ class LlamaForCausalLM(nn.Module):
     gguf_to_hf = GGUF_TO_HF
     gguf_ignored = GGUF_IGNORED
     fused = FUSED
+    model_cls: type[nn.Module] = LlamaModel
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.rotary = RotaryEmbedding(
+        self.rotary = self.make_rotary(cfg)
+        self.model = self.model_cls(cfg, self.rotary)
+        self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size)
+
+    @staticmethod
+    def make_rotary(cfg: ModelConfig) -> RotaryEmbedding:
+        return RotaryEmbedding(
             cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling, cfg.extra.get("rope_freqs")
         )
-        self.model = LlamaModel(cfg, self.rotary)
-        self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size)
 
     def forward(self, input_ids, positions, kv_caches, meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: (T,) -> final hidden states (T, hidden)."""

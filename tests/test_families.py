@@ -1,0 +1,133 @@
+"""Every model family against transformers (fp32), from its HF folder and from GGUF files, through the engine:
+logits for a chunked prefill and decode steps, greedy tokens, a Q8_0 file, batch invariance and prefix caching."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from mistralpy import LLM, SamplingParams
+from mistralpy.engine.model_runner import ModelRunner
+from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
+from mistralpy.loader import open_model_source
+from mistralpy.loader.model_loader import load_model
+
+from .families import FAMILIES, build
+
+BLOCK = 4
+GREEDY = dict(temperature=0, ignore_eos=True)
+_BUILT: dict[str, object] = {}
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request, tmp_path_factory, tokenizer_dir):
+    name = request.param
+    if name not in _BUILT:
+        _BUILT[name] = build(name, tmp_path_factory.mktemp(name), tokenizer_dir)
+    return _BUILT[name]
+
+
+def _source(files, fmt: str):
+    return {"hf": files.folder, "gguf": files.gguf, "q8_0": files.gguf_q8}[fmt]
+
+
+def prefill(runner: ModelRunner, ids: list[int], start: int) -> torch.Tensor:
+    n, ctx = len(ids), start + len(ids)
+    meta = AttentionMetadata(
+        torch.arange(start, ctx), 0, prefills=[PrefillSpan(n, ctx, torch.arange(-(-ctx // BLOCK)))]
+    )
+    hidden = runner.model(torch.tensor(ids), torch.arange(start, ctx), runner.kv_caches, meta)
+    return runner.model.compute_logits(hidden)
+
+
+def decode(runner: ModelRunner, token: int, pos: int) -> torch.Tensor:
+    nb = pos // BLOCK + 1
+    meta = AttentionMetadata(torch.tensor([pos]), 1, torch.arange(nb).unsqueeze(0), torch.tensor([pos + 1]))
+    hidden = runner.model(torch.tensor([token]), torch.tensor([pos]), runner.kv_caches, meta)
+    return runner.model.compute_logits(hidden)[0]
+
+
+def reference_logits(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float()
+
+
+def engine_logits(source, prompt: list[int], steps: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prefill logits in two chunks, one logits row per decode step) from our model in fp32."""
+    model = load_model(open_model_source(source), torch.float32)
+    runner = ModelRunner(model, num_blocks=64, block_size=BLOCK, dtype=torch.float32)
+    with torch.inference_mode():
+        split = len(prompt) // 2 + 1
+        pre = torch.cat([prefill(runner, prompt[:split], 0), prefill(runner, prompt[split:], split)])
+        dec = torch.stack([decode(runner, t, len(prompt) + i) for i, t in enumerate(steps)])
+    return pre, dec
+
+
+PROMPT = torch.randint(3, 49152, (26,), generator=torch.Generator().manual_seed(1)).tolist()
+STEPS = [7, 8, 9, 10]
+
+
+@pytest.mark.parametrize("fmt", ["hf", "gguf"])
+def test_logits_match_transformers(family, fmt):
+    ref = reference_logits(family.reference, PROMPT + STEPS)
+    pre, dec = engine_logits(_source(family, fmt), PROMPT, STEPS)
+    torch.testing.assert_close(pre, ref[: len(PROMPT)], atol=1e-4, rtol=0)
+    torch.testing.assert_close(dec, ref[len(PROMPT) :], atol=1e-4, rtol=0)
+
+
+def test_q8_0_close_to_transformers(family):
+    """Q8_0 weights (kept quantized when computing in bf16, dequantized in fp32 here): every logit within 2% of the
+    reference's logit range, and the same argmax at 90% of positions or more."""
+    ref = reference_logits(family.reference, PROMPT + STEPS)
+    pre, dec = engine_logits(family.gguf_q8, PROMPT, STEPS)
+    ours = torch.cat([pre, dec])
+    spread = (ref.max() - ref.min()).item()
+    assert (ours - ref).abs().max().item() <= 0.02 * spread
+    assert (ours.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.9
+
+
+def reference_greedy(model, ids: list[int], n: int) -> list[int]:
+    ids, out = list(ids), []
+    for _ in range(n):
+        token = int(reference_logits(model, ids)[-1].argmax())
+        ids.append(token)
+        out.append(token)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["hf", "gguf"])
+def test_greedy_tokens_match_transformers(family, fmt):
+    llm = LLM(str(_source(family, fmt)), dtype="float32", block_size=BLOCK)
+    prompts = [[5, 100, 2000, 31, 7, 9], PROMPT]
+    outs = llm.generate(prompts, SamplingParams(max_tokens=24, **GREEDY))
+    for prompt, out in zip(prompts, outs, strict=True):
+        assert out.outputs[0].token_ids == reference_greedy(family.reference, prompt, 24)
+
+
+def _prompts(n: int, seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(3, 49152) for _ in range(rng.randrange(3, 40))] for _ in range(n)]
+
+
+def test_batch_invariance_with_preemption(family):
+    prompts = _prompts(8)
+    params = [SamplingParams(max_tokens=8 + i, **GREEDY) for i in range(8)]
+    llm = LLM(str(family.folder), dtype="float32", block_size=BLOCK, max_num_batched_tokens=32)
+    alone = [llm.generate([p], [sp])[0].outputs[0].token_ids for p, sp in zip(prompts, params, strict=True)]
+    assert [o.outputs[0].token_ids for o in llm.generate(prompts, params)] == alone
+    small = LLM(str(family.folder), dtype="float32", block_size=BLOCK, num_kv_blocks=24, max_model_len=64)
+    assert [o.outputs[0].token_ids for o in small.generate(prompts, params)] == alone
+    assert small.engine.scheduler.stats.num_preemptions > 0
+
+
+def test_prefix_cache_same_output(family):
+    llm = LLM(str(family.gguf), dtype="float32", block_size=BLOCK)
+    prefix = _prompts(1, seed=5)[0] + _prompts(1, seed=6)[0]
+    params = SamplingParams(max_tokens=10, **GREEDY)
+    llm.generate([prefix + [11, 12]], params)
+    out = llm.generate([prefix + [13, 14, 15]], params)[0]
+    assert out.num_cached_tokens >= len(prefix) - BLOCK
+    fresh = LLM(str(family.gguf), dtype="float32", block_size=BLOCK, enable_prefix_caching=False)
+    assert out.outputs[0].token_ids == fresh.generate([prefix + [13, 14, 15]], params)[0].outputs[0].token_ids
