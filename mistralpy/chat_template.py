@@ -20,8 +20,13 @@ def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, s
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
+class TemplateRejection(jinja2.TemplateError):
+    """Raised by a template's own `raise_exception(...)`: the conversation breaks the model's rules (a system role
+    it has no place for, roles that do not alternate...), which is the caller's error, not the template's."""
+
+
 def _raise_exception(message: str) -> NoReturn:
-    raise jinja2.TemplateError(message)
+    raise TemplateRejection(message)
 
 
 @functools.lru_cache(maxsize=16)
@@ -72,5 +77,7 @@ def render_chat_template(source: str | None, messages: Any, add_generation_promp
     messages = normalize_messages(messages)
     try:
         return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **variables)
+    except TemplateRejection as e:
+        raise InvalidRequestError(f"the model's chat template rejects these messages: {e}") from None
     except Exception as e:  # templates fail with TemplateError, and with TypeError etc. on odd messages
         raise InvalidRequestError(f"chat template error: {e}") from None

@@ -35,7 +35,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "-m",
         "--model",
         default=None,
-        help="GGUF file or Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct Q4_1)",
+        help="GGUF file, legacy GGML file or Hugging Face model folder (default: the embedded SmolLM2-135M Q4_1)",
     )
     p.add_argument(
         "--dtype",
@@ -48,6 +48,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--isq", default=None, choices=["q4_0", "q4_1", "q8_0", "q4_k"],
         help="in-situ quantization of a full-precision model's weights at load",
     )  # fmt: skip
+    # Legacy GGML files record none of these (--max-model-len is their context length, default 2048); GGUF files and
+    # HF folders do, so giving one for those is an error rather than a silent override.
+    ggml = "legacy GGML (ggjt v3) models only, an error for others"
+    p.add_argument("--gqa", type=int, default=None, help=f"n_head / n_head_kv: 8 for LLaMA-2 70B (default 1; {ggml})")
+    p.add_argument("--rope-theta", type=float, default=None, help=f"RoPE base (default 10000; {ggml})")
+    p.add_argument(
+        "--rms-norm-eps", type=float, default=None,
+        help=f"RMSNorm epsilon: 1e-5 for LLaMA-2, 1e-6 for LLaMA-1 (default 5e-6; {ggml})",
+    )  # fmt: skip
+
+
+def ggml_options(args: argparse.Namespace) -> dict[str, float | int | None]:
+    """The legacy GGML hyper-parameters given on the command line, as EngineConfig / LLM keyword arguments."""
+    return {"gqa": args.gqa, "rope_theta": args.rope_theta, "rms_norm_eps": args.rms_norm_eps}
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -92,7 +106,10 @@ def run_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_tokens=args.max_tokens,
     )
-    llm = LLM(args.model, dtype=args.dtype, max_model_len=args.max_model_len, quantization=args.isq, show_progress=True)
+    llm = LLM(
+        args.model, dtype=args.dtype, max_model_len=args.max_model_len, quantization=args.isq, show_progress=True,
+        **ggml_options(args),
+    )  # fmt: skip
     if args.prompt is not None:
         if args.raw:
             prompt = llm.get_tokenizer().encode(args.prompt)

@@ -121,6 +121,11 @@ class EngineConfig:
     # dequantized otherwise; "quantized" / "dequantized" force either ("dequantized" is the reference path).
     weights: str = "auto"
     quantization: str | None = None  # in-situ quantization of full-precision Linear weights: q4_0, q4_1, q8_0, q4_k
+    # What a legacy GGML file does not record (None: llama.cpp's defaults 1, 10000, 5e-6; max_model_len is its context
+    # length, default 2048). GGUF files and HF folders record their own: setting these for one is an error.
+    gqa: int | None = None  # grouped-query factor n_head / n_head_kv (8 for LLaMA-2 70B)
+    rope_theta: float | None = None
+    rms_norm_eps: float | None = None
 
     def __post_init__(self) -> None:
         resolve_dtype(self.dtype)
@@ -131,7 +136,12 @@ class EngineConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidRequestError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("num_kv_blocks", "max_model_len"):
+        for name in ("num_kv_blocks", "max_model_len", "gqa"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise InvalidRequestError(f"{name} must be a positive integer or None, got {value!r}")
+        for name in ("rope_theta", "rms_norm_eps"):
+            value = getattr(self, name)
+            valid = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+            if value is not None and not valid:
+                raise InvalidRequestError(f"{name} must be a positive number or None, got {value!r}")

@@ -43,7 +43,10 @@ _PRE_FAMILIES: tuple[tuple[tuple[str, ...], tuple[str, ...], bool, bool], ...] =
     (("tekken",), (_TEKKEN,), True, True),
 )  # fmt: skip
 _PRE_SPLITS = {name: (regexes, ignore, bos) for names, regexes, ignore, bos in _PRE_FAMILIES for name in names}
-_UNKNOWN, _CONTROL, _USER_DEFINED = 2, 3, 4  # llama.cpp token types
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 1, 2, 3, 4, 6  # llama.cpp token types
+# A legacy GGML vocabulary as convert_llama_ggml_to_gguf.py reads it: LLaMA's SentencePiece ids 0-2 are <unk> <s> </s>
+# (stored as " \u2047 " and empty pieces), ids 3-258 its byte pieces (stored as the byte); pieces have " " for "▁".
+_LEGACY_SPECIALS = (("<unk>", _UNKNOWN), ("<s>", _CONTROL), ("</s>", _CONTROL))
 
 
 def gguf_backend(metadata: dict[str, Any]) -> HFTokenizer:
@@ -132,3 +135,27 @@ def bos_eos_processor(
     pair = " ".join(part for part in (single, bos and f"{bos}:1", "$B:1", eos and f"{eos}:1") if part)
     specials = [(token, token_id) for token, token_id in ((bos, bos_id), (eos, eos_id)) if token is not None]
     return processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
+
+
+def legacy_vocab_metadata(vocab: list[tuple[bytes, float]]) -> dict[str, Any]:
+    """A GGML file's (piece bytes, score) vocabulary as the tokenizer.ggml.* metadata of a SentencePiece GGUF."""
+    typed = [_legacy_token(i, text) for i, (text, _) in enumerate(vocab)]
+    return {
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": [token for token, _ in typed],
+        "tokenizer.ggml.scores": [score for _, score in vocab],
+        "tokenizer.ggml.token_type": [kind for _, kind in typed],
+        "tokenizer.ggml.unknown_token_id": 0,
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+    }
+
+
+def _legacy_token(index: int, text: bytes) -> tuple[str, int]:
+    if index < len(_LEGACY_SPECIALS):
+        return _LEGACY_SPECIALS[index]
+    if not text:
+        return "", _CONTROL
+    if index <= 258 and len(text) == 1:
+        return f"<0x{text[0]:02X}>", _BYTE
+    return text.decode("utf-8", errors="replace").replace(" ", "\u2581"), _NORMAL

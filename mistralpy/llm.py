@@ -25,6 +25,9 @@ class LLM:
     `weights`: "auto" keeps a GGUF file's quantized weights quantized when computing in bfloat16, "quantized" always,
     "dequantized" never (every weight becomes a dense `dtype` tensor: the reference path).
     `quantization`: quantize full-precision Linear weights at load (ISQ): "q4_0", "q4_1", "q8_0" or "q4_k".
+    `gqa`, `rope_theta`, `rms_norm_eps`: what a legacy GGML file does not record (its grouped-query factor
+    n_head / n_head_kv, RoPE base, RMSNorm epsilon; default 1, 10000, 5e-6), and `max_model_len` its context length
+    (default 2048). They are an error for a GGUF file or HF folder, which record their own.
     """
 
     def __init__(
@@ -42,6 +45,9 @@ class LLM:
         show_progress: bool = False,
         weights: str = "auto",
         quantization: str | None = None,
+        gqa: int | None = None,
+        rope_theta: float | None = None,
+        rms_norm_eps: float | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -56,6 +62,9 @@ class LLM:
             show_progress=show_progress,
             weights=weights,
             quantization=quantization,
+            gqa=gqa,
+            rope_theta=rope_theta,
+            rms_norm_eps=rms_norm_eps,
         )
         self.engine = Engine(self.config)
 

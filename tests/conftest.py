@@ -5,6 +5,7 @@ import signal
 import openai
 import pytest
 
+from .families import build as build_family
 from .helpers import llama_to_gguf, make_tiny_llama, save_tokenizer
 from .server_process import KEY, start_test_server
 
@@ -26,6 +27,19 @@ def tiny_llama(tmp_path_factory, tokenizer_dir):
     gguf_path = folder.parent / "tiny_llama.gguf"
     llama_to_gguf(model, gguf_path)
     return model, folder, gguf_path
+
+
+@pytest.fixture(scope="session")
+def family_files(tmp_path_factory, tokenizer_dir):
+    """name -> tests.families.FamilyFiles of that family's tiny model, built once per session."""
+    built = {}
+
+    def get(name: str):
+        if name not in built:
+            built[name] = build_family(name, tmp_path_factory.mktemp(name), tokenizer_dir)
+        return built[name]
+
+    return get
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,15 @@ from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
 from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
 
-from .families import FAMILIES, build
+from .families import FAMILIES
 
 BLOCK = 4
 GREEDY = dict(temperature=0, ignore_eos=True)
-_BUILT: dict[str, object] = {}
 
 
 @pytest.fixture(params=FAMILIES)
-def family(request, tmp_path_factory, tokenizer_dir):
-    name = request.param
-    if name not in _BUILT:
-        _BUILT[name] = build(name, tmp_path_factory.mktemp(name), tokenizer_dir)
-    return _BUILT[name]
+def family(request, family_files):
+    return family_files(request.param)
 
 
 def _source(files, fmt: str):
@@ -85,7 +81,7 @@ def test_q8_0_close_to_transformers(family):
     ours = torch.cat([pre, dec])
     spread = (ref.max() - ref.min()).item()
     assert (ours - ref).abs().max().item() <= 0.02 * spread
-    assert (ours.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.9
+    assert (ours.argmax(-1) == ref.argmax(-1)).double().mean().item() >= 0.9  # double: 27 / 30 is 0.9 exactly
 
 
 def reference_greedy(model, ids: list[int], n: int) -> list[int]:

@@ -6,7 +6,7 @@ import itertools
 
 from ..config import EngineConfig, SchedulerConfig, resolve_dtype
 from ..errors import InvalidRequestError, PromptTooLongError
-from ..loader import open_model_source
+from ..loader import GGMLParams, open_model_source
 from ..loader.default_model import default_model_path
 from ..loader.model_loader import load_model
 from ..models import resolve_model_class
@@ -25,7 +25,7 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.model_path = config.model or default_model_path()
-        source = open_model_source(self.model_path)
+        source = open_model_source(self.model_path, GGMLParams.from_engine_config(config))
         self.model_config = source.model_config()
         resolve_model_class(self.model_config)  # fail on an unsupported architecture before any heavy work
         self.tokenizer = load_tokenizer(source, self.model_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import mmap
 from dataclasses import dataclass, field
 
 import torch
@@ -36,8 +38,7 @@ class ModelRunner:
         self.sampler = Sampler()
         cfg = model.config
         shape = (cfg.num_hidden_layers, 2, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
-        # Zeros, not empty: masked-out slots are still multiplied by 0 in attention, and 0 * NaN would poison it.
-        self.kv_cache = torch.zeros(shape, dtype=dtype)
+        self.kv_cache = _lazy_zeros(shape, dtype)
         self.kv_caches = list(self.kv_cache.unbind(0))
 
     @torch.inference_mode()
@@ -60,11 +61,12 @@ class ModelRunner:
         order = sorted(sched.scheduled, key=lambda s: s.num_new_tokens > 1)
         ids, positions, slots, samplers, logits_index = [], [], [], [], []
         prefills: list[PrefillSpan] = []
-        decode_tables, decode_lens = [], []
+        decode_tables, decode_lens, prompt_lens = [], [], []
         offset = 0
         for s in order:
             req, n = s.request, s.num_new_tokens
             ids.extend(_tokens(req.prompt_token_ids, req.output_token_ids, s.start, n))
+            prompt_lens.extend([req.num_prompt_tokens] * n)
             pos = torch.arange(s.start, s.start + n)
             table = torch.tensor(req.block_ids[: -(-(s.start + n) // self.block_size)], dtype=torch.long)
             positions.append(pos)
@@ -78,7 +80,9 @@ class ModelRunner:
             if s.samples:
                 samplers.append(s)
                 logits_index.append(offset - 1)
-        meta = AttentionMetadata(torch.cat(slots), len(decode_tables), prefills=prefills)
+        meta = AttentionMetadata(
+            torch.cat(slots), len(decode_tables), prefills=prefills, prompt_lens=torch.tensor(prompt_lens)
+        )
         if decode_tables:
             meta.decode_block_tables = torch.nn.utils.rnn.pad_sequence(decode_tables, batch_first=True)
             meta.decode_lens = torch.tensor(decode_lens)
@@ -96,6 +100,18 @@ class ModelRunner:
                 targets = req.prompt_token_ids[s.start + 1 : end + 1]
                 out.prompt_logprobs[req.request_id] = compute_prompt_logprobs(logits, targets, num)
             offset += n
+
+
+def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Zeros, not empty: masked-out slots are still multiplied by 0 in attention, and 0 * NaN would poison it.
+    An anonymous map's pages are mapped (already zero) on first touch, so the pool takes memory only as its blocks
+    fill; torch.zeros would write every page up front. Small pages, not transparent huge ones: the first token of
+    each layer would otherwise take 2 MB for its K and V each."""
+    nbytes = max(1, math.prod(shape) * dtype.itemsize)
+    pool = mmap.mmap(-1, nbytes)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        pool.madvise(mmap.MADV_NOHUGEPAGE)
+    return torch.frombuffer(pool, dtype=torch.uint8).view(dtype).view(shape)
 
 
 def _tokens(prompt: list[int], output: list[int], start: int, n: int) -> list[int]:

@@ -29,6 +29,7 @@ class AttentionMetadata:
     decode_block_tables: torch.Tensor | None = None  # (D, max_blocks) long
     decode_lens: torch.Tensor | None = None  # (D,) long: context length of each decode query, itself included
     prefills: list[PrefillSpan] = field(default_factory=list)
+    prompt_lens: torch.Tensor | None = None  # (T,) long: prompt length of each token's request (LongRoPE reads it)
     _masks: dict = field(default_factory=dict, repr=False)  # (kind, window) -> mask, built once per step
 
     def decode_mask(self, span: int, window: int | None) -> torch.Tensor:

@@ -1,6 +1,13 @@
-"""Rotary position embedding (the half-split "neox" layout of Hugging Face checkpoints), with Llama-3 scaling.
+"""Rotary position embedding (the half-split "neox" layout of Hugging Face checkpoints), with linear, Llama-3 and
+LongRoPE (Phi-3) scaling.
 
-With `rotary_dim` < head_dim (partial rotary, Phi-2) only the first `rotary_dim` features of each head rotate."""
+With `rotary_dim` < head_dim (partial rotary, Phi-2) only the first `rotary_dim` features of each head rotate.
+
+LongRoPE divides the frequencies by per-frequency factors: `short_factor` for sequences within the original context
+(`original_max_position_embeddings`), `long_factor` for longer ones, and scales cos/sin by an attention factor. Like
+transformers, the choice is made per sequence by its length: the cos/sin tables hold the short-factor rows of the
+original context, then the long-factor rows of every position, and `rows()` picks a token's row from the length of
+its sequence."""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedArchitectureError
+
+_LONGROPE = ("longrope", "su")  # "su" is LongRoPE's name in early Phi-3 configs
 
 
 def _llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch.Tensor:
@@ -25,20 +34,59 @@ def _llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch.T
     return torch.where(is_medium, smoothed, scaled)
 
 
+def rope_type(scaling: dict[str, Any] | None) -> str:
+    return (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+
+
+def _longrope_factors(scaling: dict[str, Any], key: str, num_freqs: int) -> torch.Tensor:
+    factors = scaling.get(key)
+    if factors is None or len(factors) != num_freqs:
+        found = "none" if factors is None else f"{len(factors)} values"
+        raise UnsupportedArchitectureError(f"longrope scaling needs {key} with {num_freqs} values, found {found}")
+    return torch.tensor(factors, dtype=torch.float32)
+
+
 def compute_inv_freq(
-    head_dim: int, theta: float, scaling: dict[str, Any] | None, freq_factors: list[float] | None = None
+    head_dim: int,
+    theta: float,
+    scaling: dict[str, Any] | None,
+    freq_factors: list[float] | None = None,
+    long_context: bool = False,
 ) -> torch.Tensor:
+    """`long_context` picks LongRoPE's long factors (for sequences longer than the original context)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     if freq_factors is not None:  # GGUF stores Llama-3 scaling as precomputed per-frequency divisors
         return inv_freq / torch.tensor(freq_factors, dtype=torch.float32)
-    rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
-    if rope_type == "default":
+    kind = rope_type(scaling)
+    if kind == "default":
         return inv_freq
-    if rope_type == "linear":
+    if kind == "linear":
         return inv_freq / scaling["factor"]
-    if rope_type == "llama3":
+    if kind == "llama3":
         return _llama3_inv_freq(inv_freq, scaling)
-    raise UnsupportedArchitectureError(f"unsupported rope scaling type: {rope_type!r} (supported: linear, llama3)")
+    if kind in _LONGROPE:
+        key = "long_factor" if long_context else "short_factor"
+        return inv_freq / _longrope_factors(scaling, key, len(inv_freq))
+    raise UnsupportedArchitectureError(f"unsupported rope scaling type: {kind!r} (supported: linear, llama3, longrope)")
+
+
+def longrope_original_length(scaling: dict[str, Any]) -> int:
+    original = scaling.get("original_max_position_embeddings")
+    if original is None:
+        raise UnsupportedArchitectureError("longrope scaling needs original_max_position_embeddings")
+    return int(original)
+
+
+def attention_factor(scaling: dict[str, Any] | None, max_positions: int) -> float:
+    """The factor cos and sin are scaled by: LongRoPE's given attention_factor, or the one its paper derives from
+    the context extension (`factor`, else max_positions / original length); 1 for the other types."""
+    if rope_type(scaling) not in _LONGROPE:
+        return 1.0
+    if scaling.get("attention_factor") is not None:
+        return float(scaling["attention_factor"])
+    original = longrope_original_length(scaling)
+    factor = scaling.get("factor") or max_positions / original
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
 
 
 class RotaryEmbedding(nn.Module):
@@ -56,17 +104,34 @@ class RotaryEmbedding(nn.Module):
         self.rotary_dim = rotary_dim or head_dim
         self.max_positions = max_positions
         self.theta, self.scaling, self.freq_factors = theta, scaling, freq_factors
+        # LongRoPE: the row where the long-factor table starts (= the original context length); None otherwise
+        self.long_rows_start = longrope_original_length(scaling) if rope_type(scaling) in _LONGROPE else None
         self.cos: torch.Tensor | None = None
         self.sin: torch.Tensor | None = None
 
     def build_cache(self, device: torch.device | str = "cpu") -> None:
         """Precompute cos/sin for every position; called after the model leaves the meta device."""
-        inv_freq = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.freq_factors).to(device)
-        freqs = torch.outer(torch.arange(self.max_positions, device=device, dtype=torch.float32), inv_freq)
-        self.cos, self.sin = freqs.cos(), freqs.sin()
+        if self.long_rows_start is None:
+            freqs = self._freqs(self.max_positions, long_context=False, device=device)
+        else:
+            short = self._freqs(self.long_rows_start, long_context=False, device=device)
+            freqs = torch.cat((short, self._freqs(self.max_positions, long_context=True, device=device)))
+        scale = attention_factor(self.scaling, self.max_positions)
+        self.cos, self.sin = freqs.cos() * scale, freqs.sin() * scale
+
+    def _freqs(self, num_positions: int, long_context: bool, device: torch.device | str) -> torch.Tensor:
+        inv_freq = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.freq_factors, long_context)
+        return torch.outer(torch.arange(num_positions, device=device, dtype=torch.float32), inv_freq.to(device))
+
+    def rows(self, positions: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
+        """The cos/sin rows of tokens at `positions` of sequences `seq_lens` long (one per token): the positions
+        themselves, or under LongRoPE the long-factor rows for tokens of sequences longer than the original context."""
+        if self.long_rows_start is None:
+            return positions
+        return torch.where(seq_lens > self.long_rows_start, positions + self.long_rows_start, positions)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: (T, Hq, D), k: (T, Hkv, D) -> rotated copies."""
+        """q: (T, Hq, D), k: (T, Hkv, D) -> rotated copies. `positions` index the cos/sin rows (see `rows`)."""
         cos = self.cos[positions].unsqueeze(1)
         sin = self.sin[positions].unsqueeze(1)
         if self.rotary_dim == self.head_dim:

@@ -90,6 +90,12 @@ class GGUFFile:
             raise ModelLoadError(f"GGUF file has no general.architecture: {self.path}")
         return arch
 
+    def release_pages(self) -> None:
+        """Drop the file's pages from memory. Tensors still viewing the map stay valid: the kernel reads their
+        pages back from the file on the next touch (nothing writes to the map, so no private page is lost)."""
+        if hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
     @property
     def tensor_names(self) -> list[str]:
         return list(self._tensors)
@@ -125,6 +131,8 @@ class GGUFFile:
         extra = keys.unconsumed()
         if rope_freqs is not None:
             extra["rope_freqs"] = rope_freqs
+        if extra.get("sliding_window") == 0:  # llama.cpp writes 0 for "no window" (Phi-3)
+            del extra["sliding_window"]
         try:
             return ModelConfig(
                 architecture=arch,
@@ -137,7 +145,7 @@ class GGUFFile:
                 max_position_embeddings=keys.required("context_length"),
                 rms_norm_eps=keys.get("attention.layer_norm_rms_epsilon", 1e-6),
                 rope_theta=keys.get("rope.freq_base", 10000.0),
-                rope_scaling=keys.rope_scaling(),
+                rope_scaling=self._longrope_scaling(keys) or keys.rope_scaling(),
                 head_dim=keys.get("attention.key_length"),
                 tie_word_embeddings="output.weight" not in self._tensors,
                 bos_token_id=self.metadata.get("tokenizer.ggml.bos_token_id"),
@@ -146,6 +154,19 @@ class GGUFFile:
             )
         except MistralpyError as e:
             raise ModelLoadError(f"invalid model metadata in {self.path}: {e}") from None
+
+    def _longrope_scaling(self, keys: _ArchKeys) -> dict[str, Any] | None:
+        """LongRoPE (Phi-3): llama.cpp stores its factors as tensors and writes no rope.scaling.type."""
+        if "rope_factors_long.weight" not in self._tensors:
+            return None
+        scaling = {
+            "rope_type": "longrope",
+            "long_factor": self.load_tensor("rope_factors_long.weight").tolist(),
+            "short_factor": self.load_tensor("rope_factors_short.weight").tolist(),
+            "original_max_position_embeddings": keys.get("rope.scaling.original_context_length"),
+            "attention_factor": keys.get("rope.scaling.attn_factor"),
+        }
+        return {key: value for key, value in scaling.items() if value is not None}
 
     def _vocab_size(self, arch: str) -> int:
         if f"{arch}.vocab_size" in self.metadata:

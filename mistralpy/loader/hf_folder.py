@@ -53,6 +53,12 @@ def _rope(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     return theta, {"rope_type": rope_type, **params}
 
 
+def _rope_extra(config: dict[str, Any]) -> dict[str, Any]:
+    """Fields of rope_parameters that are not about scaling (transformers 5 moved partial_rotary_factor there)."""
+    params = config.get("rope_parameters") or {}
+    return {key: params[key] for key in ("partial_rotary_factor",) if key in params}
+
+
 class HFFolder:
     """A folder written by `save_pretrained`: tensors are read from the safetensors files on demand."""
 
@@ -124,7 +130,7 @@ class HFFolder:
                 tie_word_embeddings=tied,
                 bos_token_id=None if bos is None else int(bos),
                 eos_token_ids=eos,
-                extra={k: v for k, v in cfg.items() if k not in _MAPPED_KEYS},
+                extra={**_rope_extra(cfg), **{k: v for k, v in cfg.items() if k not in _MAPPED_KEYS}},
             )
         except (TypeError, ValueError, MistralpyError) as e:
             raise ModelLoadError(f"invalid config.json in {self.path}: {e}") from None

@@ -17,6 +17,7 @@ from ..errors import InvalidRequestError, ModelLoadError
 from ..models import resolve_model_class
 from ..quant import isq
 from .gguf import GGUFFile
+from .load_memory import release_load_memory
 from .quantized_weights import (
     FLOAT_TYPES,
     RawPart,
@@ -27,6 +28,7 @@ from .quantized_weights import (
     keep_quantized,
     linear_from_parts,
     replace_module,
+    split_experts,
     weight_kind,
 )
 
@@ -64,6 +66,7 @@ def load_model(
         )
     model.load_state_dict(state, strict=False, assign=True)
     model.rotary.build_cache()
+    release_load_memory(source)
     return model.eval()
 
 
@@ -96,20 +99,35 @@ class _WeightReader:
             hf_name = self._hf_name(name)
             if hf_name is None:
                 continue
-            fused = _fused_target(hf_name, self.cls.fused)
-            target = hf_name if fused is None else fused[0]
-            tensor = self._read(name, hf_name, weight_kind(self.model, target))
-            if fused is None:
-                self._put(target, [tensor])
-                continue
-            target, index, count = fused
-            parts.setdefault(target, {})[index] = tensor
-            if len(parts[target]) == count:
-                pieces = parts.pop(target)
-                self._put(target, [pieces[i] for i in range(count)])
+            for piece_name, tensor in self._pieces(name, hf_name):
+                self._add(piece_name, tensor, parts)
         if parts:
             raise ModelLoadError(f"incomplete fused weights: {sorted(parts)[:5]}")
         return self.state, self._modules()
+
+    def _pieces(self, name: str, hf_name: str) -> list[tuple[str, torch.Tensor | RawPart]]:
+        """(HF name, weight) pairs of one stored tensor: a GGUF tensor of stacked experts ("{e}" in its HF name)
+        holds one weight per expert."""
+        if "{e}" not in hf_name:
+            return [(hf_name, self._read(name, hf_name, self._kind(hf_name)))]
+        first = hf_name.replace("{e}", "0")
+        stacked = self._read(name, first, self._kind(first))
+        return [(hf_name.replace("{e}", str(e)), w) for e, w in enumerate(split_experts(stacked))]
+
+    def _kind(self, hf_name: str) -> str | None:
+        fused = _fused_target(hf_name, self.cls.fused)
+        return weight_kind(self.model, hf_name if fused is None else fused[0])
+
+    def _add(self, hf_name: str, tensor: torch.Tensor | RawPart, parts: dict) -> None:
+        fused = _fused_target(hf_name, self.cls.fused)
+        if fused is None:
+            self._put(hf_name, [tensor])
+            return
+        target, index, count = fused
+        parts.setdefault(target, {})[index] = tensor
+        if len(parts[target]) == count:
+            pieces = parts.pop(target)
+            self._put(target, [pieces[i] for i in range(count)])
 
     def _hf_name(self, name: str) -> str | None:
         if self.is_gguf and name in self.cls.gguf_ignored:
@@ -162,7 +180,7 @@ def _gguf_to_hf(name: str, table: dict[str, str]) -> str | None:
     if m is None:
         return table.get(name)
     template = table.get("blk.{i}." + name[m.end() :])
-    return template.format(i=m.group(1)) if template else None
+    return template.replace("{i}", m.group(1)) if template else None  # an expert index "{e}" stays
 
 
 def _fused_target(hf_name: str, fused: dict[str, tuple[str, int]]) -> tuple[str, int, int] | None:

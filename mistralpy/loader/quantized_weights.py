@@ -93,3 +93,11 @@ def weight_kind(model: nn.Module, hf_name: str) -> str | None:
     if isinstance(module, Linear):
         return "linear"
     return "embedding" if isinstance(module, nn.Embedding) else None
+
+
+def split_experts(stacked: torch.Tensor | RawPart) -> list[torch.Tensor | RawPart]:
+    """A GGUF tensor of experts stacked along its first axis, (n_expert, rows, cols), as one 2-D weight per expert.
+    Blocks never span rows, so each expert's raw blocks are a slice of the stacked ones and stay quantized."""
+    if isinstance(stacked, RawPart):
+        return [RawPart(raw, stacked.qtype, tuple(stacked.shape[1:])) for raw in stacked.raw.unbind(0)]
+    return list(stacked.unbind(0))

@@ -7,6 +7,10 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import EngineConfig
 
 API_KEY_ENV = "MISTRALPY_API_KEY"
 GRACEFUL_SHUTDOWN_S = 5  # open streams get this long to finish before they are cut
@@ -33,6 +37,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ..cli import ggml_options
     from ..config import EngineConfig
     from ..engine.async_engine import AsyncEngine
     from ..errors import InvalidRequestError
@@ -48,8 +53,9 @@ def serve_command(args: argparse.Namespace) -> int:
         max_num_seqs=args.max_num_seqs,
         quantization=args.isq,
         show_progress=sys.stderr.isatty(),
+        **ggml_options(args),
     )
-    model_path = check_model(config.model)
+    model_path = check_model(config)
     origins = [o.strip() for o in args.cors_allowed_origins.split(",") if o.strip()]
     failure: list[BaseException] = []
 
@@ -91,14 +97,14 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_model(model: str | None) -> str:
+def check_model(config: EngineConfig) -> str:
     """Fail before the server starts on what is cheap to check: the path, the file format, the architecture."""
-    from ..loader import open_model_source
+    from ..loader import GGMLParams, open_model_source
     from ..loader.default_model import default_model_path
     from ..models import resolve_model_class
 
-    path = model or default_model_path()
-    resolve_model_class(open_model_source(path).model_config())
+    path = config.model or default_model_path()
+    resolve_model_class(open_model_source(path, GGMLParams.from_engine_config(config)).model_config())
     return path
 
 

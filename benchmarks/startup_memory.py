@@ -1,0 +1,69 @@
+"""Start-up time and memory of the embedded model, each measurement in a fresh process.
+
+    python benchmarks/startup_memory.py [--rounds 3] [--threads 2]
+
+Per round: seconds from `LLM()` (mistralpy already imported) to the first generated token, the import time, and the
+peak RSS of a serving-like run (LLM() + 16 concurrent chat requests of 64 tokens), with the RSS after load for scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def run_one(threads: int) -> dict:
+    start = time.perf_counter()
+    import torch
+
+    from mistralpy import LLM, SamplingParams
+
+    import_s = time.perf_counter() - start
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    llm = LLM()
+    llm.generate("Hi", SamplingParams(max_tokens=1, temperature=0))
+    first_token_s = time.perf_counter() - start
+    loaded_mb = _rss_mb()
+    chats = [[{"role": "user", "content": f"Tell me a fact about the number {i}."}] for i in range(16)]
+    llm.chat(chats, SamplingParams(max_tokens=64, temperature=0.7, seed=0))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "import_s": import_s,
+        "first_token_s": first_token_s,
+        "rss_after_load_mb": loaded_mb,
+        "peak_rss_mb": peak_mb,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.threads)))
+        return
+    runs = []
+    for _ in range(args.rounds):
+        cmd = [sys.executable, __file__, "--one", "--threads", str(args.threads)]
+        runs.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
+    summary = {
+        key: {"median": statistics.median(r[key] for r in runs), "best": min(r[key] for r in runs)} for key in runs[0]
+    }
+    print(json.dumps({"runs": runs, "summary": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
