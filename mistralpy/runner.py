@@ -88,7 +88,9 @@ class Runner:
     ) -> None:
         reject_unsupported("Runner", unsupported, _UNSUPPORTED)
         if not isinstance(which, (GGUF, Plain)):
-            raise InvalidRequestError(f"which must be Which.GGUF(...) or Which.Plain(...), got {which!r}")
+            raise InvalidRequestError(
+                f"which must be Which.GGUF(...), Which.GGML(...) or Which.Plain(...), got {which!r}"
+            )
         if isinstance(prefix_cache_n, bool) or not isinstance(prefix_cache_n, int) or prefix_cache_n < 0:
             raise InvalidRequestError(f"prefix_cache_n must be an integer >= 0, got {prefix_cache_n!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -102,6 +104,7 @@ class Runner:
             quantization=_isq_name(in_situ_quant),
             max_model_len=max_model_len,
             max_num_batched_tokens=max_num_batched_tokens,
+            gqa=spec.gqa,
             **({"kv_cache_tokens": pa_ctxt_len} if pa_ctxt_len is not None else {}),
             **({"block_size": pa_blk_size} if pa_blk_size is not None else {}),
         )

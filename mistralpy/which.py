@@ -35,6 +35,7 @@ class ModelSpec:
     model: str
     tokenizer: str | None
     dtype: str
+    gqa: int | None = None  # legacy GGML only: the grouped-query factor the format does not record
 
 
 def reject_unsupported(owner: str, given: dict[str, Any], known: dict[str, tuple[tuple[Any, ...], str]]) -> None:
@@ -143,6 +144,30 @@ class GGUF:
         return ModelSpec(str(path), tokenizer, resolve_dtype_name(self.dtype))
 
 
+class GGML(GGUF):
+    """A legacy GGML (ggjt v3) file, located like Which.GGUF; `gqa` is the grouped-query factor (heads per key/value
+    head) that the format does not record, as mistral.rs's Which.GGML takes it."""
+
+    def __init__(
+        self,
+        quantized_model_id: str,
+        quantized_filename: str | list[str],
+        tok_model_id: str | None = None,
+        gqa: int | None = None,
+        dtype: ModelDType | str = ModelDType.Auto,
+        **unsupported: Any,
+    ) -> None:
+        super().__init__(quantized_model_id, quantized_filename, tok_model_id, dtype, **unsupported)
+        self.gqa = gqa
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("Which.GGUF(", "Which.GGML(", 1)[:-1] + f", gqa={self.gqa!r})"
+
+    def resolve(self) -> ModelSpec:
+        spec = super().resolve()
+        return ModelSpec(spec.model, spec.tokenizer, spec.dtype, self.gqa)
+
+
 class Plain:
     """A Hugging Face model folder (config.json, *.safetensors, tokenizer.json). `arch` (a mistral.rs
     architecture name such as "llama" or "mistral") is optional; when given it must match config.json."""
@@ -175,12 +200,18 @@ class Plain:
             raise InvalidRequestError(f"arch must be an architecture name such as 'llama', got {self.arch!r}")
         names = read_json_object(folder / "config.json").get("architectures") or []
         found = [str(n) for n in names]
-        if not any(n.lower().removesuffix("forcausallm") == arch.lower() for n in found):
+        wanted = _ARCH_ALIASES.get(arch.lower(), arch.lower())
+        if not any(n.lower().removesuffix("forcausallm") == wanted for n in found):
             raise InvalidRequestError(f"arch {arch!r} does not match the model in {folder} (config.json: {found})")
 
 
+# mistral.rs architecture names that differ from the HF class name's stem
+_ARCH_ALIASES = {"phi2": "phi"}
+
+
 class Which:
-    """mistral.rs's model selector: `Which.GGUF(...)` or `Which.Plain(...)`."""
+    """mistral.rs's model selector: `Which.GGUF(...)`, `Which.GGML(...)` or `Which.Plain(...)`."""
 
     GGUF = GGUF
+    GGML = GGML
     Plain = Plain

@@ -288,3 +288,16 @@ def test_serve_and_bench_take_the_flags(tiny: Tiny, capsys) -> None:
     assert {r["test"] for r in rows} == {"pp8", "tg2"} and all(r["tok_per_s"] > 0 for r in rows)
     assert main(bench) == 1
     assert "set gqa (--gqa) to 2" in capsys.readouterr().err
+
+
+def test_runner_which_ggml(tiny: Tiny) -> None:
+    from mistralpy import CompletionRequest, Runner, Which
+
+    path = ggml_file(tiny, Q.Q8_0)
+    which = Which.GGML(quantized_model_id=str(path.parent), quantized_filename=path.name, gqa=2, dtype="f32")
+    assert "Which.GGML(" in repr(which) and "gqa=2" in repr(which)
+    with Runner(which=which) as runner:
+        request = CompletionRequest(prompt="Hello", max_tokens=3, temperature=0)  # the file has no chat template
+        assert runner.send_completion_request(request).usage.completion_tokens == 3
+    with pytest.raises(ModelLoadError, match="--gqa"):
+        Runner(which=Which.GGML(quantized_model_id=str(path), quantized_filename=path.name))

@@ -123,3 +123,16 @@ def test_longrope_without_its_factors_is_an_error():
         rotary.build_cache()
     with pytest.raises(UnsupportedArchitectureError, match="original_max_position_embeddings"):
         RotaryEmbedding(16, 64, 10000.0, {"rope_type": "longrope", "short_factor": [1.0] * 8})
+
+
+def test_prefix_cache_keeps_short_and_long_rotations_apart(files):
+    """A prompt past the original context must not reuse KV blocks a shorter prompt computed with short factors."""
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    llm = LLM(str(files.folder), dtype="float32", block_size=BLOCK)
+    llm.generate([LONG[:12]], params)  # 12 tokens: short factors; caches 3 full blocks
+    out = llm.generate([LONG], params)[0]  # 30 tokens: long factors for every token, the first 12 included
+    assert out.num_cached_tokens == 0
+    fresh = LLM(str(files.folder), dtype="float32", block_size=BLOCK, enable_prefix_caching=False)
+    assert out.outputs[0].token_ids == fresh.generate([LONG], params)[0].outputs[0].token_ids
+    again = llm.generate([LONG[:28] + [5, 6]], params)[0]  # another long prompt does share the long blocks
+    assert again.num_cached_tokens >= 24

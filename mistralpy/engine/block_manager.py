@@ -53,7 +53,7 @@ class BlockManager:
             return []
         tokens = request.all_token_ids
         hits: list[int] = []
-        parent = None
+        parent = request.cache_salt
         for i in range((len(tokens) - 1) // self.block_size):
             parent = self._hash(parent, tokens[i * self.block_size : (i + 1) * self.block_size])
             block_id = self.hash_to_block.get(parent)
@@ -116,7 +116,7 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         tokens = request.all_token_ids
-        parent = None
+        parent = request.cache_salt
         for i in range(min(num_tokens, len(tokens)) // self.block_size):
             block = self.blocks[request.block_ids[i]]
             if block.block_hash is None:

@@ -64,7 +64,8 @@ class Engine:
         children = []
         for i in range(params.n):
             child_id = request_id if params.n == 1 else f"{request_id}-{i}"
-            children.append(Request(child_id, ids, child_params(params, i), self.eos_token_ids))
+            salt = self.model_runner.cache_salt(len(ids))
+            children.append(Request(child_id, ids, child_params(params, i), self.eos_token_ids, cache_salt=salt))
         detoks = [
             IncrementalDetokenizer(
                 self.tokenizer,

@@ -41,6 +41,10 @@ class ModelRunner:
         self.kv_cache = _lazy_zeros(shape, dtype)
         self.kv_caches = list(self.kv_cache.unbind(0))
 
+    def cache_salt(self, num_prompt_tokens: int) -> int | None:
+        """Which rotary table a request's tokens use, where a model has several (LongRoPE): see Request.cache_salt."""
+        return self.model.rotary.table_of(num_prompt_tokens)
+
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         inputs = self._prepare(sched)

@@ -41,6 +41,8 @@ class Request:
     generator: Any = None  # torch.Generator owned by this request when sampling_params.seed is set
     logprobs: list[dict[int, Logprob]] = field(default_factory=list)  # one entry per output token
     prompt_logprobs: list[dict[int, Logprob] | None] = field(default_factory=list)  # one per prompt token
+    # Starts the prefix-cache hash chain: requests whose KV differs for equal tokens (LongRoPE's long rows) never share
+    cache_salt: int | None = None
 
     @property
     def num_prompt_tokens(self) -> int:

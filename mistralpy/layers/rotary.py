@@ -123,6 +123,11 @@ class RotaryEmbedding(nn.Module):
         inv_freq = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.freq_factors, long_context)
         return torch.outer(torch.arange(num_positions, device=device, dtype=torch.float32), inv_freq.to(device))
 
+    def table_of(self, prompt_len: int) -> int | None:
+        """1 when a request of this prompt length reads the long-factor rows throughout (LongRoPE), else None:
+        equal tokens then have different K, so the prefix cache keeps the two apart."""
+        return 1 if self.long_rows_start is not None and prompt_len > self.long_rows_start else None
+
     def rows(self, positions: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
         """The cos/sin rows of tokens at `positions` of sequences `seq_lens` long (one per token): the positions
         themselves, or under LongRoPE the long-factor rows for tokens of sequences longer than the original context."""
