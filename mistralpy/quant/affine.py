@@ -117,6 +117,9 @@ def affine_group_size(qtype: GGMLQuantizationType) -> int:
     return _AFFINE[qtype][2]
 
 
+_DECODE_ROWS = 4096
+
+
 def gguf_to_affine(raw: torch.Tensor, qtype: GGMLQuantizationType, shape: tuple[int, ...]) -> GroupAffine:
     """The (rows, bytes_per_row) uint8 blocks of a 2-D quantized tensor of torch shape `shape` as a GroupAffine."""
     if qtype not in _AFFINE:
@@ -126,11 +129,18 @@ def gguf_to_affine(raw: torch.Tensor, qtype: GGMLQuantizationType, shape: tuple[
     block_size, type_size = GGML_QUANT_SIZES[qtype]
     if cols % block_size or raw.numel() != rows * cols // block_size * type_size:
         raise ModelLoadError(f"{qtype.name} blocks do not fit a tensor of shape {tuple(shape)}")
-    blocks = raw.contiguous().reshape(-1, type_size)
-    if blocks.storage_offset() % 8:
-        blocks = blocks.clone()  # the f16 fields are read through a dtype view, which needs an aligned start
-    q, scale, bias = decoder(blocks)
-    n_groups = cols // group
-    scale = scale.reshape(rows, n_groups)
-    bias = None if bias is None else bias.reshape(rows, n_groups)
-    return GroupAffine(q.reshape(rows, cols).to(torch.uint8), scale, bias, offset, group, bits)
+    raw = raw.reshape(rows, -1)
+    q = torch.empty(rows, cols, dtype=torch.uint8)
+    scales, biases = [], []
+    for start in range(0, rows, _DECODE_ROWS):  # in slices of rows: the decoders' temporaries are ~10x the blocks
+        stop = min(start + _DECODE_ROWS, rows)
+        blocks = raw[start:stop].contiguous().reshape(-1, type_size)
+        if blocks.storage_offset() % 8:
+            blocks = blocks.clone()  # the f16 fields are read through a dtype view, which needs an aligned start
+        q_part, scale, bias = decoder(blocks)
+        q[start:stop] = q_part.reshape(stop - start, cols)
+        scales.append(scale.reshape(stop - start, cols // group))
+        biases.append(None if bias is None else bias.reshape(stop - start, cols // group))
+    bias = None if not biases or biases[0] is None else torch.cat(biases)
+    scale = torch.cat(scales) if scales else torch.empty(0, cols // group)
+    return GroupAffine(q, scale, bias, offset, group, bits)
