@@ -11,6 +11,9 @@ import torch
 
 from mistralpy.loader.default_model import default_model_path
 
+from .families import BASE_CONFIG
+from .families.gguf_writer import copy_tokenizer, permute_llama_qk
+
 
 def save_tokenizer(folder: Path) -> None:
     """The embedded model's tokenizer (via transformers, the oracle) as tokenizer.json + tokenizer_config.json."""
@@ -25,21 +28,7 @@ def make_tiny_llama(folder: Path, seed: int = 0, tie: bool = False, **overrides)
     """A random 2-layer Llama with the embedded model's vocabulary, saved as an HF folder (safetensors)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    kwargs = dict(
-        vocab_size=49152,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        rope_theta=10000.0,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=tie,
-        bos_token_id=1,
-        eos_token_id=2,
-        initializer_range=0.1,
-    )
+    kwargs = dict(BASE_CONFIG, rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=tie)
     kwargs.update(overrides)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(**kwargs)).eval()
@@ -67,16 +56,12 @@ def llama_to_gguf(
     writer.add_rope_freq_base(getattr(cfg, "rope_theta", None) or cfg.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
-    _copy_tokenizer(writer, tokenizer_gguf or default_model_path())
+    copy_tokenizer(writer, tokenizer_gguf or default_model_path(), None)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
-    for name, tensor in hf_model.state_dict().items():
+    for name, tensor in permute_llama_qk(hf_model.state_dict(), cfg).items():
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue
         data = tensor.float().numpy()
-        if name.endswith("q_proj.weight"):
-            data = _permute(data, cfg.num_attention_heads)
-        elif name.endswith("k_proj.weight"):
-            data = _permute(data, cfg.num_key_value_heads)
         gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
         qtype = next((t for frag, t in (qtypes or {}).items() if frag in gguf_name), None)
         if qtype is None or data.ndim != 2:
@@ -87,24 +72,6 @@ def llama_to_gguf(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-
-
-def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _copy_tokenizer(writer: gguf.GGUFWriter, source: str) -> None:
-    reader = gguf.GGUFReader(source)
-    f = reader.fields
-    writer.add_tokenizer_model(f["tokenizer.ggml.model"].contents())
-    writer.add_tokenizer_pre(f["tokenizer.ggml.pre"].contents())
-    writer.add_token_list(f["tokenizer.ggml.tokens"].contents())
-    writer.add_token_types(f["tokenizer.ggml.token_type"].contents())
-    writer.add_token_merges(f["tokenizer.ggml.merges"].contents())
-    writer.add_bos_token_id(f["tokenizer.ggml.bos_token_id"].contents())
-    writer.add_eos_token_id(f["tokenizer.ggml.eos_token_id"].contents())
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(f["tokenizer.chat_template"].contents())
 
 
 def gguf_to_hf_folder(gguf_path: str, folder: Path, tokenizer_dir: Path) -> None:

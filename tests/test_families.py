@@ -10,13 +10,12 @@ import torch
 
 from mistralpy import LLM, SamplingParams
 from mistralpy.engine.model_runner import ModelRunner
-from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
 from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
 
 from .families import FAMILIES
+from .model_steps import BLOCK, decode, prefill, reference_greedy, reference_logits
 
-BLOCK = 4
 GREEDY = dict(temperature=0, ignore_eos=True)
 
 
@@ -27,27 +26,6 @@ def family(request, family_files):
 
 def _source(files, fmt: str):
     return {"hf": files.folder, "gguf": files.gguf, "q8_0": files.gguf_q8}[fmt]
-
-
-def prefill(runner: ModelRunner, ids: list[int], start: int) -> torch.Tensor:
-    n, ctx = len(ids), start + len(ids)
-    meta = AttentionMetadata(
-        torch.arange(start, ctx), 0, prefills=[PrefillSpan(n, ctx, torch.arange(-(-ctx // BLOCK)))]
-    )
-    hidden = runner.model(torch.tensor(ids), torch.arange(start, ctx), runner.kv_caches, meta)
-    return runner.model.compute_logits(hidden)
-
-
-def decode(runner: ModelRunner, token: int, pos: int) -> torch.Tensor:
-    nb = pos // BLOCK + 1
-    meta = AttentionMetadata(torch.tensor([pos]), 1, torch.arange(nb).unsqueeze(0), torch.tensor([pos + 1]))
-    hidden = runner.model(torch.tensor([token]), torch.tensor([pos]), runner.kv_caches, meta)
-    return runner.model.compute_logits(hidden)[0]
-
-
-def reference_logits(model, ids: list[int]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].float()
 
 
 def engine_logits(source, prompt: list[int], steps: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,15 +60,6 @@ def test_q8_0_close_to_transformers(family):
     spread = (ref.max() - ref.min()).item()
     assert (ours - ref).abs().max().item() <= 0.02 * spread
     assert (ours.argmax(-1) == ref.argmax(-1)).double().mean().item() >= 0.9  # double: 27 / 30 is 0.9 exactly
-
-
-def reference_greedy(model, ids: list[int], n: int) -> list[int]:
-    ids, out = list(ids), []
-    for _ in range(n):
-        token = int(reference_logits(model, ids)[-1].argmax())
-        ids.append(token)
-        out.append(token)
-    return out
 
 
 @pytest.mark.parametrize("fmt", ["hf", "gguf"])

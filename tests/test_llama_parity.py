@@ -7,32 +7,10 @@ import torch
 
 from mistralpy import LLM, SamplingParams
 from mistralpy.engine.model_runner import ModelRunner
-from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
 from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
 
-BLOCK = 4
-
-
-def _prefill(runner: ModelRunner, ids: list[int], start: int) -> torch.Tensor:
-    n, ctx = len(ids), start + len(ids)
-    meta = AttentionMetadata(
-        torch.arange(start, ctx), 0, prefills=[PrefillSpan(n, ctx, torch.arange(-(-ctx // BLOCK)))]
-    )
-    hidden = runner.model(torch.tensor(ids), torch.arange(start, ctx), runner.kv_caches, meta)
-    return runner.model.compute_logits(hidden)
-
-
-def _decode(runner: ModelRunner, token: int, pos: int) -> torch.Tensor:
-    nb = pos // BLOCK + 1
-    meta = AttentionMetadata(torch.tensor([pos]), 1, torch.arange(nb).unsqueeze(0), torch.tensor([pos + 1]))
-    hidden = runner.model(torch.tensor([token]), torch.tensor([pos]), runner.kv_caches, meta)
-    return runner.model.compute_logits(hidden)[0]
-
-
-def _reference_logits(hf_model, ids: list[int]) -> torch.Tensor:
-    with torch.no_grad():
-        return hf_model(torch.tensor([ids])).logits[0]
+from .model_steps import BLOCK, decode, prefill, reference_greedy, reference_logits
 
 
 @pytest.mark.parametrize("fmt", ["hf", "gguf"])
@@ -41,23 +19,13 @@ def test_logits_match_transformers(tiny_llama, fmt):
     model = load_model(open_model_source(folder if fmt == "hf" else gguf_path), torch.float32)
     runner = ModelRunner(model, num_blocks=64, block_size=BLOCK, dtype=torch.float32)
     prompt = torch.randint(0, 49152, (22,), generator=torch.Generator().manual_seed(1)).tolist()
-    ref = _reference_logits(hf_model, prompt + [7, 8, 9])
+    ref = reference_logits(hf_model, prompt + [7, 8, 9])
     with torch.inference_mode():
         # Chunked prefill: 13 tokens, then 9 more attending to the cached 13.
-        logits = torch.cat([_prefill(runner, prompt[:13], 0), _prefill(runner, prompt[13:], 13)])
+        logits = torch.cat([prefill(runner, prompt[:13], 0), prefill(runner, prompt[13:], 13)])
         torch.testing.assert_close(logits, ref[:22], atol=1e-4, rtol=0)
         for i, token in enumerate([7, 8, 9]):
-            torch.testing.assert_close(_decode(runner, token, 22 + i), ref[22 + i], atol=1e-4, rtol=0)
-
-
-def _reference_greedy(hf_model, ids: list[int], n: int) -> list[int]:
-    ids = list(ids)
-    out = []
-    for _ in range(n):
-        token = int(_reference_logits(hf_model, ids)[-1].argmax())
-        ids.append(token)
-        out.append(token)
-    return out
+            torch.testing.assert_close(decode(runner, token, 22 + i), ref[22 + i], atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("fmt", ["hf", "gguf"])
@@ -67,7 +35,7 @@ def test_greedy_tokens_match_transformers(tiny_llama, fmt):
     prompts = [[5, 100, 2000, 31, 7, 9], [1000 + i for i in range(17)]]
     outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True))
     for prompt, out in zip(prompts, outs, strict=True):
-        assert out.outputs[0].token_ids == _reference_greedy(hf_model, prompt, 24)
+        assert out.outputs[0].token_ids == reference_greedy(hf_model, prompt, 24)
         assert out.outputs[0].finish_reason == "length"
 
 
@@ -90,9 +58,9 @@ def test_variants_match_transformers(tmp_path, tokenizer_dir, overrides):
         llama_to_gguf(hf_model, tmp_path / "tied.gguf")
         sources.append(tmp_path / "tied.gguf")
     prompt = list(range(40, 80))  # 40 positions: past original_max_position_embeddings of the llama3 variant
-    ref = _reference_logits(hf_model, prompt)
+    ref = reference_logits(hf_model, prompt)
     for source in sources:
         model = load_model(open_model_source(source), torch.float32)
         runner = ModelRunner(model, num_blocks=16, block_size=BLOCK, dtype=torch.float32)
         with torch.inference_mode():
-            torch.testing.assert_close(_prefill(runner, prompt, 0), ref, atol=1e-4, rtol=0)
+            torch.testing.assert_close(prefill(runner, prompt, 0), ref, atol=1e-4, rtol=0)

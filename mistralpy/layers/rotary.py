@@ -108,6 +108,7 @@ class RotaryEmbedding(nn.Module):
         self.long_rows_start = longrope_original_length(scaling) if rope_type(scaling) in _LONGROPE else None
         self.cos: torch.Tensor | None = None
         self.sin: torch.Tensor | None = None
+        self._memo: tuple | None = None  # (positions, dtype, cos rows, sin rows) of the current step
 
     def build_cache(self, device: torch.device | str = "cpu") -> None:
         """Precompute cos/sin for every position; called after the model leaves the meta device."""
@@ -118,6 +119,7 @@ class RotaryEmbedding(nn.Module):
             freqs = torch.cat((short, self._freqs(self.max_positions, long_context=True, device=device)))
         scale = attention_factor(self.scaling, self.max_positions)
         self.cos, self.sin = freqs.cos() * scale, freqs.sin() * scale
+        self._memo = None
 
     def _freqs(self, num_positions: int, long_context: bool, device: torch.device | str) -> torch.Tensor:
         inv_freq = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.freq_factors, long_context)
@@ -135,10 +137,17 @@ class RotaryEmbedding(nn.Module):
             return positions
         return torch.where(seq_lens > self.long_rows_start, positions + self.long_rows_start, positions)
 
+    def _cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # Every layer of a step passes the same positions tensor: look its rows up once per step, not per layer.
+        memo = self._memo
+        if memo is None or memo[0] is not positions or memo[1] != dtype:
+            cos, sin = self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
+            memo = self._memo = (positions, dtype, cos, sin)
+        return memo[2], memo[3]
+
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q: (T, Hq, D), k: (T, Hkv, D) -> rotated copies. `positions` index the cos/sin rows (see `rows`)."""
-        cos = self.cos[positions].unsqueeze(1)
-        sin = self.sin[positions].unsqueeze(1)
+        cos, sin = self._cos_sin(positions, q.dtype)
         if self.rotary_dim == self.head_dim:
             return _rotate(q, cos, sin), _rotate(k, cos, sin)
         r = self.rotary_dim
@@ -149,6 +158,5 @@ class RotaryEmbedding(nn.Module):
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)

@@ -32,7 +32,7 @@ def write_gguf(
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[family.gguf_arch])
     _common_metadata(writer, cfg)
     family.metadata(writer, cfg)
-    _copy_tokenizer(writer, default_model_path(), family.chat_template)
+    copy_tokenizer(writer, default_model_path(), family.chat_template)
     names = gguf.get_tensor_name_map(family.gguf_arch, cfg.num_hidden_layers)
     tensors = family.convert(read_folder_tensors(folder), cfg)
     for name, tensor in tensors.items():
@@ -72,7 +72,7 @@ def _common_metadata(writer: gguf.GGUFWriter, cfg: Any) -> None:
         writer.add_value_length(head_dim)
 
 
-def _copy_tokenizer(writer: gguf.GGUFWriter, source: str, chat_template: str | None) -> None:
+def copy_tokenizer(writer: gguf.GGUFWriter, source: str, chat_template: str | None) -> None:
     f = gguf.GGUFReader(source).fields
     writer.add_tokenizer_model(f["tokenizer.ggml.model"].contents())
     writer.add_tokenizer_pre(f["tokenizer.ggml.pre"].contents())
