@@ -10,6 +10,15 @@ from .helpers import llama_to_gguf, make_tiny_llama, save_tokenizer
 from .server_process import KEY, start_test_server
 
 
+@pytest.fixture(scope="session", autouse=True)
+def native_kernels():
+    """Build (or load) the native kernels before any engine starts, so every engine of the run takes the same
+    attention path; None where they cannot be built (the torch paths are tested then)."""
+    from mistralpy import kernels
+
+    return kernels.build() if kernels.enabled() else None
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tokenizer")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import kernels
 from ..layers.attention import AttentionMetadata, PrefillSpan
 from ..outputs import Logprob
 from .sampler import Sampler, compute_prompt_logprobs
@@ -40,6 +41,8 @@ class ModelRunner:
         shape = (cfg.num_hidden_layers, 2, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
         self.kv_cache = _lazy_zeros(shape, dtype)
         self.kv_caches = list(self.kv_cache.unbind(0))
+        native = kernels.native_module()
+        self.decode_kernel = None if native is None else native.decode_attention
 
     def cache_salt(self, num_prompt_tokens: int) -> int | None:
         """Which rotary table a request's tokens use, where a model has several (LongRoPE): see Request.cache_salt."""
@@ -90,6 +93,7 @@ class ModelRunner:
         if decode_tables:
             meta.decode_block_tables = torch.nn.utils.rnn.pad_sequence(decode_tables, batch_first=True)
             meta.decode_lens = torch.tensor(decode_lens)
+            meta.decode_kernel = self.decode_kernel
         return StepInputs(order, torch.tensor(ids), torch.cat(positions), meta, logits_index, samplers)
 
     def _prompt_logprobs(self, inputs: StepInputs, hidden: torch.Tensor, out: ModelRunnerOutput) -> None:

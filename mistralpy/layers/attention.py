@@ -8,6 +8,7 @@ scores soft-capped (Gemma 2); masks are built once per step and window, and shar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,7 @@ class AttentionMetadata:
     decode_block_tables: torch.Tensor | None = None  # (D, max_blocks) long
     decode_lens: torch.Tensor | None = None  # (D,) long: context length of each decode query, itself included
     prefills: list[PrefillSpan] = field(default_factory=list)
+    decode_kernel: Callable | None = None  # native in-place decode attention (mistralpy.kernels), when built
     prompt_lens: torch.Tensor | None = None  # (T,) long: prompt length of each token's request (LongRoPE reads it)
     _masks: dict = field(default_factory=dict, repr=False)  # (kind, window) -> mask, built once per step
 
@@ -80,7 +82,15 @@ def paged_attention(
     """q: (T, Hq, D) with K/V already written -> (T, Hq, D)."""
     outs = []
     d = meta.num_decode_tokens
-    if d:
+    if d and meta.decode_kernel is not None:  # reads K/V in place from the cache blocks
+        head_dim = q.shape[-1]
+        scale = head_dim**-0.5 if scale is None else scale
+        outs.append(
+            meta.decode_kernel(
+                q[:d], kv_cache, meta.decode_block_tables, meta.decode_lens, scale, window or 0, softcap or 0.0
+            )
+        )
+    elif d:
         k, v = _gather(kv_cache, meta.decode_block_tables)  # (D, H, S, Dh)
         mask = meta.decode_mask(k.shape[-2], window)
         outs.append(_attend(q[:d].unsqueeze(2), k, v, mask, scale, softcap).squeeze(2))

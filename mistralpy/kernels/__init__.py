@@ -1,0 +1,63 @@
+"""Native CPU kernels: C++ sources here, compiled with torch's extension loader (needs g++ and ninja).
+
+Compiling takes ~20 s once per machine; torch caches the build. An engine uses a kernel only if its build is there
+when the engine starts (so one engine never mixes two attention paths); otherwise it starts the build in a detached
+process, for the engines that come after, and runs the torch path. MISTRALPY_NATIVE=0 turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+logger = logging.getLogger(__name__)
+
+_NAME = "mistralpy_native_v1"  # bump when the sources change, so that stale builds are not picked up
+_SOURCES = [str(Path(__file__).with_name("paged_attention.cpp"))]
+_FLAGS = ["-O3", "-march=native"]
+_state: dict[str, ModuleType | str | None] = {"module": None, "failed": None, "spawned": None}
+
+
+def enabled() -> bool:
+    return os.environ.get("MISTRALPY_NATIVE", "1") != "0"
+
+
+def _build_dir() -> Path:
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return Path(_get_build_directory(_NAME, False))
+
+
+def is_built() -> bool:
+    return (_build_dir() / f"{_NAME}.so").is_file()
+
+
+def build() -> ModuleType | None:
+    """Compile (or load the cached build of) the kernels in this process; None if that fails."""
+    if _state["module"] is None and _state["failed"] is None:
+        try:
+            from torch.utils.cpp_extension import load
+
+            _state["module"] = load(name=_NAME, sources=_SOURCES, extra_cflags=_FLAGS, verbose=False)
+        except Exception as e:  # no compiler, no ninja, a failed build: the torch paths serve instead
+            _state["failed"] = f"{type(e).__name__}: {e}"
+            logger.warning("native kernels unavailable, using the torch paths (%s)", str(e).splitlines()[0])
+    return _state["module"]
+
+
+def native_module() -> ModuleType | None:
+    """The kernels if they are built (loading them takes milliseconds); else None, and a build is started."""
+    if not enabled():
+        return None
+    if _state["module"] is not None or is_built():
+        return build()
+    if _state["spawned"] is None and _state["failed"] is None:
+        # a detached process: the build outlives a short-lived caller (e.g. one `mistralpy run`)
+        cmd = [sys.executable, "-m", "mistralpy.kernels"]
+        subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _state["spawned"] = "yes"
+    return None

@@ -1,0 +1,45 @@
+"""The native decode-attention kernel (K/V read in place from the paged cache) against the torch path, and an engine
+that uses it against one that does not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mistralpy import LLM, SamplingParams
+from mistralpy.layers.attention import AttentionMetadata, paged_attention
+
+
+@pytest.fixture
+def kernel(native_kernels):
+    if native_kernels is None:
+        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
+    return native_kernels.decode_attention
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 2e-6), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("window, softcap", [(None, None), (5, None), (None, 3.0), (7, 20.0)])
+def test_matches_the_torch_path(kernel, dtype, atol, window, softcap):
+    gen = torch.Generator().manual_seed(0)
+    num_blocks, block, kv_heads, head_dim, heads = 40, 4, 2, 32, 6
+    kv = torch.randn(2, num_blocks, block, kv_heads, head_dim, generator=gen).to(dtype)
+    lens = torch.tensor([7, 13, 1, 20, 4])
+    tables = torch.stack([torch.randperm(num_blocks, generator=gen)[:5] for _ in lens])  # scattered blocks
+    q = torch.randn(len(lens), heads, head_dim, generator=gen).to(dtype)
+    meta = AttentionMetadata(torch.zeros(len(lens), dtype=torch.long), len(lens), tables, lens)
+    expected = paged_attention(q, kv, meta, 0.3, window, softcap)
+    meta.decode_kernel = kernel
+    got = paged_attention(q, kv, meta, 0.3, window, softcap)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), expected.float(), atol=atol, rtol=0)
+
+
+def test_engine_with_and_without_the_kernel(kernel, tiny_llama):
+    prompts = [[5, 100, 2000, 31, 7, 9], list(range(300, 341))]
+    params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
+    native = LLM(str(tiny_llama[2]), dtype="float32", block_size=4)
+    assert native.engine.model_runner.decode_kernel is kernel
+    plain = LLM(str(tiny_llama[2]), dtype="float32", block_size=4)
+    plain.engine.model_runner.decode_kernel = None
+    for a, b in zip(native.generate(prompts, params), plain.generate(prompts, params), strict=True):
+        assert a.outputs[0].token_ids == b.outputs[0].token_ids
