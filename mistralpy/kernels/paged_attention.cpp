@@ -60,6 +60,7 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
         for (int64_t g = 0; g < group; ++g) {
           const float* qg = qf.data() + g * head_dim;
           float s = 0.0f;
+#pragma omp simd reduction(+ : s)
           for (int64_t d = 0; d < head_dim; ++d) s += qg[d] * row[d];
           scores[g * span + i] = cap > 0.0f ? cap * std::tanh(s / cap) : s;
         }
