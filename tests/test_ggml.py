@@ -3,10 +3,8 @@ the file's vocabulary against sentencepiece; bad files; the CLI flags reaching t
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -14,69 +12,36 @@ import torch
 from gguf import GGMLQuantizationType as Q
 
 from mistralpy import LLM, SamplingParams
-from mistralpy.cli import build_parser, ggml_options, main
-from mistralpy.config import EngineConfig
 from mistralpy.engine.engine import load_tokenizer
 from mistralpy.engine.model_runner import ModelRunner
 from mistralpy.errors import InvalidRequestError, ModelLoadError
-from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
 from mistralpy.layers.linear import Linear
 from mistralpy.loader import GGMLFile, GGMLParams, GGUFFile, open_model_source
 from mistralpy.loader.model_loader import load_model
-from mistralpy.server.serve import check_model
 
+from .ggml_files import Tiny, ggml_file, gguf_file, make_tiny
 from .ggml_writer import (
     CORPUS,
-    legacy_vocab,
     llama_tensors,
-    train_sentencepiece,
     write_ggml,
-    write_llama_ggml,
 )
-from .helpers import llama_to_gguf, make_tiny_llama
+from .helpers import make_tiny_llama
+from .model_steps import BLOCK, prefill
 
 TYPES = [Q.F32, Q.F16, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0]
 PARAMS = GGMLParams(gqa=2, rms_norm_eps=1e-5)  # the tiny model: 4 heads, 2 KV heads; eps as its HF config
 PROMPT = [1, 5, 100, 300, 42, 7, 260, 383, 9, 11, 12]
-BLOCK = 4
-
-
-class Tiny(NamedTuple):
-    folder: Path
-    spm_model: Path
-    vocab: list[tuple[bytes, float]]
-    hf_model: torch.nn.Module
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Tiny:
-    folder = tmp_path_factory.mktemp("ggml")
-    spm_model = train_sentencepiece(folder)
-    vocab = legacy_vocab(spm_model)
-    return Tiny(folder, spm_model, vocab, make_tiny_llama(folder / "hf", vocab_size=len(vocab)))
-
-
-def ggml_file(tiny: Tiny, qtype: Q = Q.F32) -> Path:
-    path = tiny.folder / f"tiny-{qtype.name}.bin"
-    if not path.exists():
-        write_llama_ggml(path, tiny.hf_model, tiny.vocab, qtype)
-    return path
-
-
-def gguf_file(tiny: Tiny, qtype: Q = Q.F32) -> Path:
-    path = tiny.folder / f"tiny-{qtype.name}.gguf"
-    if not path.exists():
-        llama_to_gguf(tiny.hf_model, path, qtypes=None if qtype == Q.F32 else {"": qtype})
-    return path
+    return make_tiny(tmp_path_factory)
 
 
 def logits(source, dtype: torch.dtype = torch.float32, weights: str = "dequantized") -> torch.Tensor:
     runner = ModelRunner(load_model(source, dtype, weights=weights), num_blocks=8, block_size=BLOCK, dtype=dtype)
-    n = len(PROMPT)
-    meta = AttentionMetadata(torch.arange(n), 0, prefills=[PrefillSpan(n, n, torch.arange(-(-n // BLOCK)))])
     with torch.inference_mode():
-        hidden = runner.model(torch.tensor(PROMPT), torch.arange(n), runner.kv_caches, meta)
-        return runner.model.compute_logits(hidden).float()
+        return prefill(runner, PROMPT, 0).float()
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
@@ -249,55 +214,3 @@ def test_corrupt_directory(tiny: Tiny, tmp_path: Path) -> None:
     (tmp_path / "bad.bin").write_bytes(bytes(bad))
     with pytest.raises(ModelLoadError, match="invalid hyper-parameters .*n_rot 5"):
         GGMLFile(tmp_path / "bad.bin", PARAMS)
-
-
-@pytest.mark.parametrize(
-    "kwargs", [dict(gqa=0), dict(gqa=True), dict(gqa=2.0), dict(rope_theta=0.0), dict(rms_norm_eps=float("nan"))]
-)
-def test_engine_config_validates(kwargs: dict) -> None:
-    with pytest.raises(InvalidRequestError, match=next(iter(kwargs))):
-        EngineConfig(**kwargs)
-
-
-def test_cli_flags_reach_the_loader(tiny: Tiny, capsys) -> None:
-    path = str(ggml_file(tiny, Q.Q4_0))
-    args = ["run", "-m", path, "--raw", "-p", "Hello world", "-n", "3", "--temperature", "0", "--dtype", "float32"]
-    assert main([*args, "--gqa", "2", "--rms-norm-eps", "1e-5", "--max-model-len", "64"]) == 0
-    printed = capsys.readouterr().out
-    llm = LLM(path, dtype="float32", gqa=2, rms_norm_eps=1e-5, max_model_len=64)
-    prompt = llm.get_tokenizer().encode("Hello world")
-    expected = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=3))[0].outputs[0].text
-    assert printed == expected + "\n"
-    assert main(args) == 1
-    assert "set gqa (--gqa) to 2" in capsys.readouterr().err
-    assert main(["run", "-m", str(gguf_file(tiny)), "--gqa", "2", "-p", "hi", "-n", "1"]) == 1
-    assert "gqa only apply to legacy GGML files" in capsys.readouterr().err
-    assert check_model(EngineConfig(model=path, gqa=2)) == path  # `serve` checks the file with the flags too
-    with pytest.raises(ModelLoadError, match="--gqa"):
-        check_model(EngineConfig(model=path))
-
-
-def test_serve_and_bench_take_the_flags(tiny: Tiny, capsys) -> None:
-    flags = ["--gqa", "2", "--rope-theta", "1e6", "--rms-norm-eps", "1e-5"]
-    args = build_parser().parse_args(["serve", "-m", "x.bin", *flags])
-    assert ggml_options(args) == {"gqa": 2, "rope_theta": 1e6, "rms_norm_eps": 1e-5}
-    path = str(ggml_file(tiny, Q.Q8_0))
-    bench = ["bench", "-m", path, "-p", "8", "-n", "2", "--concurrency", "1", "-r", "1", "--json"]
-    assert main([*bench, "--gqa", "2", "--rms-norm-eps", "1e-5"]) == 0
-    rows = json.loads(capsys.readouterr().out)["results"]
-    assert {r["test"] for r in rows} == {"pp8", "tg2"} and all(r["tok_per_s"] > 0 for r in rows)
-    assert main(bench) == 1
-    assert "set gqa (--gqa) to 2" in capsys.readouterr().err
-
-
-def test_runner_which_ggml(tiny: Tiny) -> None:
-    from mistralpy import CompletionRequest, Runner, Which
-
-    path = ggml_file(tiny, Q.Q8_0)
-    which = Which.GGML(quantized_model_id=str(path.parent), quantized_filename=path.name, gqa=2, dtype="f32")
-    assert "Which.GGML(" in repr(which) and "gqa=2" in repr(which)
-    with Runner(which=which) as runner:
-        request = CompletionRequest(prompt="Hello", max_tokens=3, temperature=0)  # the file has no chat template
-        assert runner.send_completion_request(request).usage.completion_tokens == 3
-    with pytest.raises(ModelLoadError, match="--gqa"):
-        Runner(which=Which.GGML(quantized_model_id=str(path), quantized_filename=path.name))

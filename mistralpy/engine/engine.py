@@ -62,9 +62,9 @@ class Engine:
         text, ids = (prompt, self.tokenizer.encode(prompt)) if isinstance(prompt, str) else (None, list(prompt))
         self._validate_prompt(ids, params)
         children = []
+        salt = self.model_runner.cache_salt(len(ids))
         for i in range(params.n):
             child_id = request_id if params.n == 1 else f"{request_id}-{i}"
-            salt = self.model_runner.cache_salt(len(ids))
             children.append(Request(child_id, ids, child_params(params, i), self.eos_token_ids, cache_salt=salt))
         detoks = [
             IncrementalDetokenizer(

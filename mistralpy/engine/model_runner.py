@@ -43,6 +43,8 @@ class ModelRunner:
         self.kv_caches = list(self.kv_cache.unbind(0))
         native = kernels.native_module()
         self.decode_kernel = None if native is None else native.decode_attention
+        # only LongRoPE picks rotary rows by prompt length; the other models skip building them every step
+        self.needs_prompt_lens = model.rotary.long_rows_start is not None
 
     def cache_salt(self, num_prompt_tokens: int) -> int | None:
         """Which rotary table a request's tokens use, where a model has several (LongRoPE): see Request.cache_salt."""
@@ -73,7 +75,8 @@ class ModelRunner:
         for s in order:
             req, n = s.request, s.num_new_tokens
             ids.extend(_tokens(req.prompt_token_ids, req.output_token_ids, s.start, n))
-            prompt_lens.extend([req.num_prompt_tokens] * n)
+            if self.needs_prompt_lens:
+                prompt_lens.extend([req.num_prompt_tokens] * n)
             pos = torch.arange(s.start, s.start + n)
             table = torch.tensor(req.block_ids[: -(-(s.start + n) // self.block_size)], dtype=torch.long)
             positions.append(pos)
@@ -87,9 +90,9 @@ class ModelRunner:
             if s.samples:
                 samplers.append(s)
                 logits_index.append(offset - 1)
-        meta = AttentionMetadata(
-            torch.cat(slots), len(decode_tables), prefills=prefills, prompt_lens=torch.tensor(prompt_lens)
-        )
+        meta = AttentionMetadata(torch.cat(slots), len(decode_tables), prefills=prefills)
+        if self.needs_prompt_lens:
+            meta.prompt_lens = torch.tensor(prompt_lens)
         if decode_tables:
             meta.decode_block_tables = torch.nn.utils.rnn.pad_sequence(decode_tables, batch_first=True)
             meta.decode_lens = torch.tensor(decode_lens)

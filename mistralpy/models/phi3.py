@@ -9,9 +9,9 @@ generated token by the sequence length at that token (`rope_sequence_lengths`). 
 choices, unlike older vLLM, which took the long factors for a whole batch as soon as any of its positions passed the
 original length; current vLLM instead takes the long factors for every request when max_model_len exceeds the original
 length, which keeps caches consistent but departs from transformers on short sequences.
-Two departures from transformers remain. When a generation crosses the original length, transformers recomputes the
-whole cache with the long factors; here earlier tokens keep their short-factor keys. And prefix-cache blocks are
-shared by token content, so a prompt longer than the original context may reuse blocks computed with short factors.
+One departure from transformers remains: when a generation crosses the original length, transformers recomputes the
+whole cache with the long factors; here earlier tokens keep their short-factor keys. (Prefix-cache blocks are not
+shared between short- and long-factor requests: see Request.cache_salt.)
 """
 
 from __future__ import annotations
