@@ -99,3 +99,11 @@ def gguf_to_hf_folder(gguf_path: str, folder: Path, tokenizer_dir: Path) -> None
     ).save_pretrained(folder)  # fmt: skip
     for f in tokenizer_dir.iterdir():
         (folder / f.name).write_bytes(f.read_bytes())
+
+
+def group32_linear_cls() -> type:
+    """The class the loader picks for GGUF types with groups of 32: the native kernel where it is built."""
+    from mistralpy.quant.int4_linear import Int4PackLinear
+    from mistralpy.quant.native_linear import NativeQuantLinear, native_qmatmul
+
+    return NativeQuantLinear if native_qmatmul() is not None else Int4PackLinear

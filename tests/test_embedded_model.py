@@ -78,19 +78,21 @@ QUANT_PROMPTS = PROMPTS + [
 
 
 def test_quantized_kernels_against_the_dequantized_path(llm):
-    """bf16 greedy decoding with the weights kept quantized (int4 kernels) vs dequantized to dense bf16.
+    """bf16 greedy decoding with the weights kept quantized (the fast path) vs the reference path (the same weights,
+    float32 arithmetic) and vs the weights dequantized to dense bf16.
 
     bf16 logits of this model are only ~0.06 apart at their resolution, so near-ties flip under any change of rounding:
-    "In 1492, Christopher Columbus" has its top two tokens 0.04 apart in float32. Measured: the two bf16 paths agree
-    on 5 of 8 prompts for 32 tokens, and each agrees with float32 on 4 of 8."""
+    "In 1492, Christopher Columbus" has its top two tokens 0.04 apart in float32. Measured for 32 tokens: the native
+    kernel (exact weights, bf16 activations) equals float32 on 5 of 8 prompts, dense bf16 weights on 2 of 8, and the
+    two bf16 paths agree on 3 of 8; torch's int4 kernel (the fallback, bf16-rounded group scales) equals float32 on
+    4 of 8."""
     params = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True)
     outs = {}
     for weights in ("quantized", "dequantized"):
         engine = LLM(dtype="bfloat16", weights=weights)
         outs[weights] = [o.outputs[0].token_ids for o in engine.generate(QUANT_PROMPTS, params)]
     exact = [o.outputs[0].token_ids for o in llm.generate(QUANT_PROMPTS, params)]
-    same = sum(a == b for a, b in zip(outs["quantized"], outs["dequantized"], strict=True))
-    assert same >= 4, f"{same} of 8 identical"
     fast_exact = sum(a == b for a, b in zip(outs["quantized"], exact, strict=True))
     dense_exact = sum(a == b for a, b in zip(outs["dequantized"], exact, strict=True))
-    assert fast_exact >= dense_exact - 1, (fast_exact, dense_exact)
+    assert fast_exact >= 4, f"{fast_exact} of 8 identical to the reference"
+    assert fast_exact >= dense_exact, (fast_exact, dense_exact)

@@ -20,11 +20,10 @@ from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
 from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
 from mistralpy.quant.gguf_dequant import dequantize
-from mistralpy.quant.int4_linear import Int4PackLinear
 from mistralpy.quant.isq import ISQ_TYPES, quantize
 from mistralpy.quant.quantized_linear import QuantizedLinear
 
-from .helpers import llama_to_gguf, make_tiny_llama
+from .helpers import group32_linear_cls, llama_to_gguf, make_tiny_llama
 
 Q = GGMLQuantizationType
 GREEDY = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
@@ -95,7 +94,7 @@ def test_isq_weights_stay_quantized_and_greedy_matches_the_reference(tiny_llama,
     folder = str(tiny_llama[1])
     fast = LLM(folder, dtype="bfloat16", quantization=name)
     layers = _linears(fast)
-    assert len(layers) == 2 * 4 + 1 and all(isinstance(m, Int4PackLinear) for m in layers)  # + untied lm_head
+    assert len(layers) == 2 * 4 + 1 and all(isinstance(m, group32_linear_cls()) for m in layers)  # + untied lm_head
     # q4_k needs rows of 256 weights; this model's are 64 or 128 wide, so it falls back to q4_1
     assert {m.qtype for m in layers} == {Q.Q4_1 if name == "q4_k" else ISQ_TYPES[name]}
     weights = sum(m.in_features * m.out_features for m in layers)
@@ -103,7 +102,7 @@ def test_isq_weights_stay_quantized_and_greedy_matches_the_reference(tiny_llama,
     # Same quantized weights, exact (float32) arithmetic: the int4 form decodes to exactly the reference's weights.
     ours = LLM(folder, dtype="float32", quantization=name, weights="quantized")
     ref = LLM(folder, dtype="float32", quantization=name, weights="dequantized")
-    assert all(isinstance(m, Int4PackLinear) for m in _linears(ours)) and not _linears(ref)
+    assert all(isinstance(m, group32_linear_cls()) for m in _linears(ours)) and not _linears(ref)
     assert [o.outputs[0].token_ids for o in ours.generate(PROMPTS, GREEDY)] == [
         o.outputs[0].token_ids for o in ref.generate(PROMPTS, GREEDY)
     ]

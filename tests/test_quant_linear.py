@@ -3,8 +3,10 @@ fused parts of mixed types, embedding rows.
 
 Tolerances (elementwise, scaled by s = |x| @ |W|^T, the sum of the magnitudes of the products):
 - bfloat16 activations: |y - x W^T| <= 2**-8 * s. Observed: <= 1.4e-3 * s, and <= 1.4e-3 * s for the dense bf16
-  path, which rounds x, W and y to 8 significant bits (2**-9 relative); the int4 kernel rounds each group's scale
-  and zero instead of each weight, and accumulates in float32.
+  path, which rounds x, W and y to 8 significant bits (2**-9 relative); torch's int4 kernel rounds each group's scale
+  and zero instead of each weight, and accumulates in float32; the native kernel keeps the exact weights and rounds
+  only x and y.
+Types with groups of 32 run on both the native kernel (where it is built) and torch's int4 kernel.
 - float32 activations: |y - x W^T| <= 1e-5 * s (exact weights; float32 summation order only).
 """
 
@@ -23,10 +25,11 @@ from mistralpy.loader.model_loader import load_model
 from mistralpy.quant import int4_linear, int4pack
 from mistralpy.quant.gguf_dequant import SUPPORTED_TYPES
 from mistralpy.quant.int4_linear import DENSE_MIN_ROWS, INT4_TYPES, Int4PackLinear
+from mistralpy.quant.native_linear import NativeQuantLinear, native_qmatmul, pack_nibbles, unpack_nibbles
 from mistralpy.quant.quantized_embedding import QuantizedEmbedding
 from mistralpy.quant.quantized_linear import DenseLinear, FusedQuantizedLinear, GGUFLinear, QuantizedLinear
 
-from .helpers import llama_to_gguf, make_tiny_llama
+from .helpers import group32_linear_cls, llama_to_gguf, make_tiny_llama
 
 Q = GGMLQuantizationType
 QUANTIZED = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]
@@ -63,17 +66,25 @@ def assert_matmul_close(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, tol: 
     assert (err <= tol * scale + 1e-30).all(), f"max err/scale {(err / scale).max().item():.3g} > {tol:.3g}"
 
 
-@pytest.fixture(scope="module", params=sorted(SUPPORTED_TYPES, key=int), ids=lambda t: t.name)
+CASES = [(t, "factory") for t in sorted(SUPPORTED_TYPES, key=int)] + [(t, "int4pack") for t in sorted(INT4_TYPES)]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0].name}-{c[1]}")
 def case(request):
-    qtype = request.param
+    qtype, kind = request.param
     raw = random_blocks(qtype, ROWS, COLS, seed=int(qtype))
-    return qtype, raw, reference(raw, qtype), QuantizedLinear.from_gguf(torch.from_numpy(raw), qtype, (ROWS, COLS))
+    blocks = torch.from_numpy(raw)
+    if kind == "int4pack":  # torch's int4 kernel: what the factory picks where the native kernel is not built
+        layer = Int4PackLinear.from_gguf_blocks(blocks, qtype, (ROWS, COLS), None)
+    else:
+        layer = QuantizedLinear.from_gguf(blocks, qtype, (ROWS, COLS))
+        assert isinstance(layer, group32_linear_cls() if qtype in INT4_TYPES else DenseLinear)
+    return qtype, raw, reference(raw, qtype), layer
 
 
 def test_every_type_has_a_kernel_and_dequantizes_exactly(case) -> None:
     qtype, raw, ref, layer = case
     assert (layer.in_features, layer.out_features, layer.qtype) == (COLS, ROWS, qtype)
-    assert isinstance(layer, Int4PackLinear if qtype in INT4_TYPES else DenseLinear)
     assert torch.equal(layer.dequantize(), ref)
     ids = torch.tensor([95, 0, 64, 63, 7, 7, 33])
     assert torch.equal(layer.dequantize_rows(ids), ref[ids])
@@ -137,15 +148,18 @@ def test_quantized_embedding_rows(qtype: GGMLQuantizationType, tied: bool) -> No
 
 def test_int4_memory_is_a_fraction_of_bf16() -> None:
     raw = torch.from_numpy(random_blocks(Q.Q4_1, 576, 1536))
-    layer = QuantizedLinear.from_gguf(raw, Q.Q4_1, (576, 1536))
-    # 4-bit codes, bf16 kernel scale/zero and exact f16 d/m per group of 32: 6 bits per weight, vs 16 for bf16
-    assert layer.nbytes == 576 * 1536 * 6 // 8
+    # torch's kernel: 4-bit codes, bf16 kernel scale/zero and exact f16 d/m per group of 32: 6 bits per weight
+    assert Int4PackLinear.from_gguf_blocks(raw, Q.Q4_1, (576, 1536), None).nbytes == 576 * 1536 * 6 // 8
+    # the native kernel: 4-bit codes and the f16 d/m themselves: 5 bits per weight, as in the file (vs 16 for bf16)
+    native = native_qmatmul()
+    if native is not None:
+        assert NativeQuantLinear.from_gguf_blocks(raw, Q.Q4_1, (576, 1536), None, native).nbytes == 576 * 1536 * 5 // 8
 
 
 def test_packing_in_slices_of_rows(monkeypatch) -> None:
     monkeypatch.setattr(int4_linear, "_PACK_ROWS", 64)  # 150 rows: two full slices and a padded one
     raw = random_blocks(Q.Q8_0, 150, 128)
-    layer = QuantizedLinear.from_gguf(torch.from_numpy(raw), Q.Q8_0, (150, 128))
+    layer = Int4PackLinear.from_gguf_blocks(torch.from_numpy(raw), Q.Q8_0, (150, 128), None)
     assert torch.equal(layer.dequantize(), reference(raw, Q.Q8_0))
     x = torch.randn(3, 128).bfloat16()
     with torch.inference_mode():
@@ -188,13 +202,39 @@ def test_quantized_gguf_loads_quantized_and_matches_the_dequantized_path(tmp_pat
     fast, model = _logits(path, torch.bfloat16, "auto", ids)
     attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
     assert isinstance(attn.qkv_proj, FusedQuantizedLinear) and attn.qkv_proj.qtypes == [Q.Q4_0, Q.Q8_0]
-    assert isinstance(mlp.gate_up_proj, Int4PackLinear) and mlp.gate_up_proj.qtype == Q.Q5_1
+    kernel_cls = group32_linear_cls()
+    assert isinstance(mlp.gate_up_proj, kernel_cls) and mlp.gate_up_proj.qtype == Q.Q5_1
     assert isinstance(model.model.embed_tokens, QuantizedEmbedding)
     table = model.model.embed_tokens.table
-    assert isinstance(table, Int4PackLinear if tie else GGUFLinear)  # tied: also the output projection
-    assert model.lm_head is None if tie else isinstance(model.lm_head, Int4PackLinear)
+    assert isinstance(table, kernel_cls if tie else GGUFLinear)  # tied: also the output projection
+    assert model.lm_head is None if tie else isinstance(model.lm_head, kernel_cls)
     dense_err, fast_err = (dense - exact).abs(), (fast - exact).abs()
     assert fast_err.max() <= 1.5 * dense_err.max() and fast_err.mean() <= 1.5 * dense_err.mean()
     # float32 activations: the quantized modules decode exactly the reference's weights
     quantized32, _ = _logits(path, torch.float32, "quantized", ids)
     torch.testing.assert_close(quantized32, exact, rtol=0, atol=1e-5)
+
+
+# --- the native kernel's layout and its batch shapes ------------------------------------------------------------------
+@pytest.mark.parametrize("cols", [32, 64, 96, 128, 160, 224, 576])
+def test_nibble_layout_round_trips(cols: int) -> None:
+    # groups four at a time, then a pair, then a single one: every mix of the three layouts
+    q = torch.randint(0, 16, (5, cols), dtype=torch.uint8, generator=torch.Generator().manual_seed(cols))
+    packed = pack_nibbles(q)
+    assert packed.shape == (5, cols // 2) and torch.equal(unpack_nibbles(packed, cols), q)
+
+
+@pytest.mark.parametrize("qtype", sorted(INT4_TYPES), ids=lambda t: t.name)
+def test_native_kernel_on_every_tile_shape(native_kernels, qtype: GGMLQuantizationType) -> None:
+    if native_qmatmul() is None:
+        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16)")
+    # 11 rows (tiles of 4, 2 and 1 weight rows), 224 columns (4 + 2 + 1 groups), 1-9 rows of x (x tiles of 4..1)
+    cols = 256 if qtype in (Q.Q4_K, Q.Q5_K) else 224
+    raw = random_blocks(qtype, 11, cols, seed=3)
+    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (11, cols), None, native_qmatmul())
+    ref = reference(raw, qtype)
+    for batch in range(1, 10):
+        x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(batch)).bfloat16()
+        with torch.inference_mode():
+            assert_matmul_close(layer(x), x, ref, BF16_TOL)
+    assert torch.equal(layer.dense_weight(), ref.bfloat16())  # the prefill path's weight: each element rounded once

@@ -1,8 +1,10 @@
 """Native CPU kernels: C++ sources here, compiled with torch's extension loader (needs g++ and ninja).
 
-Compiling takes ~20 s once per machine; torch caches the build. An engine uses a kernel only if its build is there
-when the engine starts (so one engine never mixes two attention paths); otherwise it starts the build in a detached
-process, for the engines that come after, and runs the torch path. MISTRALPY_NATIVE=0 turns the kernels off.
+Kernels: decode attention over the paged KV cache, matmuls against group-quantized weight codes, fused bf16
+RMSNorm / SiLU-and-mul / rotary. Compiling takes ~40 s once per machine; torch caches the build. An engine uses the
+kernels only if their build is there when the engine starts (the layers then find them loaded); otherwise it
+starts the build in a detached process, for the engines that come after, and runs the torch paths.
+MISTRALPY_NATIVE=0 turns the kernels off.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
-_NAME = "mistralpy_native_v3"  # bump when the sources change, so that stale builds are not picked up
-_SOURCES = [str(Path(__file__).with_name("paged_attention.cpp"))]
+_NAME = "mistralpy_native_v7"  # bump when the sources change, so that stale builds are not picked up
+_FILES = ("bindings.cpp", "elementwise.cpp", "paged_attention.cpp", "quant_dequantize.cpp", "quant_matmul.cpp")
+_SOURCES = [str(Path(__file__).with_name(f)) for f in _FILES]
 # OpenMP: at::parallel_for runs its loop on torch's threads (without it, serially), and `omp simd` vectorises the dots
-_FLAGS = ["-O3", "-march=native", "-fopenmp"]
+# -fno-math-errno: lets `omp simd` loops call glibc's vector exp
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"]
 _state: dict[str, ModuleType | str | None] = {"module": None, "failed": None, "spawned": None}
 
 
@@ -49,6 +53,11 @@ def build() -> ModuleType | None:
         except Exception as e:  # no compiler, no ninja, a failed build: the torch paths serve instead
             _state["failed"] = f"{type(e).__name__}: {e}"
             logger.warning("native kernels unavailable, using the torch paths (%s)", str(e).splitlines()[0])
+    return _state["module"]
+
+
+def loaded() -> ModuleType | None:
+    """The kernels if this process has loaded them (an engine loads them when it starts, if they are built)."""
     return _state["module"]
 
 

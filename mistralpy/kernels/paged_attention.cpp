@@ -3,12 +3,15 @@
 // an optional sliding window and an optional soft-cap on the scores.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <cmath>
 #include <limits>
 #include <vector>
 
 namespace {
+
+constexpr int64_t kAhead = 8;  // K/V rows requested ahead of their use
 
 // Rows of K/V to float32. bf16 is the top half of a float32: shifting the raw bits lets the compiler vectorise it.
 template <typename T>
@@ -55,7 +58,17 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
         const int64_t block = table_ptr[seq * max_blocks + pos / block_size];
         return block * block_stride + (pos % block_size) * slot_stride + kv_head * head_dim;
       };
+      // K/V rows are cold (the step's weights have streamed through the caches since this layer last ran) and
+      // strided by the KV heads: fetch them a few positions ahead, for the K pass and then for the V pass
+      auto prefetch = [&](int64_t plane, int64_t i) {
+        if (i < 0 || i >= span) return;
+        const char* p = reinterpret_cast<const char*>(kv_ptr + plane + slot(first + i));
+        for (int64_t b = 0; b < head_dim * static_cast<int64_t>(sizeof(T)); b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+      };
+      for (int64_t i = 0; i < kAhead; ++i) prefetch(0, i);
       for (int64_t i = 0; i < span; ++i) {
+        prefetch(0, i + kAhead);
+        prefetch(kv_plane, i + kAhead - span);  // the V pass's first rows, while the K pass ends
         to_float(kv_ptr + slot(first + i), row.data(), head_dim);
         for (int64_t g = 0; g < group; ++g) {
           const float* qg = qf.data() + g * head_dim;
@@ -75,6 +88,7 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t i = 0; i < span; ++i) {
+        prefetch(kv_plane, i + kAhead);
         to_float(kv_ptr + kv_plane + slot(first + i), row.data(), head_dim);
         for (int64_t g = 0; g < group; ++g) {
           const float p = scores[g * span + i];
@@ -110,5 +124,3 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor 
   }
   return out;
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("decode_attention", &decode_attention); }

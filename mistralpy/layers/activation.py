@@ -3,8 +3,13 @@
 import torch
 import torch.nn.functional as F
 
+from .. import kernels
+
 
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    native = kernels.loaded()
+    if native is not None and gate_up.dtype == torch.bfloat16:
+        return native.silu_and_mul(gate_up.reshape(-1, gate_up.shape[-1])).view(*gate_up.shape[:-1], -1)
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import kernels
 from ..errors import UnsupportedArchitectureError
 
 _LONGROPE = ("longrope", "su")  # "su" is LongRoPE's name in early Phi-3 configs
@@ -149,6 +150,9 @@ class RotaryEmbedding(nn.Module):
         """q: (T, Hq, D), k: (T, Hkv, D) -> rotated copies. `positions` index the cos/sin rows (see `rows`)."""
         cos, sin = self._cos_sin(positions, q.dtype)
         if self.rotary_dim == self.head_dim:
+            native = kernels.loaded()
+            if native is not None and q.dtype == torch.bfloat16:
+                return tuple(native.rotary(q, k, cos, sin))
             return _rotate(q, cos, sin), _rotate(k, cos, sin)
         r = self.rotary_dim
         return (

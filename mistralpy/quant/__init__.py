@@ -1,7 +1,8 @@
 """Quantized weights: GGUF block types kept quantized behind one `QuantizedLinear` contract, and ISQ.
 
 - `quantized_linear`: the contract, the reference (`GGUFLinear`), `DenseLinear`, `FusedQuantizedLinear`, the factory
-- `int4_linear`, `int4pack`: Q4_0/Q4_1/Q4_K (one nibble plane), Q5_0/Q5_1/Q5_K/Q8_0 (two) on torch's int4 kernel
+- `native_linear`: Q4_0/Q4_1/Q4_K/Q5_0/Q5_1/Q5_K/Q8_0 on the native kernel (mistralpy/kernels), where it is built
+- `int4_linear`, `int4pack`: the same types on torch's int4 kernel, Q4_* in one nibble plane, Q5_*/Q8_0 in two
 - `affine`: every block type as group-affine integer codes; `gguf_dequant`: bit-exact dequantization
 - `quantized_embedding`: embedding lookups (and tied logits) from a quantized table
 - `isq`, `kquant`: in-situ quantization to q4_0, q4_1, q8_0, q4_k
@@ -9,6 +10,7 @@
 
 from .int4_linear import Int4PackLinear
 from .isq import ISQ_TYPES
+from .native_linear import NativeQuantLinear
 from .quantized_embedding import QuantizedEmbedding
 from .quantized_linear import DenseLinear, FusedQuantizedLinear, GGUFLinear, QuantizedLinear
 
@@ -18,6 +20,7 @@ __all__ = [
     "FusedQuantizedLinear",
     "GGUFLinear",
     "Int4PackLinear",
+    "NativeQuantLinear",
     "QuantizedEmbedding",
     "QuantizedLinear",
 ]
