@@ -41,6 +41,12 @@ class GroupAffine:
         return w.view(rows, cols)
 
 
+def exact_half(t: torch.Tensor) -> torch.Tensor:
+    """Per-group parameters as float16 when that is lossless (the legacy types' d and m are float16)."""
+    half = t.half()
+    return half if torch.equal(half.float(), t) else t
+
+
 # Each decoder: blocks (n, type_size) uint8 -> (codes (n, block_size), scale (n, groups), bias or None).
 Decoded = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from gguf.constants import GGMLQuantizationType
 
-from .affine import GroupAffine, gguf_to_affine
+from .affine import GroupAffine, exact_half, gguf_to_affine
 from .int4pack import ROW_BLOCK, int4_mm, pack_codes, unpack_codes, unpack_rows
 from .quantized_linear import QuantizedLinear
 
@@ -29,12 +29,6 @@ DENSE_MIN_ROWS = 128
 _PACK_ROWS = 64 * ROW_BLOCK
 
 
-def _exact_dtype(t: torch.Tensor) -> torch.Tensor:
-    """Store per-group parameters as float16 when that is lossless (the legacy types' d and m are float16)."""
-    half = t.half()
-    return half if torch.equal(half.float(), t) else t
-
-
 class Int4PackLinear(QuantizedLinear):
     def __init__(self, affine: GroupAffine, qtype: GGMLQuantizationType, bias: torch.Tensor | None) -> None:
         rows, cols = affine.q.shape
@@ -43,8 +37,8 @@ class Int4PackLinear(QuantizedLinear):
         self.qtype = qtype
         self.offset, self.bits = affine.offset, affine.bits
         self.planes = -(-affine.bits // 4)
-        self.register_buffer("scale", _exact_dtype(affine.scale))
-        self.register_buffer("zero", None if affine.bias is None else _exact_dtype(affine.bias))
+        self.register_buffer("scale", exact_half(affine.scale))
+        self.register_buffer("zero", None if affine.bias is None else exact_half(affine.bias))
         t = self._shifts(slice(None))
         self._padded_rows = -(-rows // ROW_BLOCK) * ROW_BLOCK  # padding rows: zero weights, cut from the output
         packed = torch.empty(self._padded_rows, self.planes * cols // 2, dtype=torch.uint8)

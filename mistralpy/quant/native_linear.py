@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from gguf.constants import GGMLQuantizationType
 
 from .. import kernels
-from .affine import GroupAffine, gguf_to_affine
+from .affine import GroupAffine, exact_half, gguf_to_affine
 from .quantized_linear import QuantizedLinear
 
 GROUP = 32
@@ -27,12 +27,6 @@ def native_qmatmul():
     """The native kernels if they are built with qmatmul (it needs AVX-512 BF16), else None."""
     native = kernels.native_module()
     return native if native is not None and native.has_qmatmul() else None
-
-
-def exact_half(t: torch.Tensor) -> torch.Tensor:
-    """Per-group parameters as float16 when that is lossless (the legacy types' d and m are float16)."""
-    half = t.half()
-    return half if torch.equal(half.float(), t) else t
 
 
 def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
