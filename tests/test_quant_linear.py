@@ -91,7 +91,7 @@ def test_every_type_has_a_kernel_and_dequantizes_exactly(case) -> None:
     assert torch.equal(GGUFLinear(torch.from_numpy(raw), qtype, (ROWS, COLS), None).dequantize(), ref)
 
 
-@pytest.mark.parametrize("batch", [1, 7, 64, 2 * DENSE_MIN_ROWS + 1])
+@pytest.mark.parametrize("batch", [1, 7, 13, 64, 2 * DENSE_MIN_ROWS + 1])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 def test_matmul_matches_dequantized_reference(case, batch: int, dtype: torch.dtype) -> None:
     _, _, ref, layer = case
@@ -231,10 +231,31 @@ def test_native_kernel_on_every_tile_shape(native_kernels, qtype: GGMLQuantizati
     # 11 rows (tiles of 4, 2 and 1 weight rows), 224 columns (4 + 2 + 1 groups), 1-9 rows of x (x tiles of 4..1)
     cols = 256 if qtype in (Q.Q4_K, Q.Q5_K) else 224
     raw = random_blocks(qtype, 11, cols, seed=3)
-    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (11, cols), None, native_qmatmul())
+    kernels = native_qmatmul()
+    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (11, cols), None, kernels)
     ref = reference(raw, qtype)
     for batch in range(1, 10):
         x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(batch)).bfloat16()
-        with torch.inference_mode():
-            assert_matmul_close(layer(x), x, ref, BF16_TOL)
+        assert_matmul_close(kernels.qmatmul_path(x, *layer._args, False), x, ref, BF16_TOL)
     assert torch.equal(layer.dense_weight(), ref.bfloat16())  # the prefill path's weight: each element rounded once
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q5_0, Q.Q8_0], ids=lambda t: t.name)
+def test_native_kernel_on_dequantized_panels(native_kernels, qtype: GGMLQuantizationType) -> None:
+    """The batch path: panels of 16 weight rows (37 rows: two and a partial one) against runs of 8, 4, 2 and 1 x rows.
+    The weights stay exact there too: its results round like the quantized dot products', not like a bf16 weight's."""
+    if native_qmatmul() is None:
+        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16)")
+    kernels = native_qmatmul()
+    raw = random_blocks(qtype, 37, 224, seed=4)
+    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (37, 224), None, kernels)
+    ref = reference(raw, qtype)
+    for batch in (1, 2, 3, 7, 8, 15, 16, 17, 31, 47):
+        x = torch.randn(batch, 224, generator=torch.Generator().manual_seed(batch)).bfloat16()
+        y = kernels.qmatmul_path(x, *layer._args, True)
+        assert_matmul_close(y, x, ref, BF16_TOL)
+        tiles = kernels.qmatmul_path(x, *layer._args, False)
+        scale = x.float().abs() @ ref.abs().t()
+        assert ((y.float() - tiles.float()).abs() <= 2**-8 * scale).all()  # the two paths: one output rounding apart
+        if batch >= kernels.qmatmul_panel_rows():
+            assert torch.equal(kernels.qmatmul(x, *layer._args), y)

@@ -1,9 +1,10 @@
 """Native CPU kernels: C++ sources here, compiled with torch's extension loader (needs g++ and ninja).
 
 Kernels: decode attention over the paged KV cache, matmuls against group-quantized weight codes, fused bf16
-RMSNorm / SiLU-and-mul / rotary. Compiling takes ~40 s once per machine; torch caches the build. An engine uses the
-kernels only if their build is there when the engine starts (the layers then find them loaded); otherwise it
-starts the build in a detached process, for the engines that come after, and runs the torch paths.
+RMSNorm / SiLU-and-mul / rotary, and the Llama decoder layers of a decode step composed from them (DecoderStack).
+Compiling takes ~80 s once per machine; torch caches the build. An engine uses the kernels only if their build is
+there when the engine starts (the layers then find them loaded); otherwise it starts the build in a detached process,
+for the engines that come after, and runs the torch paths.
 MISTRALPY_NATIVE=0 turns the kernels off.
 """
 
@@ -18,8 +19,16 @@ from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
-_NAME = "mistralpy_native_v7"  # bump when the sources change, so that stale builds are not picked up
-_FILES = ("bindings.cpp", "elementwise.cpp", "paged_attention.cpp", "quant_dequantize.cpp", "quant_matmul.cpp")
+_NAME = "mistralpy_native_v8"  # bump when the sources change, so that stale builds are not picked up
+_FILES = (
+    "bindings.cpp",
+    "decoder_stack.cpp",
+    "elementwise.cpp",
+    "paged_attention.cpp",
+    "quant_dequantize.cpp",
+    "quant_matmul.cpp",
+    "quant_panels.cpp",
+)
 _SOURCES = [str(Path(__file__).with_name(f)) for f in _FILES]
 # OpenMP: at::parallel_for runs its loop on torch's threads (without it, serially), and `omp simd` vectorises the dots
 # -fno-math-errno: lets `omp simd` loops call glibc's vector exp

@@ -1,23 +1,25 @@
 // The Python module of the native kernels: one binding per kernel, defined in its own source file.
 #include <torch/extension.h>
 
-torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor tables, torch::Tensor lens,
-                               double scale, int64_t window, double softcap);
-bool has_qmatmul();
-torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias,
-                      int64_t bits, double offset);
-torch::Tensor qdequantize(torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias, int64_t bits,
-                          double offset, int64_t in_features);
-torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps, bool gemma);
-torch::Tensor silu_and_mul(torch::Tensor gate_up);
-std::vector<torch::Tensor> rotary(torch::Tensor q, torch::Tensor k, torch::Tensor cos, torch::Tensor sin);
+#include "decoder_stack.h"
+#include "ops.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "decode attention over the paged KV cache, read in place");
   m.def("has_qmatmul", &has_qmatmul, "whether qmatmul was built (it needs AVX-512 BF16)");
   m.def("qmatmul", &qmatmul, "x (M, K) bf16 times group-quantized weight codes, transposed -> (M, N) bf16");
+  m.def("qmatmul_path", &qmatmul_path, "qmatmul on a given path: panels (true) or register tiles (false)");
+  m.def("qmatmul_panel_rows", &qmatmul_panel_rows, "the x rows from which qmatmul runs on panels");
   m.def("qdequantize", &qdequantize, "group-quantized weight codes -> (N, K) bf16");
   m.def("rms_norm", &rms_norm, "bf16 RMSNorm of rows (Llama's rounding, or Gemma's 1 + weight)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 silu(gate) * up over [gate | up] rows");
   m.def("rotary", &rotary, "bf16 half-split rotary of q and k, from the step's cos/sin rows");
+  pybind11::class_<QuantLinear>(m, "QuantLinear", "a projection over group-quantized codes (for DecoderStack)")
+      .def(pybind11::init<torch::Tensor, torch::Tensor, c10::optional<torch::Tensor>, int64_t, double,
+                          c10::optional<torch::Tensor>, int64_t>());
+  pybind11::class_<DecoderStack>(m, "DecoderStack", "Llama decoder layers for a decode step in one call")
+      .def(pybind11::init<int64_t, int64_t, int64_t, double, double>())
+      .def("add_layer", &DecoderStack::add_layer)
+      .def("forward", &DecoderStack::forward)
+      .def_property_readonly("num_layers", &DecoderStack::num_layers);
 }

@@ -6,6 +6,8 @@
 
 #include <cmath>
 
+#include "ops.h"
+
 namespace {
 
 using bf16 = c10::BFloat16;

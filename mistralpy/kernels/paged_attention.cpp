@@ -9,6 +9,8 @@
 #include <limits>
 #include <vector>
 
+#include "ops.h"
+
 namespace {
 
 constexpr int64_t kAhead = 8;  // K/V rows requested ahead of their use
@@ -26,7 +28,70 @@ inline void to_float<c10::BFloat16>(const c10::BFloat16* src, float* dst, int64_
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<uint32_t>(bits[i]) << 16;
 }
 
-// One task per (sequence, KV head): the `group` query heads that share a KV head read each K/V row once.
+// Scores of the `group` query heads against one K row (scores[g * stride]), and the V row added into their
+// accumulators with weights p[g * stride]. q and the accumulators are float32, group x D.
+template <typename T>
+inline void score_row(const T* k, const float* q, int64_t group, int64_t D, float* row, float* scores, int64_t stride) {
+  to_float(k, row, D);
+  for (int64_t g = 0; g < group; ++g) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t d = 0; d < D; ++d) s += q[g * D + d] * row[d];
+    scores[g * stride] = s;
+  }
+}
+
+template <typename T>
+inline void add_row(const T* v, const float* p, int64_t stride, int64_t group, int64_t D, float* row, float* acc) {
+  to_float(v, row, D);
+  for (int64_t g = 0; g < group; ++g) {
+    const float w = p[g * stride];
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) acc[g * D + d] += w * row[d];
+  }
+}
+
+#ifdef __AVX512F__
+inline __m512 bf16x16(const c10::BFloat16* p) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+// bf16 rows with D a multiple of 16: 16 lanes at a time, no conversion buffer
+template <>
+__attribute__((always_inline)) inline void score_row<c10::BFloat16>(const c10::BFloat16* k, const float* q, int64_t group, int64_t D, float* row,
+                                     float* scores, int64_t stride) {
+  if (D % 16 != 0) {
+    to_float(k, row, D);
+    return score_row<float>(row, q, group, D, row, scores, stride);
+  }
+  for (int64_t g = 0; g < group; ++g) {
+    __m512 s = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; d += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * D + d), bf16x16(k + d), s);
+    scores[g * stride] = _mm512_reduce_add_ps(s);
+  }
+}
+
+template <>
+__attribute__((always_inline)) inline void add_row<c10::BFloat16>(const c10::BFloat16* v, const float* p, int64_t stride, int64_t group, int64_t D,
+                                   float* row, float* acc) {
+  if (D % 16 != 0) {
+    to_float(v, row, D);
+    return add_row<float>(row, p, stride, group, D, row, acc);
+  }
+  for (int64_t d = 0; d < D; d += 16) {
+    const __m512 x = bf16x16(v + d);
+    for (int64_t g = 0; g < group; ++g) {
+      float* a = acc + g * D + d;
+      _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_set1_ps(p[g * stride]), x, _mm512_loadu_ps(a)));
+    }
+  }
+}
+#endif
+
+// One task per sequence, or per (sequence, KV head) when there are too few sequences to keep the threads busy. A task
+// reads each position's K/V rows for its KV heads once, for the `group` query heads that share each of them; a task
+// over all heads reads whole cache slots, contiguous in memory.
 template <typename T>
 void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& tables,
                            const torch::Tensor& lens, torch::Tensor& out, double scale, int64_t window,
@@ -35,71 +100,75 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
   const int64_t block_size = kv.size(2), num_kv_heads = kv.size(3);
   const int64_t group = num_heads / num_kv_heads, max_blocks = tables.size(1);
   const int64_t kv_plane = kv.stride(0), block_stride = kv.stride(1), slot_stride = kv.stride(2);
+  const int64_t task_heads = num_seqs >= 2 * at::get_num_threads() ? num_kv_heads : 1;
+  const int64_t tasks_per_seq = num_kv_heads / task_heads, rows = task_heads * group;  // query heads of a task
   const T* q_ptr = q.data_ptr<T>();
   const T* kv_ptr = kv.data_ptr<T>();
   const int64_t* table_ptr = tables.data_ptr<int64_t>();
   const int64_t* len_ptr = lens.data_ptr<int64_t>();
   T* out_ptr = out.data_ptr<T>();
   const float fscale = static_cast<float>(scale), cap = static_cast<float>(softcap);
+  const int64_t row_bytes = task_heads * head_dim * static_cast<int64_t>(sizeof(T));
 
-  at::parallel_for(0, num_seqs * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> qf(group * head_dim), acc(group * head_dim), row(head_dim), scores;
+  at::parallel_for(0, num_seqs * tasks_per_seq, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> qf(rows * head_dim), acc(rows * head_dim), row(head_dim), scores;
+    std::vector<int64_t> offsets;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t seq = task / num_kv_heads, kv_head = task % num_kv_heads;
+      const int64_t seq = task / tasks_per_seq, head0 = task % tasks_per_seq * task_heads;
       const int64_t len = len_ptr[seq];
       const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0, span = len - first;
-      for (int64_t g = 0; g < group; ++g) {
-        const T* qh = q_ptr + seq * q.stride(0) + (kv_head * group + g) * q.stride(1);
-        to_float(qh, qf.data() + g * head_dim, head_dim);
-        for (int64_t d = 0; d < head_dim; ++d) qf[g * head_dim + d] *= fscale;
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* qh = q_ptr + seq * q.stride(0) + (head0 * group + r) * q.stride(1);
+        to_float(qh, qf.data() + r * head_dim, head_dim);
+        for (int64_t d = 0; d < head_dim; ++d) qf[r * head_dim + d] *= fscale;
       }
-      scores.assign(group * span, 0.0f);
-      auto slot = [&](int64_t pos) {
-        const int64_t block = table_ptr[seq * max_blocks + pos / block_size];
-        return block * block_stride + (pos % block_size) * slot_stride + kv_head * head_dim;
-      };
-      // K/V rows are cold (the step's weights have streamed through the caches since this layer last ran) and
-      // strided by the KV heads: fetch them a few positions ahead, for the K pass and then for the V pass
+      scores.assign(rows * span, 0.0f);
+      // each position's offset (of the task's first KV head), one table lookup per block
+      offsets.resize(span);
+      for (int64_t i = 0; i < span;) {
+        const int64_t pos = first + i, within = pos % block_size;
+        const int64_t base = table_ptr[seq * max_blocks + pos / block_size] * block_stride + head0 * head_dim;
+        for (int64_t j = within; j < block_size && i < span; ++j, ++i) offsets[i] = base + j * slot_stride;
+      }
+      // K/V rows are cold (the step's weights have streamed through the caches since this layer last ran): fetch
+      // them a few positions ahead, for the K pass and then for the V pass
       auto prefetch = [&](int64_t plane, int64_t i) {
         if (i < 0 || i >= span) return;
-        const char* p = reinterpret_cast<const char*>(kv_ptr + plane + slot(first + i));
-        for (int64_t b = 0; b < head_dim * static_cast<int64_t>(sizeof(T)); b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+        const char* p = reinterpret_cast<const char*>(kv_ptr + plane + offsets[i]);
+        for (int64_t b = 0; b < row_bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
       };
       for (int64_t i = 0; i < kAhead; ++i) prefetch(0, i);
       for (int64_t i = 0; i < span; ++i) {
         prefetch(0, i + kAhead);
         prefetch(kv_plane, i + kAhead - span);  // the V pass's first rows, while the K pass ends
-        to_float(kv_ptr + slot(first + i), row.data(), head_dim);
-        for (int64_t g = 0; g < group; ++g) {
-          const float* qg = qf.data() + g * head_dim;
-          float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-          for (int64_t d = 0; d < head_dim; ++d) s += qg[d] * row[d];
-          scores[g * span + i] = cap > 0.0f ? cap * std::tanh(s / cap) : s;
+        for (int64_t h = 0; h < task_heads; ++h) {
+          score_row(kv_ptr + offsets[i] + h * head_dim, qf.data() + h * group * head_dim, group, head_dim,
+                    row.data(), scores.data() + h * group * span + i, span);
         }
       }
-      for (int64_t g = 0; g < group; ++g) {  // softmax over the window, per query head
-        float* sg = scores.data() + g * span;
+      if (cap > 0.0f) {
+        for (float& s : scores) s = cap * std::tanh(s / cap);
+      }
+      for (int64_t r = 0; r < rows; ++r) {  // softmax over the window, per query head
+        float* sr = scores.data() + r * span;
         float mx = -std::numeric_limits<float>::infinity(), sum = 0.0f;
-        for (int64_t i = 0; i < span; ++i) mx = std::max(mx, sg[i]);
-        for (int64_t i = 0; i < span; ++i) sum += (sg[i] = std::exp(sg[i] - mx));
+        for (int64_t i = 0; i < span; ++i) mx = std::max(mx, sr[i]);
+#pragma omp simd
+        for (int64_t i = 0; i < span; ++i) sr[i] = std::exp(sr[i] - mx);
+        for (int64_t i = 0; i < span; ++i) sum += sr[i];
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-        for (int64_t i = 0; i < span; ++i) sg[i] *= inv;
+        for (int64_t i = 0; i < span; ++i) sr[i] *= inv;
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t i = 0; i < span; ++i) {
         prefetch(kv_plane, i + kAhead);
-        to_float(kv_ptr + kv_plane + slot(first + i), row.data(), head_dim);
-        for (int64_t g = 0; g < group; ++g) {
-          const float p = scores[g * span + i];
-          float* ag = acc.data() + g * head_dim;
-          for (int64_t d = 0; d < head_dim; ++d) ag[d] += p * row[d];
+        for (int64_t h = 0; h < task_heads; ++h) {
+          add_row(kv_ptr + kv_plane + offsets[i] + h * head_dim, scores.data() + h * group * span + i, span, group,
+                  head_dim, row.data(), acc.data() + h * group * head_dim);
         }
       }
-      for (int64_t g = 0; g < group; ++g) {
-        T* oh = out_ptr + (seq * num_heads + kv_head * group + g) * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) oh[d] = static_cast<T>(acc[g * head_dim + d]);
-      }
+      T* o = out_ptr + (seq * num_heads + head0 * group) * head_dim;
+      for (int64_t e = 0; e < rows * head_dim; ++e) o[e] = static_cast<T>(acc[e]);
     }
   });
 }

@@ -1,5 +1,5 @@
-// What the quantized-weight kernels share (quant_matmul.cpp, quant_dequantize.cpp): the layout of the codes, the
-// argument checks, and dispatch over the per-group parameters' dtype.
+// What the quantized-weight kernels share (quant_matmul.cpp, quant_panels.cpp, quant_dequantize.cpp): the layout of the
+// codes, the argument checks, dispatch over the per-group parameters' dtype, and rows of codes to bf16.
 //
 // Weights W[n, i] = a[n, g] * (q[n, i] + c) + b[n, g] for groups g of 32 weights along a row.
 // Codes: 4 bits: (N, K / 2) bytes, 16 per group, groups packed four at a time: in 64 bytes read as 32 u16 lanes, lane i
@@ -9,6 +9,9 @@
 // a and b: (N, K / 32), float32 or float16 (b may be absent).
 #pragma once
 #include <torch/extension.h>
+#include <immintrin.h>
+
+#include <vector>
 
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
 #define MISTRALPY_AVX512_BF16 1
@@ -41,5 +44,56 @@ inline void with_param_type(const torch::Tensor& scale, F&& f) {
     TORCH_CHECK(false, "scale must be float32 or float16");
   }
 }
+
+#ifdef MISTRALPY_AVX512_BF16
+// One row of K codes to u8 values q (nibbles split); 8-bit codes are returned in place.
+template <int kBits>
+inline const uint8_t* unpack_row(const uint8_t* row, int64_t K, uint8_t* q) {
+  if (kBits == 8) return row;
+  const int64_t G = K / kGroup;
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  int64_t g = 0;
+  for (; g + 4 <= G; g += 4) {  // 64 bytes, 32 u16 lanes: nibble k of lane i is weight i of group g + k
+    const __m512i w = _mm512_loadu_si512(row + g * 16);
+    for (int k = 0; k < 4; ++k) {
+      const __m512i v = _mm512_and_si512(_mm512_srli_epi16(w, 4 * k), _mm512_set1_epi16(0x0F));
+      _mm256_storeu_si256((__m256i*)(q + (g + k) * kGroup), _mm512_cvtepi16_epi8(v));
+    }
+  }
+  for (; g + 2 <= G; g += 2) {  // 32 bytes: low nibbles are weights 0..31, high ones 32..63
+    const __m256i w = _mm256_loadu_si256((const __m256i*)(row + g * 16));
+    _mm256_storeu_si256((__m256i*)(q + g * kGroup), _mm256_and_si256(w, low));
+    _mm256_storeu_si256((__m256i*)(q + g * kGroup + 32), _mm256_and_si256(_mm256_srli_epi16(w, 4), low));
+  }
+  if (g < G) {
+    const __m128i w = _mm_loadu_si128((const __m128i*)(row + g * 16));
+    _mm_storeu_si128((__m128i*)(q + g * kGroup), _mm_and_si128(w, _mm_set1_epi8(0x0F)));
+    _mm_storeu_si128((__m128i*)(q + g * kGroup + 16), _mm_and_si128(_mm_srli_epi16(w, 4), _mm_set1_epi8(0x0F)));
+  }
+  return q;
+}
+
+// 16 u8 values as float32 lanes.
+inline __m512 u8x16(const uint8_t* q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)q))); }
+
+// Rows [begin, end) of the weight to bf16: a * (q + c) + b, 16 lanes at a time.
+template <int kBits, typename P>
+inline void dequantize_rows(const uint8_t* codes, int64_t K, const P* scale, const P* bias, float offset,
+                            c10::BFloat16* out, int64_t begin, int64_t end) {
+  const int64_t G = K / kGroup, row_bytes = K * kBits / 8;
+  std::vector<uint8_t> q(K);
+  for (int64_t n = begin; n < end; ++n) {
+    const uint8_t* qn = unpack_row<kBits>(codes + n * row_bytes, K, q.data());
+    for (int64_t g = 0; g < G; ++g) {
+      const __m512 a = _mm512_set1_ps(static_cast<float>(scale[n * G + g]));
+      const __m512 b = _mm512_set1_ps(bias != nullptr ? static_cast<float>(bias[n * G + g]) : 0.0f);
+      const __m512 c = _mm512_set1_ps(offset);
+      __m512 w[2];
+      for (int h = 0; h < 2; ++h) w[h] = _mm512_fmadd_ps(a, _mm512_add_ps(u8x16(qn + g * kGroup + 16 * h), c), b);
+      _mm512_storeu_si512(out + n * K + g * kGroup, (__m512i)_mm512_cvtne2ps_pbh(w[1], w[0]));
+    }
+  }
+}
+#endif
 
 }  // namespace quant

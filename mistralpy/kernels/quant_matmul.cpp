@@ -11,8 +11,12 @@
 #include <vector>
 
 #include "quant_common.h"
+#include "ops.h"
 
 using quant::kGroup;
+
+// From this many x rows on, panels of unpacked codes (quant_panels.cpp) beat the register tiles here.
+constexpr int64_t kPanelRows = 8;
 
 namespace {
 
@@ -204,15 +208,26 @@ constexpr bool kFast = false;
 
 bool has_qmatmul() { return kFast; }
 
+int64_t qmatmul_panel_rows() { return kPanelRows; }
+
 // x: (M, K) bf16 -> (M, N) bf16, N = codes.size(0). offset: c, added to every code before the scale.
 torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias,
                       int64_t bits, double offset) {
+  return qmatmul_path(x, codes, scale, bias, bits, offset, x.size(0) >= kPanelRows);
+}
+
+torch::Tensor qmatmul_path(torch::Tensor x, torch::Tensor codes, torch::Tensor scale,
+                           c10::optional<torch::Tensor> bias, int64_t bits, double offset, bool panels) {
   TORCH_CHECK(kFast, "qmatmul needs AVX-512 BF16 (built without it)");
   TORCH_CHECK(x.scalar_type() == torch::kBFloat16 && x.dim() == 2, "x must be 2-D bf16");
   const int64_t M = x.size(0), K = x.size(1), N = codes.size(0);
   quant::check_params(codes, scale, bias, bits, K);
   x = x.contiguous();
   auto out = torch::empty({M, N}, x.options());
+  if (panels) {
+    qmatmul_panels(x, codes, scale, bias, bits, offset, out);
+    return out;
+  }
 #ifdef MISTRALPY_AVX512_BF16
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<c10::BFloat16>());
   quant::with_param_type(scale, [&](auto tag) {

@@ -138,7 +138,7 @@ class RotaryEmbedding(nn.Module):
             return positions
         return torch.where(seq_lens > self.long_rows_start, positions + self.long_rows_start, positions)
 
-    def _cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # Every layer of a step passes the same positions tensor: look its rows up once per step, not per layer.
         memo = self._memo
         if memo is None or memo[0] is not positions or memo[1] != dtype:
@@ -148,7 +148,7 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q: (T, Hq, D), k: (T, Hkv, D) -> rotated copies. `positions` index the cos/sin rows (see `rows`)."""
-        cos, sin = self._cos_sin(positions, q.dtype)
+        cos, sin = self.cos_sin(positions, q.dtype)
         if self.rotary_dim == self.head_dim:
             native = kernels.loaded()
             if native is not None and q.dtype == torch.bfloat16:

@@ -10,6 +10,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..layers.activation import silu_and_mul
 from ..layers.attention import Attention, AttentionMetadata
+from ..layers.decoder_stack import DecoderStack, StackLayer
 from ..layers.embedding import VocabEmbedding
 from ..layers.linear import Linear
 from ..layers.norm import RMSNorm
@@ -96,6 +97,31 @@ class LlamaDecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), positions, kv_cache, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+    def stack_layer(self) -> StackLayer | None:
+        """This layer for the native DecoderStack, if it computes exactly `LlamaDecoderLayer.forward`: a family
+        that changes a forward, the norm, the activation or the attention's options runs the per-layer path."""
+        if type(self).forward is not LlamaDecoderLayer.forward:
+            return None
+        attn, mlp = self.self_attn, self.mlp
+        norms = (self.input_layernorm, self.post_attention_layernorm)
+        exact = (
+            type(attn).forward is LlamaAttention.forward
+            and type(mlp).forward is LlamaMLP.forward
+            and mlp.act is silu_and_mul
+            and all(type(n) is RMSNorm for n in norms)
+            and type(attn.attn) is Attention
+            and attn.attn.scale is None
+            and attn.attn.softcap is None
+            and attn.rotary.rotary_dim == attn.head_dim
+        )
+        if not exact:
+            return None
+        window = attn.attn.sliding_window
+        eps = norms[0].eps if norms[0].eps == norms[1].eps else None
+        return StackLayer(
+            norms[0].weight, attn.qkv_proj, attn.o_proj, norms[1].weight, mlp.gate_up_proj, mlp.down_proj, window, eps
+        )
+
 
 class LlamaModel(nn.Module):
     layer_cls: type[nn.Module] = LlamaDecoderLayer
@@ -106,12 +132,33 @@ class LlamaModel(nn.Module):
         self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(self.layer_cls(cfg, rotary, i) for i in range(cfg.num_hidden_layers))
         self.norm = self.norm_cls(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary, self.config = rotary, cfg
+        self._stack: DecoderStack | None = None  # built on the first decode step (the weights are loaded then)
+        self._stack_checked = False
+
+    def decode_stack(self) -> DecoderStack | None:
+        """The native stack of all layers, or None where some layer or weight does not qualify."""
+        if not self._stack_checked:
+            parts = [layer.stack_layer() for layer in self.layers]
+            cfg = self.config
+            args = (self.rotary, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)
+            self._stack = None if None in parts else DecoderStack.build(parts, *args)
+            self._stack_checked = True
+        return self._stack
+
+    def _apply(self, fn, recurse=True):
+        # the stack holds the weight tensors themselves: rebuild it over the new ones
+        self._stack, self._stack_checked = None, False
+        return super()._apply(fn, recurse)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids)
 
     def forward(self, input_ids, positions, kv_caches, meta) -> torch.Tensor:
         x = self.embed(input_ids)
+        stack = self.decode_stack() if DecoderStack.runs(x, meta) else None
+        if stack is not None:
+            return self.norm(stack(x, positions, kv_caches, meta))
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x = layer(x, positions, kv_cache, meta)
         return self.norm(x)

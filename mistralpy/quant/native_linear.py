@@ -2,7 +2,8 @@
 
 The weight stays as its GGUF codes and per-group parameters, w = a * (q + c) + b, exactly (no requantization):
 codes of up to 4 bits are packed two to a byte, wider ones (Q5_*, Q8_0) take a byte each. Activations stay in bf16;
-the kernel's sums are float32. Large batches of rows (prefill) dequantize the weight to bf16 once and run one GEMM.
+the kernel's sums are float32. From 8 rows of x (batched decode) the kernel unpacks panels of 16 weight rows' codes
+in cache; large batches (prefill) dequantize the whole weight to bf16 once and run one GEMM.
 """
 
 from __future__ import annotations

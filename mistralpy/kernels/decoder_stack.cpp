@@ -1,0 +1,50 @@
+// Llama decoder layers for a decode-only step in one native call: the same kernels the Python layers call one by
+// one (layers/: norm, activation, rotary, attention; quant/native_linear.py), without ~25 Python-level calls a layer.
+#include "decoder_stack.h"
+
+QuantLinear::QuantLinear(torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> zero, int64_t bits,
+                         double offset, c10::optional<torch::Tensor> bias, int64_t dense_min_rows)
+    : codes(std::move(codes)), scale(std::move(scale)), zero(std::move(zero)), bias(std::move(bias)), bits(bits),
+      offset(offset), in_features(this->codes.size(1) * 8 / bits), dense_min_rows(dense_min_rows) {}
+
+torch::Tensor QuantLinear::operator()(const torch::Tensor& x) const {
+  if (x.size(0) >= dense_min_rows) {
+    return at::linear(x, qdequantize(codes, scale, zero, bits, offset, in_features), bias);
+  }
+  auto y = qmatmul(x, codes, scale, zero, bits, offset);
+  return bias.has_value() ? y.add_(*bias) : y;
+}
+
+DecoderStack::DecoderStack(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, double eps, double scale)
+    : num_heads(num_heads), num_kv_heads(num_kv_heads), head_dim(head_dim), eps(eps), scale(scale) {}
+
+void DecoderStack::add_layer(torch::Tensor input_norm, QuantLinear qkv, QuantLinear o, torch::Tensor post_norm,
+                             QuantLinear gate_up, QuantLinear down, int64_t window) {
+  layers.push_back({std::move(input_norm), std::move(qkv), std::move(o), std::move(post_norm), std::move(gate_up),
+                    std::move(down), window});
+}
+
+// x: (S, hidden) bf16, one token per sequence; cos/sin: (S, head_dim / 2) bf16; kv_caches: one (2, blocks,
+// block_size, Hkv, D) per layer; slots: (S,) cache slot of each token; tables/lens as decode_attention takes them.
+torch::Tensor DecoderStack::forward(torch::Tensor x, torch::Tensor cos, torch::Tensor sin,
+                                    const std::vector<torch::Tensor>& kv_caches, torch::Tensor slots,
+                                    torch::Tensor tables, torch::Tensor lens) const {
+  TORCH_CHECK(kv_caches.size() == layers.size(), "one KV cache per layer");
+  const int64_t S = x.size(0), q_size = num_heads * head_dim, kv_size = num_kv_heads * head_dim;
+  x = x.clone();  // the residual stream, updated in place
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const Layer& l = layers[i];
+    auto qkv = l.qkv(rms_norm(x, l.input_norm, eps, false));
+    auto q = qkv.narrow(1, 0, q_size).view({S, num_heads, head_dim});
+    auto k = qkv.narrow(1, q_size, kv_size).view({S, num_kv_heads, head_dim});
+    auto v = qkv.narrow(1, q_size + kv_size, kv_size).view({S, num_kv_heads, head_dim});
+    auto rotated = rotary(q, k, cos, sin);
+    auto flat = kv_caches[i].view({2, -1, num_kv_heads, head_dim});
+    flat.select(0, 0).index_copy_(0, slots, rotated[1]);
+    flat.select(0, 1).index_copy_(0, slots, v);
+    auto attn = decode_attention(rotated[0], kv_caches[i], tables, lens, scale, l.window, 0.0);
+    x.add_(l.o(attn.view({S, q_size})));
+    x.add_(l.down(silu_and_mul(l.gate_up(rms_norm(x, l.post_norm, eps, false)))));
+  }
+  return x;
+}

@@ -1,0 +1,40 @@
+// DecoderStack: Llama decoder layers (RMSNorm, fused QKV, rotary, paged decode attention, SwiGLU MLP) over
+// group-quantized weights, run for a decode step in one call. Built once per model from its layers' tensors.
+#pragma once
+#include "ops.h"
+
+// A projection over group-quantized codes, as quant/native_linear.py runs it (dense GEMM from dense_min_rows rows).
+struct QuantLinear {
+  QuantLinear(torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> zero, int64_t bits,
+              double offset, c10::optional<torch::Tensor> bias, int64_t dense_min_rows);
+  torch::Tensor operator()(const torch::Tensor& x) const;
+
+  torch::Tensor codes, scale;
+  c10::optional<torch::Tensor> zero, bias;
+  int64_t bits;
+  double offset;
+  int64_t in_features, dense_min_rows;
+};
+
+class DecoderStack {
+ public:
+  DecoderStack(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, double eps, double scale);
+  void add_layer(torch::Tensor input_norm, QuantLinear qkv, QuantLinear o, torch::Tensor post_norm,
+                 QuantLinear gate_up, QuantLinear down, int64_t window);
+  torch::Tensor forward(torch::Tensor x, torch::Tensor cos, torch::Tensor sin,
+                        const std::vector<torch::Tensor>& kv_caches, torch::Tensor slots, torch::Tensor tables,
+                        torch::Tensor lens) const;
+  size_t num_layers() const { return layers.size(); }
+
+ private:
+  struct Layer {
+    torch::Tensor input_norm;
+    QuantLinear qkv, o;
+    torch::Tensor post_norm;
+    QuantLinear gate_up, down;
+    int64_t window;  // sliding window (0: none)
+  };
+  int64_t num_heads, num_kv_heads, head_dim;
+  double eps, scale;
+  std::vector<Layer> layers;
+};
