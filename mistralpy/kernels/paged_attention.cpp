@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "ops.h"
+#ifdef __AVX512F__
+#include "vec_exp.h"
+#endif
 
 namespace {
 
@@ -153,8 +156,11 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
         float* sr = scores.data() + r * span;
         float mx = -std::numeric_limits<float>::infinity(), sum = 0.0f;
         for (int64_t i = 0; i < span; ++i) mx = std::max(mx, sr[i]);
-#pragma omp simd
+#ifdef __AVX512F__
+        exp_inplace(sr, span, -mx);
+#else
         for (int64_t i = 0; i < span; ++i) sr[i] = std::exp(sr[i] - mx);
+#endif
         for (int64_t i = 0; i < span; ++i) sum += sr[i];
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         for (int64_t i = 0; i < span; ++i) sr[i] *= inv;

@@ -73,6 +73,27 @@ inline const uint8_t* unpack_row(const uint8_t* row, int64_t K, uint8_t* q) {
   return q;
 }
 
+// One row of 4-bit codes to the bf16 values of 128 + q (bits 0x4300 | q: exact), in weight order.
+inline void row4_bf16(const uint8_t* row, int64_t K, uint16_t* out) {
+  const int64_t G = K / kGroup;
+  const __m512i low = _mm512_set1_epi16(0x0F), bias = _mm512_set1_epi16(0x4300);
+  auto bf16_of = [&](__m512i v) { return _mm512_ternarylogic_epi32(v, low, bias, 0xEA); };  // (v & 0x0F) | 0x4300
+  int64_t g = 0;
+  for (; g + 4 <= G; g += 4) {
+    const __m512i w = _mm512_loadu_si512(row + g * 16);
+    for (int k = 0; k < 4; ++k) _mm512_storeu_si512(out + (g + k) * kGroup, bf16_of(_mm512_srli_epi16(w, 4 * k)));
+  }
+  for (; g + 2 <= G; g += 2) {
+    const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(row + g * 16)));
+    _mm512_storeu_si512(out + g * kGroup, bf16_of(w));
+    _mm512_storeu_si512(out + (g + 1) * kGroup, bf16_of(_mm512_srli_epi16(w, 4)));
+  }
+  if (g < G) {
+    const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(row + g * 16)));
+    _mm512_storeu_si512(out + g * kGroup, bf16_of(_mm512_inserti64x4(_mm512_castsi256_si512(w), _mm256_srli_epi16(w, 4), 1)));
+  }
+}
+
 // 16 u8 values as float32 lanes.
 inline __m512 u8x16(const uint8_t* q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)q))); }
 

@@ -1,6 +1,6 @@
 // Matmul against group-quantized weights for batches of x rows (decode steps of several sequences). Per panel of 16
-// weight rows, a thread's buffer takes the codes as bf16 (exact: they are integers below 256) in k-pair-major order
-// (panel[p] holds codes 2p and 2p + 1 of the 16 rows), with the rows' group parameters side by side. Every x row then
+// weight rows, a thread's buffer takes the codes as bf16 (exact: integers below 256; 4-bit ones as 128 + q) in
+// k-pair-major order (panel[p] holds codes 2p and 2p + 1 of the 16 rows), with the rows' group parameters side by side. Every x row then
 // takes one AVX-512 BF16 dot product per k pair with the 16 rows in the lanes, and per group one multiply by the 16
 // rows' scales: the weights stay exact as in quant_matmul.cpp, at a fraction of its instructions once several x rows
 // share each unpacked code, and without the dense copy of the whole weight that qdequantize + GEMM writes.
@@ -67,15 +67,21 @@ void fill_panel(const uint8_t* codes, int64_t K, const P* scale, const P* bias, 
       for (int64_t g = 0; g < G; ++g) panel.scale[g * kPanel + i] = panel.shift[g * kPanel + i] = 0.0f;
       continue;
     }
-    const uint8_t* qn = quant::unpack_row<kBits>(codes + (n + i) * K * kBits / 8, K, q.data());
-    for (int64_t k = 0; k < K; k += 32) {
-      _mm512_storeu_si512(d + k, (__m512i)_mm512_cvtne2ps_pbh(quant::u8x16(qn + k + 16), quant::u8x16(qn + k)));
+    const uint8_t* row = codes + (n + i) * K * kBits / 8;
+    if (kBits == 4) {  // 128 + q, through the exponent bits
+      quant::row4_bf16(row, K, reinterpret_cast<uint16_t*>(d));
+    } else {  // q itself: integers below 256 are exact in bf16
+      const uint8_t* qn = quant::unpack_row<kBits>(row, K, q.data());
+      for (int64_t k = 0; k < K; k += 32) {
+        _mm512_storeu_si512(d + k, (__m512i)_mm512_cvtne2ps_pbh(quant::u8x16(qn + k + 16), quant::u8x16(qn + k)));
+      }
     }
+    const float c = kBits == 4 ? offset - 128.0f : offset;
     for (int64_t g = 0; g < G; ++g) {
       const float a = static_cast<float>(scale[(n + i) * G + g]);
       const float b = bias != nullptr ? static_cast<float>(bias[(n + i) * G + g]) : 0.0f;
       panel.scale[g * kPanel + i] = a;
-      panel.shift[g * kPanel + i] = b + a * offset;
+      panel.shift[g * kPanel + i] = b + a * c;
     }
   }
   for (int64_t k = 0; k < K; k += 32) {
