@@ -73,11 +73,15 @@ inline const uint8_t* unpack_row(const uint8_t* row, int64_t K, uint8_t* q) {
   return q;
 }
 
-// One row of 4-bit codes to the bf16 values of 128 + q (bits 0x4300 | q: exact), in weight order.
+// (v & 0x0F) | 0x4300 per u16 lane: the bf16 of 128 + the low nibble (exact), in one ternary-logic op.
+inline __m512i low_nibble_bf16(__m512i v) {
+  return _mm512_ternarylogic_epi32(v, _mm512_set1_epi16(0x0F), _mm512_set1_epi16(0x4300), 0xEA);
+}
+
+// One row of 4-bit codes to the bf16 values of 128 + q, in weight order.
 inline void row4_bf16(const uint8_t* row, int64_t K, uint16_t* out) {
   const int64_t G = K / kGroup;
-  const __m512i low = _mm512_set1_epi16(0x0F), bias = _mm512_set1_epi16(0x4300);
-  auto bf16_of = [&](__m512i v) { return _mm512_ternarylogic_epi32(v, low, bias, 0xEA); };  // (v & 0x0F) | 0x4300
+  const auto bf16_of = low_nibble_bf16;
   int64_t g = 0;
   for (; g + 4 <= G; g += 4) {
     const __m512i w = _mm512_loadu_si512(row + g * 16);

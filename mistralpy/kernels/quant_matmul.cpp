@@ -14,6 +14,7 @@
 #include "ops.h"
 
 using quant::kGroup;
+using quant::low_nibble_bf16;
 
 // From this many x rows on, panels of unpacked codes (quant_panels.cpp) beat the register tiles here.
 constexpr int64_t kPanelRows = 8;
@@ -24,11 +25,6 @@ namespace {
 constexpr bool kFast = true;
 
 inline __m512bh as_bh(__m512i v) { return (__m512bh)v; }
-
-// (v & 0x0F) | 0x4300 per u16 lane: the bf16 of 128 + the low nibble, in one ternary-logic op.
-inline __m512i low_nibble_bf16(__m512i v) {
-  return _mm512_ternarylogic_epi32(v, _mm512_set1_epi16(0x0F), _mm512_set1_epi16(0x4300), 0xEA);
-}
 
 // 32 codes (u16 lanes holding 0..255) -> the bf16 vectors of 128 + low nibble and 128 + high nibble.
 inline void nibbles(__m512i w16, __m512i& lo, __m512i& hi) {

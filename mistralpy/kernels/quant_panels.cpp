@@ -59,7 +59,6 @@ template <int kBits, typename P>
 void fill_panel(const uint8_t* codes, int64_t K, const P* scale, const P* bias, float offset, int64_t n, int64_t rows,
                 Panel& panel) {
   const int64_t G = K / kGroup;
-  std::vector<uint8_t> q(K);
   for (int64_t i = 0; i < kPanel; ++i) {
     c10::BFloat16* d = panel.dense.data() + i * K;
     if (i >= rows) {
@@ -70,10 +69,9 @@ void fill_panel(const uint8_t* codes, int64_t K, const P* scale, const P* bias, 
     const uint8_t* row = codes + (n + i) * K * kBits / 8;
     if (kBits == 4) {  // 128 + q, through the exponent bits
       quant::row4_bf16(row, K, reinterpret_cast<uint16_t*>(d));
-    } else {  // q itself: integers below 256 are exact in bf16
-      const uint8_t* qn = quant::unpack_row<kBits>(row, K, q.data());
+    } else {  // q itself (a byte each): integers below 256 are exact in bf16
       for (int64_t k = 0; k < K; k += 32) {
-        _mm512_storeu_si512(d + k, (__m512i)_mm512_cvtne2ps_pbh(quant::u8x16(qn + k + 16), quant::u8x16(qn + k)));
+        _mm512_storeu_si512(d + k, (__m512i)_mm512_cvtne2ps_pbh(quant::u8x16(row + k + 16), quant::u8x16(row + k)));
       }
     }
     const float c = kBits == 4 ? offset - 128.0f : offset;
