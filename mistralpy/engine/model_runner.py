@@ -43,6 +43,8 @@ class ModelRunner:
         self.kv_caches = list(self.kv_cache.unbind(0))
         native = kernels.native_module()
         self.decode_kernel = None if native is None else native.decode_attention
+        bf16_prefill = native is not None and native.has_prefill_attention()
+        self.prefill_kernel = native.prefill_attention if bf16_prefill else None
         # only LongRoPE picks rotary rows by prompt length; the other models skip building them every step
         self.needs_prompt_lens = model.rotary.long_rows_start is not None
 
@@ -91,6 +93,7 @@ class ModelRunner:
                 samplers.append(s)
                 logits_index.append(offset - 1)
         meta = AttentionMetadata(torch.cat(slots), len(decode_tables), prefills=prefills)
+        meta.prefill_kernel = self.prefill_kernel
         if self.needs_prompt_lens:
             meta.prompt_lens = torch.tensor(prompt_lens)
         if decode_tables:

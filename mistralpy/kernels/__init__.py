@@ -1,6 +1,6 @@
 """Native CPU kernels: C++ sources here, compiled with torch's extension loader (needs g++ and ninja).
 
-Kernels: decode attention over the paged KV cache, matmuls against group-quantized weight codes, fused bf16
+Kernels: decode and prefill attention over the paged KV cache, matmuls against group-quantized weight codes, fused bf16
 RMSNorm / SiLU-and-mul / rotary, and the Llama decoder layers of a decode step composed from them (DecoderStack).
 Compiling takes ~80 s once per machine; torch caches the build. An engine uses the kernels only if their build is
 there when the engine starts (the layers then find them loaded); otherwise it starts the build in a detached process,
@@ -19,12 +19,13 @@ from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
-_NAME = "mistralpy_native_v10"  # bump when the sources change, so that stale builds are not picked up
+_NAME = "mistralpy_native_v11"  # bump when the sources change, so that stale builds are not picked up
 _FILES = (
     "bindings.cpp",
     "decoder_stack.cpp",
     "elementwise.cpp",
     "paged_attention.cpp",
+    "prefill_attention.cpp",
     "quant_dequantize.cpp",
     "quant_matmul.cpp",
     "quant_panels.cpp",

@@ -7,6 +7,9 @@
 
 torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor tables, torch::Tensor lens,
                                double scale, int64_t window, double softcap);
+bool has_prefill_attention();
+torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor table, int64_t context_len,
+                                double scale, int64_t window, double softcap);
 bool has_qmatmul();
 torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias,
                       int64_t bits, double offset);

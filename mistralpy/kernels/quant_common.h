@@ -13,9 +13,7 @@
 
 #include <vector>
 
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
-#define MISTRALPY_AVX512_BF16 1
-#endif
+#include "isa.h"
 
 namespace quant {
 

@@ -1,7 +1,8 @@
 """Paged attention on the CPU: write K/V into cache slots, gather each sequence's blocks, attend.
 
 Tokens of a step are ordered decode-like queries first (one query token each, batched into one call),
-then prefill chunks (one call each, causal with an offset when earlier tokens are already cached).
+then prefill chunks (one call each, causal with an offset when earlier tokens are already cached). The native
+kernels (mistralpy.kernels) read K/V in place from the cache blocks; the torch paths gather them first.
 Per layer, attention may be limited to a sliding window of the last `window` positions (Mistral, Gemma 2) and its
 scores soft-capped (Gemma 2); masks are built once per step and window, and shared by the layers.
 """
@@ -31,6 +32,7 @@ class AttentionMetadata:
     decode_lens: torch.Tensor | None = None  # (D,) long: context length of each decode query, itself included
     prefills: list[PrefillSpan] = field(default_factory=list)
     decode_kernel: Callable | None = None  # native in-place decode attention (mistralpy.kernels), when built
+    prefill_kernel: Callable | None = None  # native in-place prefill attention (bf16, head_dim % 16 == 0), when built
     prompt_lens: torch.Tensor | None = None  # (T,) long: prompt length of each token's request (LongRoPE reads it)
     _masks: dict = field(default_factory=dict, repr=False)  # (kind, window) -> mask, built once per step
 
@@ -96,9 +98,23 @@ def paged_attention(
         outs.append(_attend(q[:d].unsqueeze(2), k, v, mask, scale, softcap).squeeze(2))
     start = d
     for span in meta.prefills:
-        outs.append(_prefill_attention(q[start : start + span.num_tokens], kv_cache, span, scale, window, softcap))
+        q_span = q[start : start + span.num_tokens]
+        if _native_prefill(meta, q_span, kv_cache):
+            head_dim = q.shape[-1]
+            scale = head_dim**-0.5 if scale is None else scale
+            out = meta.prefill_kernel(
+                q_span, kv_cache, span.block_table, span.context_len, scale, window or 0, softcap or 0.0
+            )
+        else:
+            out = _prefill_attention(q_span, kv_cache, span, scale, window, softcap)
+        outs.append(out)
         start += span.num_tokens
     return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def _native_prefill(meta: AttentionMetadata, q: torch.Tensor, kv_cache: torch.Tensor) -> bool:
+    bf16 = q.dtype == kv_cache.dtype == torch.bfloat16
+    return meta.prefill_kernel is not None and bf16 and q.shape[-1] % 16 == 0
 
 
 def _gather(kv_cache: torch.Tensor, block_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

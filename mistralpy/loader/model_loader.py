@@ -17,7 +17,7 @@ from ..errors import InvalidRequestError, ModelLoadError
 from ..models import resolve_model_class
 from ..quant import isq
 from .gguf import GGUFFile
-from .load_memory import release_load_memory
+from .load_memory import release_file_pages, release_load_memory
 from .quantized_weights import (
     FLOAT_TYPES,
     RawPart,
@@ -91,6 +91,7 @@ class _WeightReader:
         self.quantized, self.isq_type = quantized, isq_type
         self.state: dict[str, torch.Tensor] = {}
         self.raw: dict[str, list[RawPart]] = {}  # module name -> its weight's parts, kept as blocks
+        self.modules: dict[str, torch.nn.Module] = {}
 
     def read(self, show_progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.nn.Module]]:
         parts: dict[str, dict[int, torch.Tensor | RawPart]] = {}
@@ -103,7 +104,12 @@ class _WeightReader:
                 self._add(piece_name, tensor, parts)
         if parts:
             raise ModelLoadError(f"incomplete fused weights: {sorted(parts)[:5]}")
-        return self.state, self._modules()
+        if self.raw:
+            missing = sorted(f"{name}.bias" for name in self.raw)
+            raise ModelLoadError(
+                f"weights do not match the {self.cfg.architecture} architecture: missing {missing[:5]}"
+            )
+        return self.state, self.modules
 
     def _pieces(self, name: str, hf_name: str) -> list[tuple[str, torch.Tensor | RawPart]]:
         """(HF name, weight) pairs of one stored tensor: a GGUF tensor of stacked experts ("{e}" in its HF name)
@@ -151,11 +157,14 @@ class _WeightReader:
     def _put(self, target: str, pieces: list[torch.Tensor | RawPart]) -> None:
         if self.isq_type is not None and weight_kind(self.model, target) == "linear":
             pieces = [self._quantize(p) for p in pieces]
+        module_name = target.rpartition(".")[0]
         if self.quantized and all(isinstance(p, RawPart) for p in pieces) and not all_float(pieces):
-            self.raw[target.rpartition(".")[0]] = concat_parts(pieces)
-            return
-        pieces = [dense_from_parts([p], self.dtype) if isinstance(p, RawPart) else p for p in pieces]
-        self.state[target] = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+            self.raw[module_name] = concat_parts(pieces)
+        else:
+            pieces = [dense_from_parts([p], self.dtype) if isinstance(p, RawPart) else p for p in pieces]
+            self.state[target] = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        if module_name in self.raw and self._has_all_weights(module_name):
+            self._build(module_name)
 
     def _quantize(self, piece: torch.Tensor | RawPart) -> torch.Tensor | RawPart:
         weight = dense_from_parts([piece], torch.float32) if isinstance(piece, RawPart) else piece
@@ -164,15 +173,21 @@ class _WeightReader:
             return weight.to(self.dtype)  # no block fits this row length: the layer stays dense
         return RawPart(isq.quantize(weight, qtype), qtype, tuple(weight.shape))
 
-    def _modules(self) -> dict[str, torch.nn.Module]:
-        modules: dict[str, torch.nn.Module] = {}
-        for module_name, parts in self.raw.items():
-            if weight_kind(self.model, f"{module_name}.weight") == "embedding":
-                modules[module_name] = embedding_from_part(parts[0], self.cfg.tie_word_embeddings, self.dtype)
-            else:
-                bias = self.state.pop(f"{module_name}.bias", None)
-                modules[module_name] = linear_from_parts(parts, bias, self.dtype)
-        return modules
+    def _has_all_weights(self, module_name: str) -> bool:
+        declares_bias = getattr(self.model.get_submodule(module_name), "bias", None) is not None
+        return not declares_bias or f"{module_name}.bias" in self.state
+
+    def _build(self, module_name: str) -> None:
+        """The quantized module, as soon as its weights are read: its blocks' transient copies are freed, and the
+        file pages they were read from are handed back, one module at a time rather than all at the end."""
+        parts = self.raw.pop(module_name)
+        if weight_kind(self.model, f"{module_name}.weight") == "embedding":
+            module = embedding_from_part(parts[0], self.cfg.tie_word_embeddings, self.dtype)
+        else:
+            bias = self.state.pop(f"{module_name}.bias", None)
+            module = linear_from_parts(parts, bias, self.dtype)
+        self.modules[module_name] = module
+        release_file_pages(self.source)
 
 
 def _gguf_to_hf(name: str, table: dict[str, str]) -> str | None:
