@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "isa.h"
@@ -222,13 +223,15 @@ torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor
     const int64_t pos = c.first + i;
     slot[i] = blocks[pos / block_size] * kv.stride(1) + pos % block_size * kv.stride(2);
   }
-  std::vector<uint16_t> kp(kv_heads * c.tiles * kTile * D), vp(kv_heads * c.tiles * kTile * D);
-  c.kp = kp.data(), c.vp = vp.data();
+  // uninitialised: pack() writes every element, padding included
+  const int64_t packed = kv_heads * c.tiles * kTile * D;
+  std::unique_ptr<uint16_t[]> kp(new uint16_t[packed]), vp(new uint16_t[packed]);
+  c.kp = kp.get(), c.vp = vp.get();
   const auto* kv_bits = reinterpret_cast<const uint16_t*>(kv.data_ptr<c10::BFloat16>());
   const int64_t row_tasks = (n * c.group + kRows - 1) / kRows, tasks = kv_heads * row_tasks;
 #pragma omp parallel num_threads(at::get_num_threads())
   {
-    pack(kv_bits, kv.stride(0), slot, c, kp.data(), vp.data());
+    pack(kv_bits, kv.stride(0), slot, c, kp.get(), vp.get());
     std::vector<float> s(kRows * c.tiles * kTile);
     std::vector<uint16_t> p(kRows * c.tiles * kTile);
 #pragma omp for schedule(dynamic, 1)
