@@ -4,3 +4,13 @@
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
 #define MISTRALPY_AVX512_BF16 1  // AVX-512 with bf16 dot products (vdpbf16ps)
 #endif
+
+// Request the cache line at p into L1. Not _mm_prefetch: GCC deletes a loop whose only statements are
+// _mm_prefetch calls (it counts them as having no effect), and a volatile asm statement is never deleted.
+inline void prefetch_line(const void* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p);
+#endif
+}

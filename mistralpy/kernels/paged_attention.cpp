@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "isa.h"
 #include "ops.h"
 #ifdef __AVX512F__
 #include "vec_exp.h"
@@ -138,7 +139,7 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
       auto prefetch = [&](int64_t plane, int64_t i) {
         if (i < 0 || i >= span) return;
         const char* p = reinterpret_cast<const char*>(kv_ptr + plane + offsets[i]);
-        for (int64_t b = 0; b < row_bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+        for (int64_t b = 0; b < row_bytes; b += 64) prefetch_line(p + b);
       };
       for (int64_t i = 0; i < kAhead; ++i) prefetch(0, i);
       for (int64_t i = 0; i < span; ++i) {
