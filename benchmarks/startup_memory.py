@@ -1,9 +1,11 @@
 """Start-up time and memory of the embedded model, each measurement in a fresh process.
 
-    python benchmarks/startup_memory.py [--rounds 3] [--threads 2]
+    python benchmarks/startup_memory.py [--rounds 3] [--threads 2] [--server-clients 32]
 
 Per round: seconds from `LLM()` (mistralpy already imported) to the first generated token, the import time, and the
 peak RSS of a serving-like run (LLM() + 16 concurrent chat requests of 64 tokens), with the RSS after load for scale.
+Then once: the peak RSS of a `mistralpy serve` process answering --server-clients concurrent chat requests of 128
+tokens (half of them streamed), whose KV cache alone takes ~23 KB per token with the embedded model.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 
 def _rss_mb() -> float:
@@ -46,10 +51,53 @@ def run_one(threads: int) -> dict:
     }
 
 
+def _status_mb(pid: int, key: str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(f"{key}:")) / 1024
+
+
+def _chat(url: str, i: int) -> int:
+    body = {
+        "model": "default",
+        "messages": [{"role": "user", "content": f"Write a story about the number {i}, with some detail."}],
+        "max_tokens": 128,
+        "temperature": 0.8,
+        "seed": i,
+        "stream": i % 2 == 0,
+    }
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as response:
+        return len(response.read())
+
+
+def server_peak(clients: int) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "mistralpy", "serve", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        ready_mb = _status_mb(proc.pid, "VmRSS")
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(lambda i: _chat(f"{base}/v1/chat/completions", i), range(clients)))
+        return {"server_rss_ready_mb": ready_mb, "server_peak_rss_mb": _status_mb(proc.pid, "VmHWM")}
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--server-clients", type=int, default=32)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -62,7 +110,8 @@ def main() -> None:
     summary = {
         key: {"median": statistics.median(r[key] for r in runs), "best": min(r[key] for r in runs)} for key in runs[0]
     }
-    print(json.dumps({"runs": runs, "summary": summary}, indent=2))
+    server = server_peak(args.server_clients)
+    print(json.dumps({"runs": runs, "summary": summary, "server": server}, indent=2))
 
 
 if __name__ == "__main__":
