@@ -84,14 +84,10 @@ def paged_attention(
     """q: (T, Hq, D) with K/V already written -> (T, Hq, D)."""
     outs = []
     d = meta.num_decode_tokens
+    # what the native kernels take for "none": the default scale spelled out, 0 for no window and no cap
+    options = (q.shape[-1] ** -0.5 if scale is None else scale, window or 0, softcap or 0.0)
     if d and meta.decode_kernel is not None:  # reads K/V in place from the cache blocks
-        head_dim = q.shape[-1]
-        scale = head_dim**-0.5 if scale is None else scale
-        outs.append(
-            meta.decode_kernel(
-                q[:d], kv_cache, meta.decode_block_tables, meta.decode_lens, scale, window or 0, softcap or 0.0
-            )
-        )
+        outs.append(meta.decode_kernel(q[:d], kv_cache, meta.decode_block_tables, meta.decode_lens, *options))
     elif d:
         k, v = _gather(kv_cache, meta.decode_block_tables)  # (D, H, S, Dh)
         mask = meta.decode_mask(k.shape[-2], window)
@@ -100,14 +96,9 @@ def paged_attention(
     for span in meta.prefills:
         q_span = q[start : start + span.num_tokens]
         if _native_prefill(meta, q_span, kv_cache):
-            head_dim = q.shape[-1]
-            scale = head_dim**-0.5 if scale is None else scale
-            out = meta.prefill_kernel(
-                q_span, kv_cache, span.block_table, span.context_len, scale, window or 0, softcap or 0.0
-            )
+            outs.append(meta.prefill_kernel(q_span, kv_cache, span.block_table, span.context_len, *options))
         else:
-            out = _prefill_attention(q_span, kv_cache, span, scale, window, softcap)
-        outs.append(out)
+            outs.append(_prefill_attention(q_span, kv_cache, span, scale, window, softcap))
         start += span.num_tokens
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
