@@ -19,7 +19,7 @@ def kernel(native_kernels):
 
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 2e-6), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("window, softcap", [(None, None), (5, None), (None, 3.0), (7, 20.0)])
-@pytest.mark.parametrize("head_dim", [32, 24])  # bf16 rows 16 lanes at a time, and the generic loop
+@pytest.mark.parametrize("head_dim", [64, 32, 24])  # bf16 rows 16 lanes at a time; 24: the generic loop
 def test_matches_the_torch_path(kernel, dtype, atol, window, softcap, head_dim):
     gen = torch.Generator().manual_seed(0)
     num_blocks, block, kv_heads, heads = 40, 4, 2, 6
