@@ -92,8 +92,9 @@ class ModelRunner:
             if s.samples:
                 samplers.append(s)
                 logits_index.append(offset - 1)
-        meta = AttentionMetadata(torch.cat(slots), len(decode_tables), prefills=prefills)
-        meta.prefill_kernel = self.prefill_kernel
+        meta = AttentionMetadata(
+            torch.cat(slots), len(decode_tables), prefills=prefills, prefill_kernel=self.prefill_kernel
+        )
         if self.needs_prompt_lens:
             meta.prompt_lens = torch.tensor(prompt_lens)
         if decode_tables:

@@ -11,6 +11,7 @@
 #include <torch/extension.h>
 #include <immintrin.h>
 
+#include <initializer_list>
 #include <vector>
 
 #include "isa.h"
@@ -40,6 +41,19 @@ inline void with_param_type(const torch::Tensor& scale, F&& f) {
     f(c10::Half{});
   } else {
     TORCH_CHECK(false, "scale must be float32 or float16");
+  }
+}
+
+// Weight rows [n, n + rows): their codes and each given per-group parameter array (a, b), requested into L1.
+template <typename P>
+inline void prefetch_weight_rows(const uint8_t* codes, int64_t row_bytes, std::initializer_list<const P*> params,
+                                 int64_t groups, int64_t n, int64_t rows) {
+  const char* c = reinterpret_cast<const char*>(codes + n * row_bytes);
+  for (int64_t b = 0; b < rows * row_bytes; b += 64) prefetch_line(c + b);
+  for (const P* param : params) {
+    if (param == nullptr) continue;
+    const char* p = reinterpret_cast<const char*>(param + n * groups);
+    for (int64_t b = 0; b < rows * groups * static_cast<int64_t>(sizeof(P)); b += 64) prefetch_line(p + b);
   }
 }
 

@@ -143,12 +143,7 @@ constexpr int64_t kAheadBytes = 4096;
 
 template <typename P>
 inline void prefetch_rows(const Operands<P>& o, int64_t n, int64_t rows) {
-  if (n + rows > o.N) return;
-  const char* codes = reinterpret_cast<const char*>(o.codes + n * o.row_bytes);
-  for (int64_t b = 0; b < rows * o.row_bytes; b += 64) prefetch_line(codes + b);
-  const char* scale = reinterpret_cast<const char*>(o.scale + n * o.groups);
-  const int64_t scale_bytes = rows * o.groups * static_cast<int64_t>(sizeof(P));
-  for (int64_t b = 0; b < scale_bytes; b += 64) prefetch_line(scale + b);
+  if (n + rows <= o.N) quant::prefetch_weight_rows(o.codes, o.row_bytes, {o.scale}, o.groups, n, rows);
 }
 
 // Rows [n, n + NR) against every x row: tiles of 4 x rows, then the remainder.

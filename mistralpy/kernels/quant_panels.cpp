@@ -129,19 +129,6 @@ void panel_all_rows(const Panel& panel, const uint32_t* x, const float* xsum, in
   if (M - m >= 1) panel_rows<1>(panel, x, xsum, K, m, out, N, n, cols);
 }
 
-// The next panel's codes and group parameters, requested while this panel is multiplied.
-template <typename P>
-void prefetch_panel(const uint8_t* codes, int64_t row_bytes, const P* scale, const P* bias, int64_t G, int64_t n,
-                    int64_t rows) {
-  const char* c = reinterpret_cast<const char*>(codes + n * row_bytes);
-  for (int64_t b = 0; b < rows * row_bytes; b += 64) prefetch_line(c + b);
-  for (const P* params : {scale, bias}) {
-    if (params == nullptr) continue;
-    const char* p = reinterpret_cast<const char*>(params + n * G);
-    for (int64_t b = 0; b < rows * G * static_cast<int64_t>(sizeof(P)); b += 64) prefetch_line(p + b);
-  }
-}
-
 template <int kBits, typename P>
 void qmatmul_panels_impl(const torch::Tensor& x, const uint8_t* codes, const P* scale, const P* bias, float offset,
                          torch::Tensor& out) {
@@ -156,8 +143,9 @@ void qmatmul_panels_impl(const torch::Tensor& x, const uint8_t* codes, const P* 
     for (int64_t b = begin; b < end; ++b) {
       const int64_t n = b * kPanel, cols = std::min(kPanel, N - n);
       fill_panel<kBits, P>(codes, K, scale, bias, offset, n, cols, panel);
-      if (b + 1 < end) {
-        prefetch_panel(codes, K * kBits / 8, scale, bias, G, n + kPanel, std::min(kPanel, N - n - kPanel));
+      if (b + 1 < end) {  // the next panel's codes and group parameters, while this one is multiplied
+        const int64_t next_rows = std::min(kPanel, N - n - kPanel);
+        quant::prefetch_weight_rows(codes, K * kBits / 8, {scale, bias}, G, n + kPanel, next_rows);
       }
       panel_all_rows(panel, xp, xs, K, M, op, N, n, cols);
     }
