@@ -25,7 +25,15 @@ from mistralpy.loader.model_loader import load_model
 from mistralpy.quant import int4_linear, int4pack
 from mistralpy.quant.gguf_dequant import SUPPORTED_TYPES
 from mistralpy.quant.int4_linear import DENSE_MIN_ROWS, INT4_TYPES, Int4PackLinear
-from mistralpy.quant.native_linear import NativeQuantLinear, native_qmatmul, pack_nibbles, unpack_nibbles
+from mistralpy.quant.native_linear import (
+    NATIVE_TYPES,
+    NativeQuantLinear,
+    native_qmatmul,
+    pack_panels,
+    panel_params,
+    row_params,
+    unpack_panels,
+)
 from mistralpy.quant.quantized_embedding import QuantizedEmbedding
 from mistralpy.quant.quantized_linear import DenseLinear, FusedQuantizedLinear, GGUFLinear, QuantizedLinear
 
@@ -216,46 +224,64 @@ def test_quantized_gguf_loads_quantized_and_matches_the_dequantized_path(tmp_pat
 
 
 # --- the native kernel's layout and its batch shapes ------------------------------------------------------------------
-@pytest.mark.parametrize("cols", [32, 64, 96, 128, 160, 224, 576])
-def test_nibble_layout_round_trips(cols: int) -> None:
-    # groups four at a time, then a pair, then a single one: every mix of the three layouts
-    q = torch.randint(0, 16, (5, cols), dtype=torch.uint8, generator=torch.Generator().manual_seed(cols))
-    packed = pack_nibbles(q)
-    assert packed.shape == (5, cols // 2) and torch.equal(unpack_nibbles(packed, cols), q)
+@pytest.mark.parametrize("width", [4, 8])
+@pytest.mark.parametrize("rows", [1, 16, 37])
+def test_panel_layout_round_trips(width: int, rows: int) -> None:
+    gen = torch.Generator().manual_seed(rows * width)
+    q = torch.randint(0, 2**width, (rows, 224), dtype=torch.uint8, generator=gen)
+    packed = pack_panels(q, width)
+    assert packed.shape == (-(-rows // 16), 16 * 224 * width // 8)  # the last panel padded to 16 rows
+    assert torch.equal(unpack_panels(packed, width, 224, slice(0, rows)), q)
+    ids = torch.tensor([rows - 1, 0, rows // 2])
+    assert torch.equal(unpack_panels(packed, width, 224, ids), q[ids])
+    params = torch.randn(rows, 7, generator=gen)
+    assert panel_params(params).shape == (-(-rows // 16), 7, 16)
+    assert torch.equal(row_params(panel_params(params), ids), params[ids])
 
 
-@pytest.mark.parametrize("qtype", sorted(INT4_TYPES), ids=lambda t: t.name)
-def test_native_kernel_on_every_tile_shape(native_kernels, qtype: GGMLQuantizationType) -> None:
+def test_panel_lane_order() -> None:
+    """One row's first 64-byte block, as the kernel reads its u32 lane: 4 bits: k0 k2 k4 k6 in the low u16's nibbles,
+    k1 k3 k5 k7 in the high one's; 8 bits: bytes k0 k2 k1 k3."""
+    k = torch.arange(32, dtype=torch.uint8).view(1, 32)
+    assert pack_panels(k % 8, 4)[0, :4].tolist() == [0 | 2 << 4, 4 | 6 << 4, 1 | 3 << 4, 5 | 7 << 4]
+    assert pack_panels(k, 8)[0, :4].tolist() == [0, 2, 1, 3]
+    assert pack_panels(k, 8)[0, 64:68].tolist() == [4, 6, 5, 7]  # row 0's next block follows the 16 rows' first
+
+
+@pytest.mark.parametrize("qtype", sorted(NATIVE_TYPES), ids=lambda t: t.name)
+def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizationType) -> None:
+    """37 weight rows (two panels and a partial one) against 1-17 and 47 rows of x (passes of 8, 4, 2 and 1 rows).
+    Each x row's sums are formed in the same order whatever the batch: a row's result is bit for bit its result
+    alone."""
     if native_qmatmul() is None:
         pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16)")
-    # 11 rows (tiles of 4, 2 and 1 weight rows), 224 columns (4 + 2 + 1 groups), 1-9 rows of x (x tiles of 4..1)
     cols = 256 if qtype in (Q.Q4_K, Q.Q5_K) else 224
-    raw = random_blocks(qtype, 11, cols, seed=3)
+    raw = random_blocks(qtype, 37, cols, seed=3)
     kernels = native_qmatmul()
-    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (11, cols), None, kernels)
+    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (37, cols), None, kernels)
     ref = reference(raw, qtype)
-    for batch in range(1, 10):
-        x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(batch)).bfloat16()
-        assert_matmul_close(kernels.qmatmul_path(x, *layer._args, False), x, ref, BF16_TOL)
+    assert torch.equal(layer.dequantize(), ref)
+    alone = {}
+    for batch in [*range(1, 18), 47]:
+        x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(0)).bfloat16()
+        y = kernels.qmatmul(x, *layer._args)
+        assert_matmul_close(y, x, ref, BF16_TOL)
+        for i in range(batch):
+            alone.setdefault(i, kernels.qmatmul(x[i : i + 1], *layer._args))
+            assert torch.equal(y[i : i + 1], alone[i]), (batch, i)
     assert torch.equal(layer.dense_weight(), ref.bfloat16())  # the prefill path's weight: each element rounded once
 
 
-@pytest.mark.parametrize("qtype", [Q.Q4_1, Q.Q5_0, Q.Q8_0], ids=lambda t: t.name)
-def test_native_kernel_on_dequantized_panels(native_kernels, qtype: GGMLQuantizationType) -> None:
-    """The batch path: panels of 16 weight rows (37 rows: two and a partial one) against runs of 8, 4, 2 and 1 x rows.
-    The weights stay exact there too: its results round like the quantized dot products', not like a bf16 weight's."""
+def test_native_kernel_rejects_mismatched_arguments(native_kernels) -> None:
     if native_qmatmul() is None:
         pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16)")
     kernels = native_qmatmul()
-    raw = random_blocks(qtype, 37, 224, seed=4)
-    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (37, 224), None, kernels)
-    ref = reference(raw, qtype)
-    for batch in (1, 2, 3, 7, 8, 15, 16, 17, 31, 47):
-        x = torch.randn(batch, 224, generator=torch.Generator().manual_seed(batch)).bfloat16()
-        y = kernels.qmatmul_path(x, *layer._args, True)
-        assert_matmul_close(y, x, ref, BF16_TOL)
-        tiles = kernels.qmatmul_path(x, *layer._args, False)
-        scale = x.float().abs() @ ref.abs().t()
-        assert ((y.float() - tiles.float()).abs() <= 2**-8 * scale).all()  # the two paths: one output rounding apart
-        if batch >= kernels.qmatmul_panel_rows():
-            assert torch.equal(kernels.qmatmul(x, *layer._args), y)
+    raw = random_blocks(Q.Q4_0, 20, 64, seed=5)
+    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), Q.Q4_0, (20, 64), None, kernels)
+    codes, scale, zero, width, offset, n = layer._args
+    with pytest.raises(RuntimeError, match="features"):
+        kernels.qmatmul(torch.zeros(1, 96, dtype=torch.bfloat16), *layer._args)
+    with pytest.raises(RuntimeError, match="out_features"):
+        kernels.qmatmul(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scale, zero, width, offset, 33)
+    with pytest.raises(RuntimeError, match="scale"):
+        kernels.qmatmul(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scale[:1], zero, width, offset, n)

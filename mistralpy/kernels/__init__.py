@@ -19,7 +19,7 @@ from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
-_NAME = "mistralpy_native_v15"  # bump when the sources change, so that stale builds are not picked up
+_NAME = "mistralpy_native_v16"  # bump when the sources change, so that stale builds are not picked up
 _FILES = (
     "bindings.cpp",
     "decoder_stack.cpp",
@@ -28,7 +28,6 @@ _FILES = (
     "prefill_attention.cpp",
     "quant_dequantize.cpp",
     "quant_matmul.cpp",
-    "quant_panels.cpp",
 )
 _SOURCES = [str(Path(__file__).with_name(f)) for f in _FILES]
 # OpenMP: at::parallel_for runs its loop on torch's threads (without it, serially), and `omp simd` vectorises the dots

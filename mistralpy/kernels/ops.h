@@ -11,16 +11,11 @@ bool has_prefill_attention();
 torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor table, int64_t context_len,
                                 double scale, int64_t window, double softcap);
 bool has_qmatmul();
+// x (M, K) bf16 times the weight in panels (quant_common.h) of N rows, transposed -> (M, N) bf16
 torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias,
-                      int64_t bits, double offset);
-torch::Tensor qmatmul_path(torch::Tensor x, torch::Tensor codes, torch::Tensor scale,
-                           c10::optional<torch::Tensor> bias, int64_t bits, double offset, bool panels);
-int64_t qmatmul_panel_rows();
-// qmatmul's path for batches of x rows: out (M, N) bf16 is written
-void qmatmul_panels(const torch::Tensor& x, const torch::Tensor& codes, const torch::Tensor& scale,
-                    const c10::optional<torch::Tensor>& bias, int64_t bits, double offset, torch::Tensor& out);
+                      int64_t bits, double offset, int64_t N);
 torch::Tensor qdequantize(torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias, int64_t bits,
-                          double offset, int64_t in_features);
+                          double offset, int64_t N);
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps, bool gemma);
 torch::Tensor silu_and_mul(torch::Tensor gate_up);
 std::vector<torch::Tensor> rotary(torch::Tensor q, torch::Tensor k, torch::Tensor cos, torch::Tensor sin);

@@ -1,9 +1,9 @@
 """NativeQuantLinear: GGUF types with groups of 32 on the native AVX-512 BF16 kernel (kernels/quant_matmul.cpp).
 
 The weight stays as its GGUF codes and per-group parameters, w = a * (q + c) + b, exactly (no requantization):
-codes of up to 4 bits are packed two to a byte, wider ones (Q5_*, Q8_0) take a byte each. Activations stay in bf16;
-the kernel's sums are float32. From 8 rows of x (batched decode) the kernel unpacks panels of 16 weight rows' codes
-in cache; large batches (prefill) dequantize the whole weight to bf16 once and run one GEMM.
+codes of up to 4 bits are packed two to a byte, wider ones (Q5_*, Q8_0) take a byte each, in panels of 16 rows whose
+codes the kernel turns into bf16 dot-product operands with one shift and one logic op. Activations stay in bf16; the
+kernel's sums are float32. Large batches (prefill) dequantize the whole weight to bf16 once and run one GEMM.
 """
 
 from __future__ import annotations
@@ -30,37 +30,56 @@ def native_qmatmul():
     return native if native is not None and native.has_qmatmul() else None
 
 
-def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
-    """(rows, cols) codes in [0, 16) -> (rows, cols / 2) bytes in the kernel's layout, 16 bytes per group: groups four
-    at a time as 32 little-endian u16 lanes (lane i: weight i of each group in bits 0-3, 4-7, 8-11, 12-15); two left
-    over share 32 bytes (weight j low, 32 + j high); one left over takes 16 (weight j low, 16 + j high)."""
+PANEL = 16  # weight rows per panel: the kernel's 16 output lanes
+_PACK_PANELS = 256
+# A panel's 64-byte block holds 32 // width codes of each of its 16 rows in one u32 lane, in this order along k:
+# 4 bits: k0 k2 k4 k6 in the low u16, k1 k3 k5 k7 in the high one; 8 bits: bytes k0 k2 k1 k3.
+_LANE_ORDER = {4: [0, 2, 4, 6, 1, 3, 5, 7], 8: [0, 2, 1, 3]}  # (unpack_panels; pack_panels spells it out)
+
+
+def pack_panels(q: torch.Tensor, width: int) -> torch.Tensor:
+    """(rows, cols) codes below 2**width -> (ceil(rows / 16), 16 * cols * width / 8) bytes in the kernel's layout
+    (kernels/quant_common.h): panels of 16 rows (zero rows pad the last), 64-byte blocks along k, a u32 lane a row.
+    Packed 256 panels at a time, so that its temporaries stay small next to a large embedding table."""
     rows, cols = q.shape
-    groups = cols // GROUP
-    quads, pairs = groups // 4 * 4 * GROUP, groups % 4 // 2 * 2 * GROUP
-    g = q[:, :quads].reshape(rows, -1, 4, GROUP)
-    parts = [torch.stack([g[:, :, 0] | g[:, :, 1] << 4, g[:, :, 2] | g[:, :, 3] << 4], dim=-1).reshape(rows, -1)]
-    if pairs:
-        p = q[:, quads : quads + pairs].reshape(rows, 2, GROUP)
-        parts.append(p[:, 0] | p[:, 1] << 4)
-    if quads + pairs < cols:
-        last = q[:, quads + pairs :].reshape(rows, 2, GROUP // 2)
-        parts.append(last[:, 0] | last[:, 1] << 4)
-    return torch.cat(parts, dim=1)
+    panels = -(-rows // PANEL)
+    out = torch.empty(panels, PANEL * cols * width // 8, dtype=torch.uint8)
+    for start in range(0, panels, _PACK_PANELS):
+        part = q[start * PANEL : (start + _PACK_PANELS) * PANEL]
+        if part.shape[0] % PANEL:
+            part = F.pad(part, (0, 0, 0, PANEL - part.shape[0] % PANEL))
+        k = part.reshape(-1, PANEL, cols * width // 32, 32 // width).unbind(-1)  # k[e]: code e of each lane
+        if width == 4:
+            lanes = torch.stack([k[0] | k[2] << 4, k[4] | k[6] << 4, k[1] | k[3] << 4, k[5] | k[7] << 4], dim=-1)
+        else:
+            lanes = torch.stack([k[0], k[2], k[1], k[3]], dim=-1)
+        out[start : start + lanes.shape[0]] = lanes.transpose(1, 2).reshape(lanes.shape[0], -1)
+    return out
 
 
-def unpack_nibbles(packed: torch.Tensor, cols: int) -> torch.Tensor:
-    """The inverse of `pack_nibbles`."""
-    rows = packed.shape[0]
-    groups = cols // GROUP
-    quads, pairs = groups // 4 * 4 * GROUP, groups % 4 // 2 * 2 * GROUP
-    lanes = packed[:, : quads // 2].reshape(rows, -1, GROUP, 2)
-    nib = torch.stack([lanes[..., 0] & 0x0F, lanes[..., 0] >> 4, lanes[..., 1] & 0x0F, lanes[..., 1] >> 4], dim=2)
-    parts = [nib.reshape(rows, -1)]
-    for start, stop, width in ((quads, quads + pairs, GROUP), (quads + pairs, cols, GROUP // 2)):
-        if stop > start:
-            b = packed[:, start // 2 : stop // 2].reshape(rows, 1, width)
-            parts.append(torch.cat([b & 0x0F, b >> 4], dim=1).reshape(rows, -1))
-    return torch.cat(parts, dim=1)
+def unpack_panels(packed: torch.Tensor, width: int, cols: int, ids: torch.Tensor | slice) -> torch.Tensor:
+    """Rows `ids` of the codes `pack_panels` packed (padding rows included in a slice)."""
+    if isinstance(ids, slice):
+        ids = torch.arange(packed.shape[0] * PANEL)[ids]
+    lanes = packed.view(packed.shape[0], -1, PANEL, 4)[ids // PANEL, :, ids % PANEL]  # (len(ids), blocks, 4)
+    if width == 4:
+        lanes = torch.stack([lanes & 0x0F, lanes >> 4], dim=-1).flatten(-2)
+    order = torch.tensor(_LANE_ORDER[width]).argsort()
+    return lanes[..., order].reshape(lanes.shape[0], cols)
+
+
+def panel_params(t: torch.Tensor) -> torch.Tensor:
+    """Per-group parameters (rows, groups) -> (panels, groups, 16): the 16 rows of a panel side by side."""
+    rows, groups = t.shape
+    panels = -(-rows // PANEL)
+    return F.pad(t, (0, 0, 0, panels * PANEL - rows)).view(panels, PANEL, groups).transpose(1, 2).contiguous()
+
+
+def row_params(t: torch.Tensor, ids: torch.Tensor | slice) -> torch.Tensor:
+    """The inverse of `panel_params` for rows `ids`."""
+    if isinstance(ids, slice):
+        ids = torch.arange(t.shape[0] * PANEL)[ids]
+    return t[ids // PANEL, :, ids % PANEL]
 
 
 class NativeQuantLinear(QuantizedLinear):
@@ -72,13 +91,13 @@ class NativeQuantLinear(QuantizedLinear):
         self.offset, self.bits = affine.offset, affine.bits
         self.width = 4 if affine.bits <= 4 else 8  # bits per stored code
         self._kernels = kernels
-        self.register_buffer("codes", pack_nibbles(affine.q) if self.width == 4 else affine.q.contiguous())
-        self.register_buffer("scale", exact_half(affine.scale))
-        zero = None if affine.bias is None else affine.bias.to(self.scale.dtype)
+        self.register_buffer("codes", pack_panels(affine.q, self.width))
+        scale = exact_half(affine.scale)
+        zero = None if affine.bias is None else affine.bias.to(scale.dtype)
         if zero is not None and not torch.equal(zero.float(), affine.bias):
-            self.scale = affine.scale.float()  # both float32 when either needs it: the kernel takes one dtype
-            zero = affine.bias.float()
-        self.register_buffer("zero", zero)
+            scale, zero = affine.scale.float(), affine.bias.float()  # the kernel takes one dtype for both
+        self.register_buffer("scale", panel_params(scale))
+        self.register_buffer("zero", None if zero is None else panel_params(zero))
         self._bind()
 
     @classmethod
@@ -95,7 +114,7 @@ class NativeQuantLinear(QuantizedLinear):
     def _bind(self) -> None:
         # The kernel's arguments as plain attributes: a decode step calls this layer ~120 times, and each buffer
         # read through nn.Module.__getattr__ costs about as much as the kernel call itself on small matrices.
-        self._args = (self.codes, self.scale, self.zero, self.width, float(self.offset))
+        self._args = (self.codes, self.scale, self.zero, self.width, float(self.offset), self.out_features)
         self._bias = self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,16 +129,15 @@ class NativeQuantLinear(QuantizedLinear):
 
     def dense_weight(self) -> torch.Tensor:
         """The weight in bf16 (each element rounded once from its exact value): for large batches of rows."""
-        return self._kernels.qdequantize(*self._args, self.in_features)
+        return self._kernels.qdequantize(*self._args)
 
     def _affine(self, ids: torch.Tensor | slice) -> GroupAffine:
-        codes = self.codes[ids]
-        q = unpack_nibbles(codes, self.in_features) if self.width == 4 else codes
-        zero = None if self.zero is None else self.zero[ids].float()
-        return GroupAffine(q, self.scale[ids].float(), zero, self.offset, GROUP, self.bits)
+        q = unpack_panels(self.codes, self.width, self.in_features, ids)
+        zero = None if self.zero is None else row_params(self.zero, ids).float()
+        return GroupAffine(q, row_params(self.scale, ids).float(), zero, self.offset, GROUP, self.bits)
 
     def dequantize(self) -> torch.Tensor:
-        return self._affine(slice(None)).dequantize()
+        return self._affine(slice(0, self.out_features)).dequantize()
 
     def dequantize_rows(self, ids: torch.Tensor) -> torch.Tensor:
         return self._affine(ids).dequantize()
