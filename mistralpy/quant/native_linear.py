@@ -34,7 +34,8 @@ PANEL = 16  # weight rows per panel: the kernel's 16 output lanes
 _PACK_PANELS = 256
 # A panel's 64-byte block holds 32 // width codes of each of its 16 rows in one u32 lane, in this order along k:
 # 4 bits: k0 k2 k4 k6 in the low u16, k1 k3 k5 k7 in the high one; 8 bits: bytes k0 k2 k1 k3.
-_LANE_ORDER = {4: [0, 2, 4, 6, 1, 3, 5, 7], 8: [0, 2, 1, 3]}  # (unpack_panels; pack_panels spells it out)
+_LANE_ORDER = {4: [0, 2, 4, 6, 1, 3, 5, 7], 8: [0, 2, 1, 3]}  # pack_panels spells it out
+_FROM_LANE = {width: torch.tensor(order).argsort() for width, order in _LANE_ORDER.items()}  # lane order -> k order
 
 
 def pack_panels(q: torch.Tensor, width: int) -> torch.Tensor:
@@ -59,13 +60,11 @@ def pack_panels(q: torch.Tensor, width: int) -> torch.Tensor:
 
 def unpack_panels(packed: torch.Tensor, width: int, cols: int, ids: torch.Tensor | slice) -> torch.Tensor:
     """Rows `ids` of the codes `pack_panels` packed (padding rows included in a slice)."""
-    if isinstance(ids, slice):
-        ids = torch.arange(packed.shape[0] * PANEL)[ids]
-    lanes = packed.view(packed.shape[0], -1, PANEL, 4)[ids // PANEL, :, ids % PANEL]  # (len(ids), blocks, 4)
+    panel, lane = _panel_and_lane(ids, packed.shape[0])
+    lanes = packed.view(packed.shape[0], -1, PANEL, 4)[panel, :, lane]  # (len(ids), blocks, 4)
     if width == 4:
         lanes = torch.stack([lanes & 0x0F, lanes >> 4], dim=-1).flatten(-2)
-    order = torch.tensor(_LANE_ORDER[width]).argsort()
-    return lanes[..., order].reshape(lanes.shape[0], cols)
+    return lanes[..., _FROM_LANE[width]].reshape(lanes.shape[0], cols)
 
 
 def panel_params(t: torch.Tensor) -> torch.Tensor:
@@ -77,9 +76,15 @@ def panel_params(t: torch.Tensor) -> torch.Tensor:
 
 def row_params(t: torch.Tensor, ids: torch.Tensor | slice) -> torch.Tensor:
     """The inverse of `panel_params` for rows `ids`."""
+    panel, lane = _panel_and_lane(ids, t.shape[0])
+    return t[panel, :, lane]
+
+
+def _panel_and_lane(ids: torch.Tensor | slice, panels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows `ids` (a slice of the padded rows, or indices) as their panels and lanes."""
     if isinstance(ids, slice):
-        ids = torch.arange(t.shape[0] * PANEL)[ids]
-    return t[ids // PANEL, :, ids % PANEL]
+        ids = torch.arange(panels * PANEL)[ids]
+    return ids // PANEL, ids % PANEL
 
 
 class NativeQuantLinear(QuantizedLinear):
