@@ -1,11 +1,13 @@
 """Start-up time and memory of the embedded model, each measurement in a fresh process.
 
-    python benchmarks/startup_memory.py [--rounds 3] [--threads 2] [--server-clients 32]
+    python benchmarks/startup_memory.py [--rounds 3] [--threads 2] [--server-clients 32] [--server-bursts 3]
 
 Per round: seconds from `LLM()` (mistralpy already imported) to the first generated token, the import time, and the
 peak RSS of a serving-like run (LLM() + 16 concurrent chat requests of 64 tokens), with the RSS after load for scale.
-Then once: the peak RSS of a `mistralpy serve` process answering --server-clients concurrent chat requests of 128
-tokens (half of them streamed), whose KV cache alone takes ~23 KB per token with the embedded model.
+Then, for each KV cache dtype (bf16 and int8): the peak RSS of a `mistralpy serve` process after each of
+--server-bursts bursts of --server-clients concurrent chat requests of 128 tokens (half of them streamed). The KV cache
+takes ~23 KB a token in bf16 and ~12 KB in int8 with the embedded model; its pool's pages are taken as blocks are first
+used and kept, so each burst that reaches blocks not used before adds to the peak, up to the whole pool.
 """
 
 from __future__ import annotations
@@ -70,11 +72,12 @@ def _chat(url: str, i: int) -> int:
         return len(response.read())
 
 
-def server_peak(clients: int) -> dict:
+def server_peak(clients: int, bursts: int, kv_cache_dtype: str) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "mistralpy", "serve", "--port", str(port), "--log-level", "warning"]
+    cmd += ["--kv-cache-dtype", kv_cache_dtype]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -84,10 +87,15 @@ def server_peak(clients: int) -> dict:
                 break
             except OSError:
                 time.sleep(0.2)
-        ready_mb = _status_mb(proc.pid, "VmRSS")
-        with ThreadPoolExecutor(clients) as pool:
-            list(pool.map(lambda i: _chat(f"{base}/v1/chat/completions", i), range(clients)))
-        return {"server_rss_ready_mb": ready_mb, "server_peak_rss_mb": _status_mb(proc.pid, "VmHWM")}
+        ready_mb, peaks = _status_mb(proc.pid, "VmRSS"), []
+        for burst in range(bursts):
+            with ThreadPoolExecutor(clients) as pool:
+                ids = range(
+                    burst * clients, (burst + 1) * clients
+                )  # new prompts: no prefix-cache hits past the system's
+                list(pool.map(lambda i: _chat(f"{base}/v1/chat/completions", i), ids))
+            peaks.append(_status_mb(proc.pid, "VmHWM"))
+        return {"rss_ready_mb": ready_mb, "peak_rss_mb_after_each_burst": peaks}
     finally:
         proc.terminate()
         proc.wait()
@@ -98,6 +106,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--server-clients", type=int, default=32)
+    parser.add_argument("--server-bursts", type=int, default=3)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -110,7 +119,7 @@ def main() -> None:
     summary = {
         key: {"median": statistics.median(r[key] for r in runs), "best": min(r[key] for r in runs)} for key in runs[0]
     }
-    server = server_peak(args.server_clients)
+    server = {dtype: server_peak(args.server_clients, args.server_bursts, dtype) for dtype in ("auto", "int8")}
     print(json.dumps({"runs": runs, "summary": summary, "server": server}, indent=2))
 
 

@@ -45,6 +45,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     p.add_argument(
+        "--kv-cache-dtype", default="auto", choices=["auto", "int8"],
+        help="KV cache rows: auto (the compute dtype) or int8 (codes and a scale a row: about half the memory)",
+    )  # fmt: skip
+    p.add_argument(
+        "--kv-cache-tokens", type=int, default=16384,
+        help="tokens the KV pool holds, at least the context length (default 16384); its pages are taken as used",
+    )  # fmt: skip
+    p.add_argument(
         "--isq", default=None, choices=["q4_0", "q4_1", "q8_0", "q4_k"],
         help="in-situ quantization of a full-precision model's weights at load",
     )  # fmt: skip
@@ -108,7 +116,7 @@ def run_command(args: argparse.Namespace) -> int:
     )
     llm = LLM(
         args.model, dtype=args.dtype, max_model_len=args.max_model_len, quantization=args.isq, show_progress=True,
-        **ggml_options(args),
+        kv_cache_dtype=args.kv_cache_dtype, kv_cache_tokens=args.kv_cache_tokens, **ggml_options(args),
     )  # fmt: skip
     if args.prompt is not None:
         if args.raw:

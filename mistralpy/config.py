@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .errors import InvalidRequestError
+from .layers.kv_cache import check_kv_cache_dtype
 from .quant.isq import resolve_isq
 
 
@@ -112,6 +113,7 @@ class EngineConfig:
     block_size: int = 16
     num_kv_blocks: int | None = None  # None: enough for max(max_model_len, kv_cache_tokens) tokens
     kv_cache_tokens: int = 16384
+    kv_cache_dtype: str = "auto"  # "auto": the compute dtype; "int8": rows of int8 codes and a scale (about half)
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 512
     max_model_len: int | None = None  # None: the model's context length
@@ -132,6 +134,7 @@ class EngineConfig:
         if self.weights not in WEIGHT_MODES:
             raise InvalidRequestError(f"unknown weights {self.weights!r}; choose one of: {', '.join(WEIGHT_MODES)}")
         resolve_isq(self.quantization)
+        check_kv_cache_dtype(self.kv_cache_dtype)
         for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "max_num_batched_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

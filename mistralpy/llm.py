@@ -25,6 +25,8 @@ class LLM:
     `weights`: "auto" keeps a GGUF file's quantized weights quantized when computing in bfloat16, "quantized" always,
     "dequantized" never (every weight becomes a dense `dtype` tensor: the reference path).
     `quantization`: quantize full-precision Linear weights at load (ISQ): "q4_0", "q4_1", "q8_0" or "q4_k".
+    `kv_cache_dtype`: "auto" keeps K/V in the compute dtype; "int8" keeps each head's row as int8 codes and a float32
+    scale (like llama.cpp's q8_0 cache type), about half the memory a sequence takes in bfloat16.
     `gqa`, `rope_theta`, `rms_norm_eps`: what a legacy GGML file does not record (its grouped-query factor
     n_head / n_head_kv, RoPE base, RMSNorm epsilon; default 1, 10000, 5e-6), and `max_model_len` its context length
     (default 2048). They are an error for a GGUF file or HF folder, which record their own.
@@ -41,6 +43,7 @@ class LLM:
         block_size: int = 16,
         num_kv_blocks: int | None = None,
         kv_cache_tokens: int = 16384,
+        kv_cache_dtype: str = "auto",
         enable_prefix_caching: bool = True,
         show_progress: bool = False,
         weights: str = "auto",
@@ -55,6 +58,7 @@ class LLM:
             block_size=block_size,
             num_kv_blocks=num_kv_blocks,
             kv_cache_tokens=kv_cache_tokens,
+            kv_cache_dtype=kv_cache_dtype,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             max_model_len=max_model_len,

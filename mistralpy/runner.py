@@ -46,7 +46,6 @@ _UNSUPPORTED = {
     "anymoe_config": (_NONE, "AnyMoE is not implemented in mistralpy"),
     "pa_gpu_mem": (_NONE, "size the KV cache in tokens with pa_ctxt_len"),
     "pa_gpu_mem_usage": (_NONE, "size the KV cache in tokens with pa_ctxt_len"),
-    "pa_cache_type": ((None, "auto"), "the KV cache is kept in the compute dtype"),
     "no_paged_attn": ((False,), "attention is always paged"),
     "paged_attn": ((False, True), "attention is always paged"),
     "enable_search": ((False,), _NO_TOOLS),
@@ -68,6 +67,8 @@ class Runner:
       bounded by the KV pool, not a number of sequences).
     - `in_situ_quant`: quantize full-precision weights at load: "Q4_0", "Q4_1", "Q8_0" or "Q4K".
     - `pa_ctxt_len`: tokens the KV cache holds (at least max_model_len); `pa_blk_size`: tokens per KV block.
+    - `pa_cache_type`: None or "auto" (K/V in the compute dtype), or "int8" (int8 rows and a scale each; mistralpy's
+      counterpart of mistral.rs's "f8e4m3", which it does not implement).
     - `seed`: requests without a seed get one drawn from a generator seeded with this, so a run is reproducible.
     - mistralpy's own: `max_model_len` (default: the model's context), `max_num_batched_tokens` (per-step budget).
     """
@@ -80,6 +81,7 @@ class Runner:
         in_situ_quant: str | None = None,
         pa_ctxt_len: int | None = None,
         pa_blk_size: int | None = None,
+        pa_cache_type: str | None = None,
         seed: int | None = None,
         *,
         max_model_len: int | None = None,
@@ -105,6 +107,7 @@ class Runner:
             max_model_len=max_model_len,
             max_num_batched_tokens=max_num_batched_tokens,
             gqa=spec.gqa,
+            kv_cache_dtype="auto" if pa_cache_type is None else pa_cache_type,
             **({"kv_cache_tokens": pa_ctxt_len} if pa_ctxt_len is not None else {}),
             **({"block_size": pa_blk_size} if pa_blk_size is not None else {}),
         )

@@ -65,6 +65,16 @@ def test_not_a_model_file(tmp_path):
     assert out.returncode == 1 and "not a GGUF file" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_kv_cache_flags(tiny_llama):
+    out = run_cli("run", "-m", str(tiny_llama[2]), "--kv-cache-dtype", "int8", "--prompt", "Hi", "--max-tokens", "4",
+                  "--temperature", "0")  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
+    zero = run_cli("run", "-m", str(tiny_llama[2]), "--kv-cache-tokens", "0", "--prompt", "Hi")
+    assert zero.returncode == 1 and "kv_cache_tokens must be a positive integer" in zero.stderr
+    bad = run_cli("run", "-m", str(tiny_llama[2]), "--kv-cache-dtype", "fp8", "--prompt", "Hi")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
 def test_isq_flag(tiny_llama):
     out = run_cli("run", "-m", str(tiny_llama[1]), "--isq", "q8_0", "--prompt", "Hi", "--max-tokens", "4",
                   "--temperature", "0", "--dtype", "bfloat16")  # fmt: skip

@@ -7,6 +7,7 @@ import threading
 
 import pydantic
 import pytest
+import torch
 
 from mistralpy import (
     LLM,
@@ -150,6 +151,8 @@ def test_unknown_and_unsupported_options_raise(tiny_llama):
         Runner(gguf_which(tiny_llama), max_seqs=0)
     with pytest.raises(InvalidRequestError, match="unknown quantization 'q5_k'"):
         Runner(gguf_which(tiny_llama), in_situ_quant="Q5K")
+    with pytest.raises(InvalidRequestError, match="kv_cache_dtype 'f8e4m3'"):
+        Runner(gguf_which(tiny_llama), pa_cache_type="f8e4m3")
     with pytest.raises(InvalidRequestError, match="arch 'mistral' does not match"):
         Which.Plain(str(folder), arch="mistral").resolve()
     with pytest.raises(InvalidRequestError, match="Hugging Face model folder"):
@@ -227,3 +230,12 @@ def test_a_dropped_runner_stops_its_threads(tiny_llama):
     for t in started:
         t.join(timeout=10)
     assert len(started) == 2 and not any(t.is_alive() for t in started)
+
+
+def test_int8_kv_cache(tiny_llama):
+    with Runner(gguf_which(tiny_llama), pa_cache_type="int8") as runner:
+        assert runner.engine.engine.model_runner.kv_cache.dtype == torch.uint8
+        answer = runner.send_chat_completion_request(
+            ChatCompletionRequest(messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0)
+        )
+        assert answer.usage.completion_tokens == 4

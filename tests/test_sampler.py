@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mistralpy.engine.request import Request
-from mistralpy.engine.sampler import Sampler, apply_logits_processors, compute_prompt_logprobs
+from mistralpy.engine.sampler import Sampler, apply_logits_processors, apply_top_p, compute_prompt_logprobs
 from mistralpy.sampling_params import SamplingParams
 
 VOCAB = 32
@@ -90,6 +90,22 @@ def test_filters_never_sample_outside_the_allowed_set(filters: dict) -> None:
     seen = set(out.token_ids)
     assert seen <= allowed
     assert len(seen) >= min(len(allowed), 3)  # filtering did not collapse to a single token
+
+
+# peaked: the set is among the first 256 candidates; flatter: among the first 4096; flat: a full sort
+@pytest.mark.parametrize("scale, size", [(8.0, (1, 256)), (0.6, (256, 4096)), (0.05, (4096, 5000))])
+def test_top_p_keeps_the_reference_set_over_a_large_vocabulary(scale: float, size: tuple[int, int]) -> None:
+    rows, vocab, ps = 3, 5000, [0.9, 0.5, 1.0]
+    logits = random_logits(rows, vocab, seed=5, scale=scale)
+    filtered = logits.clone()
+    apply_top_p(filtered, ps)
+    sizes = []
+    for row, p in enumerate(ps):
+        kept = set(torch.isfinite(filtered[row]).nonzero().flatten().tolist())
+        expected = set(range(vocab)) if p == 1.0 else allowed_tokens(logits[row].double().numpy(), 1.0, 0, p, 0.0)
+        assert kept == expected
+        sizes.append(len(kept))
+    assert size[0] <= sizes[0] < size[1]  # the case is the one it names
 
 
 def test_same_seed_same_tokens_whatever_the_batch() -> None:
@@ -250,3 +266,14 @@ def test_seeded_draws_follow_the_distribution() -> None:
     counts = Counter(sampler.sample(row, [request]).token_ids[0] for _ in range(draws))
     expected = torch.softmax(row[0].double() / 1.3, dim=0).numpy() * draws
     assert chi_square(counts, expected) < CHI2_5_DOF_999
+
+
+@pytest.mark.parametrize("u, token", [(0.0, 2), (0.5, 3), (0.8, 4), (1.0 - 2.0**-24, 5)])
+def test_draw_ends_never_land_on_excluded_tokens(monkeypatch, u: float, token: int) -> None:
+    """The draw takes the first token whose cumulative probability exceeds u * total: u = 0 gives the first allowed
+    token, and u just below 1 (where u * total may round up to the total) the last, never the excluded ones around."""
+    row = torch.full((1, 10), float("-inf"))
+    row[0, 2:6] = torch.tensor([0.0, 1.0, 0.5, 0.2])
+    monkeypatch.setattr(torch, "rand", lambda *shape, **kw: torch.full(shape, u))
+    requests = [make_request(SamplingParams(temperature=1.0))]
+    assert Sampler().sample(row, requests).token_ids == [token]

@@ -46,7 +46,7 @@ class Engine:
         self.scheduler_config = SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, max_model_len)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.scheduler_config, self.block_manager)
-        self.model_runner = ModelRunner(model, num_blocks, config.block_size, self.dtype)
+        self.model_runner = ModelRunner(model, num_blocks, config.block_size, self.dtype, config.kv_cache_dtype)
         self.output_processor = OutputProcessor(self.tokenizer)
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids) | frozenset(self.model_config.eos_token_ids)
         self._ids = itertools.count()

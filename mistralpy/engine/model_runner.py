@@ -10,6 +10,7 @@ import torch
 
 from .. import kernels
 from ..layers.attention import AttentionMetadata, PrefillSpan
+from ..layers.kv_cache import cache_shape, storage_dtype
 from ..outputs import Logprob
 from .sampler import Sampler, compute_prompt_logprobs
 from .scheduler import ScheduledRequest, SchedulerOutput
@@ -33,15 +34,20 @@ class StepInputs:
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, num_blocks: int, block_size: int, dtype: torch.dtype) -> None:
+    def __init__(
+        self, model: torch.nn.Module, num_blocks: int, block_size: int, dtype: torch.dtype, kv_cache_dtype: str = "auto"
+    ) -> None:
         self.model = model
         self.block_size = block_size
         self.sampler = Sampler()
         cfg = model.config
-        shape = (cfg.num_hidden_layers, 2, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
-        self.kv_cache = _lazy_zeros(shape, dtype)
+        shape = cache_shape(
+            cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim, kv_cache_dtype
+        )
+        self.kv_cache = _lazy_zeros(shape, storage_dtype(dtype, kv_cache_dtype))
         self.kv_caches = list(self.kv_cache.unbind(0))
         native = kernels.native_module()
+        self.write_kernel = None if native is None else native.write_kv
         self.decode_kernel = None if native is None else native.decode_attention
         bf16_prefill = native is not None and native.has_prefill_attention()
         self.prefill_kernel = native.prefill_attention if bf16_prefill else None
@@ -93,7 +99,11 @@ class ModelRunner:
                 samplers.append(s)
                 logits_index.append(offset - 1)
         meta = AttentionMetadata(
-            torch.cat(slots), len(decode_tables), prefills=prefills, prefill_kernel=self.prefill_kernel
+            torch.cat(slots),
+            len(decode_tables),
+            prefills=prefills,
+            write_kernel=self.write_kernel,
+            prefill_kernel=self.prefill_kernel,
         )
         if self.needs_prompt_lens:
             meta.prompt_lens = torch.tensor(prompt_lens)

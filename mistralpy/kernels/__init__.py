@@ -19,11 +19,12 @@ from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
-_NAME = "mistralpy_native_v16"  # bump when the sources change, so that stale builds are not picked up
+_NAME = "mistralpy_native_v17"  # bump when the sources change, so that stale builds are not picked up
 _FILES = (
     "bindings.cpp",
     "decoder_stack.cpp",
     "elementwise.cpp",
+    "kv_cache.cpp",
     "paged_attention.cpp",
     "prefill_attention.cpp",
     "quant_dequantize.cpp",

@@ -2,8 +2,6 @@
 // one (layers/: norm, activation, rotary, attention; quant/native_linear.py), without ~25 Python-level calls a layer.
 #include "decoder_stack.h"
 
-#include <cstring>
-
 QuantLinear::QuantLinear(torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> zero, int64_t bits,
                          double offset, int64_t out_features, c10::optional<torch::Tensor> bias,
                          int64_t dense_min_rows)
@@ -17,32 +15,6 @@ torch::Tensor QuantLinear::operator()(const torch::Tensor& x) const {
   auto y = qmatmul(x, codes, scale, zero, bits, offset, out_features);
   return bias.has_value() ? y.add_(*bias) : y;
 }
-
-namespace {
-
-// Each token's K and V rows into its cache slot: one copy per row, without index_copy_'s dispatch (~2.5 us a call,
-// two calls a layer).
-void write_kv(const torch::Tensor& kv, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& slots) {
-  const int64_t S = k.size(0), row = k.size(1) * k.size(2), slot_stride = kv.stride(2);
-  TORCH_CHECK(kv.is_contiguous() && slots.is_contiguous() && slots.scalar_type() == torch::kLong, "kv, slots layout");
-  TORCH_CHECK(k.stride(2) == 1 && k.stride(1) == k.size(2) && v.stride(2) == 1 && v.stride(1) == v.size(2),
-              "K/V rows must be contiguous");
-  TORCH_CHECK(k.scalar_type() == kv.scalar_type() && v.scalar_type() == kv.scalar_type(), "K/V dtype");
-  const int64_t* slot = slots.data_ptr<int64_t>();
-  const int64_t bytes = row * static_cast<int64_t>(kv.element_size()), num_slots = kv.size(1) * kv.size(2);
-  char* base = static_cast<char*>(kv.data_ptr());
-  const auto* kp = static_cast<const char*>(k.data_ptr());
-  const auto* vp = static_cast<const char*>(v.data_ptr());
-  const int64_t plane = kv.stride(0) * kv.element_size(), elem = kv.element_size();
-  for (int64_t s = 0; s < S; ++s) {
-    TORCH_CHECK(slot[s] >= 0 && slot[s] < num_slots, "cache slot out of range");
-    char* dst = base + slot[s] * slot_stride * elem;
-    std::memcpy(dst, kp + s * k.stride(0) * elem, bytes);
-    std::memcpy(dst + plane, vp + s * v.stride(0) * elem, bytes);
-  }
-}
-
-}  // namespace
 
 DecoderStack::DecoderStack(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, double eps, double scale)
     : num_heads(num_heads), num_kv_heads(num_kv_heads), head_dim(head_dim), eps(eps), scale(scale) {}

@@ -1,6 +1,7 @@
 // Decode attention over the paged KV cache, read in place: one query token per sequence, K/V taken from the cache
 // blocks listed in the sequence's block table (no gather copy). Softmax in float32; grouped-query heads,
-// an optional sliding window and an optional soft-cap on the scores.
+// an optional sliding window and an optional soft-cap on the scores. The cache holds rows in the query's dtype or
+// int8 rows (kv_cache.h), whose scale multiplies a row's scores and weights.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "isa.h"
+#include "kv_cache.h"
 #include "ops.h"
 #ifdef __AVX512F__
 #include "vec_exp.h"
@@ -93,10 +95,57 @@ __attribute__((always_inline)) inline void add_row<c10::BFloat16>(const c10::BFl
 }
 #endif
 
+// int8 rows: the codes are exact in float32; the row's scale multiplies its scores and its weights
+#ifdef __AVX512F__
+inline __m512 int8x16(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+#endif
+
+template <>
+inline void score_row<uint8_t>(const uint8_t* k, const float* q, int64_t group, int64_t D, float* row, float* scores,
+                               int64_t stride) {
+  const float scale = kv::row_scale(k, D);
+#ifdef __AVX512F__
+  if (D % 16 == 0) {
+    for (int64_t g = 0; g < group; ++g) {
+      __m512 s = _mm512_setzero_ps();
+      for (int64_t d = 0; d < D; d += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * D + d), int8x16(k + d), s);
+      scores[g * stride] = _mm512_reduce_add_ps(s) * scale;
+    }
+    return;
+  }
+#endif
+  for (int64_t d = 0; d < D; ++d) row[d] = static_cast<int8_t>(k[d]);
+  score_row<float>(row, q, group, D, row, scores, stride);
+  for (int64_t g = 0; g < group; ++g) scores[g * stride] *= scale;
+}
+
+template <>
+inline void add_row<uint8_t>(const uint8_t* v, const float* p, int64_t stride, int64_t group, int64_t D, float* row,
+                             float* acc) {
+  const float scale = kv::row_scale(v, D);
+#ifdef __AVX512F__
+  if (D % 16 == 0) {
+    for (int64_t d = 0; d < D; d += 16) {
+      const __m512 x = int8x16(v + d);
+      for (int64_t g = 0; g < group; ++g) {
+        float* a = acc + g * D + d;
+        _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_set1_ps(p[g * stride] * scale), x, _mm512_loadu_ps(a)));
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t d = 0; d < D; ++d) row[d] = static_cast<int8_t>(v[d]) * scale;
+  add_row<float>(row, p, stride, group, D, row, acc);
+}
+
 // One task per sequence, or per (sequence, KV head) when there are too few sequences to keep the threads busy. A task
 // reads each position's K/V rows for its KV heads once, for the `group` query heads that share each of them; a task
-// over all heads reads whole cache slots, contiguous in memory.
-template <typename T>
+// over all heads reads whole cache slots, contiguous in memory. T: the query's dtype; KV: the cache's rows (T, or
+// uint8_t for int8 rows).
+template <typename T, typename KV>
 void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& tables,
                            const torch::Tensor& lens, torch::Tensor& out, double scale, int64_t window,
                            double softcap) {
@@ -104,15 +153,16 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
   const int64_t block_size = kv.size(2), num_kv_heads = kv.size(3);
   const int64_t group = num_heads / num_kv_heads, max_blocks = tables.size(1);
   const int64_t kv_plane = kv.stride(0), block_stride = kv.stride(1), slot_stride = kv.stride(2);
+  const int64_t head_stride = kv.stride(3);
   const int64_t task_heads = num_seqs >= 2 * at::get_num_threads() ? num_kv_heads : 1;
   const int64_t tasks_per_seq = num_kv_heads / task_heads, rows = task_heads * group;  // query heads of a task
   const T* q_ptr = q.data_ptr<T>();
-  const T* kv_ptr = kv.data_ptr<T>();
+  const KV* kv_ptr = static_cast<const KV*>(kv.data_ptr());
   const int64_t* table_ptr = tables.data_ptr<int64_t>();
   const int64_t* len_ptr = lens.data_ptr<int64_t>();
   T* out_ptr = out.data_ptr<T>();
   const float fscale = static_cast<float>(scale), cap = static_cast<float>(softcap);
-  const int64_t row_bytes = task_heads * head_dim * static_cast<int64_t>(sizeof(T));
+  const int64_t row_bytes = task_heads * head_stride * static_cast<int64_t>(sizeof(KV));
 
   at::parallel_for(0, num_seqs * tasks_per_seq, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> qf(rows * head_dim), acc(rows * head_dim), row(head_dim), scores;
@@ -131,7 +181,7 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
       offsets.resize(span);
       for (int64_t i = 0; i < span;) {
         const int64_t pos = first + i, within = pos % block_size;
-        const int64_t base = table_ptr[seq * max_blocks + pos / block_size] * block_stride + head0 * head_dim;
+        const int64_t base = table_ptr[seq * max_blocks + pos / block_size] * block_stride + head0 * head_stride;
         for (int64_t j = within; j < block_size && i < span; ++j, ++i) offsets[i] = base + j * slot_stride;
       }
       // K/V rows are cold (the step's weights have streamed through the caches since this layer last ran): fetch
@@ -146,7 +196,7 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
         prefetch(0, i + kAhead);
         prefetch(kv_plane, i + kAhead - span);  // the V pass's first rows, while the K pass ends
         for (int64_t h = 0; h < task_heads; ++h) {
-          score_row(kv_ptr + offsets[i] + h * head_dim, qf.data() + h * group * head_dim, group, head_dim,
+          score_row(kv_ptr + offsets[i] + h * head_stride, qf.data() + h * group * head_dim, group, head_dim,
                     row.data(), scores.data() + h * group * span + i, span);
         }
       }
@@ -170,7 +220,7 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
       for (int64_t i = 0; i < span; ++i) {
         prefetch(kv_plane, i + kAhead);
         for (int64_t h = 0; h < task_heads; ++h) {
-          add_row(kv_ptr + kv_plane + offsets[i] + h * head_dim, scores.data() + h * group * span + i, span, group,
+          add_row(kv_ptr + kv_plane + offsets[i] + h * head_stride, scores.data() + h * group * span + i, span, group,
                   head_dim, row.data(), acc.data() + h * group * head_dim);
         }
       }
@@ -182,19 +232,37 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
 
 }  // namespace
 
-// q: (S, Hq, D); kv: (2, blocks, block_size, Hkv, D) contiguous; tables: (S, max_blocks) int64; lens: (S,) int64.
+namespace {
+
+template <typename T>
+void decode_attention_rows(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tensor& tables,
+                           const torch::Tensor& lens, torch::Tensor& out, double scale, int64_t window,
+                           double softcap) {
+  if (kv::is_int8(kv)) {
+    decode_attention_impl<T, uint8_t>(q, kv, tables, lens, out, scale, window, softcap);
+  } else {
+    decode_attention_impl<T, T>(q, kv, tables, lens, out, scale, window, softcap);
+  }
+}
+
+}  // namespace
+
+// q: (S, Hq, D); kv: (2, blocks, block_size, Hkv, row) contiguous, rows of D values in q's dtype or int8 rows
+// (kv_cache.h); tables: (S, max_blocks) int64; lens: (S,) int64.
 torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor tables, torch::Tensor lens,
                                double scale, int64_t window, double softcap) {
-  TORCH_CHECK(kv.is_contiguous() && tables.is_contiguous() && lens.is_contiguous(), "inputs must be contiguous");
-  TORCH_CHECK(q.scalar_type() == kv.scalar_type(), "q and the KV cache must share a dtype");
-  TORCH_CHECK(q.stride(2) == 1, "q's last dimension must be contiguous");
+  TORCH_CHECK(kv.dim() == 5 && kv.is_contiguous() && tables.is_contiguous() && lens.is_contiguous(),
+              "inputs must be contiguous");
+  TORCH_CHECK(kv::is_int8(kv) || q.scalar_type() == kv.scalar_type(), "q and the KV cache must share a dtype");
+  TORCH_CHECK(q.dim() == 3 && q.stride(2) == 1 && q.size(2) == kv::head_dim(kv), "q's head_dim and the cache's");
+  TORCH_CHECK(q.size(1) % kv.size(3) == 0, "query heads must be a multiple of the KV heads");
   auto out = torch::empty({q.size(0), q.size(1), q.size(2)}, q.options());
   if (q.scalar_type() == torch::kFloat) {
-    decode_attention_impl<float>(q, kv, tables, lens, out, scale, window, softcap);
+    decode_attention_rows<float>(q, kv, tables, lens, out, scale, window, softcap);
   } else if (q.scalar_type() == torch::kBFloat16) {
-    decode_attention_impl<c10::BFloat16>(q, kv, tables, lens, out, scale, window, softcap);
+    decode_attention_rows<c10::BFloat16>(q, kv, tables, lens, out, scale, window, softcap);
   } else if (q.scalar_type() == torch::kHalf) {
-    decode_attention_impl<c10::Half>(q, kv, tables, lens, out, scale, window, softcap);
+    decode_attention_rows<c10::Half>(q, kv, tables, lens, out, scale, window, softcap);
   } else {
     TORCH_CHECK(false, "unsupported dtype for decode_attention");
   }

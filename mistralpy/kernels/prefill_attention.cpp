@@ -5,6 +5,7 @@
 // (positions x the query heads sharing a KV head, so each K and V load serves them all) against every key they may
 // see. Scores and softmax in float32; the probabilities are rounded to bf16 for P V, as in torch's flash kernel, and
 // the sum they are divided by is taken in float32. Optional sliding window and soft-cap, as in decode attention.
+// An int8 cache's rows (kv_cache.h) are dequantized to bf16 as they are packed.
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "isa.h"
+#include "kv_cache.h"
 #include "ops.h"
 #ifdef MISTRALPY_AVX512_BF16
 #include "vec_exp.h"
@@ -48,11 +50,22 @@ inline __m512bh pair_at(const uint16_t* p) {  // two adjacent bf16, in every lan
 
 inline __m512bh load_bh(const uint16_t* p) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p)); }
 
+// One cache row as bf16 bits: a bf16 row is used in place; an int8 row is dequantized into buf.
+inline const uint16_t* bf16_row(const uint16_t* row, int64_t, uint16_t*) { return row; }
+
+inline const uint16_t* bf16_row(const uint8_t* row, int64_t D, uint16_t* buf) {
+  const float scale = kv::row_scale(row, D);
+  for (int64_t d = 0; d < D; ++d) buf[d] = c10::BFloat16(static_cast<int8_t>(row[d]) * scale).x;
+  return buf;
+}
+
 // Keys [first, ctx) of every KV head into the K tiles and V pairs; keys past ctx are zero (their scores are masked,
-// and zeros keep 0 * garbage from making NaNs).
-void pack(const uint16_t* kv, int64_t v_plane, const std::vector<int64_t>& slot, const Prefill& c, uint16_t* kp,
-          uint16_t* vp) {
+// and zeros keep 0 * garbage from making NaNs). kv: the cache's rows (bf16 bits, or int8 rows), head_stride apart.
+template <typename KV>
+void pack(const KV* kv, int64_t v_plane, int64_t head_stride, const std::vector<int64_t>& slot, const Prefill& c,
+          uint16_t* kp, uint16_t* vp) {
   const int64_t D = c.D, keys = c.ctx - c.first, tile_elems = D * kTile;
+  std::vector<uint16_t> kbuf(D), vbuf(D);
 #pragma omp for collapse(2)
   for (int64_t h = 0; h < c.kv_heads; ++h) {
     for (int64_t t = 0; t < c.tiles; ++t) {
@@ -60,8 +73,9 @@ void pack(const uint16_t* kv, int64_t v_plane, const std::vector<int64_t>& slot,
       uint16_t* vt = vp + (h * c.tiles + t) * tile_elems;
       for (int64_t k = 0; k < kTile; ++k) {
         const int64_t key = t * kTile + k;
-        const uint16_t* krow = key < keys ? kv + slot[key] + h * D : nullptr;
-        const uint16_t* vrow = key < keys ? kv + v_plane + slot[key] + h * D : nullptr;
+        const KV* at = key < keys ? kv + slot[key] + h * head_stride : nullptr;
+        const uint16_t* krow = at ? bf16_row(at, D, kbuf.data()) : nullptr;
+        const uint16_t* vrow = at ? bf16_row(at + v_plane, D, vbuf.data()) : nullptr;
         for (int64_t d = 0; d < D; ++d) {
           kt[((d / 2) * kTile + k) * 2 + d % 2] = krow ? krow[d] : 0;
           vt[((k / 2) * D + d) * 2 + k % 2] = vrow ? vrow[d] : 0;
@@ -196,14 +210,16 @@ bool has_prefill_attention() {
 #endif
 }
 
-// q: (n, Hq, D) bf16, the sequence's last n positions; kv: (2, blocks, block_size, Hkv, D) bf16 contiguous;
+// q: (n, Hq, D) bf16, the sequence's last n positions; kv: (2, blocks, block_size, Hkv, row) contiguous, bf16 or int8
+// rows (kv_cache.h);
 // table: (blocks of the sequence,) int64; context_len: cached + new positions.
 torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor table, int64_t context_len,
                                 double scale, int64_t window, double softcap) {
   TORCH_CHECK(has_prefill_attention(), "prefill_attention needs AVX-512 BF16");
-  TORCH_CHECK(q.scalar_type() == torch::kBFloat16 && kv.scalar_type() == torch::kBFloat16, "q and kv must be bf16");
+  TORCH_CHECK(q.scalar_type() == torch::kBFloat16 && (kv.scalar_type() == torch::kBFloat16 || kv::is_int8(kv)),
+              "q must be bf16, and the cache bf16 or int8");
   TORCH_CHECK(kv.is_contiguous() && table.is_contiguous() && table.scalar_type() == torch::kLong, "kv, table layout");
-  TORCH_CHECK(q.dim() == 3 && q.stride(2) == 1 && kv.dim() == 5 && q.size(2) == kv.size(4), "q, kv shapes");
+  TORCH_CHECK(q.dim() == 3 && q.stride(2) == 1 && kv.dim() == 5 && q.size(2) == kv::head_dim(kv), "q, kv shapes");
   const int64_t n = q.size(0), heads = q.size(1), D = q.size(2), block_size = kv.size(2), kv_heads = kv.size(3);
   TORCH_CHECK(D % 16 == 0 && heads % kv_heads == 0, "head_dim must be a multiple of 16");
   TORCH_CHECK(n >= 1 && n <= context_len && table.size(0) * block_size >= context_len, "context_len, table");
@@ -227,11 +243,14 @@ torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor
   const int64_t packed = kv_heads * c.tiles * kTile * D;
   std::unique_ptr<uint16_t[]> kp(new uint16_t[packed]), vp(new uint16_t[packed]);
   c.kp = kp.get(), c.vp = vp.get();
-  const auto* kv_bits = reinterpret_cast<const uint16_t*>(kv.data_ptr<c10::BFloat16>());
   const int64_t row_tasks = (n * c.group + kRows - 1) / kRows, tasks = kv_heads * row_tasks;
 #pragma omp parallel num_threads(at::get_num_threads())
   {
-    pack(kv_bits, kv.stride(0), slot, c, kp.get(), vp.get());
+    if (kv::is_int8(kv)) {
+      pack(static_cast<const uint8_t*>(kv.data_ptr()), kv.stride(0), kv.stride(3), slot, c, kp.get(), vp.get());
+    } else {
+      pack(static_cast<const uint16_t*>(kv.data_ptr()), kv.stride(0), kv.stride(3), slot, c, kp.get(), vp.get());
+    }
     std::vector<float> s(kRows * c.tiles * kTile);
     std::vector<uint16_t> p(kRows * c.tiles * kTile);
 #pragma omp for schedule(dynamic, 1)

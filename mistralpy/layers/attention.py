@@ -2,7 +2,8 @@
 
 Tokens of a step are ordered decode-like queries first (one query token each, batched into one call),
 then prefill chunks (one call each, causal with an offset when earlier tokens are already cached). The native
-kernels (mistralpy.kernels) read K/V in place from the cache blocks; the torch paths gather them first.
+kernels (mistralpy.kernels) read K/V in place from the cache blocks; the torch paths gather them first. The cache's
+rows are in the model's dtype or int8 (kv_cache.py).
 Per layer, attention may be limited to a sliding window of the last `window` positions (Mistral, Gemma 2) and its
 scores soft-capped (Gemma 2); masks are built once per step and window, and shared by the layers.
 """
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .kv_cache import gather, is_int8, write_kv
 
 
 @dataclass
@@ -31,6 +34,7 @@ class AttentionMetadata:
     decode_block_tables: torch.Tensor | None = None  # (D, max_blocks) long
     decode_lens: torch.Tensor | None = None  # (D,) long: context length of each decode query, itself included
     prefills: list[PrefillSpan] = field(default_factory=list)
+    write_kernel: Callable | None = None  # native K/V cache writes (mistralpy.kernels), when built
     decode_kernel: Callable | None = None  # native in-place decode attention (mistralpy.kernels), when built
     prefill_kernel: Callable | None = None  # native in-place prefill attention (bf16, head_dim % 16 == 0), when built
     prompt_lens: torch.Tensor | None = None  # (T,) long: prompt length of each token's request (LongRoPE reads it)
@@ -48,13 +52,6 @@ class AttentionMetadata:
         return self._masks[key]
 
 
-def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """kv_cache: (2, num_blocks, block_size, Hkv, D); k, v: (T, Hkv, D)."""
-    flat = kv_cache.view(2, -1, *kv_cache.shape[3:])
-    flat[0].index_copy_(0, slot_mapping, k)
-    flat[1].index_copy_(0, slot_mapping, v)
-
-
 class Attention(nn.Module):
     """The attention-backend seam: writes this step's K/V into the layer's cache and attends over the cached context.
 
@@ -69,7 +66,7 @@ class Attention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
         """q: (T, Hq, D), k, v: (T, Hkv, D) -> (T, Hq, D)."""
-        write_kv(kv_cache, k, v, meta.slot_mapping)
+        write_kv(kv_cache, k, v, meta.slot_mapping, meta.write_kernel)
         return paged_attention(q, kv_cache, meta, self.scale, self.sliding_window, self.softcap)
 
 
@@ -89,7 +86,7 @@ def paged_attention(
     if d and meta.decode_kernel is not None:  # reads K/V in place from the cache blocks
         outs.append(meta.decode_kernel(q[:d], kv_cache, meta.decode_block_tables, meta.decode_lens, *options))
     elif d:
-        k, v = _gather(kv_cache, meta.decode_block_tables)  # (D, H, S, Dh)
+        k, v = gather(kv_cache, meta.decode_block_tables, q.dtype)  # (D, H, S, Dh)
         mask = meta.decode_mask(k.shape[-2], window)
         outs.append(_attend(q[:d].unsqueeze(2), k, v, mask, scale, softcap).squeeze(2))
     start = d
@@ -104,21 +101,12 @@ def paged_attention(
 
 
 def _native_prefill(meta: AttentionMetadata, q: torch.Tensor, kv_cache: torch.Tensor) -> bool:
-    bf16 = q.dtype == kv_cache.dtype == torch.bfloat16
+    bf16 = q.dtype == torch.bfloat16 and (kv_cache.dtype == torch.bfloat16 or is_int8(kv_cache))
     return meta.prefill_kernel is not None and bf16 and q.shape[-1] % 16 == 0
 
 
-def _gather(kv_cache: torch.Tensor, block_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> k, v of shape (..., Hkv, S, D) for the blocks in block_table (any leading shape)."""
-    k = kv_cache[0][block_table]  # (..., nb, bs, H, D)
-    v = kv_cache[1][block_table]
-    k = k.flatten(-4, -3).transpose(-3, -2)
-    v = v.flatten(-4, -3).transpose(-3, -2)
-    return k, v
-
-
 def _prefill_attention(q, kv_cache, span: PrefillSpan, scale, window, softcap) -> torch.Tensor:
-    k, v = _gather(kv_cache, span.block_table)
+    k, v = gather(kv_cache, span.block_table, q.dtype)
     n, ctx = span.num_tokens, span.context_len
     k, v = k[:, :ctx], v[:, :ctx]
     # a batch dimension of 1: torch's CPU flash kernel takes 4-D inputs only (3-D ones run the ~3x slower math path)

@@ -52,6 +52,8 @@ def serve_command(args: argparse.Namespace) -> int:
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
         quantization=args.isq,
+        kv_cache_dtype=args.kv_cache_dtype,
+        kv_cache_tokens=args.kv_cache_tokens,
         show_progress=sys.stderr.isatty(),
         **ggml_options(args),
     )
