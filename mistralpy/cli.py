@@ -67,6 +67,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | None]:
+    """The model flags past -m, --dtype and --max-model-len, as EngineConfig / LLM keyword arguments."""
+    return {
+        "quantization": args.isq,
+        "kv_cache_dtype": args.kv_cache_dtype,
+        "kv_cache_tokens": args.kv_cache_tokens,
+        **ggml_options(args),
+    }
+
+
 def ggml_options(args: argparse.Namespace) -> dict[str, float | int | None]:
     """The legacy GGML hyper-parameters given on the command line, as EngineConfig / LLM keyword arguments."""
     return {"gqa": args.gqa, "rope_theta": args.rope_theta, "rms_norm_eps": args.rms_norm_eps}
@@ -115,9 +125,8 @@ def run_command(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
     )
     llm = LLM(
-        args.model, dtype=args.dtype, max_model_len=args.max_model_len, quantization=args.isq, show_progress=True,
-        kv_cache_dtype=args.kv_cache_dtype, kv_cache_tokens=args.kv_cache_tokens, **ggml_options(args),
-    )  # fmt: skip
+        args.model, dtype=args.dtype, max_model_len=args.max_model_len, show_progress=True, **engine_options(args)
+    )
     if args.prompt is not None:
         if args.raw:
             prompt = llm.get_tokenizer().encode(args.prompt)

@@ -36,7 +36,7 @@ def add_bench_parser(sub: argparse._SubParsersAction, add_model_args) -> None:
 def bench_command(args: argparse.Namespace) -> int:
     import torch
 
-    from ..cli import ggml_options
+    from ..cli import engine_options
     from ..loader.default_model import default_model_path
     from .backends import LlamaCppBackend, MistralpyBackend, TransformersBackend
     from .runner import format_table, run_benchmarks, to_json
@@ -58,11 +58,7 @@ def bench_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model = args.model or default_model_path()
     max_len = args.max_model_len or max(t.prompt_tokens + t.gen_tokens for t in tests) + 16
-    options = dict(
-        max_num_seqs=max(t.concurrency for t in tests), quantization=args.isq, kv_cache_dtype=args.kv_cache_dtype,
-        kv_cache_tokens=args.kv_cache_tokens,
-        **ggml_options(args),
-    )  # fmt: skip
+    options = dict(max_num_seqs=max(t.concurrency for t in tests), **engine_options(args))
     backends = [MistralpyBackend(model, args.dtype, max_len, **options)]
     if "llama-cpp" in peers:
         backends.append(LlamaCppBackend(model, args.threads, max_len))

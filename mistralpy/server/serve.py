@@ -37,7 +37,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..cli import ggml_options
+    from ..cli import engine_options
     from ..config import EngineConfig
     from ..engine.async_engine import AsyncEngine
     from ..errors import InvalidRequestError
@@ -51,11 +51,8 @@ def serve_command(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
-        quantization=args.isq,
-        kv_cache_dtype=args.kv_cache_dtype,
-        kv_cache_tokens=args.kv_cache_tokens,
         show_progress=sys.stderr.isatty(),
-        **ggml_options(args),
+        **engine_options(args),
     )
     model_path = check_model(config)
     origins = [o.strip() for o in args.cors_allowed_origins.split(",") if o.strip()]
