@@ -277,3 +277,9 @@ def test_draw_ends_never_land_on_excluded_tokens(monkeypatch, u: float, token: i
     monkeypatch.setattr(torch, "rand", lambda *shape, **kw: torch.full(shape, u))
     requests = [make_request(SamplingParams(temperature=1.0))]
     assert Sampler().sample(row, requests).token_ids == [token]
+
+
+def test_a_row_without_finite_logits_still_gives_a_token_in_the_vocabulary() -> None:
+    row = torch.full((1, VOCAB), float("-inf"))
+    token = Sampler().sample(row, [make_request(SamplingParams(temperature=0.7))]).token_ids[0]
+    assert 0 <= token < VOCAB

@@ -179,7 +179,8 @@ def inverse_cdf_draw(logits: torch.Tensor, requests: list[Request]) -> torch.Ten
     total = cdf[:, -1:]
     # u * total may round up to total itself, past which no token lies: keep it just below
     target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, target, right=True).squeeze(1)
+    # a row with no finite logit (a logits processor may make one) has a NaN total; its index stays in the vocabulary
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_max_(cdf.shape[1] - 1)
 
 
 def sample_random(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
