@@ -28,17 +28,25 @@ def _run(llm: LLM) -> list[tuple[list[int], list]]:
 
 
 @pytest.mark.parametrize(
-    "name, quantization",
+    "name, quantization, kv_cache_dtype",
     # Mistral: a sliding window; Qwen2: q/k/v biases; Phi-3: its rotary rows picked by sequence length (LongRoPE)
-    [("llama", "q4_0"), ("llama", "q8_0"), ("mistral", "q4_1"), ("qwen2", "q4_k"), ("phi3", "q8_0")],
+    [
+        ("llama", "q4_0", "auto"),
+        ("llama", "q8_0", "auto"),
+        ("llama", "q4_0", "int8"),
+        ("mistral", "q4_1", "auto"),
+        ("qwen2", "q4_k", "auto"),
+        ("phi3", "q8_0", "auto"),
+    ],
 )
-def test_stack_equals_the_layer_path(needs_qmatmul, family_files, name, quantization):
+def test_stack_equals_the_layer_path(needs_qmatmul, family_files, name, quantization, kv_cache_dtype):
     llm = LLM(
         str(family_files(name).folder),
         dtype="bfloat16",
         quantization=quantization,
         block_size=4,
         enable_prefix_caching=False,
+        kv_cache_dtype=kv_cache_dtype,
     )
     model = _stack_model(llm)
     assert model.decode_stack() is not None
