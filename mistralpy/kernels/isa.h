@@ -14,3 +14,12 @@ inline void prefetch_line(const void* p) {
   __builtin_prefetch(p);
 #endif
 }
+
+// Request the cache line at p into L2 (data needed soon, but after what fills L1 first).
+inline void prefetch_line_l2(const void* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetcht1 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 0, 2);
+#endif
+}

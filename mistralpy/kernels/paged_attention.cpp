@@ -8,8 +8,10 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "decode_tiles.h"
 #include "isa.h"
 #include "kv_cache.h"
 #include "ops.h"
@@ -141,6 +143,65 @@ inline void add_row<uint8_t>(const uint8_t* v, const float* p, int64_t stride, i
   add_row<float>(row, p, stride, group, D, row, acc);
 }
 
+#ifdef MISTRALPY_AVX512_BF16
+constexpr bool kTiles = true;
+
+// The scores of a task's query heads against its `span` keys, 16 keys at a time (decode_tiles.h). scores holds
+// task_heads x group rows of span; q is the task's first query head (bf16 rows), qf the same heads in float32 with
+// the softmax scale in. prefetch(plane, i) requests key i's rows of the task's KV heads into L1, prefetch_v(i) its V
+// rows into L2.
+template <typename T, typename KV, typename F, typename G>
+void score_tiles(const KV* kv, const int64_t* offsets, int64_t span, const T* q, int64_t q_stride, const float* qf,
+                 int64_t task_heads, int64_t group, int64_t D, int64_t head_stride, float scale, float* scores,
+                 F&& prefetch, G&& prefetch_v) {
+  using decode_tiles::kTile;
+  for (int64_t i = 0; i < kTile; ++i) prefetch(0, i);
+  for (int64_t i0 = 0; i0 < span; i0 += kTile) {
+    for (int64_t i = i0 + kTile; i < i0 + 2 * kTile; ++i) prefetch(0, i);
+    // the V pass's rows too (into L2; a few hundred keys' rows fit), so that their misses overlap the K pass's
+    for (int64_t i = i0; i < i0 + kTile; ++i) prefetch_v(i);
+    const int64_t n = std::min(kTile, span - i0);
+    for (int64_t h = 0; h < task_heads; ++h) {
+      const KV* base = kv + h * head_stride;
+      float* s = scores + h * group * span + i0;
+      if constexpr (std::is_same_v<KV, uint8_t>) {
+        const float* qh = qf + h * group * D;
+        if (D == 64) {
+          decode_tiles::score_tile_int8<64>(base, offsets + i0, n, qh, group, s, span);
+        } else {
+          decode_tiles::score_tile_int8<128>(base, offsets + i0, n, qh, group, s, span);
+        }
+      } else if constexpr (std::is_same_v<T, c10::BFloat16> && std::is_same_v<KV, c10::BFloat16>) {
+        const T* qh = q + h * group * q_stride;
+        if (D == 64) {
+          decode_tiles::score_tile<64>(base, offsets + i0, n, qh, q_stride, group, scale, s, span);
+        } else {
+          decode_tiles::score_tile<128>(base, offsets + i0, n, qh, q_stride, group, scale, s, span);
+        }
+      }
+    }
+  }
+}
+
+// acc (task_heads x group rows of D) = each query head's weights (scores) times the V rows (decode_tiles.h).
+template <typename KV>
+void value_tiles(const KV* v, const int64_t* offsets, int64_t span, const float* weights, int64_t task_heads,
+                 int64_t group, int64_t D, int64_t head_stride, float* acc) {
+  if constexpr (std::is_same_v<KV, c10::BFloat16> || std::is_same_v<KV, uint8_t>) {
+    for (int64_t h = 0; h < task_heads; ++h) {
+      decode_tiles::value_rows(v + h * head_stride, offsets, span, weights + h * group * span, span, group, D,
+                               acc + h * group * D);
+    }
+  }
+}
+#else
+constexpr bool kTiles = false;
+template <typename... A>
+void score_tiles(A&&...) {}
+template <typename... A>
+void value_tiles(A&&...) {}
+#endif
+
 // One task per sequence, or per (sequence, KV head) when there are too few sequences to keep the threads busy. A task
 // reads each position's K/V rows for its KV heads once, for the `group` query heads that share each of them; a task
 // over all heads reads whole cache slots, contiguous in memory. T: the query's dtype; KV: the cache's rows (T, or
@@ -163,6 +224,11 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
   T* out_ptr = out.data_ptr<T>();
   const float fscale = static_cast<float>(scale), cap = static_cast<float>(softcap);
   const int64_t row_bytes = task_heads * head_stride * static_cast<int64_t>(sizeof(KV));
+  constexpr bool kBf16 = std::is_same_v<T, c10::BFloat16> && std::is_same_v<KV, c10::BFloat16>;
+  constexpr bool kInt8 = std::is_same_v<KV, uint8_t>;
+  const bool tiled_scores = kTiles && (kBf16 || kInt8) && (head_dim == 64 || head_dim == 128);
+  const bool tiled_values = kTiles && (kBf16 || kInt8) && head_dim % 64 == 0;
+  const bool float_q = !(tiled_scores && kBf16);  // the bf16 tiles take q as it is
 
   at::parallel_for(0, num_seqs * tasks_per_seq, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> qf(rows * head_dim), acc(rows * head_dim), row(head_dim), scores;
@@ -171,7 +237,7 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
       const int64_t seq = task / tasks_per_seq, head0 = task % tasks_per_seq * task_heads;
       const int64_t len = len_ptr[seq];
       const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0, span = len - first;
-      for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t r = 0; r < rows && float_q; ++r) {
         const T* qh = q_ptr + seq * q.stride(0) + (head0 * group + r) * q.stride(1);
         to_float(qh, qf.data() + r * head_dim, head_dim);
         for (int64_t d = 0; d < head_dim; ++d) qf[r * head_dim + d] *= fscale;
@@ -191,13 +257,24 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
         const char* p = reinterpret_cast<const char*>(kv_ptr + plane + offsets[i]);
         for (int64_t b = 0; b < row_bytes; b += 64) prefetch_line(p + b);
       };
-      for (int64_t i = 0; i < kAhead; ++i) prefetch(0, i);
-      for (int64_t i = 0; i < span; ++i) {
-        prefetch(0, i + kAhead);
-        prefetch(kv_plane, i + kAhead - span);  // the V pass's first rows, while the K pass ends
-        for (int64_t h = 0; h < task_heads; ++h) {
-          score_row(kv_ptr + offsets[i] + h * head_stride, qf.data() + h * group * head_dim, group, head_dim,
-                    row.data(), scores.data() + h * group * span + i, span);
+      auto prefetch_v = [&](int64_t i) {
+        if (i >= span) return;
+        const char* p = reinterpret_cast<const char*>(kv_ptr + kv_plane + offsets[i]);
+        for (int64_t b = 0; b < row_bytes; b += 64) prefetch_line_l2(p + b);
+      };
+      const T* q_task = q_ptr + seq * q.stride(0) + head0 * group * q.stride(1);
+      if (tiled_scores) {
+        score_tiles(kv_ptr, offsets.data(), span, q_task, q.stride(1), qf.data(), task_heads, group, head_dim,
+                    head_stride, fscale, scores.data(), prefetch, prefetch_v);
+      } else {
+        for (int64_t i = 0; i < kAhead; ++i) prefetch(0, i);
+        for (int64_t i = 0; i < span; ++i) {
+          prefetch(0, i + kAhead);
+          prefetch(kv_plane, i + kAhead - span);  // the V pass's first rows, while the K pass ends
+          for (int64_t h = 0; h < task_heads; ++h) {
+            score_row(kv_ptr + offsets[i] + h * head_stride, qf.data() + h * group * head_dim, group, head_dim,
+                      row.data(), scores.data() + h * group * span + i, span);
+          }
         }
       }
       if (cap > 0.0f) {
@@ -216,12 +293,17 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         for (int64_t i = 0; i < span; ++i) sr[i] *= inv;
       }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t i = 0; i < span; ++i) {
-        prefetch(kv_plane, i + kAhead);
-        for (int64_t h = 0; h < task_heads; ++h) {
-          add_row(kv_ptr + kv_plane + offsets[i] + h * head_stride, scores.data() + h * group * span + i, span, group,
-                  head_dim, row.data(), acc.data() + h * group * head_dim);
+      if (tiled_values) {
+        value_tiles(kv_ptr + kv_plane, offsets.data(), span, scores.data(), task_heads, group, head_dim, head_stride,
+                    acc.data());
+      } else {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int64_t i = 0; i < span; ++i) {
+          prefetch(kv_plane, i + kAhead);
+          for (int64_t h = 0; h < task_heads; ++h) {
+            add_row(kv_ptr + kv_plane + offsets[i] + h * head_stride, scores.data() + h * group * span + i, span, group,
+                    head_dim, row.data(), acc.data() + h * group * head_dim);
+          }
         }
       }
       T* o = out_ptr + (seq * num_heads + head0 * group) * head_dim;

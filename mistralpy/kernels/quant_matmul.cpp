@@ -56,10 +56,26 @@ inline __m512i byte_pair(__m512i block) {
                                    0xEC);
 }
 
-// Rows [m, m + MR) of x times panel p: out[m + j, 16 p .. 16 p + 16).
-template <int kBits, int MR, typename P>
-void panel_pass(const Operands<P>& o, int64_t p, int64_t m) {
+constexpr int vectors_per_block(int bits) { return bits == 4 ? 4 : 2; }  // k pairs of a 64-byte block of codes
+
+// Block i of panel p's codes as bf16 vectors of k pairs (w[s]: pair s of the block's 16 rows).
+template <int kBits>
+inline void convert_block(const uint8_t* block_ptr, __m512i* w) {
+  const __m512i block = _mm512_loadu_si512(block_ptr);
+  if constexpr (kBits == 4) {
+    w[0] = nibble_pair<0>(block), w[1] = nibble_pair<1>(block);
+    w[2] = nibble_pair<2>(block), w[3] = nibble_pair<3>(block);
+  } else {
+    w[0] = byte_pair<0>(block), w[1] = byte_pair<1>(block);
+  }
+}
+
+// Rows [m, m + MR) of x times panel p: out[m + j, 16 p .. 16 p + 16). The panel's codes are converted as they are
+// read, or (kConverted) read already converted from `converted`, which holds the panel's vectors in order.
+template <int kBits, int MR, bool kConverted, typename P>
+void panel_pass(const Operands<P>& o, int64_t p, int64_t m, const __m512i* converted) {
   constexpr int kBlocks = kBits == 4 ? 4 : 8;  // 64-byte blocks of codes per group
+  constexpr int kVectors = vectors_per_block(kBits);
   const int64_t G = o.groups, pairs = o.K / 2;
   const uint8_t* codes = o.codes + p * o.panel_bytes;
   const P* scale = o.scale + p * G * kPanel;
@@ -73,14 +89,11 @@ void panel_pass(const Operands<P>& o, int64_t p, int64_t m) {
     for (int c = 0; c < kChains; ++c)
       for (int j = 0; j < MR; ++j) dot[c][j] = _mm512_setzero_ps();
     for (int b = 0; b < kBlocks; ++b) {
-      const __m512i block = _mm512_loadu_si512(codes + (g * kBlocks + b) * 64);
-      constexpr int kVectors = kBits == 4 ? 4 : 2;  // k pairs per block
       __m512i w[kVectors];
-      if constexpr (kBits == 4) {
-        w[0] = nibble_pair<0>(block), w[1] = nibble_pair<1>(block);
-        w[2] = nibble_pair<2>(block), w[3] = nibble_pair<3>(block);
+      if constexpr (kConverted) {
+        for (int s = 0; s < kVectors; ++s) w[s] = _mm512_load_si512(converted + (g * kBlocks + b) * kVectors + s);
       } else {
-        w[0] = byte_pair<0>(block), w[1] = byte_pair<1>(block);
+        convert_block<kBits>(codes + (g * kBlocks + b) * 64, w);
       }
       for (int s = 0; s < kVectors; ++s) {
         for (int j = 0; j < MR; ++j) {
@@ -105,13 +118,25 @@ void panel_pass(const Operands<P>& o, int64_t p, int64_t m) {
   }
 }
 
+// All rows of x times panel p, kMaxRows at a time. With more rows than one pass takes, the panel's codes are
+// converted once into `converted` (K / 2 vectors), which the passes then read: converting them in every pass cost
+// as much as the dot products for 8-bit codes.
 template <int kBits, typename P>
-void panel_all_rows(const Operands<P>& o, int64_t M, int64_t p) {
+void panel_all_rows(const Operands<P>& o, int64_t M, int64_t p, __m512i* converted) {
   int64_t m = 0;
-  for (; m + kMaxRows <= M; m += kMaxRows) panel_pass<kBits, kMaxRows>(o, p, m);
-  if (M - m >= 4) panel_pass<kBits, 4>(o, p, m), m += 4;
-  if (M - m >= 2) panel_pass<kBits, 2>(o, p, m), m += 2;
-  if (M - m >= 1) panel_pass<kBits, 1>(o, p, m);
+  if (M > kMaxRows) {
+    const uint8_t* codes = o.codes + p * o.panel_bytes;
+    for (int64_t i = 0; i < o.panel_bytes / 64; ++i) convert_block<kBits>(codes + i * 64, converted + i * vectors_per_block(kBits));
+    for (; m + kMaxRows <= M; m += kMaxRows) panel_pass<kBits, kMaxRows, true>(o, p, m, converted);
+    if (M - m >= 4) panel_pass<kBits, 4, true>(o, p, m, converted), m += 4;
+    if (M - m >= 2) panel_pass<kBits, 2, true>(o, p, m, converted), m += 2;
+    if (M - m >= 1) panel_pass<kBits, 1, true>(o, p, m, converted);
+    return;
+  }
+  if (M - m >= 8) panel_pass<kBits, 8, false>(o, p, m, nullptr), m += 8;
+  if (M - m >= 4) panel_pass<kBits, 4, false>(o, p, m, nullptr), m += 4;
+  if (M - m >= 2) panel_pass<kBits, 2, false>(o, p, m, nullptr), m += 2;
+  if (M - m >= 1) panel_pass<kBits, 1, false>(o, p, m, nullptr);
 }
 
 // X_g (float32) per x row and group.
@@ -142,11 +167,12 @@ void qmatmul_impl(const uint16_t* x, int64_t M, int64_t K, const uint8_t* codes,
   const int64_t panel_bytes = kPanel * K * kBits / 8;
   const Operands<P> o{xp, xsum.data(), codes, scale, bias, K, groups, panel_bytes, N, shift, out};
   at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+    std::vector<__m512i> converted(M > kMaxRows ? K / 2 : 0);
     for (int64_t p = begin; p < end; ++p) {
       // the next panel's codes and group parameters are requested while this one is multiplied: the hardware
       // prefetchers alone leave a one-row matmul waiting on memory
       if (p + 1 < end) quant::prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
-      panel_all_rows<kBits>(o, M, p);
+      panel_all_rows<kBits>(o, M, p, converted.data());
     }
   });
 }
