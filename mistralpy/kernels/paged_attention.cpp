@@ -145,55 +145,8 @@ inline void add_row<uint8_t>(const uint8_t* v, const float* p, int64_t stride, i
 
 #ifdef MISTRALPY_AVX512_BF16
 constexpr bool kTiles = true;
-
-// The scores of a task's query heads against its `span` keys, 16 keys at a time (decode_tiles.h). scores holds
-// task_heads x group rows of span; q is the task's first query head (bf16 rows), qf the same heads in float32 with
-// the softmax scale in. prefetch(plane, i) requests key i's rows of the task's KV heads into L1, prefetch_v(i) its V
-// rows into L2.
-template <typename T, typename KV, typename F, typename G>
-void score_tiles(const KV* kv, const int64_t* offsets, int64_t span, const T* q, int64_t q_stride, const float* qf,
-                 int64_t task_heads, int64_t group, int64_t D, int64_t head_stride, float scale, float* scores,
-                 F&& prefetch, G&& prefetch_v) {
-  using decode_tiles::kTile;
-  for (int64_t i = 0; i < kTile; ++i) prefetch(0, i);
-  for (int64_t i0 = 0; i0 < span; i0 += kTile) {
-    for (int64_t i = i0 + kTile; i < i0 + 2 * kTile; ++i) prefetch(0, i);
-    // the V pass's rows too (into L2; a few hundred keys' rows fit), so that their misses overlap the K pass's
-    for (int64_t i = i0; i < i0 + kTile; ++i) prefetch_v(i);
-    const int64_t n = std::min(kTile, span - i0);
-    for (int64_t h = 0; h < task_heads; ++h) {
-      const KV* base = kv + h * head_stride;
-      float* s = scores + h * group * span + i0;
-      if constexpr (std::is_same_v<KV, uint8_t>) {
-        const float* qh = qf + h * group * D;
-        if (D == 64) {
-          decode_tiles::score_tile_int8<64>(base, offsets + i0, n, qh, group, s, span);
-        } else {
-          decode_tiles::score_tile_int8<128>(base, offsets + i0, n, qh, group, s, span);
-        }
-      } else if constexpr (std::is_same_v<T, c10::BFloat16> && std::is_same_v<KV, c10::BFloat16>) {
-        const T* qh = q + h * group * q_stride;
-        if (D == 64) {
-          decode_tiles::score_tile<64>(base, offsets + i0, n, qh, q_stride, group, scale, s, span);
-        } else {
-          decode_tiles::score_tile<128>(base, offsets + i0, n, qh, q_stride, group, scale, s, span);
-        }
-      }
-    }
-  }
-}
-
-// acc (task_heads x group rows of D) = each query head's weights (scores) times the V rows (decode_tiles.h).
-template <typename KV>
-void value_tiles(const KV* v, const int64_t* offsets, int64_t span, const float* weights, int64_t task_heads,
-                 int64_t group, int64_t D, int64_t head_stride, float* acc) {
-  if constexpr (std::is_same_v<KV, c10::BFloat16> || std::is_same_v<KV, uint8_t>) {
-    for (int64_t h = 0; h < task_heads; ++h) {
-      decode_tiles::value_rows(v + h * head_stride, offsets, span, weights + h * group * span, span, group, D,
-                               acc + h * group * D);
-    }
-  }
-}
+using decode_tiles::score_tiles;
+using decode_tiles::value_tiles;
 #else
 constexpr bool kTiles = false;
 template <typename... A>
