@@ -145,17 +145,17 @@ inline void value_rows(const KV* base, const int64_t* offsets, int64_t span, con
 
 // The scores of a task's query heads against its `span` keys, 16 keys at a time. scores holds
 // task_heads x group rows of span; q is the task's first query head (bf16 rows), qf the same heads in float32 with
-// the softmax scale in. prefetch(plane, i) requests key i's rows of the task's KV heads into L1, prefetch_v(i) its V
-// rows into L2.
-template <typename T, typename KV, typename F, typename G>
+// the softmax scale in. prefetch(plane, i, into_l2) requests key i's rows of the task's KV heads in that plane
+// (0: K, v_plane: V) into L1, or into L2.
+template <typename T, typename KV, typename F>
 void score_tiles(const KV* kv, const int64_t* offsets, int64_t span, const T* q, int64_t q_stride, const float* qf,
                  int64_t task_heads, int64_t group, int64_t D, int64_t head_stride, float scale, float* scores,
-                 F&& prefetch, G&& prefetch_v) {
+                 F&& prefetch, int64_t v_plane) {
   for (int64_t i = 0; i < kTile; ++i) prefetch(0, i);
   for (int64_t i0 = 0; i0 < span; i0 += kTile) {
     for (int64_t i = i0 + kTile; i < i0 + 2 * kTile; ++i) prefetch(0, i);
     // the V pass's rows too (into L2; a few hundred keys' rows fit), so that their misses overlap the K pass's
-    for (int64_t i = i0; i < i0 + kTile; ++i) prefetch_v(i);
+    for (int64_t i = i0; i < i0 + kTile; ++i) prefetch(v_plane, i, true);
     const int64_t n = std::min(kTile, span - i0);
     for (int64_t h = 0; h < task_heads; ++h) {
       const KV* base = kv + h * head_stride;
@@ -183,10 +183,9 @@ void score_tiles(const KV* kv, const int64_t* offsets, int64_t span, const T* q,
 template <typename KV>
 void value_tiles(const KV* v, const int64_t* offsets, int64_t span, const float* weights, int64_t task_heads,
                  int64_t group, int64_t D, int64_t head_stride, float* acc) {
-  if constexpr (std::is_same_v<KV, c10::BFloat16> || std::is_same_v<KV, uint8_t>) {
+  if constexpr (std::is_same_v<KV, c10::BFloat16> || std::is_same_v<KV, uint8_t>) {  // the rows row16 reads
     for (int64_t h = 0; h < task_heads; ++h) {
-      value_rows(v + h * head_stride, offsets, span, weights + h * group * span, span, group, D,
-                               acc + h * group * D);
+      value_rows(v + h * head_stride, offsets, span, weights + h * group * span, span, group, D, acc + h * group * D);
     }
   }
 }

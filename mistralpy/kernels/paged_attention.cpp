@@ -205,20 +205,15 @@ void decode_attention_impl(const torch::Tensor& q, const torch::Tensor& kv, cons
       }
       // K/V rows are cold (the step's weights have streamed through the caches since this layer last ran): fetch
       // them a few positions ahead, for the K pass and then for the V pass
-      auto prefetch = [&](int64_t plane, int64_t i) {
+      auto prefetch = [&](int64_t plane, int64_t i, bool into_l2 = false) {
         if (i < 0 || i >= span) return;
         const char* p = reinterpret_cast<const char*>(kv_ptr + plane + offsets[i]);
-        for (int64_t b = 0; b < row_bytes; b += 64) prefetch_line(p + b);
-      };
-      auto prefetch_v = [&](int64_t i) {
-        if (i >= span) return;
-        const char* p = reinterpret_cast<const char*>(kv_ptr + kv_plane + offsets[i]);
-        for (int64_t b = 0; b < row_bytes; b += 64) prefetch_line_l2(p + b);
+        for (int64_t b = 0; b < row_bytes; b += 64) into_l2 ? prefetch_line_l2(p + b) : prefetch_line(p + b);
       };
       const T* q_task = q_ptr + seq * q.stride(0) + head0 * group * q.stride(1);
       if (tiled_scores) {
         score_tiles(kv_ptr, offsets.data(), span, q_task, q.stride(1), qf.data(), task_heads, group, head_dim,
-                    head_stride, fscale, scores.data(), prefetch, prefetch_v);
+                    head_stride, fscale, scores.data(), prefetch, kv_plane);
       } else {
         for (int64_t i = 0; i < kAhead; ++i) prefetch(0, i);
         for (int64_t i = 0; i < span; ++i) {

@@ -118,25 +118,24 @@ void panel_pass(const Operands<P>& o, int64_t p, int64_t m, const __m512i* conve
   }
 }
 
-// All rows of x times panel p, kMaxRows at a time. With more rows than one pass takes, the panel's codes are
-// converted once into `converted` (K / 2 vectors), which the passes then read: converting them in every pass cost
-// as much as the dot products for 8-bit codes.
+// Rows [m, M) of x times panel p, kMaxRows at a time, then passes of 4, 2 and 1 rows.
+template <int kBits, bool kConverted, typename P>
+void panel_passes(const Operands<P>& o, int64_t M, int64_t p, int64_t m, const __m512i* converted) {
+  for (; m + kMaxRows <= M; m += kMaxRows) panel_pass<kBits, kMaxRows, kConverted>(o, p, m, converted);
+  if (M - m >= 4) panel_pass<kBits, 4, kConverted>(o, p, m, converted), m += 4;
+  if (M - m >= 2) panel_pass<kBits, 2, kConverted>(o, p, m, converted), m += 2;
+  if (M - m >= 1) panel_pass<kBits, 1, kConverted>(o, p, m, converted);
+}
+
+// All rows of x times panel p. With more rows than one pass takes, the panel's codes are converted once into
+// `converted` (K / 2 vectors), which the passes then read, instead of in every pass.
 template <int kBits, typename P>
 void panel_all_rows(const Operands<P>& o, int64_t M, int64_t p, __m512i* converted) {
-  int64_t m = 0;
-  if (M > kMaxRows) {
-    const uint8_t* codes = o.codes + p * o.panel_bytes;
-    for (int64_t i = 0; i < o.panel_bytes / 64; ++i) convert_block<kBits>(codes + i * 64, converted + i * vectors_per_block(kBits));
-    for (; m + kMaxRows <= M; m += kMaxRows) panel_pass<kBits, kMaxRows, true>(o, p, m, converted);
-    if (M - m >= 4) panel_pass<kBits, 4, true>(o, p, m, converted), m += 4;
-    if (M - m >= 2) panel_pass<kBits, 2, true>(o, p, m, converted), m += 2;
-    if (M - m >= 1) panel_pass<kBits, 1, true>(o, p, m, converted);
-    return;
-  }
-  if (M - m >= 8) panel_pass<kBits, 8, false>(o, p, m, nullptr), m += 8;
-  if (M - m >= 4) panel_pass<kBits, 4, false>(o, p, m, nullptr), m += 4;
-  if (M - m >= 2) panel_pass<kBits, 2, false>(o, p, m, nullptr), m += 2;
-  if (M - m >= 1) panel_pass<kBits, 1, false>(o, p, m, nullptr);
+  if (M <= kMaxRows) return panel_passes<kBits, false>(o, M, p, 0, nullptr);
+  const uint8_t* codes = o.codes + p * o.panel_bytes;
+  constexpr int kVectors = vectors_per_block(kBits);
+  for (int64_t i = 0; i < o.panel_bytes / 64; ++i) convert_block<kBits>(codes + i * 64, converted + i * kVectors);
+  panel_passes<kBits, true>(o, M, p, 0, converted);
 }
 
 // X_g (float32) per x row and group.
