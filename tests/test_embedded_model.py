@@ -10,6 +10,8 @@ import torch
 from mistralpy import LLM, SamplingParams
 from mistralpy.loader.default_model import default_model_path
 
+from .test_isq_quality import perplexity
+
 pytestmark = pytest.mark.slow
 
 PROMPTS = [
@@ -98,12 +100,13 @@ def test_quantized_kernels_against_the_dequantized_path(llm):
     float32 arithmetic) and vs the weights dequantized to dense bf16, over 38 prompts decoded as one batch.
 
     bf16 logits of this model are only ~0.06 apart at their resolution, so near-ties flip under any change of rounding:
-    "In 1492, Christopher Columbus" has its top two tokens 0.04 apart in float32, and which prompts stay equal to
-    float32 for all 32 tokens moves by a few whenever any sum changes its order. Measured (2026-11-24): the native
-    kernels (exact weights, bf16 activations) equal float32 on 16 of 38 prompts and first differ at token 21.0 on
-    average; dense bf16 weights on 19 of 38, at 22.7 (17 and 16 of 38, 21.8 and 21.7, before decode attention summed
-    each score's products in another order). A row's matmul result does not depend on the batch (test_quant_linear).
-    Asserted: at least 13 of 38, and on average within two tokens of where dense bf16 weights first differ."""
+    "In 1492, Christopher Columbus" has its top two tokens 0.04 apart in float32. The fast path quantizes activations
+    per group of 32 to int8 (as llama.cpp does for its quantized dot products), which flips more of them; perplexity
+    does not move (test_fast_path_perplexity). Measured (2026-11-24), prompts equal to float32 for all 32 tokens and
+    the mean first differing token: fast path 7 of 38 and 14.0; llama.cpp on the same file 5 of 38 and 15.8; dense
+    bf16 weights 19 of 38 and 22.7 (the earlier kernels, with bf16 activations: 16 of 38 and 21.0). A row's matmul
+    result does not depend on the batch (test_quant_linear).
+    Asserted: the fast path at least at llama.cpp's count and within two tokens of its mean; dense bf16 at 15 of 38."""
     params = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True)
     exact = [o.outputs[0].token_ids for o in llm.generate(AGREEMENT_PROMPTS, params)]
     divergence = {}
@@ -112,5 +115,13 @@ def test_quantized_kernels_against_the_dequantized_path(llm):
         outs = [o.outputs[0].token_ids for o in engine.generate(AGREEMENT_PROMPTS, params)]
         divergence[weights] = first_divergence(outs, exact)
     fast, dense = divergence["quantized"], divergence["dequantized"]
-    assert sum(d == NEW_TOKENS for d in fast) >= 13, fast
-    assert sum(fast) / len(fast) >= sum(dense) / len(dense) - 2, (fast, dense)
+    assert sum(d == NEW_TOKENS for d in fast) >= 5 and sum(fast) / len(fast) >= 15.8 - 2, fast
+    assert sum(d == NEW_TOKENS for d in dense) >= 15, dense
+
+
+def test_fast_path_perplexity(llm):
+    """Perplexity on test_isq_quality's text, the prompt prefilled through the kernels: the fast path (int8
+    activations against the quantized weights) 8.658 against the float32 reference path's 8.676 (2026-11-24; dense
+    bf16 weights: 8.642)."""
+    ratio = perplexity(LLM(dtype="bfloat16")) / perplexity(llm)
+    assert abs(ratio - 1) <= 0.01, ratio

@@ -21,6 +21,7 @@ from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
 from mistralpy.quant.gguf_dequant import dequantize
 from mistralpy.quant.isq import ISQ_TYPES, quantize
+from mistralpy.quant.native_linear import NativeQuantLinear
 from mistralpy.quant.quantized_linear import QuantizedLinear
 
 from .helpers import group32_linear_cls, llama_to_gguf, make_tiny_llama
@@ -130,7 +131,9 @@ def _prefill_logits(path, dtype: torch.dtype, weights: str, quantization: str, i
 @pytest.mark.parametrize("name", ["q4_k", "q8_0"])
 def test_bf16_kernels_are_as_accurate_as_the_dense_bf16_path(tmp_path, tokenizer_dir, name: str) -> None:
     # Rows of 256 and 512 weights: real Q4_K blocks. Greedy tokens of a random model flip under any bf16 rounding
-    # change (its top logits are close), so the kernels are held to the logits error of the dense bf16 path.
+    # change (its top logits are close), so the kernels are held to the logits error of the dense bf16 path: within
+    # 2.5x of it for the native kernel, which quantizes activations per group of 32 to int8 (measured 2026-11-24:
+    # 1.6-1.9x), 1.5x for torch's int4 kernel (bf16 activations).
     # Tied embeddings: ISQ leaves the embedding (and so the output projection) in full precision.
     make_tiny_llama(tmp_path, tie=True, hidden_size=256, intermediate_size=512)
     ids = PROMPTS[3][:40]
@@ -140,4 +143,5 @@ def test_bf16_kernels_are_as_accurate_as_the_dense_bf16_path(tmp_path, tokenizer
     layers = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
     assert len(layers) == 2 * 4 and {m.qtype for m in layers} == {ISQ_TYPES[name]}
     dense_err, fast_err = (dense - exact).abs(), (fast - exact).abs()
-    assert fast_err.max() <= 1.5 * dense_err.max() and fast_err.mean() <= 1.5 * dense_err.mean()
+    tol = 2.5 if group32_linear_cls() is NativeQuantLinear else 1.5
+    assert fast_err.max() <= tol * dense_err.max() and fast_err.mean() <= tol * dense_err.mean()

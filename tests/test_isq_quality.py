@@ -29,9 +29,10 @@ TEXT = (
     "In 1969, Apollo 11 landed on the Moon. Neil Armstrong and Buzz Aldrin spent about two hours outside the lunar "
     "module, collecting samples and setting up experiments, while Michael Collins orbited above in the command module."
 )
-# Relative perplexity margins against the full-precision model (bf16 compute). Measured on this text on
-# 2026-11-23: q8_0 1.0045, q4_0 1.0395, q4_1 1.0048, q4_k 0.9980; the margins leave room for kernel changes.
-MARGINS = {"q8_0": 0.01, "q4_0": 0.08, "q4_1": 0.03, "q4_k": 0.03}
+# Relative perplexity margins against the full-precision model (bf16 compute). Measured on this text with the
+# kernels' int8 activations (2026-11-24): q8_0 1.0114, q4_0 1.0512, q4_1 1.0002, q4_k 1.0058 (with bf16 activations,
+# 2026-11-23: 1.0045, 1.0395, 1.0048, 0.9980); on ~170 tokens, a change of rounding alone moves them by ~0.5%.
+MARGINS = {"q8_0": 0.02, "q4_0": 0.08, "q4_1": 0.03, "q4_k": 0.03}
 
 
 @pytest.fixture(scope="module")

@@ -217,7 +217,10 @@ def test_quantized_gguf_loads_quantized_and_matches_the_dequantized_path(tmp_pat
     assert isinstance(table, kernel_cls if tie else GGUFLinear)  # tied: also the output projection
     assert model.lm_head is None if tie else isinstance(model.lm_head, kernel_cls)
     dense_err, fast_err = (dense - exact).abs(), (fast - exact).abs()
-    assert fast_err.max() <= 1.5 * dense_err.max() and fast_err.mean() <= 1.5 * dense_err.mean()
+    # The native kernel quantizes activations per group of 32 to int8 (as llama.cpp does): on this random model its
+    # logits are ~1.8x as far from float32 as dense bf16 weights' are (max and mean, measured 2026-11-24).
+    tol = 2.5 if kernel_cls is NativeQuantLinear else 1.5
+    assert fast_err.max() <= tol * dense_err.max() and fast_err.mean() <= tol * dense_err.mean()
     # float32 activations: the quantized modules decode exactly the reference's weights
     quantized32, _ = _logits(path, torch.float32, "quantized", ids)
     torch.testing.assert_close(quantized32, exact, rtol=0, atol=1e-5)
@@ -250,9 +253,9 @@ def test_panel_lane_order() -> None:
 
 @pytest.mark.parametrize("qtype", sorted(NATIVE_TYPES), ids=lambda t: t.name)
 def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizationType) -> None:
-    """37 weight rows (two panels and a partial one) against 1-17 and 47 rows of x (passes of 8, 4, 2 and 1 rows).
-    Each x row's sums are formed in the same order whatever the batch: a row's result is bit for bit its result
-    alone."""
+    """37 weight rows (two panels and a partial one) against 1-17, 47 and 150 rows of x (passes of 8, 4, 2 and 1
+    rows; blocks of 64 rows). Each x row's sums are formed in the same order whatever the batch: a row's result is
+    bit for bit its result alone."""
     if native_qmatmul() is None:
         pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16)")
     cols = 256 if qtype in (Q.Q4_K, Q.Q5_K) else 224
@@ -262,14 +265,13 @@ def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizat
     ref = reference(raw, qtype)
     assert torch.equal(layer.dequantize(), ref)
     alone = {}
-    for batch in [*range(1, 18), 47]:
+    for batch in [*range(1, 18), 47, 150]:
         x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(0)).bfloat16()
         y = kernels.qmatmul(x, *layer._args)
         assert_matmul_close(y, x, ref, BF16_TOL)
         for i in range(batch):
             alone.setdefault(i, kernels.qmatmul(x[i : i + 1], *layer._args))
             assert torch.equal(y[i : i + 1], alone[i]), (batch, i)
-    assert torch.equal(layer.dense_weight(), ref.bfloat16())  # the prefill path's weight: each element rounded once
 
 
 def test_native_kernel_rejects_mismatched_arguments(native_kernels) -> None:

@@ -19,7 +19,7 @@ from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
-_NAME = "mistralpy_native_v20"  # bump when the sources change, so that stale builds are not picked up
+_NAME = "mistralpy_native_v24"  # bump when the sources change, so that stale builds are not picked up
 _FILES = (
     "bindings.cpp",
     "decoder_stack.cpp",
@@ -27,7 +27,6 @@ _FILES = (
     "kv_cache.cpp",
     "paged_attention.cpp",
     "prefill_attention.cpp",
-    "quant_dequantize.cpp",
     "quant_matmul.cpp",
 )
 _SOURCES = [str(Path(__file__).with_name(f)) for f in _FILES]

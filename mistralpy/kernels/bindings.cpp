@@ -9,15 +9,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("write_kv", &write_kv, "a step's K/V rows into their cache slots (quantized for an int8 cache)");
   m.def("has_prefill_attention", &has_prefill_attention, "whether prefill_attention was built (AVX-512 BF16)");
   m.def("prefill_attention", &prefill_attention, "causal attention of a sequence's new tokens over its paged KV");
-  m.def("has_qmatmul", &has_qmatmul, "whether qmatmul was built (it needs AVX-512 BF16)");
+  m.def("has_qmatmul", &has_qmatmul, "whether qmatmul was built (it needs AVX-512 BF16 and VNNI)");
   m.def("qmatmul", &qmatmul, "x (M, K) bf16 times a group-quantized weight in panels of 16 rows, transposed -> (M, N) bf16");
-  m.def("qdequantize", &qdequantize, "a group-quantized weight in panels of 16 rows -> (N, K) bf16");
   m.def("rms_norm", &rms_norm, "bf16 RMSNorm of rows (Llama's rounding, or Gemma's 1 + weight)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 silu(gate) * up over [gate | up] rows");
   m.def("rotary", &rotary, "bf16 half-split rotary of q and k, from the step's cos/sin rows");
   pybind11::class_<QuantLinear>(m, "QuantLinear", "a projection over group-quantized codes (for DecoderStack)")
       .def(pybind11::init<torch::Tensor, torch::Tensor, c10::optional<torch::Tensor>, int64_t, double, int64_t,
-                          c10::optional<torch::Tensor>, int64_t>());
+                          c10::optional<torch::Tensor>>());
   pybind11::class_<DecoderStack>(m, "DecoderStack", "Llama decoder layers for a decode step in one call")
       .def(pybind11::init<int64_t, int64_t, int64_t, double, double>())
       .def("add_layer", &DecoderStack::add_layer)

@@ -3,15 +3,11 @@
 #include "decoder_stack.h"
 
 QuantLinear::QuantLinear(torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> zero, int64_t bits,
-                         double offset, int64_t out_features, c10::optional<torch::Tensor> bias,
-                         int64_t dense_min_rows)
+                         double offset, int64_t out_features, c10::optional<torch::Tensor> bias)
     : codes(std::move(codes)), scale(std::move(scale)), zero(std::move(zero)), bias(std::move(bias)), bits(bits),
-      offset(offset), out_features(out_features), dense_min_rows(dense_min_rows) {}
+      offset(offset), out_features(out_features) {}
 
 torch::Tensor QuantLinear::operator()(const torch::Tensor& x) const {
-  if (x.size(0) >= dense_min_rows) {
-    return at::linear(x, qdequantize(codes, scale, zero, bits, offset, out_features), bias);
-  }
   auto y = qmatmul(x, codes, scale, zero, bits, offset, out_features);
   return bias.has_value() ? y.add_(*bias) : y;
 }

@@ -3,17 +3,17 @@
 #pragma once
 #include "ops.h"
 
-// A projection over group-quantized codes, as quant/native_linear.py runs it (dense GEMM from dense_min_rows rows).
+// A projection over group-quantized codes, as quant/native_linear.py runs it.
 struct QuantLinear {
   QuantLinear(torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> zero, int64_t bits,
-              double offset, int64_t out_features, c10::optional<torch::Tensor> bias, int64_t dense_min_rows);
+              double offset, int64_t out_features, c10::optional<torch::Tensor> bias);
   torch::Tensor operator()(const torch::Tensor& x) const;
 
   torch::Tensor codes, scale;
   c10::optional<torch::Tensor> zero, bias;
   int64_t bits;
   double offset;
-  int64_t out_features, dense_min_rows;
+  int64_t out_features;
 };
 
 class DecoderStack {

@@ -1,12 +1,12 @@
-// What the quantized-weight kernels share (quant_matmul.cpp, quant_dequantize.cpp): the panel layout of the codes,
-// the argument checks, dispatch over the per-group parameters' dtype, prefetching and loading group parameters.
+// The layout of group-quantized weights in panels (quant_matmul.cpp multiplies them; quant/native_linear.py packs
+// them), its argument checks, dispatch over the per-group parameters' dtype, prefetching and parameter loads.
 //
 // Weights W[n, k] = a[n, g] * (q[n, k] + c) + b[n, g] for groups g of 32 weights along a row, stored in panels of 16
 // rows (the last one padded with zero rows). A panel's codes are 64-byte blocks along k, one u32 lane per row:
 //   4 bits: a block holds 8 k of each row; its lane's nibbles are k0 k2 k4 k6 (low u16) and k1 k3 k5 k7 (high u16);
-//   8 bits: a block holds 4 k of each row; its lane's bytes are k0 k2 (low u16) and k1 k3 (high u16).
-// So (lane >> 4s) & 0x000F000F is the k pair s of a 4-bit block and (lane >> 8s) & 0x00FF00FF that of an 8-bit one,
-// 16 rows at a time, as the u32 lanes of a bf16 dot product's operand.
+//   8 bits: a block holds 4 k of each row; its lane's bytes are k0 k2 k1 k3.
+// So a lane's low nibbles (k0 k4 k1 k5), its high nibbles (k2 k6 k3 k7), or its bytes are four codes of one row: an
+// operand of a u8 dot product, 16 rows at a time.
 // codes: (panels, 16 * K * bits / 8) uint8; a and b: (panels, K / 32, 16), float32 or float16 (b may be absent).
 #pragma once
 #include <torch/extension.h>

@@ -1,15 +1,14 @@
 // Matmul against group-quantized weights kept quantized (layout: quant_common.h): y = x W^T for up to a few dozen rows
-// of x (decode steps). x stays in bf16 (no activation quantization). Per panel of 16 weight rows, each 64-byte block
-// of codes becomes four bf16 vectors of k pairs with one shift and one ternary-logic op each, and every x row takes
-// one AVX-512 BF16 dot product per vector with the 16 rows in the lanes; per group, one multiply by the 16 rows'
-// scales. 4-bit codes enter as 128 + q (exact), so per group sum_k (128 + q_k) x_k = S, and the row's result is
-// sum_g a_g S_g + sum_g (b_g + a_g (c - 128)) X_g with X_g = sum_k x_k. 8-bit codes go through float32 (integers
-// below 256 are exact in bf16): two vectors of k pairs per block, and no 128 to take back.
+// of x (decode steps). Each row of x is quantized per group of 32 to int8 first, x_k ~ d q_k with d = max |x_k| / 127
+// (llama.cpp's activations for its quantized dot products), its codes reordered to the weight lanes' k order. Per
+// panel of 16 weight rows, a 64-byte block of codes is one (8 bits) or two (4 bits: the low and the high nibbles)
+// u8 operands of a u8 x s8 dot product (vpdpbusd): 16 rows in the lanes, 4 k per lane, 64 products per instruction
+// where a bf16 dot product has 32. A group's integer sum S = sum_k w_k q_k is exact; with the weight's a (w + c) + b,
+// the row's result gains d (a S + (a c + b) Q) per group, Q = sum_k q_k.
 // An x row's sums are formed in the same order whatever the number of rows: results do not depend on the batch.
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
-#include <cstring>
 #include <vector>
 
 #include "quant_common.h"
@@ -20,95 +19,116 @@ using quant::kPanel;
 
 namespace {
 
-#ifdef MISTRALPY_AVX512_BF16
+#ifdef MISTRALPY_AVX512_VNNI
 constexpr bool kFast = true;
 constexpr int kMaxRows = 8;  // x rows per pass over a panel: their sums stay in registers
-constexpr int kChains = 2;   // independent dot-product chains per x row and group
+// x rows per sweep over the panels: a block's codes stay in L2 while the weight streams past them
+constexpr int64_t kRowBlock = 64;
 
-// The inputs of one call. Per x row m and group g: xsum[m * groups + g] = X_g. x is read as u32 k pairs.
+// x quantized, per row: K / 4 u32 of four s8 codes each, in the weight lanes' order; per row and group: d and d Q.
+struct QuantizedX {
+  std::vector<uint32_t> q;
+  std::vector<float> d, dq;
+};
+
+// Where the codes of a group's k sit in the lanes of its 64-byte blocks (quant_common.h), per 8 k: a 4-bit lane's
+// low nibbles are k0 k4 k1 k5 and its high nibbles k2 k6 k3 k7; an 8-bit lane's bytes are k0 k2 k1 k3.
+inline __m128i lane_order(int bits) {
+  return bits == 4 ? _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15)
+                   : _mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15);
+}
+
+// 16 bf16 as float32 (exact).
+inline __m512 load_bf16(const uint16_t* x) {
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))), 16));
+}
+
+// Rows [begin, end) of x quantized into `out`.
+void quantize_rows(const uint16_t* x, int64_t begin, int64_t end, int64_t K, int bits, QuantizedX& out) {
+  const int64_t groups = K / kGroup;
+  const __m128i order = lane_order(bits);
+  auto* q = reinterpret_cast<__m128i*>(out.q.data());
+  for (int64_t i = begin * groups; i < end * groups; ++i) {
+    const __m512 lo = load_bf16(x + i * kGroup), hi = load_bf16(x + i * kGroup + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+    const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    const __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inv)), qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv));
+    const float d = amax / 127.0f;
+    out.d[i] = d;
+    out.dq[i] = d * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi)));
+    _mm_storeu_si128(q + 2 * i, _mm_shuffle_epi8(_mm512_cvtepi32_epi8(qlo), order));
+    _mm_storeu_si128(q + 2 * i + 1, _mm_shuffle_epi8(_mm512_cvtepi32_epi8(qhi), order));
+  }
+}
+
+QuantizedX quantize_x(const uint16_t* x, int64_t M, int64_t K, int bits) {
+  const int64_t groups = K / kGroup;
+  QuantizedX out{std::vector<uint32_t>(M * K / 4), std::vector<float>(M * groups), std::vector<float>(M * groups)};
+  // a group takes ~6 ns: threads start to pay from a few hundred groups on
+  at::parallel_for(0, M, std::max<int64_t>(1, 512 / groups),
+                   [&](int64_t begin, int64_t end) { quantize_rows(x, begin, end, K, bits, out); });
+  return out;
+}
+
+// The inputs of one call (per x row m and group g: d[m * groups + g], dq[...]).
 template <typename P>
 struct Operands {
-  const uint32_t* x;
-  const float* xsum;
+  const uint32_t* q;
+  const float* d;
+  const float* dq;
   const uint8_t* codes;
   const P* scale;
   const P* bias;
   int64_t K, groups, panel_bytes, N;
-  float shift;
+  float offset;
   c10::BFloat16* out;
 };
 
-// ((block >> 4s) & 0x000F000F) | 0x43004300 per u32 lane: a k pair of nibbles as the bf16 values 128 + nibble (exact:
-// bits 0x4300 | q are the bf16 of 128 + q for q < 128), in one ternary-logic op after the shift.
-template <int s>
-inline __m512i nibble_pair(__m512i block) {
-  const __m512i v = s == 0 ? block : _mm512_srli_epi32(block, 4 * s);
-  return _mm512_ternarylogic_epi32(v, _mm512_set1_epi32(0x000F000F), _mm512_set1_epi32(0x43004300), 0xEA);
-}
-// Bytes 8 s and 16 + 8 s of each lane: the 8-bit codes of k pair s of a block, as bf16 (exact, through float32).
-template <int s>
-inline __m512i byte_pair(__m512i block) {
-  const __m512i byte = _mm512_set1_epi32(0xFF);
-  const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(block, 8 * s), byte));
-  const __m512 hi = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(block, 16 + 8 * s), byte));
-  // the float32 of an integer below 256 has zero low 16 bits: its top half is its bf16
-  return _mm512_ternarylogic_epi32((__m512i)hi, _mm512_srli_epi32((__m512i)lo, 16), _mm512_set1_epi32(0xFFFF0000),
-                                   0xEC);
-}
-
-constexpr int vectors_per_block(int bits) { return bits == 4 ? 4 : 2; }  // k pairs of a 64-byte block of codes
-
-// Block i of panel p's codes as bf16 vectors of k pairs (w[s]: pair s of the block's 16 rows).
-template <int kBits>
-inline void convert_block(const uint8_t* block_ptr, __m512i* w) {
-  const __m512i block = _mm512_loadu_si512(block_ptr);
-  if constexpr (kBits == 4) {
-    w[0] = nibble_pair<0>(block), w[1] = nibble_pair<1>(block);
-    w[2] = nibble_pair<2>(block), w[3] = nibble_pair<3>(block);
-  } else {
-    w[0] = byte_pair<0>(block), w[1] = byte_pair<1>(block);
-  }
-}
-
-// Rows [m, m + MR) of x times panel p: out[m + j, 16 p .. 16 p + 16). The panel's codes are converted as they are
-// read, or (kConverted) read already converted from `converted`, which holds the panel's vectors in order.
-template <int kBits, int MR, bool kConverted, typename P>
-void panel_pass(const Operands<P>& o, int64_t p, int64_t m, const __m512i* converted) {
+// Rows [m, m + MR) of x times panel p: out[m + j, 16 p .. 16 p + 16).
+template <int kBits, int MR, typename P>
+void panel_pass(const Operands<P>& o, int64_t p, int64_t m) {
   constexpr int kBlocks = kBits == 4 ? 4 : 8;  // 64-byte blocks of codes per group
-  constexpr int kVectors = vectors_per_block(kBits);
-  const int64_t G = o.groups, pairs = o.K / 2;
+  constexpr int kChains = MR <= 2 ? 2 : 1;     // independent dot-product chains per x row
+  const int64_t G = o.groups;
   const uint8_t* codes = o.codes + p * o.panel_bytes;
   const P* scale = o.scale + p * G * kPanel;
   const P* bias = o.bias != nullptr ? o.bias + p * G * kPanel : nullptr;
-  const __m512 shift = _mm512_set1_ps(o.shift);
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  const __m512 offset = _mm512_set1_ps(o.offset);
   __m512 acc[MR];
-  const uint32_t* x[MR];  // row j's k pairs of group g
-  for (int j = 0; j < MR; ++j) acc[j] = _mm512_setzero_ps(), x[j] = o.x + (m + j) * pairs;
+  const uint32_t* x[MR];  // row j's codes of group g, four to a u32
+  for (int j = 0; j < MR; ++j) acc[j] = _mm512_setzero_ps(), x[j] = o.q + (m + j) * (o.K / 4);
   for (int64_t g = 0; g < G; ++g) {
-    __m512 dot[kChains][MR];
+    __m512i dot[kChains][MR];
     for (int c = 0; c < kChains; ++c)
-      for (int j = 0; j < MR; ++j) dot[c][j] = _mm512_setzero_ps();
+      for (int j = 0; j < MR; ++j) dot[c][j] = _mm512_setzero_si512();
     for (int b = 0; b < kBlocks; ++b) {
-      __m512i w[kVectors];
-      if constexpr (kConverted) {
-        for (int s = 0; s < kVectors; ++s) w[s] = _mm512_load_si512(converted + (g * kBlocks + b) * kVectors + s);
-      } else {
-        convert_block<kBits>(codes + (g * kBlocks + b) * 64, w);
-      }
-      for (int s = 0; s < kVectors; ++s) {
+      const __m512i block = _mm512_loadu_si512(codes + (g * kBlocks + b) * 64);
+      if constexpr (kBits == 4) {
+        const __m512i low = _mm512_and_si512(block, nibble);
+        const __m512i high = _mm512_and_si512(_mm512_srli_epi32(block, 4), nibble);
         for (int j = 0; j < MR; ++j) {
-          const __m512i xp = _mm512_set1_epi32(static_cast<int>(x[j][b * kVectors + s]));
-          dot[s % kChains][j] = _mm512_dpbf16_ps(dot[s % kChains][j], (__m512bh)w[s], (__m512bh)xp);
+          dot[0][j] = _mm512_dpbusd_epi32(dot[0][j], low, _mm512_set1_epi32(static_cast<int>(x[j][2 * b])));
+          dot[kChains - 1][j] =
+              _mm512_dpbusd_epi32(dot[kChains - 1][j], high, _mm512_set1_epi32(static_cast<int>(x[j][2 * b + 1])));
+        }
+      } else {
+        for (int j = 0; j < MR; ++j) {
+          dot[b % kChains][j] =
+              _mm512_dpbusd_epi32(dot[b % kChains][j], block, _mm512_set1_epi32(static_cast<int>(x[j][b])));
         }
       }
     }
     const __m512 a = quant::load16(scale + g * kPanel);
-    const __m512 z = _mm512_fmadd_ps(a, shift, bias != nullptr ? quant::load16(bias + g * kPanel) : _mm512_setzero_ps());
+    const __m512 b = bias != nullptr ? quant::load16(bias + g * kPanel) : _mm512_setzero_ps();
+    const __m512 z = _mm512_fmadd_ps(a, offset, b);  // a c + b
     for (int j = 0; j < MR; ++j) {
-      __m512 d = dot[0][j];
-      for (int c = 1; c < kChains; ++c) d = _mm512_add_ps(d, dot[c][j]);
-      acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.xsum[(m + j) * G + g]), _mm512_fmadd_ps(a, d, acc[j]));
-      x[j] += kGroup / 2;
+      const __m512i s = kChains == 2 ? _mm512_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
+      const int64_t i = (m + j) * G + g;
+      acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
+      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), _mm512_cvtepi32_ps(s), acc[j]);
+      x[j] += kGroup / 4;
     }
   }
   const int64_t cols = std::min(kPanel, o.N - p * kPanel);
@@ -119,59 +139,30 @@ void panel_pass(const Operands<P>& o, int64_t p, int64_t m, const __m512i* conve
 }
 
 // Rows [m, M) of x times panel p, kMaxRows at a time, then passes of 4, 2 and 1 rows.
-template <int kBits, bool kConverted, typename P>
-void panel_passes(const Operands<P>& o, int64_t M, int64_t p, int64_t m, const __m512i* converted) {
-  for (; m + kMaxRows <= M; m += kMaxRows) panel_pass<kBits, kMaxRows, kConverted>(o, p, m, converted);
-  if (M - m >= 4) panel_pass<kBits, 4, kConverted>(o, p, m, converted), m += 4;
-  if (M - m >= 2) panel_pass<kBits, 2, kConverted>(o, p, m, converted), m += 2;
-  if (M - m >= 1) panel_pass<kBits, 1, kConverted>(o, p, m, converted);
-}
-
-// All rows of x times panel p. With more rows than one pass takes, the panel's codes are converted once into
-// `converted` (K / 2 vectors), which the passes then read, instead of in every pass.
 template <int kBits, typename P>
-void panel_all_rows(const Operands<P>& o, int64_t M, int64_t p, __m512i* converted) {
-  if (M <= kMaxRows) return panel_passes<kBits, false>(o, M, p, 0, nullptr);
-  const uint8_t* codes = o.codes + p * o.panel_bytes;
-  constexpr int kVectors = vectors_per_block(kBits);
-  for (int64_t i = 0; i < o.panel_bytes / 64; ++i) convert_block<kBits>(codes + i * 64, converted + i * kVectors);
-  panel_passes<kBits, true>(o, M, p, 0, converted);
-}
-
-// X_g (float32) per x row and group.
-void group_sums(const uint16_t* x, int64_t M, int64_t K, float* xsum) {
-  const int64_t groups = K / kGroup;
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t g = 0; g < groups; ++g) {
-      float s = 0.0f;
-      for (int64_t i = 0; i < kGroup; ++i) {
-        const uint32_t bits = static_cast<uint32_t>(x[m * K + g * kGroup + i]) << 16;
-        float f;
-        std::memcpy(&f, &bits, 4);
-        s += f;
-      }
-      xsum[m * groups + g] = s;
-    }
-  }
+void panel_passes(const Operands<P>& o, int64_t m, int64_t M, int64_t p) {
+  for (; m + kMaxRows <= M; m += kMaxRows) panel_pass<kBits, kMaxRows>(o, p, m);
+  if (M - m >= 4) panel_pass<kBits, 4>(o, p, m), m += 4;
+  if (M - m >= 2) panel_pass<kBits, 2>(o, p, m), m += 2;
+  if (M - m >= 1) panel_pass<kBits, 1>(o, p, m);
 }
 
 template <int kBits, typename P>
 void qmatmul_impl(const uint16_t* x, int64_t M, int64_t K, const uint8_t* codes, const P* scale, const P* bias,
                   double offset, c10::BFloat16* out, int64_t N) {
   const int64_t groups = K / kGroup, panels = (N + kPanel - 1) / kPanel;
-  std::vector<float> xsum(M * groups);
-  group_sums(x, M, K, xsum.data());
-  const float shift = static_cast<float>(offset) - (kBits == 4 ? 128.0f : 0.0f);  // nibbles enter as 128 + q
-  const auto* xp = reinterpret_cast<const uint32_t*>(x);
+  const QuantizedX qx = quantize_x(x, M, K, kBits);
   const int64_t panel_bytes = kPanel * K * kBits / 8;
-  const Operands<P> o{xp, xsum.data(), codes, scale, bias, K, groups, panel_bytes, N, shift, out};
+  const Operands<P> o{qx.q.data(), qx.d.data(),       qx.dq.data(), codes, scale, bias, K, groups, panel_bytes,
+                      N,           static_cast<float>(offset), out};
   at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
-    std::vector<__m512i> converted(M > kMaxRows ? K / 2 : 0);
-    for (int64_t p = begin; p < end; ++p) {
-      // the next panel's codes and group parameters are requested while this one is multiplied: the hardware
-      // prefetchers alone leave a one-row matmul waiting on memory
-      if (p + 1 < end) quant::prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
-      panel_all_rows<kBits>(o, M, p, converted.data());
+    for (int64_t m = 0; m < M; m += kRowBlock) {
+      for (int64_t p = begin; p < end; ++p) {
+        // the next panel's codes and group parameters are requested while this one is multiplied: the hardware
+        // prefetchers alone leave a one-row matmul waiting on memory
+        if (p + 1 < end) quant::prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
+        panel_passes<kBits>(o, m, std::min(M, m + kRowBlock), p);
+      }
     }
   });
 }
@@ -186,13 +177,13 @@ bool has_qmatmul() { return kFast; }
 // x: (M, K) bf16 -> (M, N) bf16. offset: c, added to every code before the scale.
 torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias,
                       int64_t bits, double offset, int64_t N) {
-  TORCH_CHECK(kFast, "qmatmul needs AVX-512 BF16 (built without it)");
+  TORCH_CHECK(kFast, "qmatmul needs AVX-512 BF16 and VNNI (built without them)");
   TORCH_CHECK(x.scalar_type() == torch::kBFloat16 && x.dim() == 2, "x must be 2-D bf16");
   const int64_t M = x.size(0), K = quant::check_params(codes, scale, bias, bits, N);
   TORCH_CHECK(x.size(1) == K, "x has ", x.size(1), " features, the weight ", K);
   x = x.contiguous();
   auto out = torch::empty({M, N}, x.options());
-#ifdef MISTRALPY_AVX512_BF16
+#ifdef MISTRALPY_AVX512_VNNI
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<c10::BFloat16>());
   quant::with_param_type(scale, [&](auto tag) {
     using P = decltype(tag);

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..quant.native_linear import DENSE_MIN_ROWS, NativeQuantLinear
+from ..quant.native_linear import NativeQuantLinear
 from .attention import AttentionMetadata
 from .rotary import RotaryEmbedding
 
@@ -51,7 +51,7 @@ class DecoderStack:
         stack = native.DecoderStack(num_heads, num_kv_heads, head_dim, eps, head_dim**-0.5)
 
         def linear(m: NativeQuantLinear):
-            return native.QuantLinear(*m._args, m._bias, DENSE_MIN_ROWS)
+            return native.QuantLinear(*m._args, m._bias)
 
         for layer in layers:
             stack.add_layer(

@@ -1,9 +1,9 @@
-"""NativeQuantLinear: GGUF types with groups of 32 on the native AVX-512 BF16 kernel (kernels/quant_matmul.cpp).
+"""NativeQuantLinear: GGUF types with groups of 32 on the native AVX-512 VNNI kernel (kernels/quant_matmul.cpp).
 
 The weight stays as its GGUF codes and per-group parameters, w = a * (q + c) + b, exactly (no requantization):
-codes of up to 4 bits are packed two to a byte, wider ones (Q5_*, Q8_0) take a byte each, in panels of 16 rows whose
-codes the kernel turns into bf16 dot-product operands with one shift and one logic op. Activations stay in bf16; the
-kernel's sums are float32. Large batches (prefill) dequantize the whole weight to bf16 once and run one GEMM.
+codes of up to 4 bits are packed two to a byte, wider ones (Q5_*, Q8_0) take a byte each, in panels of 16 rows, the
+u8 operands of the kernel's dot products. The kernel quantizes x per group of 32 to int8 (as llama.cpp does for its
+quantized dot products): integer sums, exact, scaled per group in float32. It serves decode steps and prefill alike.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ GROUP = 32
 NATIVE_TYPES: frozenset[GGMLQuantizationType] = frozenset(
     GGMLQuantizationType[t] for t in ("Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q8_0")
 )
-# From this many rows of x on, one bf16 GEMM over the dequantized weight beats the quantized dot products.
-DENSE_MIN_ROWS = 64
 
 
 def native_qmatmul():
@@ -127,14 +125,8 @@ class NativeQuantLinear(QuantizedLinear):
             return self._reference(x)
         if x.dim() != 2:
             return self.forward(x.reshape(-1, self.in_features)).view(*x.shape[:-1], self.out_features)
-        if x.shape[0] >= DENSE_MIN_ROWS:
-            return F.linear(x, self.dense_weight(), self._bias)
         y = self._kernels.qmatmul(x, *self._args)
         return y if self._bias is None else y + self._bias
-
-    def dense_weight(self) -> torch.Tensor:
-        """The weight in bf16 (each element rounded once from its exact value): for large batches of rows."""
-        return self._kernels.qdequantize(*self._args)
 
     def _affine(self, ids: torch.Tensor | slice) -> GroupAffine:
         q = unpack_panels(self.codes, self.width, self.in_features, ids)
