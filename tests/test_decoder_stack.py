@@ -16,7 +16,7 @@ PARAMS = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, logprobs=
 @pytest.fixture
 def needs_qmatmul():
     if native_qmatmul() is None:
-        pytest.skip("the native quantized matmul is not built here (it needs AVX-512 BF16 and a compiler)")
+        pytest.skip("the native quantized matmul is not built here (it needs AVX-512 BF16 and VNNI and a compiler)")
 
 
 def _stack_model(llm: LLM):

@@ -257,7 +257,7 @@ def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizat
     rows; blocks of 64 rows). Each x row's sums are formed in the same order whatever the batch: a row's result is
     bit for bit its result alone."""
     if native_qmatmul() is None:
-        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16)")
+        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
     cols = 256 if qtype in (Q.Q4_K, Q.Q5_K) else 224
     raw = random_blocks(qtype, 37, cols, seed=3)
     kernels = native_qmatmul()
@@ -276,7 +276,7 @@ def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizat
 
 def test_native_kernel_rejects_mismatched_arguments(native_kernels) -> None:
     if native_qmatmul() is None:
-        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16)")
+        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
     kernels = native_qmatmul()
     raw = random_blocks(Q.Q4_0, 20, 64, seed=5)
     layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), Q.Q4_0, (20, 64), None, kernels)

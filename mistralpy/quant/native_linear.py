@@ -23,7 +23,7 @@ NATIVE_TYPES: frozenset[GGMLQuantizationType] = frozenset(
 
 
 def native_qmatmul():
-    """The native kernels if they are built with qmatmul (it needs AVX-512 BF16), else None."""
+    """The native kernels if they are built with qmatmul (it needs AVX-512 BF16 and VNNI), else None."""
     native = kernels.native_module()
     return native if native is not None and native.has_qmatmul() else None
 
