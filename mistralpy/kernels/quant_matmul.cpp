@@ -1,5 +1,5 @@
-// Matmul against group-quantized weights kept quantized (layout: quant_common.h): y = x W^T for up to a few dozen rows
-// of x (decode steps). Each row of x is quantized per group of 32 to int8 first, x_k ~ d q_k with d = max |x_k| / 127
+// Matmul against group-quantized weights kept quantized (layout: quant_common.h): y = x W^T for any number of rows of
+// x (decode steps and prefill alike). Each row of x is quantized per group of 32 to int8 first, x_k ~ d q_k with d = max |x_k| / 127
 // (llama.cpp's activations for its quantized dot products), its codes reordered to the weight lanes' k order. Per
 // panel of 16 weight rows, a 64-byte block of codes is one (8 bits) or two (4 bits: the low and the high nibbles)
 // u8 operands of a u8 x s8 dot product (vpdpbusd): 16 rows in the lanes, 4 k per lane, 64 products per instruction
@@ -121,8 +121,8 @@ void panel_pass(const Operands<P>& o, int64_t p, int64_t m) {
       }
     }
     const __m512 a = quant::load16(scale + g * kPanel);
-    const __m512 b = bias != nullptr ? quant::load16(bias + g * kPanel) : _mm512_setzero_ps();
-    const __m512 z = _mm512_fmadd_ps(a, offset, b);  // a c + b
+    const __m512 b_g = bias != nullptr ? quant::load16(bias + g * kPanel) : _mm512_setzero_ps();
+    const __m512 z = _mm512_fmadd_ps(a, offset, b_g);  // a c + b
     for (int j = 0; j < MR; ++j) {
       const __m512i s = kChains == 2 ? _mm512_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
       const int64_t i = (m + j) * G + g;
