@@ -151,7 +151,8 @@ def test_quantized_embedding_rows(qtype: GGMLQuantizationType, tied: bool) -> No
     if tied:
         h = torch.randn(3, hidden).bfloat16()
         with torch.inference_mode():
-            assert_matmul_close(emb.logits(h), h, ref, BF16_TOL)
+            logits = emb.logits(h)  # float32 whatever the kernel: the sampler's dtype
+            assert_matmul_close(logits, h.float(), ref, BF16_TOL)
 
 
 def test_int4_memory_is_a_fraction_of_bf16() -> None:
@@ -267,11 +268,38 @@ def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizat
     alone = {}
     for batch in [*range(1, 18), 47, 150]:
         x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(0)).bfloat16()
-        y = kernels.qmatmul(x, *layer._args)
+        y = kernels.qmatmul(x, *layer._args, False)
         assert_matmul_close(y, x, ref, BF16_TOL)
         for i in range(batch):
-            alone.setdefault(i, kernels.qmatmul(x[i : i + 1], *layer._args))
+            alone.setdefault(i, kernels.qmatmul(x[i : i + 1], *layer._args, False))
             assert torch.equal(y[i : i + 1], alone[i]), (batch, i)
+
+
+@pytest.mark.parametrize("qtype", sorted(NATIVE_TYPES), ids=lambda t: t.name)
+def test_native_kernel_equals_its_torch_spelling(native_kernels, qtype: GGMLQuantizationType) -> None:
+    """qmatmul_reference computes the kernel's arithmetic (int8 x per group, integer sums, fused multiply-adds in its
+    order) in torch: the results are equal bit for bit, bf16 and float32 alike, with a bias. x has outlier channels,
+    an all-zero group and ties at half a code."""
+    if native_qmatmul() is None:
+        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
+    cols = 256 if qtype in (Q.Q4_K, Q.Q5_K) else 224
+    raw = random_blocks(qtype, 37, cols, seed=7)
+    bias = torch.randn(37, generator=torch.Generator().manual_seed(1)).bfloat16()
+    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (37, cols), bias, native_qmatmul())
+    gen = torch.Generator().manual_seed(2)
+    for batch in (1, 5, 8, 70):
+        x = torch.randn(batch, cols, generator=gen) * torch.rand(cols, generator=gen) * 4
+        x[:, 3] *= 30
+        x[0, 32:64] = 0
+        x[-1, 64:96] = torch.tensor([127.0, 0.5, -0.5, 1.5] * 8)  # x * 127 / max lands on .5: rounds half to even
+        x = x.bfloat16()
+        fast, ref = layer(x), layer.forward_float32(x)
+        layer.use_kernel_reference()
+        assert torch.equal(layer(x), fast) and torch.equal(layer.forward_float32(x), ref), batch
+        assert fast.dtype == torch.bfloat16 and ref.dtype == torch.float32
+        layer._kernel_reference = None
+        kernel = native_qmatmul().qmatmul
+        assert torch.equal(kernel(x, *layer._args, True).bfloat16(), kernel(x, *layer._args, False))  # one rounding
 
 
 def test_native_kernel_rejects_mismatched_arguments(native_kernels) -> None:
@@ -282,8 +310,8 @@ def test_native_kernel_rejects_mismatched_arguments(native_kernels) -> None:
     layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), Q.Q4_0, (20, 64), None, kernels)
     codes, scale, zero, width, offset, n = layer._args
     with pytest.raises(RuntimeError, match="features"):
-        kernels.qmatmul(torch.zeros(1, 96, dtype=torch.bfloat16), *layer._args)
+        kernels.qmatmul(torch.zeros(1, 96, dtype=torch.bfloat16), *layer._args, False)
     with pytest.raises(RuntimeError, match="out_features"):
-        kernels.qmatmul(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scale, zero, width, offset, 33)
+        kernels.qmatmul(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scale, zero, width, offset, 33, False)
     with pytest.raises(RuntimeError, match="scale"):
-        kernels.qmatmul(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scale[:1], zero, width, offset, n)
+        kernels.qmatmul(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scale[:1], zero, width, offset, n, False)

@@ -8,7 +8,7 @@ QuantLinear::QuantLinear(torch::Tensor codes, torch::Tensor scale, c10::optional
       offset(offset), out_features(out_features) {}
 
 torch::Tensor QuantLinear::operator()(const torch::Tensor& x) const {
-  auto y = qmatmul(x, codes, scale, zero, bits, offset, out_features);
+  auto y = qmatmul(x, codes, scale, zero, bits, offset, out_features, false);
   return bias.has_value() ? y.add_(*bias) : y;
 }
 

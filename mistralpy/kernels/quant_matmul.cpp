@@ -6,9 +6,12 @@
 // where a bf16 dot product has 32. A group's integer sum S = sum_k w_k q_k is exact; with the weight's a (w + c) + b,
 // the row's result gains d (a S + (a c + b) Q) per group, Q = sum_k q_k.
 // An x row's sums are formed in the same order whatever the number of rows: results do not depend on the batch.
+// The result is stored as bf16, or as float32 (logits: a greedy choice is not left to ties at bf16's resolution).
+// quant/qmatmul_reference.py spells the same arithmetic in torch, operation for operation.
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "quant_common.h"
@@ -72,7 +75,7 @@ QuantizedX quantize_x(const uint16_t* x, int64_t M, int64_t K, int bits) {
 }
 
 // The inputs of one call (per x row m and group g: d[m * groups + g], dq[...]).
-template <typename P>
+template <typename P, typename O>
 struct Operands {
   const uint32_t* q;
   const float* d;
@@ -82,12 +85,12 @@ struct Operands {
   const P* bias;
   int64_t K, groups, panel_bytes, N;
   float offset;
-  c10::BFloat16* out;
+  O* out;
 };
 
 // Rows [m, m + MR) of x times panel p: out[m + j, 16 p .. 16 p + 16).
-template <int kBits, int MR, typename P>
-void panel_pass(const Operands<P>& o, int64_t p, int64_t m) {
+template <int kBits, int MR, typename P, typename O>
+void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
   constexpr int kBlocks = kBits == 4 ? 4 : 8;  // 64-byte blocks of codes per group
   constexpr int kChains = MR <= 2 ? 2 : 1;     // independent dot-product chains per x row
   const int64_t G = o.groups;
@@ -134,26 +137,31 @@ void panel_pass(const Operands<P>& o, int64_t p, int64_t m) {
   const int64_t cols = std::min(kPanel, o.N - p * kPanel);
   const __mmask16 mask = cols >= kPanel ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
   for (int j = 0; j < MR; ++j) {
-    _mm256_mask_storeu_epi16(o.out + (m + j) * o.N + p * kPanel, mask, (__m256i)_mm512_cvtneps_pbh(acc[j]));
+    O* out = o.out + (m + j) * o.N + p * kPanel;
+    if constexpr (std::is_same_v<O, float>) {
+      _mm512_mask_storeu_ps(out, mask, acc[j]);
+    } else {
+      _mm256_mask_storeu_epi16(out, mask, (__m256i)_mm512_cvtneps_pbh(acc[j]));
+    }
   }
 }
 
 // Rows [m, M) of x times panel p, kMaxRows at a time, then passes of 4, 2 and 1 rows.
-template <int kBits, typename P>
-void panel_passes(const Operands<P>& o, int64_t m, int64_t M, int64_t p) {
+template <int kBits, typename P, typename O>
+void panel_passes(const Operands<P, O>& o, int64_t m, int64_t M, int64_t p) {
   for (; m + kMaxRows <= M; m += kMaxRows) panel_pass<kBits, kMaxRows>(o, p, m);
   if (M - m >= 4) panel_pass<kBits, 4>(o, p, m), m += 4;
   if (M - m >= 2) panel_pass<kBits, 2>(o, p, m), m += 2;
   if (M - m >= 1) panel_pass<kBits, 1>(o, p, m);
 }
 
-template <int kBits, typename P>
+template <int kBits, typename P, typename O>
 void qmatmul_impl(const uint16_t* x, int64_t M, int64_t K, const uint8_t* codes, const P* scale, const P* bias,
-                  double offset, c10::BFloat16* out, int64_t N) {
+                  double offset, O* out, int64_t N) {
   const int64_t groups = K / kGroup, panels = (N + kPanel - 1) / kPanel;
   const QuantizedX qx = quantize_x(x, M, K, kBits);
   const int64_t panel_bytes = kPanel * K * kBits / 8;
-  const Operands<P> o{qx.q.data(), qx.d.data(),       qx.dq.data(), codes, scale, bias, K, groups, panel_bytes,
+  const Operands<P, O> o{qx.q.data(), qx.d.data(),       qx.dq.data(), codes, scale, bias, K, groups, panel_bytes,
                       N,           static_cast<float>(offset), out};
   at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t m = 0; m < M; m += kRowBlock) {
@@ -174,25 +182,31 @@ constexpr bool kFast = false;
 
 bool has_qmatmul() { return kFast; }
 
-// x: (M, K) bf16 -> (M, N) bf16. offset: c, added to every code before the scale.
+// x: (M, K) bf16 -> (M, N) bf16, or float32 with float_out. offset: c, added to every code before the scale.
 torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias,
-                      int64_t bits, double offset, int64_t N) {
+                      int64_t bits, double offset, int64_t N, bool float_out) {
   TORCH_CHECK(kFast, "qmatmul needs AVX-512 BF16 and VNNI (built without them)");
   TORCH_CHECK(x.scalar_type() == torch::kBFloat16 && x.dim() == 2, "x must be 2-D bf16");
   const int64_t M = x.size(0), K = quant::check_params(codes, scale, bias, bits, N);
   TORCH_CHECK(x.size(1) == K, "x has ", x.size(1), " features, the weight ", K);
   x = x.contiguous();
-  auto out = torch::empty({M, N}, x.options());
+  auto out = torch::empty({M, N}, x.options().dtype(float_out ? torch::kFloat32 : torch::kBFloat16));
 #ifdef MISTRALPY_AVX512_VNNI
   const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<c10::BFloat16>());
   quant::with_param_type(scale, [&](auto tag) {
     using P = decltype(tag);
     const P* bp = bias.has_value() ? bias->data_ptr<P>() : nullptr;
-    auto* op = out.data_ptr<c10::BFloat16>();
-    if (bits == 4) {
-      qmatmul_impl<4, P>(xp, M, K, codes.data_ptr<uint8_t>(), scale.data_ptr<P>(), bp, offset, op, N);
+    auto run = [&](auto* op) {
+      if (bits == 4) {
+        qmatmul_impl<4, P>(xp, M, K, codes.data_ptr<uint8_t>(), scale.data_ptr<P>(), bp, offset, op, N);
+      } else {
+        qmatmul_impl<8, P>(xp, M, K, codes.data_ptr<uint8_t>(), scale.data_ptr<P>(), bp, offset, op, N);
+      }
+    };
+    if (float_out) {
+      run(out.data_ptr<float>());
     } else {
-      qmatmul_impl<8, P>(xp, M, K, codes.data_ptr<uint8_t>(), scale.data_ptr<P>(), bp, offset, op, N);
+      run(out.data_ptr<c10::BFloat16>());
     }
   });
 #endif

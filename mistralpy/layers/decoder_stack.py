@@ -38,11 +38,12 @@ class DecoderStack:
 
     @classmethod
     def build(cls, layers: list[StackLayer], rotary, num_heads, num_kv_heads, head_dim) -> DecoderStack | None:
-        """The stack over `layers`, or None where a weight is not a native quantized one or not bf16, or the norms'
-        epsilons differ (the stack takes one)."""
+        """The stack over `layers`, or None where a weight is not a native quantized one on its kernel, a norm is not
+        bf16, or the norms' epsilons differ (the stack takes one)."""
         linears = [m for layer in layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         norms = [t for layer in layers for t in (layer.input_norm, layer.post_norm)]
-        if not all(type(m) is NativeQuantLinear for m in linears) or any(t.dtype != torch.bfloat16 for t in norms):
+        native = all(type(m) is NativeQuantLinear and m.runs_kernel for m in linears)
+        if not native or any(t.dtype != torch.bfloat16 for t in norms):
             return None
         eps = layers[0].eps
         if eps is None or any(layer.eps != eps for layer in layers):

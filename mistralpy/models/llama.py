@@ -146,9 +146,12 @@ class LlamaModel(nn.Module):
             self._stack_checked = True
         return self._stack
 
-    def _apply(self, fn, recurse=True):
-        # the stack holds the weight tensors themselves: rebuild it over the new ones
+    def forget_decode_stack(self) -> None:
+        """The next decode step checks the layers again (the stack holds the weight tensors themselves)."""
         self._stack, self._stack_checked = None, False
+
+    def _apply(self, fn, recurse=True):
+        self.forget_decode_stack()
         return super()._apply(fn, recurse)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from gguf.constants import GGMLQuantizationType
 
 from .. import kernels
 from .affine import GroupAffine, exact_half, gguf_to_affine
+from .qmatmul_reference import qmatmul_reference
 from .quantized_linear import QuantizedLinear
 
 GROUP = 32
@@ -85,6 +86,18 @@ def _panel_and_lane(ids: torch.Tensor | slice, panels: int) -> tuple[torch.Tenso
     return ids // PANEL, ids % PANEL
 
 
+def use_kernel_reference(model: torch.nn.Module) -> int:
+    """Switch every NativeQuantLinear in `model` to the kernel's arithmetic spelled in torch: the parity reference of
+    the fast path (its outputs equal the kernel's). Decode steps then take the per-layer path. Returns how many."""
+    layers = [m for m in model.modules() if isinstance(m, NativeQuantLinear)]
+    for m in layers:
+        m.use_kernel_reference()
+    for m in model.modules():
+        if hasattr(m, "forget_decode_stack"):
+            m.forget_decode_stack()
+    return len(layers)
+
+
 class NativeQuantLinear(QuantizedLinear):
     def __init__(self, affine: GroupAffine, qtype: GGMLQuantizationType, bias: torch.Tensor | None, kernels) -> None:
         rows, cols = affine.q.shape
@@ -101,6 +114,7 @@ class NativeQuantLinear(QuantizedLinear):
             scale, zero = affine.scale.float(), affine.bias.float()  # the kernel takes one dtype for both
         self.register_buffer("scale", panel_params(scale))
         self.register_buffer("zero", None if zero is None else panel_params(zero))
+        self._kernel_reference: GroupAffine | None = None  # set by use_kernel_reference
         self._bind()
 
     @classmethod
@@ -120,12 +134,31 @@ class NativeQuantLinear(QuantizedLinear):
         self._args = (self.codes, self.scale, self.zero, self.width, float(self.offset), self.out_features)
         self._bias = self.bias
 
+    @property
+    def runs_kernel(self) -> bool:
+        return self._kernel_reference is None
+
+    def use_kernel_reference(self) -> None:
+        """From now on compute with the kernel's arithmetic spelled in torch (qmatmul_reference): equal, and slow."""
+        self._kernel_reference = self._affine(slice(0, self.out_features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._matmul(x, False)
+
+    def forward_float32(self, x: torch.Tensor) -> torch.Tensor:
+        return self._matmul(x, True)
+
+    def _matmul(self, x: torch.Tensor, float_out: bool) -> torch.Tensor:
         if x.dtype != torch.bfloat16:
-            return self._reference(x)
+            y = self._reference(x)
+            return y.float() if float_out else y
         if x.dim() != 2:
-            return self.forward(x.reshape(-1, self.in_features)).view(*x.shape[:-1], self.out_features)
-        y = self._kernels.qmatmul(x, *self._args)
+            y = self._matmul(x.reshape(-1, self.in_features), float_out)
+            return y.view(*x.shape[:-1], self.out_features)
+        if self._kernel_reference is not None:
+            y = qmatmul_reference(x, self._kernel_reference, float_out)
+        else:
+            y = self._kernels.qmatmul(x, *self._args, float_out)
         return y if self._bias is None else y + self._bias
 
     def _affine(self, ids: torch.Tensor | slice) -> GroupAffine:

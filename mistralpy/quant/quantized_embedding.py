@@ -22,7 +22,7 @@ class QuantizedEmbedding(nn.Module):
         return rows.view(*ids.shape, self.embedding_dim)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.table(hidden)
+        return self.table.forward_float32(hidden)
 
     @property
     def nbytes(self) -> int:

@@ -3,12 +3,14 @@
 Contract (every implementation):
 - `in_features`, `out_features`, `qtype` (the GGUF type of the stored weight; None for a fused mix of types);
 - `forward(x)`: x (..., in_features) in the compute dtype -> (..., out_features) in x's dtype;
+- `forward_float32(x)`: the same as float32 (logits);
 - `dequantize()`: the (out_features, in_features) float32 weight, bit-exact with `gguf_dequant.dequantize`;
 - `dequantize_rows(ids)`: rows of it, decoding only those (embedding lookups);
 - `QuantizedLinear.from_gguf(raw, qtype, shape, bias=None, dtype=...)`: built from GGUF blocks, raw uint8 of shape
   (out_features, bytes_per_row), for every type in `SUPPORTED_TYPES`;
 - `nbytes`: the memory its tensors hold.
-A fast path computes the same function as dequantize-then-matmul, up to float rounding in the activation dtype.
+A fast path computes the same function as dequantize-then-matmul, up to float rounding in the activation dtype, or,
+on the native kernel, up to rounding x to int8 per group of 32 first (its exact reference: qmatmul_reference.py).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class QuantizedLinear(nn.Module, abc.ABC):
     def dequantize_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` of `dequantize()`: what an embedding lookup needs. Implementations decode only those rows."""
         return self.dequantize()[ids]
+
+    def forward_float32(self, x: torch.Tensor) -> torch.Tensor:
+        """forward with a float32 result (logits): implementations whose kernel can store it so override this."""
+        return self(x).float()
 
     @property
     def nbytes(self) -> int:

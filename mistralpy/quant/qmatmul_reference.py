@@ -1,0 +1,61 @@
+"""The native quantized matmul's arithmetic (kernels/quant_matmul.cpp) spelled in torch, operation for operation.
+
+Its results equal the kernel's bit for bit: the parity reference of the fast path. The kernel does not compute
+dequantize-then-matmul up to rounding; it quantizes x per group of 32 to int8 first (as llama.cpp does), and a
+reference of anything else differs from it by that quantization, which greedy decoding turns into different tokens.
+Slow (a float64 pass per group), for tests.
+
+Per x row and group g: d = max|x| / 127, q = round(x / d) (x * (127 / max|x|), half to even), Q = sum q;
+per weight row: S = sum codes * q (exact integers), z = a c + b (one rounding: fma); then, group after group,
+acc = fma(z, d Q, acc), acc = fma(a d, S, acc). Each fma is one float32 rounding of an exact float64 result.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .affine import GroupAffine
+
+GROUP = 32
+_SUMS = 1 << 24  # integer sums (groups x rows x out_features) held at a time
+
+
+def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, K) -> int8 codes as float32 (M, K // 32, 32) and their scales d (M, K // 32), as the kernel forms them."""
+    groups = x.float().unflatten(-1, (-1, GROUP))
+    amax = groups.abs().amax(-1)
+    # tensor / tensor: torch turns `scalar / tensor` into a reciprocal times the scalar, which rounds differently
+    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax, torch.zeros_like(amax))
+    return torch.round(groups * inv.unsqueeze(-1)), amax / torch.full_like(amax, 127.0)
+
+
+def qmatmul_reference(x: torch.Tensor, weight: GroupAffine, float_out: bool = False) -> torch.Tensor:
+    """x (M, K) bf16 times the weight transposed -> (M, N) bf16 (float32 with float_out), as the kernel computes it."""
+    if weight.group != GROUP:
+        raise ValueError(f"the kernel's groups are of {GROUP} weights, not {weight.group}")
+    rows, cols = weight.q.shape
+    step = max(1, _SUMS // (rows * cols // GROUP))
+    parts = [_rows(x[i : i + step], weight) for i in range(0, x.shape[0], step)]
+    out = torch.cat(parts) if parts else torch.empty(0, rows)
+    return out if float_out else out.to(torch.bfloat16)
+
+
+def _rows(x: torch.Tensor, weight: GroupAffine) -> torch.Tensor:
+    q, d = quantize_activations(x)
+    dq = d * q.sum(-1)
+    codes = weight.q.float().unflatten(-1, (-1, GROUP))
+    sums = torch.einsum("mgk,ngk->gmn", q, codes).double()  # integers below 2**24: exact in float32
+    a = weight.scale.double()
+    b = torch.zeros_like(a) if weight.bias is None else weight.bias.double()
+    z = _fma(a, float(weight.offset), b)
+    acc = torch.zeros(x.shape[0], weight.q.shape[0], dtype=torch.float64)
+    for g in range(q.shape[1]):
+        acc = _fma(z[:, g], dq[:, g : g + 1].double(), acc)
+        ad = (a[:, g].float() * d[:, g : g + 1]).double()  # one float32 product, as the kernel's
+        acc = _fma(ad, sums[g], acc)
+    return acc.float()
+
+
+def _fma(a: torch.Tensor | float, b: torch.Tensor | float, c: torch.Tensor) -> torch.Tensor:
+    """float32 a * b + c with one rounding: the float64 product of two float32 values is exact."""
+    return (c + a * b).float().double()
