@@ -45,8 +45,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     p.add_argument(
-        "--kv-cache-dtype", default="auto", choices=["auto", "int8"],
-        help="KV cache rows: auto (the compute dtype) or int8 (codes and a scale a row: about half the memory)",
+        "--kv-cache-dtype", default=None, choices=["auto", "int8"],
+        help="KV cache rows: auto (the compute dtype) or int8 (codes and a scale a row: about half the memory); "
+        "default: int8 for quantized weights computed in bf16, else auto",
     )  # fmt: skip
     p.add_argument(
         "--kv-cache-tokens", type=int, default=16384,

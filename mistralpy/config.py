@@ -113,7 +113,9 @@ class EngineConfig:
     block_size: int = 16
     num_kv_blocks: int | None = None  # None: enough for max(max_model_len, kv_cache_tokens) tokens
     kv_cache_tokens: int = 16384
-    kv_cache_dtype: str = "auto"  # "auto": the compute dtype; "int8": rows of int8 codes and a scale (about half)
+    # "auto": the compute dtype; "int8": rows of int8 codes and a scale (about half); None: int8 for quantized weights
+    # computed in bf16, else "auto" (layers.kv_cache.default_kv_cache_dtype)
+    kv_cache_dtype: str | None = None
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 512
     max_model_len: int | None = None  # None: the model's context length

@@ -26,7 +26,8 @@ class LLM:
     "dequantized" never (every weight becomes a dense `dtype` tensor: the reference path).
     `quantization`: quantize full-precision Linear weights at load (ISQ): "q4_0", "q4_1", "q8_0" or "q4_k".
     `kv_cache_dtype`: "auto" keeps K/V in the compute dtype; "int8" keeps each head's row as int8 codes and a float32
-    scale (like llama.cpp's q8_0 cache type), about half the memory a sequence takes in bfloat16.
+    scale (like llama.cpp's q8_0 cache type), about half the memory a sequence takes in bfloat16. Unset, it is "int8"
+    for quantized weights computed in bfloat16 (measured: no perplexity loss on the embedded model) and "auto" else.
     `gqa`, `rope_theta`, `rms_norm_eps`: what a legacy GGML file does not record (its grouped-query factor
     n_head / n_head_kv, RoPE base, RMSNorm epsilon; default 1, 10000, 5e-6), and `max_model_len` its context length
     (default 2048). They are an error for a GGUF file or HF folder, which record their own.
@@ -43,7 +44,7 @@ class LLM:
         block_size: int = 16,
         num_kv_blocks: int | None = None,
         kv_cache_tokens: int = 16384,
-        kv_cache_dtype: str = "auto",
+        kv_cache_dtype: str | None = None,
         enable_prefix_caching: bool = True,
         show_progress: bool = False,
         weights: str = "auto",

@@ -67,8 +67,9 @@ class Runner:
       bounded by the KV pool, not a number of sequences).
     - `in_situ_quant`: quantize full-precision weights at load: "Q4_0", "Q4_1", "Q8_0" or "Q4K".
     - `pa_ctxt_len`: tokens the KV cache holds (at least max_model_len); `pa_blk_size`: tokens per KV block.
-    - `pa_cache_type`: None or "auto" (K/V in the compute dtype), or "int8" (int8 rows and a scale each; mistralpy's
-      counterpart of mistral.rs's "f8e4m3", which it does not implement).
+    - `pa_cache_type`: "auto" (K/V in the compute dtype) or "int8" (int8 rows and a scale each; mistralpy's
+      counterpart of mistral.rs's "f8e4m3", which it does not implement); None: int8 for quantized weights computed
+      in bf16, else auto.
     - `seed`: requests without a seed get one drawn from a generator seeded with this, so a run is reproducible.
     - mistralpy's own: `max_model_len` (default: the model's context), `max_num_batched_tokens` (per-step budget).
     """
@@ -107,7 +108,7 @@ class Runner:
             max_model_len=max_model_len,
             max_num_batched_tokens=max_num_batched_tokens,
             gqa=spec.gqa,
-            kv_cache_dtype="auto" if pa_cache_type is None else pa_cache_type,
+            kv_cache_dtype=pa_cache_type,
             **({"kv_cache_tokens": pa_ctxt_len} if pa_ctxt_len is not None else {}),
             **({"block_size": pa_blk_size} if pa_blk_size is not None else {}),
         )

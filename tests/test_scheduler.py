@@ -197,6 +197,27 @@ def test_eviction_reuses_cached_free_blocks_lru():
     assert bm.num_free_blocks == 4
 
 
+def test_freed_blocks_are_reused_before_unused_ones():
+    """The pool's memory is taken as blocks are first written: a second burst as large as the first stays within the
+    first's blocks, evicting its cached prefixes (least recently freed first) rather than touching new blocks."""
+    bm = BlockManager(num_blocks=64, block_size=4)
+    first = [req(f"a{i}", [i] * 10) for i in range(4)]  # 3 blocks each
+    for r in first:
+        assert bm.allocate_slots(r, 10)
+    used = {b for r in first for b in r.block_ids}
+    assert used == set(range(12)) and bm.num_free_blocks == 52
+    for r in first:
+        bm.free(r)
+    second = [req(f"b{i}", [100 + i] * 10) for i in range(4)]
+    for r in second:
+        assert bm.allocate_slots(r, 10)
+    assert {b for r in second for b in r.block_ids} == used
+    assert bm.get_computed_blocks(req("again", [0] * 10)) == []  # the first burst's prefixes were evicted
+    assert not any(bm.blocks[b].ref_count for b in range(12, 64))
+    third = req("c", [7] * 10)
+    assert bm.allocate_slots(third, 10) and third.block_ids == [12, 13, 14]  # no freed block left: unused ones
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_random_workload_no_leak(seed):
     rng = random.Random(seed)

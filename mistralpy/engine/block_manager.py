@@ -2,6 +2,11 @@
 
 A full block's hash chains the hash of the block before it with its own token ids, so equal hashes mean equal
 prefixes. Freed blocks keep their hash and stay findable until the free list hands them out again (LRU order).
+
+Blocks never used yet are handed out only when no freed block is left. The KV pool's memory is taken as its blocks
+are first written (model_runner), so the resident cache grows with the most tokens in flight at once, not with the
+pool: after a burst of requests the next one reuses the burst's blocks. The price: the prefix cache keeps what fits
+in the blocks used so far, where handing out unused blocks first would keep more of it (and fill the whole pool).
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ class BlockManager:
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.blocks = [Block(i) for i in range(num_blocks)]
-        self.free_ids: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self.free_ids: OrderedDict[int, None] = OrderedDict()  # freed blocks, least recently freed first
+        self.num_unused = num_blocks  # blocks [num_blocks - num_unused, num_blocks) were never handed out
         self.hash_to_block: dict[int, int] = {}
         self.stats = PrefixCacheStats()
 
     @property
     def num_free_blocks(self) -> int:
-        return len(self.free_ids)
+        return len(self.free_ids) + self.num_unused
 
     @property
     def usage(self) -> float:
@@ -102,6 +108,11 @@ class BlockManager:
         block.ref_count += 1
 
     def _pop_free(self) -> int:
+        if not self.free_ids:
+            block_id = self.num_blocks - self.num_unused
+            self.num_unused -= 1
+            self.blocks[block_id].ref_count = 1
+            return block_id
         block_id, _ = self.free_ids.popitem(last=False)
         block = self.blocks[block_id]
         if block.block_hash is not None:

@@ -6,11 +6,13 @@ import itertools
 
 from ..config import EngineConfig, SchedulerConfig, resolve_dtype
 from ..errors import InvalidRequestError, PromptTooLongError
+from ..layers.kv_cache import default_kv_cache_dtype
 from ..loader import GGMLParams, open_model_source
 from ..loader.default_model import default_model_path
 from ..loader.model_loader import load_model
 from ..models import resolve_model_class
 from ..outputs import RequestOutput
+from ..quant.quantized_linear import QuantizedLinear
 from ..sampling_params import SamplingParams
 from ..tokenizer import Tokenizer
 from .block_manager import BlockManager
@@ -46,7 +48,9 @@ class Engine:
         self.scheduler_config = SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, max_model_len)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.scheduler_config, self.block_manager)
-        self.model_runner = ModelRunner(model, num_blocks, config.block_size, self.dtype, config.kv_cache_dtype)
+        quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())
+        self.kv_cache_dtype = config.kv_cache_dtype or default_kv_cache_dtype(self.dtype, quantized)
+        self.model_runner = ModelRunner(model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype)
         self.output_processor = OutputProcessor(self.tokenizer)
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids) | frozenset(self.model_config.eos_token_ids)
         self._ids = itertools.count()
