@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ..errors import InvalidRequestError, ModelLoadError, ModelNotFoundError
 from ..gguf_tokenizer import legacy_vocab_metadata
+from ..quant.ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType
 from .gguf import GGUFFile, _open_map
 from .gguf_header import TensorEntry
 

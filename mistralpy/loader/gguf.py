@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from gguf.constants import GGMLQuantizationType
 
 from ..config import ModelConfig
 from ..errors import MistralpyError, ModelLoadError, ModelNotFoundError
+from ..quant.ggml_types import GGMLQuantizationType
 from ..quant.gguf_dequant import dequantize
 from .gguf_header import GGUFFormatError, GGUFHeader, TensorEntry, parse_header
 

@@ -10,10 +10,32 @@ import math
 import mmap
 import struct
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
-from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuantizationType, GGUFValueType
+
+from ..quant.ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType
+
+GGUF_MAGIC = 0x46554747  # "GGUF" read as a little-endian uint32
+GGUF_DEFAULT_ALIGNMENT = 32  # of the tensor data, unless general.alignment says otherwise
+
+
+class GGUFValueType(IntEnum):
+    UINT8 = 0
+    INT8 = 1
+    UINT16 = 2
+    INT16 = 3
+    UINT32 = 4
+    INT32 = 5
+    FLOAT32 = 6
+    BOOL = 7
+    STRING = 8
+    ARRAY = 9
+    UINT64 = 10
+    INT64 = 11
+    FLOAT64 = 12
+
 
 V = GGUFValueType
 _SCALAR_FORMATS: dict[GGUFValueType, str] = {

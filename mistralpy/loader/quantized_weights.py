@@ -6,12 +6,12 @@ import itertools
 from typing import NamedTuple
 
 import torch
-from gguf.constants import GGMLQuantizationType
 from torch import nn
 
 from ..config import WEIGHT_MODES
 from ..errors import InvalidRequestError
 from ..layers.linear import Linear
+from ..quant.ggml_types import GGMLQuantizationType
 from ..quant.gguf_dequant import dequantize
 from ..quant.quantized_embedding import QuantizedEmbedding
 from ..quant.quantized_linear import FusedQuantizedLinear, GGUFLinear, QuantizedLinear

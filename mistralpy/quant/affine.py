@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ..errors import ModelLoadError
+from .ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType
 from .gguf_dequant import _bits, _f16, _k_scale_min, _nibbles, _q5_high_bits
 
 Q = GGMLQuantizationType

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from gguf.constants import GGML_QUANT_SIZES, QK_K, GGMLQuantizationType
 
 from ..errors import ModelLoadError
+from .ggml_types import GGML_QUANT_SIZES, QK_K, GGMLQuantizationType
 
 Q = GGMLQuantizationType
 

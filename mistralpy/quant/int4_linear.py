@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from gguf.constants import GGMLQuantizationType
 
 from .affine import GroupAffine, exact_half, gguf_to_affine
+from .ggml_types import GGMLQuantizationType
 from .int4pack import ROW_BLOCK, int4_mm, pack_codes, unpack_codes, unpack_rows
 from .quantized_linear import QuantizedLinear
 

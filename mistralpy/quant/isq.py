@@ -7,9 +7,9 @@ are bit-identical to `gguf.quants.quantize`; Q4_K follows ggml's `quantize_row_q
 from __future__ import annotations
 
 import torch
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ..errors import InvalidRequestError
+from .ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType
 from .kquant import quantize_q4_k
 
 Q = GGMLQuantizationType

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from gguf.constants import GGMLQuantizationType
 
 from .. import kernels
 from .affine import GroupAffine, exact_half, gguf_to_affine
+from .ggml_types import GGMLQuantizationType
 from .qmatmul_reference import qmatmul_reference
 from .quantized_linear import QuantizedLinear
 

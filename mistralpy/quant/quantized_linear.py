@@ -19,10 +19,10 @@ import abc
 
 import torch
 import torch.nn.functional as F
-from gguf.constants import GGMLQuantizationType
 from torch import nn
 
 from ..errors import ModelLoadError
+from .ggml_types import GGMLQuantizationType
 from .gguf_dequant import SUPPORTED_TYPES, dequantize
 
 Q = GGMLQuantizationType
