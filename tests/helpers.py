@@ -107,3 +107,15 @@ def group32_linear_cls() -> type:
     from mistralpy.quant.native_linear import NativeQuantLinear, native_qmatmul
 
     return NativeQuantLinear if native_qmatmul() is not None else Int4PackLinear
+
+
+def quantized_linear_cls(qtype) -> type:
+    """The class the loader picks for a GGUF type: the native kernel where it is built and takes the type (every
+    group-quantized one), else torch's int4 kernel for groups of 32, else blocks plus a dense copy."""
+    from mistralpy.quant.int4_linear import INT4_TYPES
+    from mistralpy.quant.native_linear import NATIVE_TYPES, NativeQuantLinear, native_qmatmul
+    from mistralpy.quant.quantized_linear import DenseLinear
+
+    if qtype in NATIVE_TYPES and native_qmatmul() is not None:
+        return NativeQuantLinear
+    return group32_linear_cls() if qtype in INT4_TYPES else DenseLinear

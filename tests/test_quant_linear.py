@@ -35,9 +35,9 @@ from mistralpy.quant.native_linear import (
     unpack_panels,
 )
 from mistralpy.quant.quantized_embedding import QuantizedEmbedding
-from mistralpy.quant.quantized_linear import DenseLinear, FusedQuantizedLinear, GGUFLinear, QuantizedLinear
+from mistralpy.quant.quantized_linear import FusedQuantizedLinear, GGUFLinear, QuantizedLinear
 
-from .helpers import group32_linear_cls, llama_to_gguf, make_tiny_llama
+from .helpers import group32_linear_cls, llama_to_gguf, make_tiny_llama, quantized_linear_cls
 
 Q = GGMLQuantizationType
 QUANTIZED = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]
@@ -86,7 +86,7 @@ def case(request):
         layer = Int4PackLinear.from_gguf_blocks(blocks, qtype, (ROWS, COLS), None)
     else:
         layer = QuantizedLinear.from_gguf(blocks, qtype, (ROWS, COLS))
-        assert isinstance(layer, group32_linear_cls() if qtype in INT4_TYPES else DenseLinear)
+        assert type(layer) is quantized_linear_cls(qtype)
     return qtype, raw, reference(raw, qtype), layer
 
 
@@ -259,7 +259,7 @@ def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizat
     bit for bit its result alone."""
     if native_qmatmul() is None:
         pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
-    cols = 256 if qtype in (Q.Q4_K, Q.Q5_K) else 224
+    cols = 256 if GGML_QUANT_SIZES[qtype][0] == 256 else 224
     raw = random_blocks(qtype, 37, cols, seed=3)
     kernels = native_qmatmul()
     layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (37, cols), None, kernels)
@@ -282,7 +282,7 @@ def test_native_kernel_equals_its_torch_spelling(native_kernels, qtype: GGMLQuan
     an all-zero group and ties at half a code."""
     if native_qmatmul() is None:
         pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
-    cols = 256 if qtype in (Q.Q4_K, Q.Q5_K) else 224
+    cols = 256 if GGML_QUANT_SIZES[qtype][0] == 256 else 224
     raw = random_blocks(qtype, 37, cols, seed=7)
     bias = torch.randn(37, generator=torch.Generator().manual_seed(1)).bfloat16()
     layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (37, cols), bias, native_qmatmul())

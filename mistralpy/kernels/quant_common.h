@@ -1,13 +1,13 @@
 // The layout of group-quantized weights in panels (quant_matmul.cpp multiplies them; quant/native_linear.py packs
 // them), its argument checks, dispatch over the per-group parameters' dtype, prefetching and parameter loads.
 //
-// Weights W[n, k] = a[n, g] * (q[n, k] + c) + b[n, g] for groups g of 32 weights along a row, stored in panels of 16
-// rows (the last one padded with zero rows). A panel's codes are 64-byte blocks along k, one u32 lane per row:
+// Weights W[n, k] = a[n, g] * (q[n, k] + c) + b[n, g] for groups g of 32 (or 16: the K-quants with 16-weight
+// scales) weights along a row, stored in panels of 16 rows (the last one padded with zero rows). A panel's codes are 64-byte blocks along k, one u32 lane per row:
 //   4 bits: a block holds 8 k of each row; its lane's nibbles are k0 k2 k4 k6 (low u16) and k1 k3 k5 k7 (high u16);
 //   8 bits: a block holds 4 k of each row; its lane's bytes are k0 k2 k1 k3.
 // So a lane's low nibbles (k0 k4 k1 k5), its high nibbles (k2 k6 k3 k7), or its bytes are four codes of one row: an
 // operand of a u8 dot product, 16 rows at a time.
-// codes: (panels, 16 * K * bits / 8) uint8; a and b: (panels, K / 32, 16), float32 or float16 (b may be absent).
+// codes: (panels, 16 * K * bits / 8) uint8; a and b: (panels, K / group, 16), float32 or float16 (b may be absent).
 #pragma once
 #include <torch/extension.h>
 #include <immintrin.h>
@@ -18,27 +18,32 @@
 
 namespace quant {
 
-constexpr int64_t kGroup = 32;
+constexpr int64_t kGroup = 32;  // the largest group; K is a multiple of it
 constexpr int64_t kPanel = 16;  // weight rows per panel: the lanes of one zmm of float32 sums
 
 inline int64_t in_features(const torch::Tensor& codes, int64_t bits) { return codes.size(1) * 8 / (bits * kPanel); }
 
-// The arguments every kernel takes; returns K.
-inline int64_t check_params(const torch::Tensor& codes, const torch::Tensor& scale,
-                            const c10::optional<torch::Tensor>& bias, int64_t bits, int64_t N) {
+struct Shape {
+  int64_t K, group;
+};
+
+// The arguments every kernel takes; the group size follows from the parameters' shape.
+inline Shape check_params(const torch::Tensor& codes, const torch::Tensor& scale,
+                          const c10::optional<torch::Tensor>& bias, int64_t bits, int64_t N) {
   TORCH_CHECK(bits == 4 || bits == 8, "codes must be 4 or 8 bits wide");
   TORCH_CHECK(codes.scalar_type() == torch::kUInt8 && codes.is_contiguous() && codes.dim() == 2, "codes: 2-D uint8");
   const int64_t K = in_features(codes, bits), panels = codes.size(0);
   TORCH_CHECK(K > 0 && K % kGroup == 0 && codes.size(1) == K * bits * kPanel / 8, "codes: 16 rows of K / 32 groups");
   TORCH_CHECK(N > (panels - 1) * kPanel && N <= panels * kPanel, "out_features does not match the panels");
-  TORCH_CHECK(scale.is_contiguous() && scale.dim() == 3 && scale.size(0) == panels && scale.size(1) == K / kGroup &&
-                  scale.size(2) == kPanel,
-              "scale: (panels, K / 32, 16)");
+  const int64_t groups = scale.dim() == 3 ? scale.size(1) : 0;
+  TORCH_CHECK(scale.is_contiguous() && scale.dim() == 3 && scale.size(0) == panels && scale.size(2) == kPanel &&
+                  (groups == K / 32 || groups == K / 16),
+              "scale: (panels, K / 32 or K / 16, 16)");
   if (bias.has_value()) {
     TORCH_CHECK(bias->scalar_type() == scale.scalar_type() && bias->sizes() == scale.sizes() && bias->is_contiguous(),
                 "bias must match scale");
   }
-  return K;
+  return {K, K / groups};
 }
 
 template <typename F>

@@ -1,5 +1,6 @@
 // Matmul against group-quantized weights kept quantized (layout: quant_common.h): y = x W^T for any number of rows of
-// x (decode steps and prefill alike). Each row of x is quantized per group of 32 to int8 first, x_k ~ d q_k with d = max |x_k| / 127
+// x (decode steps and prefill alike). Each row of x is quantized per weight group (32 or 16) to int8 first,
+// x_k ~ d q_k with d = max |x_k| / 127
 // (llama.cpp's activations for its quantized dot products), its codes reordered to the weight lanes' k order. Per
 // panel of 16 weight rows, a 64-byte block of codes is one (8 bits) or two (4 bits: the low and the high nibbles)
 // u8 operands of a u8 x s8 dot product (vpdpbusd): 16 rows in the lanes, 4 k per lane, 64 products per instruction
@@ -17,7 +18,6 @@
 #include "quant_common.h"
 #include "ops.h"
 
-using quant::kGroup;
 using quant::kPanel;
 
 namespace {
@@ -47,30 +47,41 @@ inline __m512 load_bf16(const uint16_t* x) {
       _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))), 16));
 }
 
-// Rows [begin, end) of x quantized into `out`.
+// Rows [begin, end) of x quantized into `out`, per group of kG (16 or 32: one or two zmm of 16 values).
+template <int kG>
 void quantize_rows(const uint16_t* x, int64_t begin, int64_t end, int64_t K, int bits, QuantizedX& out) {
-  const int64_t groups = K / kGroup;
+  constexpr int kParts = kG / 16;
+  const int64_t groups = K / kG;
   const __m128i order = lane_order(bits);
   auto* q = reinterpret_cast<__m128i*>(out.q.data());
   for (int64_t i = begin * groups; i < end * groups; ++i) {
-    const __m512 lo = load_bf16(x + i * kGroup), hi = load_bf16(x + i * kGroup + 16);
-    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+    __m512 v[kParts];
+    __m512 amax16 = _mm512_setzero_ps();
+    for (int h = 0; h < kParts; ++h) {
+      v[h] = load_bf16(x + i * kG + 16 * h);
+      amax16 = _mm512_max_ps(amax16, _mm512_abs_ps(v[h]));
+    }
+    const float amax = _mm512_reduce_max_ps(amax16);
     const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
-    const __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inv)), qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv));
+    __m512i sum = _mm512_setzero_si512();
+    for (int h = 0; h < kParts; ++h) {
+      const __m512i codes = _mm512_cvtps_epi32(_mm512_mul_ps(v[h], inv));
+      sum = _mm512_add_epi32(sum, codes);
+      _mm_storeu_si128(q + kParts * i + h, _mm_shuffle_epi8(_mm512_cvtepi32_epi8(codes), order));
+    }
     const float d = amax / 127.0f;
     out.d[i] = d;
-    out.dq[i] = d * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi)));
-    _mm_storeu_si128(q + 2 * i, _mm_shuffle_epi8(_mm512_cvtepi32_epi8(qlo), order));
-    _mm_storeu_si128(q + 2 * i + 1, _mm_shuffle_epi8(_mm512_cvtepi32_epi8(qhi), order));
+    out.dq[i] = d * static_cast<float>(_mm512_reduce_add_epi32(sum));
   }
 }
 
+template <int kG>
 QuantizedX quantize_x(const uint16_t* x, int64_t M, int64_t K, int bits) {
-  const int64_t groups = K / kGroup;
+  const int64_t groups = K / kG;
   QuantizedX out{std::vector<uint32_t>(M * K / 4), std::vector<float>(M * groups), std::vector<float>(M * groups)};
   // a group takes ~6 ns: threads start to pay from a few hundred groups on
   at::parallel_for(0, M, std::max<int64_t>(1, 512 / groups),
-                   [&](int64_t begin, int64_t end) { quantize_rows(x, begin, end, K, bits, out); });
+                   [&](int64_t begin, int64_t end) { quantize_rows<kG>(x, begin, end, K, bits, out); });
   return out;
 }
 
@@ -88,10 +99,10 @@ struct Operands {
   O* out;
 };
 
-// Rows [m, m + MR) of x times panel p: out[m + j, 16 p .. 16 p + 16).
-template <int kBits, int MR, typename P, typename O>
+// Rows [m, m + MR) of x times panel p: out[m + j, 16 p .. 16 p + 16). Groups of kG weights.
+template <int kBits, int kG, int MR, typename P, typename O>
 void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
-  constexpr int kBlocks = kBits == 4 ? 4 : 8;  // 64-byte blocks of codes per group
+  constexpr int kBlocks = kG * kBits / 32;  // 64-byte blocks of codes per group: 8 (4 bits) or 4 (8 bits) k each
   constexpr int kChains = MR <= 2 ? 2 : 1;     // independent dot-product chains per x row
   const int64_t G = o.groups;
   const uint8_t* codes = o.codes + p * o.panel_bytes;
@@ -131,7 +142,7 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
       const int64_t i = (m + j) * G + g;
       acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
       acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), _mm512_cvtepi32_ps(s), acc[j]);
-      x[j] += kGroup / 4;
+      x[j] += kG / 4;
     }
   }
   const int64_t cols = std::min(kPanel, o.N - p * kPanel);
@@ -147,19 +158,19 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
 }
 
 // Rows [m, M) of x times panel p, kMaxRows at a time, then passes of 4, 2 and 1 rows.
-template <int kBits, typename P, typename O>
+template <int kBits, int kG, typename P, typename O>
 void panel_passes(const Operands<P, O>& o, int64_t m, int64_t M, int64_t p) {
-  for (; m + kMaxRows <= M; m += kMaxRows) panel_pass<kBits, kMaxRows>(o, p, m);
-  if (M - m >= 4) panel_pass<kBits, 4>(o, p, m), m += 4;
-  if (M - m >= 2) panel_pass<kBits, 2>(o, p, m), m += 2;
-  if (M - m >= 1) panel_pass<kBits, 1>(o, p, m);
+  for (; m + kMaxRows <= M; m += kMaxRows) panel_pass<kBits, kG, kMaxRows>(o, p, m);
+  if (M - m >= 4) panel_pass<kBits, kG, 4>(o, p, m), m += 4;
+  if (M - m >= 2) panel_pass<kBits, kG, 2>(o, p, m), m += 2;
+  if (M - m >= 1) panel_pass<kBits, kG, 1>(o, p, m);
 }
 
-template <int kBits, typename P, typename O>
+template <int kBits, int kG, typename P, typename O>
 void qmatmul_impl(const uint16_t* x, int64_t M, int64_t K, const uint8_t* codes, const P* scale, const P* bias,
                   double offset, O* out, int64_t N) {
-  const int64_t groups = K / kGroup, panels = (N + kPanel - 1) / kPanel;
-  const QuantizedX qx = quantize_x(x, M, K, kBits);
+  const int64_t groups = K / kG, panels = (N + kPanel - 1) / kPanel;
+  const QuantizedX qx = quantize_x<kG>(x, M, K, kBits);
   const int64_t panel_bytes = kPanel * K * kBits / 8;
   const Operands<P, O> o{qx.q.data(), qx.d.data(),       qx.dq.data(), codes, scale, bias, K, groups, panel_bytes,
                       N,           static_cast<float>(offset), out};
@@ -169,7 +180,7 @@ void qmatmul_impl(const uint16_t* x, int64_t M, int64_t K, const uint8_t* codes,
         // the next panel's codes and group parameters are requested while this one is multiplied: the hardware
         // prefetchers alone leave a one-row matmul waiting on memory
         if (p + 1 < end) quant::prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
-        panel_passes<kBits>(o, m, std::min(M, m + kRowBlock), p);
+        panel_passes<kBits, kG>(o, m, std::min(M, m + kRowBlock), p);
       }
     }
   });
@@ -187,7 +198,8 @@ torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale,
                       int64_t bits, double offset, int64_t N, bool float_out) {
   TORCH_CHECK(kFast, "qmatmul needs AVX-512 BF16 and VNNI (built without them)");
   TORCH_CHECK(x.scalar_type() == torch::kBFloat16 && x.dim() == 2, "x must be 2-D bf16");
-  const int64_t M = x.size(0), K = quant::check_params(codes, scale, bias, bits, N);
+  const quant::Shape shape = quant::check_params(codes, scale, bias, bits, N);
+  const int64_t M = x.size(0), K = shape.K, group = shape.group;
   TORCH_CHECK(x.size(1) == K, "x has ", x.size(1), " features, the weight ", K);
   x = x.contiguous();
   auto out = torch::empty({M, N}, x.options().dtype(float_out ? torch::kFloat32 : torch::kBFloat16));
@@ -197,11 +209,12 @@ torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale,
     using P = decltype(tag);
     const P* bp = bias.has_value() ? bias->data_ptr<P>() : nullptr;
     auto run = [&](auto* op) {
-      if (bits == 4) {
-        qmatmul_impl<4, P>(xp, M, K, codes.data_ptr<uint8_t>(), scale.data_ptr<P>(), bp, offset, op, N);
-      } else {
-        qmatmul_impl<8, P>(xp, M, K, codes.data_ptr<uint8_t>(), scale.data_ptr<P>(), bp, offset, op, N);
-      }
+      const uint8_t* cp = codes.data_ptr<uint8_t>();
+      const P* sp = scale.data_ptr<P>();
+      if (bits == 4 && group == 32) qmatmul_impl<4, 32, P>(xp, M, K, cp, sp, bp, offset, op, N);
+      if (bits == 4 && group == 16) qmatmul_impl<4, 16, P>(xp, M, K, cp, sp, bp, offset, op, N);
+      if (bits == 8 && group == 32) qmatmul_impl<8, 32, P>(xp, M, K, cp, sp, bp, offset, op, N);
+      if (bits == 8 && group == 16) qmatmul_impl<8, 16, P>(xp, M, K, cp, sp, bp, offset, op, N);
     };
     if (float_out) {
       run(out.data_ptr<float>());

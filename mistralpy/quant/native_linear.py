@@ -1,9 +1,10 @@
-"""NativeQuantLinear: GGUF types with groups of 32 on the native AVX-512 VNNI kernel (kernels/quant_matmul.cpp).
+"""NativeQuantLinear: GGUF types with groups of 32 or 16 on the native AVX-512 VNNI kernel (kernels/quant_matmul.cpp).
 
 The weight stays as its GGUF codes and per-group parameters, w = a * (q + c) + b, exactly (no requantization):
-codes of up to 4 bits are packed two to a byte, wider ones (Q5_*, Q8_0) take a byte each, in panels of 16 rows, the
-u8 operands of the kernel's dot products. The kernel quantizes x per group of 32 to int8 (as llama.cpp does for its
-quantized dot products): integer sums, exact, scaled per group in float32. It serves decode steps and prefill alike.
+codes of up to 4 bits are packed two to a byte, wider ones (Q5_*, Q6_K, Q8_0) take a byte each, in panels of 16
+rows, the u8 operands of the kernel's dot products. The kernel quantizes x per weight group (32; 16 for Q2_K, Q3_K
+and Q6_K, whose scales are per 16 weights) to int8 (as llama.cpp does for its quantized dot products): integer sums,
+exact, scaled per group in float32. It serves decode steps and prefill alike.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from .ggml_types import GGMLQuantizationType
 from .qmatmul_reference import qmatmul_reference
 from .quantized_linear import QuantizedLinear
 
-GROUP = 32
 NATIVE_TYPES: frozenset[GGMLQuantizationType] = frozenset(
-    GGMLQuantizationType[t] for t in ("Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q8_0")
+    GGMLQuantizationType[t] for t in ("Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q8_0", "Q2_K", "Q3_K", "Q6_K")
 )
 
 
@@ -102,8 +102,9 @@ class NativeQuantLinear(QuantizedLinear):
     def __init__(self, affine: GroupAffine, qtype: GGMLQuantizationType, bias: torch.Tensor | None, kernels) -> None:
         rows, cols = affine.q.shape
         super().__init__(cols, rows, bias)
-        assert affine.group == GROUP and affine.bits <= 8, (affine.group, affine.bits)
+        assert affine.group in (16, 32) and affine.bits <= 8, (affine.group, affine.bits)
         self.qtype = qtype
+        self.group = affine.group
         self.offset, self.bits = affine.offset, affine.bits
         self.width = 4 if affine.bits <= 4 else 8  # bits per stored code
         self._kernels = kernels
@@ -164,7 +165,7 @@ class NativeQuantLinear(QuantizedLinear):
     def _affine(self, ids: torch.Tensor | slice) -> GroupAffine:
         q = unpack_panels(self.codes, self.width, self.in_features, ids)
         zero = None if self.zero is None else row_params(self.zero, ids).float()
-        return GroupAffine(q, row_params(self.scale, ids).float(), zero, self.offset, GROUP, self.bits)
+        return GroupAffine(q, row_params(self.scale, ids).float(), zero, self.offset, self.group, self.bits)
 
     def dequantize(self) -> torch.Tensor:
         return self._affine(slice(0, self.out_features)).dequantize()

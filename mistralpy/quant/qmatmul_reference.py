@@ -1,8 +1,8 @@
 """The native quantized matmul's arithmetic (kernels/quant_matmul.cpp) spelled in torch, operation for operation.
 
 Its results equal the kernel's bit for bit: the parity reference of the fast path. The kernel does not compute
-dequantize-then-matmul up to rounding; it quantizes x per group of 32 to int8 first (as llama.cpp does), and a
-reference of anything else differs from it by that quantization, which greedy decoding turns into different tokens.
+dequantize-then-matmul up to rounding; it quantizes x per weight group (32 or 16) to int8 first (as llama.cpp does),
+and a reference of anything else differs from it by that quantization, which greedy decoding turns into other tokens.
 Slow (a float64 pass per group), for tests.
 
 Per x row and group g: d = max|x| / 127, q = round(x / d) (x * (127 / max|x|), half to even), Q = sum q;
@@ -16,13 +16,13 @@ import torch
 
 from .affine import GroupAffine
 
-GROUP = 32
 _SUMS = 1 << 24  # integer sums (groups x rows x out_features) held at a time
 
 
-def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (M, K) -> int8 codes as float32 (M, K // 32, 32) and their scales d (M, K // 32), as the kernel forms them."""
-    groups = x.float().unflatten(-1, (-1, GROUP))
+def quantize_activations(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, K) -> int8 codes as float32 (M, K // group, group) and their scales d (M, K // group), as the kernel
+    forms them."""
+    groups = x.float().unflatten(-1, (-1, group))
     amax = groups.abs().amax(-1)
     # tensor / tensor: torch turns `scalar / tensor` into a reciprocal times the scalar, which rounds differently
     inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / amax, torch.zeros_like(amax))
@@ -31,19 +31,19 @@ def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def qmatmul_reference(x: torch.Tensor, weight: GroupAffine, float_out: bool = False) -> torch.Tensor:
     """x (M, K) bf16 times the weight transposed -> (M, N) bf16 (float32 with float_out), as the kernel computes it."""
-    if weight.group != GROUP:
-        raise ValueError(f"the kernel's groups are of {GROUP} weights, not {weight.group}")
+    if weight.group not in (16, 32):
+        raise ValueError(f"the kernel's groups are of 32 or 16 weights, not {weight.group}")
     rows, cols = weight.q.shape
-    step = max(1, _SUMS // (rows * cols // GROUP))
+    step = max(1, _SUMS // (rows * cols // weight.group))
     parts = [_rows(x[i : i + step], weight) for i in range(0, x.shape[0], step)]
     out = torch.cat(parts) if parts else torch.empty(0, rows)
     return out if float_out else out.to(torch.bfloat16)
 
 
 def _rows(x: torch.Tensor, weight: GroupAffine) -> torch.Tensor:
-    q, d = quantize_activations(x)
+    q, d = quantize_activations(x, weight.group)
     dq = d * q.sum(-1)
-    codes = weight.q.float().unflatten(-1, (-1, GROUP))
+    codes = weight.q.float().unflatten(-1, (-1, weight.group))
     sums = torch.einsum("mgk,ngk->gmn", q, codes).double()  # integers below 2**24: exact in float32
     a = weight.scale.double()
     b = torch.zeros_like(a) if weight.bias is None else weight.bias.double()

@@ -72,20 +72,21 @@ class QuantizedLinear(nn.Module, abc.ABC):
         bias: torch.Tensor | None = None,
         dtype: torch.dtype = torch.bfloat16,
     ) -> QuantizedLinear:
-        """The fastest exact implementation for `qtype`. Types with groups of 32 keep only their codes, whatever
-        `dtype` (the kernels take bf16; other activation dtypes dequantize per call, exact but slow): on the native
-        kernel where it is built, else on torch's int4 kernel. The others keep their blocks plus a dense copy."""
+        """The fastest exact implementation for `qtype`. Where the native kernel is built, every group-quantized type
+        (groups of 32, and the K-quants with 16-weight scales) keeps only its codes, whatever `dtype` (the kernel takes
+        bf16; other activation dtypes dequantize per call, exact but slow). Without it, the types with groups of 32
+        run on torch's int4 kernel, and the others keep their blocks plus a dense copy."""
         from .int4_linear import INT4_TYPES, Int4PackLinear  # the implementations import this module
-        from .native_linear import NativeQuantLinear, native_qmatmul
+        from .native_linear import NATIVE_TYPES, NativeQuantLinear, native_qmatmul
 
         if qtype not in SUPPORTED_TYPES:
             raise ModelLoadError(f"unsupported GGUF tensor type {GGMLQuantizationType(qtype).name}")
         if len(shape) != 2:
             raise ModelLoadError(f"a linear weight must be 2-D, got shape {tuple(shape)}")
+        native = native_qmatmul() if qtype in NATIVE_TYPES else None
+        if native is not None:
+            return NativeQuantLinear.from_gguf_blocks(raw, qtype, shape, bias, native)
         if qtype in INT4_TYPES:
-            native = native_qmatmul()
-            if native is not None:
-                return NativeQuantLinear.from_gguf_blocks(raw, qtype, shape, bias, native)
             return Int4PackLinear.from_gguf_blocks(raw, qtype, shape, bias)
         return DenseLinear(raw, qtype, shape, bias, dtype)
 
