@@ -36,15 +36,47 @@ def make_tiny_llama(folder: Path, seed: int = 0, tie: bool = False, **overrides)
     return model
 
 
+Q = gguf.GGMLQuantizationType
+# byte offsets of each block's f16 fields: random bytes there could be inf/nan, so they get finite values
+F16_FIELDS = {
+    Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q5_1: [0, 2], Q.Q8_0: [0],
+    Q.Q2_K: [80, 82], Q.Q3_K: [108], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
+}  # fmt: skip
+
+
+def random_blocks(qtype, rows: int, cols: int, seed: int = 0, std: float | None = None) -> np.ndarray:
+    """Random valid GGUF blocks of `qtype` for a (rows, cols) tensor; `std`: their f16 scales rescaled so that the
+    dequantized weights have about this standard deviation (a model made of them stays numerically tame)."""
+    rng = np.random.default_rng(seed)
+    if qtype in (Q.F32, Q.F16, Q.BF16):
+        return gguf.quants.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype).view(np.uint8)
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = rng.integers(0, 256, size=(rows * cols // block_size, type_size), dtype=np.uint8)
+    for offset in F16_FIELDS[qtype]:
+        scale = (0.05 * rng.standard_normal((blocks.shape[0], 1))).astype(np.float16)
+        blocks[:, offset : offset + 2] = scale.view(np.uint8)
+    blocks = blocks.reshape(rows, -1)
+    if std is not None:
+        factor = std / float(gguf.quants.dequantize(blocks, qtype).std())
+        flat = blocks.reshape(-1, type_size)
+        for offset in F16_FIELDS[qtype]:
+            field = np.ascontiguousarray(flat[:, offset : offset + 2]).view(np.float16)
+            flat[:, offset : offset + 2] = (field.astype(np.float32) * factor).astype(np.float16).view(np.uint8)
+    return blocks
+
+
 def llama_to_gguf(
     hf_model: torch.nn.Module,
     path: Path,
     tokenizer_gguf: str | None = None,
     qtypes: dict[str, gguf.GGMLQuantizationType] | None = None,
+    random_blocks_for: frozenset | set = frozenset(),
 ) -> None:
     """Write an HF Llama to GGUF as llama.cpp's converter does (F32, q/k rows permuted for interleaved RoPE).
 
-    `qtypes` maps a GGUF tensor-name fragment (e.g. "attn_v", "token_embd") to the type to store it in."""
+    `qtypes` maps a GGUF tensor-name fragment (e.g. "attn_v", "token_embd") to the type to store it in. Tensors of a
+    type in `random_blocks_for` (gguf-py cannot quantize the K-quants) get random blocks instead, with
+    the weights' standard deviation: the file is then a different model from `hf_model`."""
     cfg = hf_model.config
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_block_count(cfg.num_hidden_layers)
@@ -66,6 +98,10 @@ def llama_to_gguf(
         qtype = next((t for frag, t in (qtypes or {}).items() if frag in gguf_name), None)
         if qtype is None or data.ndim != 2:
             writer.add_tensor(gguf_name, np.ascontiguousarray(data))
+        elif qtype in random_blocks_for:
+            rows, cols = data.shape
+            blocks = random_blocks(qtype, rows, cols, seed=len(gguf_name), std=float(data.std()))
+            writer.add_tensor(gguf_name, blocks, raw_dtype=qtype)
         else:
             writer.add_tensor(gguf_name, gguf.quants.quantize(np.ascontiguousarray(data), qtype), raw_dtype=qtype)
     writer.write_header_to_file()

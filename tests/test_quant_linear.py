@@ -37,29 +37,12 @@ from mistralpy.quant.native_linear import (
 from mistralpy.quant.quantized_embedding import QuantizedEmbedding
 from mistralpy.quant.quantized_linear import FusedQuantizedLinear, GGUFLinear, QuantizedLinear
 
-from .helpers import group32_linear_cls, llama_to_gguf, make_tiny_llama, quantized_linear_cls
+from .helpers import group32_linear_cls, llama_to_gguf, make_tiny_llama, quantized_linear_cls, random_blocks
 
 Q = GGMLQuantizationType
 QUANTIZED = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]
-# byte offsets of each block's f16 fields: random bytes there could be inf/nan, so they get finite values
-F16_FIELDS = {
-    Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q5_1: [0, 2], Q.Q8_0: [0],
-    Q.Q2_K: [80, 82], Q.Q3_K: [108], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
-}  # fmt: skip
 ROWS, COLS = 96, 512  # 96 rows: not a multiple of the kernel's 64-row blocks, so padding is exercised
 BF16_TOL, F32_TOL = 2**-8, 1e-5
-
-
-def random_blocks(qtype: GGMLQuantizationType, rows: int, cols: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if qtype in (Q.F32, Q.F16, Q.BF16):
-        return quants.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype).view(np.uint8)
-    block_size, type_size = GGML_QUANT_SIZES[qtype]
-    blocks = rng.integers(0, 256, size=(rows * cols // block_size, type_size), dtype=np.uint8)
-    for offset in F16_FIELDS[qtype]:
-        scale = (0.05 * rng.standard_normal((blocks.shape[0], 1))).astype(np.float16)
-        blocks[:, offset : offset + 2] = scale.view(np.uint8)
-    return blocks.reshape(rows, -1)
 
 
 def reference(raw: np.ndarray, qtype: GGMLQuantizationType) -> torch.Tensor:
@@ -225,6 +208,46 @@ def test_quantized_gguf_loads_quantized_and_matches_the_dequantized_path(tmp_pat
     # float32 activations: the quantized modules decode exactly the reference's weights
     quantized32, _ = _logits(path, torch.float32, "quantized", ids)
     torch.testing.assert_close(quantized32, exact, rtol=0, atol=1e-5)
+
+
+K_QUANTS = {  # a mix like llama.cpp's Q3_K_M / Q4_K_M files: 16-weight and 32-weight groups, fused qkv of two types
+    "attn_q": Q.Q4_K, "attn_k": Q.Q4_K, "attn_v": Q.Q6_K, "attn_output": Q.Q3_K,
+    "ffn_gate": Q.Q2_K, "ffn_up": Q.Q2_K, "ffn_down": Q.Q6_K, "token_embd": Q.Q6_K,
+}  # fmt: skip
+ALL_Q6_K = {frag: Q.Q6_K for frag in ("attn_", "ffn_", "token_embd")}  # one type: the native decoder stack runs
+
+
+@pytest.mark.parametrize("qtypes", [K_QUANTS, ALL_Q6_K], ids=["k-quant-mix", "q6_k"])
+def test_k_quants_run_on_the_native_kernel_through_the_engine(tmp_path, tokenizer_dir, qtypes) -> None:
+    """Q2_K, Q3_K and Q6_K (16-weight scales) stay as their codes on the native kernel: their logits are as close to
+    float32 as the group-32 types' are, and greedy decoding equals the kernel's torch spelling token for token."""
+    if native_qmatmul() is None:
+        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
+    from mistralpy import LLM, SamplingParams
+    from mistralpy.quant.native_linear import use_kernel_reference
+
+    hf_model = make_tiny_llama(tmp_path / "hf", tie=True, hidden_size=256, intermediate_size=512)
+    path = tmp_path / "kquants.gguf"
+    llama_to_gguf(hf_model, path, qtypes=qtypes, random_blocks_for=set(qtypes.values()))  # gguf-py: no K-quantizers
+    ids = list(range(300, 340))
+    exact, _ = _logits(path, torch.float32, "dequantized", ids)
+    dense, _ = _logits(path, torch.bfloat16, "dequantized", ids)
+    fast, model = _logits(path, torch.bfloat16, "auto", ids)
+    layer = model.model.layers[0]
+    linears = [m for m in model.modules() if isinstance(m, QuantizedLinear) and not isinstance(m, FusedQuantizedLinear)]
+    assert linears and all(type(m) is NativeQuantLinear for m in linears)
+    assert {m.qtype for m in linears} == set(qtypes.values())
+    assert layer.mlp.down_proj.group == 16 and layer.mlp.down_proj.nbytes < 256 * 512 * 2 * 0.7  # 10 of 16 bits
+    dense_err, fast_err = (dense - exact).abs(), (fast - exact).abs()
+    assert fast_err.max() <= 2.5 * dense_err.max() and fast_err.mean() <= 2.5 * dense_err.mean()
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    prompts = [[5, 100, 2000, 31, 7, 9], list(range(300, 341)), [42] * 20]
+    fast_llm, reference = LLM(str(path), dtype="bfloat16"), LLM(str(path), dtype="bfloat16")
+    use_kernel_reference(reference.engine.model_runner.model)
+    outs = [[o.outputs[0].token_ids for o in e.generate(prompts, params)] for e in (fast_llm, reference)]
+    assert outs[0] == outs[1]
+    stack = fast_llm.engine.model_runner.model.model.decode_stack()
+    assert (stack is not None) == (qtypes is ALL_Q6_K)  # a fused qkv of two types runs the per-layer path
 
 
 # --- the native kernel's layout and its batch shapes ------------------------------------------------------------------
