@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from mistralpy.engine.request import Request
-from mistralpy.engine.sampler import Sampler, apply_logits_processors, apply_top_p, compute_prompt_logprobs
+from mistralpy.engine.sampler import (
+    Sampler,
+    apply_logits_processors,
+    apply_top_k,
+    apply_top_p,
+    compute_prompt_logprobs,
+    sample_random,
+)
 from mistralpy.sampling_params import SamplingParams
 
 VOCAB = 32
@@ -106,6 +113,36 @@ def test_top_p_keeps_the_reference_set_over_a_large_vocabulary(scale: float, siz
         assert kept == expected
         sizes.append(len(kept))
     assert size[0] <= sizes[0] < size[1]  # the case is the one it names
+
+
+def test_top_k_candidates_draw_what_the_whole_vocabulary_draws() -> None:
+    """Rows with a small top_k are filtered and drawn among their top-k tokens: with the same seeds, the tokens equal
+    those of the whole-vocabulary path (top-k as a mask), for every mix of filters."""
+    filters = [dict(top_k=40), dict(top_k=40, top_p=0.9), dict(top_k=5, min_p=0.1), dict(top_k=300, top_p=0.5),
+               dict(top_k=1000, top_p=0.95, min_p=0.05, temperature=1.3), dict(top_k=2, temperature=0.3)]  # fmt: skip
+
+    def requests(top_k: bool) -> list:
+        return [
+            make_request(SamplingParams(**{"temperature": 0.8, **f, **({} if top_k else {"top_k": 0})}, seed=10 + i))
+            for i, f in enumerate(filters)
+        ]
+
+    # the whole-vocabulary path: no top_k parameter, the top-k applied as a mask beforehand
+    fast, whole = requests(top_k=True), requests(top_k=False)
+    for step in range(20):
+        logits = random_logits(len(filters), vocab=5000, seed=step, scale=3.0)
+        masked = logits.clone()
+        apply_top_k(masked, [f["top_k"] for f in filters])
+        assert sample_random(logits, fast).tolist() == sample_random(masked, whole).tolist(), step
+
+
+def test_top_k_tied_at_its_boundary_keeps_the_ties() -> None:
+    """top-k keeps every token tied with the k-th: such a row is drawn over the whole vocabulary."""
+    row = torch.full((1, 100), -5.0)
+    row[0, [3, 50, 70]] = 2.0  # k = 2: the 2nd and the 3rd largest tie
+    draws = 600
+    out = Sampler().sample(row.expand(draws, 100), [make_request(SamplingParams(top_k=2)) for _ in range(draws)])
+    assert set(out.token_ids) == {3, 50, 70}
 
 
 def test_same_seed_same_tokens_whatever_the_batch() -> None:

@@ -17,6 +17,8 @@ _PROMPT_LOGPROBS_CHUNK = 512
 _TOP_P_CANDIDATES = (256, 4096)
 # Rows sampled together: bounds the step's fp32 copies of the logits (8 x 49152 floats: 1.5 MB) without a per-row loop.
 _SAMPLE_CHUNK = 8
+# A row whose top_k is at most this is filtered and drawn among its top-k tokens only (sample_random).
+_TOP_K_CANDIDATES = 1024
 
 
 @dataclass
@@ -184,6 +186,42 @@ def inverse_cdf_draw(logits: torch.Tensor, requests: list[Request]) -> torch.Ten
 
 
 def sample_random(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+    """A draw per row after temperature, top-k, top-p and min-p, in place on logits. A row with a small top_k is
+    filtered and drawn among its top-k tokens only, in vocabulary order: the same tokens are kept and the same u draws
+    the same token as over the whole vocabulary (the other tokens add only zeros to the sums). Which way a row goes
+    depends on its own parameters and logits only, so that a seeded row's tokens do not depend on the batch."""
+    vocab = logits.shape[1]
+    small = [i for i, r in enumerate(requests) if 0 < r.sampling_params.top_k <= min(_TOP_K_CANDIDATES, vocab - 1)]
+    token_ids = torch.empty(len(requests), dtype=torch.long, device=logits.device)
+    rest = sorted(set(range(len(requests))) - set(small))
+    if small:
+        index = _tensor(small, torch.long, logits.device)
+        values, candidates, tied = _top_k_candidates(logits[index], [requests[i].sampling_params.top_k for i in small])
+        untied = (~tied).nonzero().squeeze(1)
+        if untied.numel():
+            chosen = _filter_and_draw(values[untied], [requests[small[i]] for i in untied.tolist()])
+            token_ids[index[untied]] = candidates[untied].gather(1, chosen.unsqueeze(1)).squeeze(1)
+        rest = sorted(rest + [small[i] for i in tied.nonzero().squeeze(1).tolist()])
+    if rest:
+        index = _tensor(rest, torch.long, logits.device)
+        token_ids[index] = _filter_and_draw(logits[index], [requests[i] for i in rest])
+    return token_ids
+
+
+def _top_k_candidates(logits: torch.Tensor, top_ks: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's top_k largest logits (-inf past the row's k) and their token ids, in token order, and which rows'
+    k-th logit ties with the next one (top-k keeps ties, so their set is larger than k: the full path draws them)."""
+    k_max = max(top_ks)
+    values, token_ids = logits.topk(k_max + 1, dim=1)
+    ks = _tensor(top_ks, torch.long, logits.device).unsqueeze(1)
+    tied = (values.gather(1, ks - 1) == values.gather(1, ks)).squeeze(1)
+    values, token_ids = values[:, :k_max], token_ids[:, :k_max]
+    values.masked_fill_(torch.arange(k_max, device=logits.device) >= ks, float("-inf"))
+    token_ids, order = token_ids.sort(dim=1)
+    return values.gather(1, order), token_ids, tied
+
+
+def _filter_and_draw(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
     params = [r.sampling_params for r in requests]
     apply_temperature(logits, [p.temperature for p in params])
     apply_top_k(logits, [p.top_k for p in params])
