@@ -10,7 +10,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("has_prefill_attention", &has_prefill_attention, "whether prefill_attention was built (AVX-512 BF16)");
   m.def("prefill_attention", &prefill_attention, "causal attention of a sequence's new tokens over its paged KV");
   m.def("has_qmatmul", &has_qmatmul, "whether qmatmul was built (it needs AVX-512 BF16 and VNNI)");
-  m.def("qmatmul", &qmatmul, "x (M, K) bf16 times a group-quantized weight in panels of 16 rows, transposed -> (M, N) bf16 (float_out: float32)");
+  m.def("qmatmul", &qmatmul,
+        "x (M, K) bf16 times a group-quantized weight in panels of 16 rows, transposed -> (M, N) bf16 (float_out: "
+        "float32)");
   m.def("rms_norm", &rms_norm, "bf16 RMSNorm of rows (Llama's rounding, or Gemma's 1 + weight)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 silu(gate) * up over [gate | up] rows");
   m.def("rotary", &rotary, "bf16 half-split rotary of q and k, from the step's cos/sin rows");

@@ -2,7 +2,8 @@
 // them), its argument checks, dispatch over the per-group parameters' dtype, prefetching and parameter loads.
 //
 // Weights W[n, k] = a[n, g] * (q[n, k] + c) + b[n, g] for groups g of 32 (or 16: the K-quants with 16-weight
-// scales) weights along a row, stored in panels of 16 rows (the last one padded with zero rows). A panel's codes are 64-byte blocks along k, one u32 lane per row:
+// scales) weights along a row, stored in panels of 16 rows (the last one padded with zero rows). A panel's codes are
+// 64-byte blocks along k, one u32 lane per row:
 //   4 bits: a block holds 8 k of each row; its lane's nibbles are k0 k2 k4 k6 (low u16) and k1 k3 k5 k7 (high u16);
 //   8 bits: a block holds 4 k of each row; its lane's bytes are k0 k2 k1 k3.
 // So a lane's low nibbles (k0 k4 k1 k5), its high nibbles (k2 k6 k3 k7), or its bytes are four codes of one row: an
