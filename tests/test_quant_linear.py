@@ -214,7 +214,7 @@ K_QUANTS = {  # a mix like llama.cpp's Q3_K_M / Q4_K_M files: 16-weight and 32-w
     "attn_q": Q.Q4_K, "attn_k": Q.Q4_K, "attn_v": Q.Q6_K, "attn_output": Q.Q3_K,
     "ffn_gate": Q.Q2_K, "ffn_up": Q.Q2_K, "ffn_down": Q.Q6_K, "token_embd": Q.Q6_K,
 }  # fmt: skip
-ALL_Q6_K = {frag: Q.Q6_K for frag in ("attn_", "ffn_", "token_embd")}  # one type: the native decoder stack runs
+ALL_Q6_K = {frag: Q.Q6_K for frag in ("attn_", "ffn_", "token_embd")}  # one type: one kernel call per projection
 
 
 @pytest.mark.parametrize("qtypes", [K_QUANTS, ALL_Q6_K], ids=["k-quant-mix", "q6_k"])
@@ -246,8 +246,7 @@ def test_k_quants_run_on_the_native_kernel_through_the_engine(tmp_path, tokenize
     use_kernel_reference(reference.engine.model_runner.model)
     outs = [[o.outputs[0].token_ids for o in e.generate(prompts, params)] for e in (fast_llm, reference)]
     assert outs[0] == outs[1]
-    stack = fast_llm.engine.model_runner.model.model.decode_stack()
-    assert (stack is not None) == (qtypes is ALL_Q6_K)  # a fused qkv of two types runs the per-layer path
+    assert fast_llm.engine.model_runner.model.model.decode_stack() is not None  # fused parts of two types too
 
 
 # --- the native kernel's layout and its batch shapes ------------------------------------------------------------------

@@ -18,7 +18,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rotary", &rotary, "bf16 half-split rotary of q and k, from the step's cos/sin rows");
   pybind11::class_<QuantLinear>(m, "QuantLinear", "a projection over group-quantized codes (for DecoderStack)")
       .def(pybind11::init<torch::Tensor, torch::Tensor, c10::optional<torch::Tensor>, int64_t, double, int64_t,
-                          c10::optional<torch::Tensor>>());
+                          c10::optional<torch::Tensor>>())
+      .def_static("concat", &QuantLinear::concat, "parts fused along the output: their outputs concatenated");
   pybind11::class_<DecoderStack>(m, "DecoderStack", "Llama decoder layers for a decode step in one call")
       .def(pybind11::init<int64_t, int64_t, int64_t, double, double>())
       .def("add_layer", &DecoderStack::add_layer)

@@ -7,7 +7,22 @@ QuantLinear::QuantLinear(torch::Tensor codes, torch::Tensor scale, c10::optional
     : codes(std::move(codes)), scale(std::move(scale)), zero(std::move(zero)), bias(std::move(bias)), bits(bits),
       offset(offset), out_features(out_features) {}
 
+QuantLinear QuantLinear::concat(std::vector<QuantLinear> parts) {
+  TORCH_CHECK(!parts.empty(), "no parts to concatenate");
+  int64_t out_features = 0;
+  for (const auto& part : parts) out_features += part.out_features;
+  QuantLinear fused = parts.front();
+  fused.out_features = out_features;
+  fused.parts = std::move(parts);
+  return fused;
+}
+
 torch::Tensor QuantLinear::operator()(const torch::Tensor& x) const {
+  if (!parts.empty()) {
+    std::vector<torch::Tensor> outs;
+    for (const auto& part : parts) outs.push_back(part(x));
+    return torch::cat(outs, 1);
+  }
   auto y = qmatmul(x, codes, scale, zero, bits, offset, out_features, false);
   return bias.has_value() ? y.add_(*bias) : y;
 }

@@ -3,10 +3,12 @@
 #pragma once
 #include "ops.h"
 
-// A projection over group-quantized codes, as quant/native_linear.py runs it.
+// A projection over group-quantized codes, as quant/native_linear.py runs it; or parts of different types fused
+// along the output (quant/quantized_linear.py's FusedQuantizedLinear: e.g. Q4_K q and k with a Q6_K v).
 struct QuantLinear {
   QuantLinear(torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> zero, int64_t bits,
               double offset, int64_t out_features, c10::optional<torch::Tensor> bias);
+  static QuantLinear concat(std::vector<QuantLinear> parts);
   torch::Tensor operator()(const torch::Tensor& x) const;
 
   torch::Tensor codes, scale;
@@ -14,6 +16,7 @@ struct QuantLinear {
   int64_t bits;
   double offset;
   int64_t out_features;
+  std::vector<QuantLinear> parts;  // when not empty: the outputs of these, concatenated
 };
 
 class DecoderStack {

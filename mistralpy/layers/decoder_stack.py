@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..quant.native_linear import NativeQuantLinear
+from ..quant.quantized_linear import FusedQuantizedLinear
 from .attention import AttentionMetadata
 from .rotary import RotaryEmbedding
 
@@ -38,20 +39,23 @@ class DecoderStack:
 
     @classmethod
     def build(cls, layers: list[StackLayer], rotary, num_heads, num_kv_heads, head_dim) -> DecoderStack | None:
-        """The stack over `layers`, or None where a weight is not a native quantized one on its kernel, a norm is not
-        bf16, or the norms' epsilons differ (the stack takes one)."""
+        """The stack over `layers`, or None where a weight is not a native quantized one on its kernel (or parts of
+        different types fused, each one), a norm is not bf16, or the norms' epsilons differ (the stack takes one)."""
         linears = [m for layer in layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         norms = [t for layer in layers for t in (layer.input_norm, layer.post_norm)]
-        native = all(type(m) is NativeQuantLinear and m.runs_kernel for m in linears)
+        parts = [p for m in linears for p in (m.parts if type(m) is FusedQuantizedLinear else [m])]
+        native = all(type(p) is NativeQuantLinear and p.runs_kernel for p in parts)
         if not native or any(t.dtype != torch.bfloat16 for t in norms):
             return None
         eps = layers[0].eps
         if eps is None or any(layer.eps != eps for layer in layers):
             return None
-        native = linears[0]._kernels
+        native = parts[0]._kernels
         stack = native.DecoderStack(num_heads, num_kv_heads, head_dim, eps, head_dim**-0.5)
 
-        def linear(m: NativeQuantLinear):
+        def linear(m: NativeQuantLinear | FusedQuantizedLinear):
+            if type(m) is FusedQuantizedLinear:
+                return native.QuantLinear.concat([linear(p) for p in m.parts])
             return native.QuantLinear(*m._args, m._bias)
 
         for layer in layers:
