@@ -122,7 +122,8 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     show_progress: bool = False
     # "auto": GGUF quantized weights stay quantized when computing in bfloat16 (the quantized kernels' dtype) and are
-    # dequantized otherwise; "quantized" / "dequantized" force either ("dequantized" is the reference path).
+    # dequantized otherwise; "quantized" / "dequantized" force either ("dequantized": dense weights, the float reference
+    # of the quantized ones; the kernels' exact reference is quant.native_linear.use_kernel_reference).
     weights: str = "auto"
     quantization: str | None = None  # in-situ quantization of full-precision Linear weights: q4_0, q4_1, q8_0, q4_k
     # What a legacy GGML file does not record (None: llama.cpp's defaults 1, 10000, 5e-6; max_model_len is its context

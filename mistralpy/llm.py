@@ -23,7 +23,7 @@ class LLM:
 
     `dtype` is the compute dtype: "auto" (fastest on this device), "float32", "bfloat16" or "float16".
     `weights`: "auto" keeps a GGUF file's quantized weights quantized when computing in bfloat16, "quantized" always,
-    "dequantized" never (every weight becomes a dense `dtype` tensor: the reference path).
+    "dequantized" never (every weight becomes a dense `dtype` tensor: their float reference).
     `quantization`: quantize full-precision Linear weights at load (ISQ): "q4_0", "q4_1", "q8_0" or "q4_k".
     `kv_cache_dtype`: "auto" keeps K/V in the compute dtype; "int8" keeps each head's row as int8 codes and a float32
     scale (like llama.cpp's q8_0 cache type), about half the memory a sequence takes in bfloat16. Unset, it is "int8"

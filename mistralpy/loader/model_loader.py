@@ -43,7 +43,7 @@ def load_model(
     quantization: str | None = None,
 ) -> torch.nn.Module:
     """`weights`: "quantized" keeps quantized weights quantized, "dequantized" turns every weight into a dense
-    `dtype` tensor (the reference path), "auto" is "quantized" for bfloat16 compute and "dequantized" otherwise.
+    `dtype` tensor (their float reference), "auto" is "quantized" for bfloat16 compute and "dequantized" otherwise.
     `quantization`: an ISQ type (see `quant.isq.ISQ_TYPES`) for full-precision Linear weights, or None."""
     cfg: ModelConfig = source.model_config()
     cls = resolve_model_class(cfg)
