@@ -7,7 +7,9 @@ Slow (a float64 pass per group), for tests.
 
 Per x row and group g: d = max|x| / 127, q = round(x / d) (x * (127 / max|x|), half to even), Q = sum q;
 per weight row: S = sum codes * q (exact integers), z = a c + b (one rounding: fma); then, group after group,
-acc = fma(z, d Q, acc), acc = fma(a d, S, acc). Each fma is one float32 rounding of an exact float64 result.
+acc = fma(z, d Q, acc), acc = fma(a d, S, acc). Each fma is emulated in float64: the product of two float32 values
+is exact there, and the sum's rounding to float64 and then float32 differs from one rounding only in rare
+double-rounding cases (none in the tests).
 """
 
 from __future__ import annotations
@@ -34,21 +36,21 @@ def qmatmul_reference(x: torch.Tensor, weight: GroupAffine, float_out: bool = Fa
     if weight.group not in (16, 32):
         raise ValueError(f"the kernel's groups are of 32 or 16 weights, not {weight.group}")
     rows, cols = weight.q.shape
+    codes = weight.q.float().unflatten(-1, (-1, weight.group))
+    a = weight.scale.double()
+    z = _fma(a, float(weight.offset), torch.zeros_like(a) if weight.bias is None else weight.bias.double())
     step = max(1, _SUMS // (rows * cols // weight.group))
-    parts = [_rows(x[i : i + step], weight) for i in range(0, x.shape[0], step)]
+    parts = [_rows(x[i : i + step], codes, a, z) for i in range(0, x.shape[0], step)]
     out = torch.cat(parts) if parts else torch.empty(0, rows)
     return out if float_out else out.to(torch.bfloat16)
 
 
-def _rows(x: torch.Tensor, weight: GroupAffine) -> torch.Tensor:
-    q, d = quantize_activations(x, weight.group)
+def _rows(x: torch.Tensor, codes: torch.Tensor, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Rows of x against the weight's codes (N, groups, group) as float32, a and z = a c + b (N, groups) as float64."""
+    q, d = quantize_activations(x, codes.shape[-1])
     dq = d * q.sum(-1)
-    codes = weight.q.float().unflatten(-1, (-1, weight.group))
     sums = torch.einsum("mgk,ngk->gmn", q, codes).double()  # integers below 2**24: exact in float32
-    a = weight.scale.double()
-    b = torch.zeros_like(a) if weight.bias is None else weight.bias.double()
-    z = _fma(a, float(weight.offset), b)
-    acc = torch.zeros(x.shape[0], weight.q.shape[0], dtype=torch.float64)
+    acc = torch.zeros(x.shape[0], codes.shape[0], dtype=torch.float64)
     for g in range(q.shape[1]):
         acc = _fma(z[:, g], dq[:, g : g + 1].double(), acc)
         ad = (a[:, g].float() * d[:, g : g + 1]).double()  # one float32 product, as the kernel's
@@ -57,5 +59,5 @@ def _rows(x: torch.Tensor, weight: GroupAffine) -> torch.Tensor:
 
 
 def _fma(a: torch.Tensor | float, b: torch.Tensor | float, c: torch.Tensor) -> torch.Tensor:
-    """float32 a * b + c with one rounding: the float64 product of two float32 values is exact."""
+    """float32 a * b + c, emulated in float64 (where the product of two float32 values is exact)."""
     return (c + a * b).float().double()
