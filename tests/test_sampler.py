@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from mistralpy.engine.logits_processors import apply_logits_processors
 from mistralpy.engine.request import Request
 from mistralpy.engine.sampler import (
     Sampler,
-    apply_logits_processors,
     apply_top_k,
     apply_top_p,
     compute_prompt_logprobs,

@@ -1,4 +1,5 @@
-"""Sampler: logits processors and sampling, vectorised over the batch, with a torch.Generator per seeded request."""
+"""Sampler: the logits processors (logits_processors.py), then temperature, top-k, top-p, min-p and a draw, vectorised
+over the batch, with a torch.Generator per seeded request."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..outputs import Logprob
+from .logits_processors import apply_logits_processors, list_tensor
 from .request import Request
 
 # A temperature this small is already greedy in effect; clamping keeps logits / T finite in fp32.
@@ -27,87 +29,11 @@ class SamplerOutput:
     logprobs: list[dict[int, Logprob] | None]  # one per request; None where logprobs were not asked for
 
 
-def _tensor(data: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    # Pinned + non_blocking keeps the host->device copy from stalling the stream behind earlier kernels.
-    if device.type == "cuda":
-        return torch.tensor(data, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
-    return torch.tensor(data, dtype=dtype, device=device)
-
-
-def _scatter_indices(vocab_size: int, token_lists: list[list[int]]) -> tuple[list[int], list[int]]:
-    rows = [i for i, tokens in enumerate(token_lists) for t in tokens if 0 <= t < vocab_size]
-    cols = [t for tokens in token_lists for t in tokens if 0 <= t < vocab_size]
-    return rows, cols
-
-
-def apply_logit_bias(logits: torch.Tensor, requests: list[Request]) -> None:
-    biases = [r.sampling_params.logit_bias or {} for r in requests]
-    rows, cols = _scatter_indices(logits.shape[1], [list(b) for b in biases])
-    if not rows:
-        return
-    values = [v for b in biases for t, v in b.items() if 0 <= t < logits.shape[1]]
-    index = (_tensor(rows, torch.long, logits.device), _tensor(cols, torch.long, logits.device))
-    logits.index_put_(index, _tensor(values, logits.dtype, logits.device), accumulate=True)
-
-
-def apply_min_tokens(logits: torch.Tensor, requests: list[Request]) -> None:
-    banned: list[list[int]] = []
-    for r in requests:
-        p = r.sampling_params
-        if len(r.output_token_ids) >= p.min_tokens:
-            banned.append([])
-            continue
-        eos = [] if p.ignore_eos else sorted(r.eos_token_ids)
-        banned.append(list(p.stop_token_ids or []) + eos)
-    rows, cols = _scatter_indices(logits.shape[1], banned)
-    if rows:
-        logits[_tensor(rows, torch.long, logits.device), _tensor(cols, torch.long, logits.device)] = float("-inf")
-
-
-def _token_counts(token_lists: list[list[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
-    """(rows, vocab) occurrence counts; padding goes to an extra column that is dropped."""
-    width = max((len(t) for t in token_lists), default=0)
-    padded = [t + [vocab_size] * (width - len(t)) for t in token_lists]
-    index = _tensor(padded, torch.long, device).reshape(len(token_lists), width)
-    counts = torch.zeros(len(token_lists), vocab_size + 1, dtype=torch.int32, device=device)
-    counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.int32))
-    return counts[:, :vocab_size]
-
-
-def apply_penalties(logits: torch.Tensor, requests: list[Request]) -> None:
-    """Repetition (HF: prompt + output) then OpenAI presence/frequency (output only), on the rows that use them."""
-    rows = [i for i, r in enumerate(requests) if r.sampling_params.has_penalties]
-    if not rows:
-        return
-    device, vocab = logits.device, logits.shape[1]
-    params = [requests[i].sampling_params for i in rows]
-    row_index = _tensor(rows, torch.long, device)
-    sub = logits[row_index]
-    out_counts = _token_counts([requests[i].output_token_ids for i in rows], vocab, device)
-    if any(p.repetition_penalty != 1.0 for p in params):
-        seen = (out_counts > 0) | (_token_counts([requests[i].prompt_token_ids for i in rows], vocab, device) > 0)
-        rep = _tensor([p.repetition_penalty for p in params], sub.dtype, device).unsqueeze(1)
-        penalised = torch.where(sub > 0, sub / rep, sub * rep)
-        sub = torch.where(seen, penalised, sub)
-    freq = _tensor([p.frequency_penalty for p in params], sub.dtype, device).unsqueeze(1)
-    presence = _tensor([p.presence_penalty for p in params], sub.dtype, device).unsqueeze(1)
-    sub = sub - freq * out_counts - presence * (out_counts > 0)
-    logits[row_index] = sub
-
-
-def apply_logits_processors(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
-    """Everything before temperature, in place on fp32 (num_reqs, vocab) logits; greedy takes the argmax of this."""
-    apply_logit_bias(logits, requests)
-    apply_min_tokens(logits, requests)
-    apply_penalties(logits, requests)
-    return logits
-
-
 def apply_temperature(logits: torch.Tensor, temperatures: list[float]) -> None:
     # Greedy rows (T == 0) are divided by 1: their token is the argmax taken before this step.
     temps = [max(t, _MIN_TEMPERATURE) if t > 0 else 1.0 for t in temperatures]
     if any(t != 1.0 for t in temps):
-        logits.div_(_tensor(temps, logits.dtype, logits.device).unsqueeze(1))
+        logits.div_(list_tensor(temps, logits.dtype, logits.device).unsqueeze(1))
 
 
 def apply_top_k(logits: torch.Tensor, top_ks: list[int]) -> None:
@@ -118,9 +44,9 @@ def apply_top_k(logits: torch.Tensor, top_ks: list[int]) -> None:
         return
     ks = [k if on else 1 for k, on in zip(top_ks, active, strict=True)]
     top_values = logits.topk(max(ks), dim=1).values
-    index = _tensor([k - 1 for k in ks], torch.long, logits.device)
+    index = list_tensor([k - 1 for k in ks], torch.long, logits.device)
     threshold = top_values.gather(1, index.unsqueeze(1))
-    threshold.masked_fill_(~_tensor(active, torch.bool, logits.device).unsqueeze(1), float("-inf"))
+    threshold.masked_fill_(~list_tensor(active, torch.bool, logits.device).unsqueeze(1), float("-inf"))
     logits.masked_fill_(logits < threshold, float("-inf"))
 
 
@@ -133,7 +59,7 @@ def apply_top_p(logits: torch.Tensor, top_ps: list[float]) -> None:
         return
     probs = logits.softmax(dim=1)
     vocab = probs.shape[1]
-    p = _tensor(top_ps, probs.dtype, logits.device).unsqueeze(1)
+    p = list_tensor(top_ps, probs.dtype, logits.device).unsqueeze(1)
     threshold = torch.zeros_like(p)  # p == 1 rows keep everything, even where rounding puts the mass past 1
     rows = (p < 1.0).squeeze(1).nonzero().squeeze(1)
     for k in [c for c in _TOP_P_CANDIDATES if c < vocab] + [vocab]:
@@ -154,7 +80,7 @@ def apply_min_p(logits: torch.Tensor, min_ps: list[float]) -> None:
     if all(m == 0.0 for m in min_ps):
         return
     probs = logits.softmax(dim=1)
-    threshold = probs.amax(dim=1, keepdim=True) * _tensor(min_ps, probs.dtype, logits.device).unsqueeze(1)
+    threshold = probs.amax(dim=1, keepdim=True) * list_tensor(min_ps, probs.dtype, logits.device).unsqueeze(1)
     logits.masked_fill_(probs < threshold, float("-inf"))
 
 
@@ -195,7 +121,7 @@ def sample_random(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor
     token_ids = torch.empty(len(requests), dtype=torch.long, device=logits.device)
     rest = sorted(set(range(len(requests))) - set(small))
     if small:
-        index = _tensor(small, torch.long, logits.device)
+        index = list_tensor(small, torch.long, logits.device)
         values, candidates, tied = _top_k_candidates(logits[index], [requests[i].sampling_params.top_k for i in small])
         untied = (~tied).nonzero().squeeze(1)
         if untied.numel():
@@ -203,7 +129,7 @@ def sample_random(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor
             token_ids[index[untied]] = candidates[untied].gather(1, chosen.unsqueeze(1)).squeeze(1)
         rest = sorted(rest + [small[i] for i in tied.nonzero().squeeze(1).tolist()])
     if rest:
-        index = _tensor(rest, torch.long, logits.device)
+        index = list_tensor(rest, torch.long, logits.device)
         token_ids[index] = _filter_and_draw(logits[index], [requests[i] for i in rest])
     return token_ids
 
@@ -213,7 +139,7 @@ def _top_k_candidates(logits: torch.Tensor, top_ks: list[int]) -> tuple[torch.Te
     k-th logit ties with the next one (top-k keeps ties, so their set is larger than k: the full path draws them)."""
     k_max = max(top_ks)
     values, token_ids = logits.topk(k_max + 1, dim=1)
-    ks = _tensor(top_ks, torch.long, logits.device).unsqueeze(1)
+    ks = list_tensor(top_ks, torch.long, logits.device).unsqueeze(1)
     tied = (values.gather(1, ks - 1) == values.gather(1, ks)).squeeze(1)
     values, token_ids = values[:, :k_max], token_ids[:, :k_max]
     values.masked_fill_(torch.arange(k_max, device=logits.device) >= ks, float("-inf"))
@@ -260,7 +186,7 @@ def compute_prompt_logprobs(logits: torch.Tensor, target_ids: list[int], num_log
     for start in range(0, len(target_ids), _PROMPT_LOGPROBS_CHUNK):
         ids = target_ids[start : start + _PROMPT_LOGPROBS_CHUNK]
         logprobs = logits[start : start + len(ids)].float().log_softmax(dim=1)
-        tensors = _logprob_tensors(logprobs, _tensor(ids, torch.long, logits.device), num_logprobs)
+        tensors = _logprob_tensors(logprobs, list_tensor(ids, torch.long, logits.device), num_logprobs)
         out.extend(_logprob_dicts(tensors, ids, [num_logprobs] * len(ids)))
     return out
 
@@ -281,7 +207,7 @@ class Sampler:
         logits = logits.to(torch.float32, copy=True)
         lp_rows = [i for i, r in enumerate(requests) if r.sampling_params.logprobs is not None]
         num_tops = [requests[i].sampling_params.logprobs or 0 for i in lp_rows]
-        lp_index = _tensor(lp_rows, torch.long, logits.device) if lp_rows else None
+        lp_index = list_tensor(lp_rows, torch.long, logits.device) if lp_rows else None
         # Reported logprobs describe the model's own distribution, before bias, penalties or temperature.
         raw_logprobs = logits[lp_index].log_softmax(dim=1) if lp_index is not None else None
         apply_logits_processors(logits, requests)
@@ -306,6 +232,6 @@ class Sampler:
         if len(random_rows) == len(requests):
             return sample_random(logits, requests)
         token_ids = logits.argmax(dim=1)
-        row_index = _tensor(random_rows, torch.long, logits.device)
+        row_index = list_tensor(random_rows, torch.long, logits.device)
         token_ids[row_index] = sample_random(logits[row_index], [requests[i] for i in random_rows])
         return token_ids
