@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from gguf import quants
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.constants import GGMLQuantizationType
 
 from mistralpy.engine.model_runner import ModelRunner
 from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
@@ -26,13 +26,8 @@ from mistralpy.quant import int4_linear, int4pack
 from mistralpy.quant.gguf_dequant import SUPPORTED_TYPES
 from mistralpy.quant.int4_linear import DENSE_MIN_ROWS, INT4_TYPES, Int4PackLinear
 from mistralpy.quant.native_linear import (
-    NATIVE_TYPES,
     NativeQuantLinear,
     native_qmatmul,
-    pack_panels,
-    panel_params,
-    row_params,
-    unpack_panels,
 )
 from mistralpy.quant.quantized_embedding import QuantizedEmbedding
 from mistralpy.quant.quantized_linear import FusedQuantizedLinear, GGUFLinear, QuantizedLinear
@@ -247,93 +242,3 @@ def test_k_quants_run_on_the_native_kernel_through_the_engine(tmp_path, tokenize
     outs = [[o.outputs[0].token_ids for o in e.generate(prompts, params)] for e in (fast_llm, reference)]
     assert outs[0] == outs[1]
     assert fast_llm.engine.model_runner.model.model.decode_stack() is not None  # fused parts of two types too
-
-
-# --- the native kernel's layout and its batch shapes ------------------------------------------------------------------
-@pytest.mark.parametrize("width", [4, 8])
-@pytest.mark.parametrize("rows", [1, 16, 37])
-def test_panel_layout_round_trips(width: int, rows: int) -> None:
-    gen = torch.Generator().manual_seed(rows * width)
-    q = torch.randint(0, 2**width, (rows, 224), dtype=torch.uint8, generator=gen)
-    packed = pack_panels(q, width)
-    assert packed.shape == (-(-rows // 16), 16 * 224 * width // 8)  # the last panel padded to 16 rows
-    assert torch.equal(unpack_panels(packed, width, 224, slice(0, rows)), q)
-    ids = torch.tensor([rows - 1, 0, rows // 2])
-    assert torch.equal(unpack_panels(packed, width, 224, ids), q[ids])
-    params = torch.randn(rows, 7, generator=gen)
-    assert panel_params(params).shape == (-(-rows // 16), 7, 16)
-    assert torch.equal(row_params(panel_params(params), ids), params[ids])
-
-
-def test_panel_lane_order() -> None:
-    """One row's first 64-byte block, as the kernel reads its u32 lane: 4 bits: k0 k2 k4 k6 in the low u16's nibbles,
-    k1 k3 k5 k7 in the high one's; 8 bits: bytes k0 k2 k1 k3."""
-    k = torch.arange(32, dtype=torch.uint8).view(1, 32)
-    assert pack_panels(k % 8, 4)[0, :4].tolist() == [0 | 2 << 4, 4 | 6 << 4, 1 | 3 << 4, 5 | 7 << 4]
-    assert pack_panels(k, 8)[0, :4].tolist() == [0, 2, 1, 3]
-    assert pack_panels(k, 8)[0, 64:68].tolist() == [4, 6, 5, 7]  # row 0's next block follows the 16 rows' first
-
-
-@pytest.mark.parametrize("qtype", sorted(NATIVE_TYPES), ids=lambda t: t.name)
-def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizationType) -> None:
-    """37 weight rows (two panels and a partial one) against 1-17, 47 and 150 rows of x (passes of 8, 4, 2 and 1
-    rows; blocks of 64 rows). Each x row's sums are formed in the same order whatever the batch: a row's result is
-    bit for bit its result alone."""
-    if native_qmatmul() is None:
-        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
-    cols = 256 if GGML_QUANT_SIZES[qtype][0] == 256 else 224
-    raw = random_blocks(qtype, 37, cols, seed=3)
-    kernels = native_qmatmul()
-    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (37, cols), None, kernels)
-    ref = reference(raw, qtype)
-    assert torch.equal(layer.dequantize(), ref)
-    alone = {}
-    for batch in [*range(1, 18), 47, 150]:
-        x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(0)).bfloat16()
-        y = kernels.qmatmul(x, *layer._args, False)
-        assert_matmul_close(y, x, ref, BF16_TOL)
-        for i in range(batch):
-            alone.setdefault(i, kernels.qmatmul(x[i : i + 1], *layer._args, False))
-            assert torch.equal(y[i : i + 1], alone[i]), (batch, i)
-
-
-@pytest.mark.parametrize("qtype", sorted(NATIVE_TYPES), ids=lambda t: t.name)
-def test_native_kernel_equals_its_torch_spelling(native_kernels, qtype: GGMLQuantizationType) -> None:
-    """qmatmul_reference computes the kernel's arithmetic (int8 x per group, integer sums, fused multiply-adds in its
-    order) in torch: the results are equal bit for bit, bf16 and float32 alike, with a bias. x has outlier channels,
-    an all-zero group and ties at half a code."""
-    if native_qmatmul() is None:
-        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
-    cols = 256 if GGML_QUANT_SIZES[qtype][0] == 256 else 224
-    raw = random_blocks(qtype, 37, cols, seed=7)
-    bias = torch.randn(37, generator=torch.Generator().manual_seed(1)).bfloat16()
-    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), qtype, (37, cols), bias, native_qmatmul())
-    gen = torch.Generator().manual_seed(2)
-    for batch in (1, 5, 8, 70):
-        x = torch.randn(batch, cols, generator=gen) * torch.rand(cols, generator=gen) * 4
-        x[:, 3] *= 30
-        x[0, 32:64] = 0
-        x[-1, 64:96] = torch.tensor([127.0, 0.5, -0.5, 1.5] * 8)  # x * 127 / max lands on .5: rounds half to even
-        x = x.bfloat16()
-        fast, ref = layer(x), layer.forward_float32(x)
-        layer.use_kernel_reference()
-        assert torch.equal(layer(x), fast) and torch.equal(layer.forward_float32(x), ref), batch
-        assert fast.dtype == torch.bfloat16 and ref.dtype == torch.float32
-        layer._kernel_reference = None
-        kernel = native_qmatmul().qmatmul
-        assert torch.equal(kernel(x, *layer._args, True).bfloat16(), kernel(x, *layer._args, False))  # one rounding
-
-
-def test_native_kernel_rejects_mismatched_arguments(native_kernels) -> None:
-    if native_qmatmul() is None:
-        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
-    kernels = native_qmatmul()
-    raw = random_blocks(Q.Q4_0, 20, 64, seed=5)
-    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), Q.Q4_0, (20, 64), None, kernels)
-    codes, scale, zero, width, offset, n = layer._args
-    with pytest.raises(RuntimeError, match="features"):
-        kernels.qmatmul(torch.zeros(1, 96, dtype=torch.bfloat16), *layer._args, False)
-    with pytest.raises(RuntimeError, match="out_features"):
-        kernels.qmatmul(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scale, zero, width, offset, 33, False)
-    with pytest.raises(RuntimeError, match="scale"):
-        kernels.qmatmul(torch.zeros(1, 64, dtype=torch.bfloat16), codes, scale[:1], zero, width, offset, n, False)
