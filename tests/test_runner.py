@@ -115,7 +115,7 @@ def test_invalid_requests_raise_mistralpy_errors(runner):
         chat(n_choices=2)
     with pytest.raises(InvalidRequestError, match="unknown or unsupported field 'tools'"):
         chat(tools=[])
-    with pytest.raises(pydantic.ValidationError):  # the server's path (FastAPI validates) keeps pydantic's errors
+    with pytest.raises(pydantic.ValidationError):  # the server's path (model_validate_json) keeps pydantic's errors
         ChatCompletionRequest.model_validate({"messages": CHAT, "n": 0})
     with pytest.raises(InvalidRequestError, match="temperature"):
         runner.send_chat_completion_request(chat(temperature=-1))

@@ -3,12 +3,13 @@ body limit, CORS."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 
 import pytest
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 
 from mistralpy.config import EngineConfig
 from mistralpy.engine.async_engine import AsyncEngine
@@ -104,3 +105,28 @@ def test_cors(make_engine):
         assert r.headers["access-control-allow-origin"] == "http://app.example"
     with TestClient(create_app(make_engine(), "m")) as c:  # default: no CORS headers at all
         assert "access-control-allow-origin" not in c.get("/v1/models", headers={"Origin": "http://x"}).headers
+
+
+def test_json_bodies_only(make_engine):
+    body = json.dumps(CHAT)
+    with TestClient(create_app(make_engine(), "m")) as client:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            r = client.post("/v1/chat/completions", content=body, headers={"Content-Type": content_type})
+            assert r.status_code == 400 and "Content-Type: application/json" in r.json()["error"]["message"]
+        for content_type in ("application/json; charset=utf-8", "application/vnd.api+json", None):
+            headers = {"Content-Type": content_type} if content_type else {}
+            assert client.post("/v1/chat/completions", content=body, headers=headers).status_code == 200
+
+
+def test_openapi_document_lists_every_route(make_engine):
+    app = create_app(make_engine(), "m")
+    with TestClient(app) as client:
+        doc = client.get("/openapi.json").json()
+    served = {(route.path.replace(":path", ""), method.lower()) for route in app.routes for method in route.methods}
+    described = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    assert {op for op in served if op[1] != "head"} - {("/openapi.json", "get")} == described  # HEAD: Starlette's
+    chat = doc["paths"]["/v1/chat/completions"]["post"]
+    ref = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert "messages" in schema["required"] and "temperature" in schema["properties"]
+    assert "text/event-stream" in chat["responses"]["200"]["content"]

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from ..config import ModelConfig
 from ..errors import MistralpyError, ModelLoadError, ModelNotFoundError
@@ -162,6 +161,8 @@ class HFFolder:
     def _handle(self, file: str) -> Any:
         handle = self._handles.get(file)
         if handle is None:
+            from safetensors import safe_open  # here: a GGUF-only process never loads the library
+
             try:
                 handle = safe_open(str(self.path / file), framework="pt")
             except Exception as e:  # safetensors raises its own error types for corrupt files

@@ -1,4 +1,6 @@
-"""The OpenAI-compatible HTTP API. Routes are thin: validation lives in protocol.py, generation in the engine."""
+"""The OpenAI-compatible HTTP API on Starlette. Routes are thin: validation lives in protocol.py, generation in the
+engine. (FastAPI would add ~11 MiB to the server's resident memory for its OpenAPI machinery; /openapi.json is
+written from the protocol models instead.)"""
 
 from __future__ import annotations
 
@@ -7,20 +9,24 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from .. import __version__
 from ..engine.async_engine import AsyncEngine
 from ..errors import InvalidRequestError
 from .auth import ApiKeyMiddleware
 from .context import ServerContext
-from .errors import install_error_handlers
-from .http_edge import create_chat_completion, create_completion
+from .errors import exception_handlers
+from .http_edge import create_chat_completion, create_completion, parse_body
 from .metrics import EngineSnapshot, ServerMetrics
 from .middleware import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, ReadinessMiddleware, RequestIdMiddleware
-from .protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from .openapi import openapi_document
+from .protocol import DetokenizeRequest, TokenizeRequest
 from .responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse, now
 
 logger = logging.getLogger(__name__)
@@ -34,16 +40,15 @@ def create_app(
     cors_allowed_origins: Sequence[str] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     on_load_error: Callable[[BaseException], None] | None = None,
-) -> FastAPI:
+) -> Starlette:
     """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup: until it returns, every
     route (and /health) answers 503. A loader failure is passed to on_load_error (serve uses it to exit)."""
     loader = None if isinstance(engine, AsyncEngine) else engine
     ctx = ServerContext(None if loader else engine, served_model_name)
     metrics = ServerMetrics()
-    created = now()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(_load(loader, ctx, metrics, on_load_error)) if loader else None
         if ctx.engine is not None:
             ctx.engine.observer = metrics
@@ -54,54 +59,63 @@ def create_app(
         if ctx.engine is not None:
             await ctx.engine.shutdown()
 
-    app = FastAPI(title="mistralpy", version=__version__, lifespan=lifespan)
-    install_error_handlers(app)
-    # Added innermost first: request id + access log wrap everything, so 401/413/503 answers get them too.
-    app.add_middleware(ReadinessMiddleware, is_ready=lambda: ctx.engine is not None)
-    if api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    routes = _routes(ctx, metrics)
+    return Starlette(
+        routes=routes,
+        middleware=_middleware(ctx, api_key, cors_allowed_origins, max_body_bytes),
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+
+
+def _middleware(
+    ctx: ServerContext, api_key: str | None, cors_allowed_origins: Sequence[str], max_body_bytes: int
+) -> list[Middleware]:
+    """Outermost first: request id + access log wrap everything, so 401/413/503 answers get them too."""
+    stack = [Middleware(RequestIdMiddleware)]
     if cors_allowed_origins:  # outside auth: browsers send preflight requests without credentials
-        app.add_middleware(
+        stack.append(Middleware(
             CORSMiddleware, allow_origins=list(cors_allowed_origins), allow_methods=["*"], allow_headers=["*"],
             expose_headers=["X-Request-Id"],
-        )  # fmt: skip
-    app.add_middleware(RequestIdMiddleware)
+        ))  # fmt: skip
+    stack.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes))
+    if api_key:
+        stack.append(Middleware(ApiKeyMiddleware, api_key=api_key))
+    stack.append(Middleware(ReadinessMiddleware, is_ready=lambda: ctx.engine is not None))
+    return stack
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, raw: Request) -> Response:
-        return await create_chat_completion(ctx, body, raw)
 
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, raw: Request) -> Response:
-        return await create_completion(ctx, body, raw)
+def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
+    created = now()
+
+    async def chat_completions(request: Request) -> Response:
+        return await create_chat_completion(ctx, request)
+
+    async def completions(request: Request) -> Response:
+        return await create_completion(ctx, request)
 
     def model_card() -> ModelCard:
         engine = ctx.engine
         return ModelCard(
-            id=served_model_name, created=created, root=engine.engine.model_path, max_model_len=engine.max_model_len
+            id=ctx.model_name, created=created, root=engine.engine.model_path, max_model_len=engine.max_model_len
         )
 
-    @app.get("/v1/models")
-    async def models() -> JSONResponse:
+    async def models(_: Request) -> JSONResponse:
         return JSONResponse(ModelList(data=[model_card()]).model_dump())
 
-    @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str) -> JSONResponse:
-        ctx.check_model(model_id)
+    async def model(request: Request) -> JSONResponse:
+        ctx.check_model(request.path_params["model_id"])
         return JSONResponse(model_card().model_dump())
 
-    @app.get("/health")
-    async def health() -> Response:
+    async def health(_: Request) -> Response:
         await ctx.engine.call(lambda _: None)  # the loop thread answers between steps: it is alive
         return Response(status_code=200)
 
-    @app.get("/version")
-    async def version() -> JSONResponse:
+    async def version(_: Request) -> JSONResponse:
         return JSONResponse({"version": __version__})
 
-    @app.post("/tokenize")
-    async def tokenize(body: TokenizeRequest) -> JSONResponse:
+    async def tokenize(request: Request) -> JSONResponse:
+        body = await parse_body(request, TokenizeRequest)
         ctx.check_model(body.model)
         engine = ctx.engine
         tokenizer = engine.tokenizer
@@ -116,8 +130,8 @@ def create_app(
         response = TokenizeResponse(count=len(ids), max_model_len=engine.max_model_len, tokens=ids, token_strs=strs)
         return JSONResponse(response.model_dump())
 
-    @app.post("/detokenize")
-    async def detokenize(body: DetokenizeRequest) -> JSONResponse:
+    async def detokenize(request: Request) -> JSONResponse:
+        body = await parse_body(request, DetokenizeRequest)
         ctx.check_model(body.model)
         engine = ctx.engine
         vocab = engine.engine.model_config.vocab_size
@@ -126,13 +140,26 @@ def create_app(
             raise InvalidRequestError(f"token ids {bad[:5]} are outside the vocabulary (size {vocab})")
         return JSONResponse(DetokenizeResponse(prompt=engine.tokenizer.decode(body.tokens)).model_dump())
 
-    @app.get("/metrics")
-    async def metrics_route() -> Response:
+    async def metrics_route(_: Request) -> Response:
         engine = ctx.engine
         snapshot = await engine.call(lambda e: EngineSnapshot.of(e, engine.finished_counts))
         return Response(metrics.render(snapshot), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    return app
+    async def openapi(_: Request) -> JSONResponse:
+        return JSONResponse(openapi_document(__version__))
+
+    return [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", model, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/version", version, methods=["GET"]),
+        Route("/tokenize", tokenize, methods=["POST"]),
+        Route("/detokenize", detokenize, methods=["POST"]),
+        Route("/metrics", metrics_route, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
 
 
 async def _load(

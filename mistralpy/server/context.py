@@ -1,6 +1,6 @@
 """ServerContext: what every generation needs: the engine, the served model's name and the model's defaults.
 
-It holds no HTTP object, so the FastAPI routes and the in-process Runner share it.
+It holds no HTTP object, so the HTTP routes and the in-process Runner share it.
 """
 
 from __future__ import annotations

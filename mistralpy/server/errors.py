@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from ..engine.async_engine import EngineDeadError
 from ..errors import MistralpyError, UnknownModelError
 from .responses import ErrorInfo, ErrorResponse
-from .validation import describe_validation_errors
 
-__all__ = ["APIError", "ClientDisconnected", "describe_validation_errors", "error_body", "install_error_handlers"]
+__all__ = ["APIError", "ClientDisconnected", "error_body", "error_response", "exception_handlers"]
 
 
 class ClientDisconnected(Exception):
@@ -38,41 +37,47 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(error_body(status, message, param, code), status_code=status)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = describe_validation_errors(list(exc.errors()))
-        return error_response(400, message, param)
+def exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    """Starlette's handlers by exception class: each failure answered as an OpenAI error body."""
+    return {
+        APIError: _api,
+        UnknownModelError: _unknown_model,
+        ClientDisconnected: _gone,
+        EngineDeadError: _dead,
+        MistralpyError: _mistralpy,
+        StarletteHTTPException: _http,
+        Exception: _unexpected,
+    }
 
-    @app.exception_handler(APIError)
-    async def _api(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param, exc.code)
 
-    @app.exception_handler(UnknownModelError)
-    async def _unknown_model(_: Request, exc: UnknownModelError) -> JSONResponse:
-        return error_response(404, str(exc), "model", "model_not_found")
+async def _api(_: Request, exc: APIError) -> JSONResponse:
+    return error_response(exc.status, exc.message, exc.param, exc.code)
 
-    @app.exception_handler(ClientDisconnected)
-    async def _gone(_: Request, exc: ClientDisconnected) -> Response:
-        return Response(status_code=499)  # nginx's "client closed request"; it is never delivered
 
-    @app.exception_handler(EngineDeadError)
-    async def _dead(_: Request, exc: EngineDeadError) -> JSONResponse:
-        return error_response(503, str(exc))
+async def _unknown_model(_: Request, exc: UnknownModelError) -> JSONResponse:
+    return error_response(404, str(exc), "model", "model_not_found")
 
-    @app.exception_handler(MistralpyError)
-    async def _mistralpy(_: Request, exc: MistralpyError) -> JSONResponse:
-        return error_response(400, str(exc))
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return _with_headers(exc, message)
+async def _gone(_: Request, exc: ClientDisconnected) -> Response:
+    return Response(status_code=499)  # nginx's "client closed request"; it is never delivered
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # Starlette re-raises after sending this, so the traceback reaches the server log (never the client).
-        return error_response(500, "internal server error; see the server log")
+
+async def _dead(_: Request, exc: EngineDeadError) -> JSONResponse:
+    return error_response(503, str(exc))
+
+
+async def _mistralpy(_: Request, exc: MistralpyError) -> JSONResponse:
+    return error_response(400, str(exc))
+
+
+async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    return _with_headers(exc, message)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    # Starlette re-raises after sending this, so the traceback reaches the server log (never the client).
+    return error_response(500, "internal server error; see the server log")
 
 
 def _with_headers(exc: StarletteHTTPException, message: str) -> JSONResponse:

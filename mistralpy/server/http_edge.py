@@ -14,34 +14,51 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..engine.async_engine import EngineDeadError
 from ..errors import MistralpyError
 from .context import ServerContext
-from .errors import ClientDisconnected, error_body
+from .errors import APIError, ClientDisconnected, error_body
 from .protocol import ChatCompletionRequest, CompletionRequest
 from .serving_chat import chat_completion
 from .serving_completion import completion
 from .streaming import ChunkStream
+from .validation import NOT_A_JSON_OBJECT, describe_validation_errors
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 DONE = "data: [DONE]\n\n"
 
 
-async def create_chat_completion(ctx: ServerContext, body: ChatCompletionRequest, raw: Request) -> Response:
+async def create_chat_completion(ctx: ServerContext, raw: Request) -> Response:
     """POST /v1/chat/completions: JSON, or OpenAI's SSE chunks when stream is true."""
+    body = await parse_body(raw, ChatCompletionRequest)
     return respond(await until_disconnect(raw, chat_completion(ctx, body)), body.include_usage)
 
 
-async def create_completion(ctx: ServerContext, body: CompletionRequest, raw: Request) -> Response:
+async def create_completion(ctx: ServerContext, raw: Request) -> Response:
     """POST /v1/completions: JSON, or OpenAI's SSE chunks when stream is true."""
+    body = await parse_body(raw, CompletionRequest)
     return respond(await until_disconnect(raw, completion(ctx, body)), body.include_usage)
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body as `model`; 400 with a readable message otherwise. As in FastAPI, a body sent with
+    a non-JSON Content-Type is refused (browsers send text/plain across origins without asking first)."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    body = await request.body()
+    if not body.strip() or content_type not in ("", "application/json") and not content_type.endswith("+json"):
+        raise APIError(400, NOT_A_JSON_OBJECT)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        message, param = describe_validation_errors(e.errors(include_url=False))
+        raise APIError(400, message, param) from None
 
 
 def respond(result: BaseModel | ChunkStream[Any], include_usage: bool) -> Response:

@@ -1,4 +1,4 @@
-"""GET /metrics: Prometheus metrics from prometheus_client, in vLLM's style (`mistralpy:` prefix).
+"""GET /metrics: Prometheus metrics in the text exposition format, in vLLM's style (`mistralpy:` prefix).
 
 Engine gauges and counters are read from one snapshot taken on the engine's loop thread at scrape time; latency
 histograms are observed by the loop thread as outputs are delivered.
@@ -6,10 +6,10 @@ histograms are observed by the loop thread as outputs are delivered.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import threading
 from dataclasses import dataclass, field
-
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..engine.engine import Engine
 
@@ -49,21 +49,39 @@ class EngineSnapshot:
         )
 
 
+class Histogram:
+    """A Prometheus histogram: cumulative bucket counts, a count and a sum."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...] = _LATENCY_BUCKETS) -> None:
+        self.name, self.doc, self.bounds = name, doc, buckets
+        self.counts = [0] * (len(buckets) + 1)  # per bucket, the last one past every bound (+Inf)
+        self.sum = 0.0
+        self._lock = threading.Lock()  # observed on the engine's loop thread, rendered on the server's
+
+    def observe(self, value: float) -> None:
+        with self._lock:
+            self.counts[bisect.bisect_left(self.bounds, value)] += 1
+            self.sum += value
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            counts, total = list(itertools.accumulate(self.counts)), self.sum
+        name = PREFIX + self.name
+        bounds = [_number(b) for b in self.bounds] + ["+Inf"]
+        buckets = [f'{name}_bucket{{le="{le}"}} {_number(n)}' for le, n in zip(bounds, counts, strict=True)]
+        return [*_header(name, self.doc, "histogram"), *buckets, f"{name}_count {_number(counts[-1])}",
+                f"{name}_sum {_number(total)}"]  # fmt: skip
+
+
 class ServerMetrics:
-    """Owns a private registry (several servers in one process never share metrics)."""
+    """One server's metrics, in the Prometheus text format (version 0.0.4)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.snapshot = EngineSnapshot()
-        self.registry.register(_SnapshotCollector(self))
-        self.ttft = self._histogram("time_to_first_token_seconds", "Time from arrival to the first generated token.")
-        self.itl = self._histogram("inter_token_latency_seconds", "Time between two outputs of one request.")
-        self.e2e = self._histogram("e2e_request_latency_seconds", "Time from arrival to the end of a request.")
+        self.ttft = Histogram("time_to_first_token_seconds", "Time from arrival to the first generated token.")
+        self.itl = Histogram("inter_token_latency_seconds", "Time between two outputs of one request.")
+        self.e2e = Histogram("e2e_request_latency_seconds", "Time from arrival to the end of a request.")
 
-    def _histogram(self, name: str, doc: str) -> Histogram:
-        return Histogram(PREFIX + name, doc, buckets=_LATENCY_BUCKETS, registry=self.registry)
-
-    # The AsyncEngine's observer interface (called on its loop thread; prometheus_client is thread-safe).
+    # The AsyncEngine's observer interface (called on its loop thread).
     def on_first_token(self, seconds: float) -> None:
         self.ttft.observe(seconds)
 
@@ -73,17 +91,7 @@ class ServerMetrics:
     def on_finished(self, seconds: float) -> None:
         self.e2e.observe(seconds)
 
-    def render(self, snapshot: EngineSnapshot) -> bytes:
-        self.snapshot = snapshot
-        return generate_latest(self.registry)
-
-
-class _SnapshotCollector:
-    def __init__(self, metrics: ServerMetrics) -> None:
-        self.metrics = metrics
-
-    def collect(self):
-        s = self.metrics.snapshot
+    def render(self, s: EngineSnapshot) -> bytes:
         gauges = [
             ("num_requests_running", "Requests in the running batch.", s.running),
             ("num_requests_waiting", "Requests waiting to be scheduled.", s.waiting),
@@ -93,8 +101,6 @@ class _SnapshotCollector:
             ("prefix_cache_hit_rate", "Prompt tokens served by the prefix cache / prompt tokens looked up.",
              s.prefix_cache_hits / s.prefix_cache_queries if s.prefix_cache_queries else 0.0),
         ]  # fmt: skip
-        for name, doc, value in gauges:
-            yield GaugeMetricFamily(PREFIX + name, doc, value=value)
         counters = [
             ("prompt_tokens", "Prompt tokens computed (prefix-cache hits excluded).", s.prompt_tokens),
             ("generation_tokens", "Tokens generated.", s.generation_tokens),
@@ -102,9 +108,22 @@ class _SnapshotCollector:
             ("prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", s.prefix_cache_queries),
             ("prefix_cache_hits", "Prompt tokens found in the prefix cache.", s.prefix_cache_hits),
         ]
+        lines = []
+        for name, doc, value in gauges:
+            lines += [*_header(PREFIX + name, doc, "gauge"), f"{PREFIX}{name} {_number(value)}"]
         for name, doc, value in counters:
-            yield CounterMetricFamily(PREFIX + name, doc, value=value)
-        finished = CounterMetricFamily(PREFIX + "request_finished", "Finished requests by reason.", labels=["reason"])
-        for reason in ("stop", "length", "abort"):
-            finished.add_metric([reason], s.finished.get(reason, 0))
-        yield finished
+            lines += [*_header(f"{PREFIX}{name}_total", doc, "counter"), f"{PREFIX}{name}_total {_number(value)}"]
+        finished = f"{PREFIX}request_finished_total"
+        lines += _header(finished, "Finished requests by reason.", "counter")
+        lines += [f'{finished}{{reason="{r}"}} {_number(s.finished.get(r, 0))}' for r in ("stop", "length", "abort")]
+        for histogram in (self.ttft, self.itl, self.e2e):
+            lines += histogram.lines()
+        return ("\n".join(lines) + "\n").encode()
+
+
+def _header(name: str, doc: str, kind: str) -> list[str]:
+    return [f"# HELP {name} {doc}", f"# TYPE {name} {kind}"]
+
+
+def _number(value: float) -> str:
+    return repr(float(value))  # Prometheus reads Python's float repr: 3.0, 0.25, 1e-05

@@ -36,7 +36,7 @@ class OpenAIModel(BaseModel):
             message, _ = describe_validation_errors(list(e.errors()))
             raise InvalidRequestError(f"invalid {type(self).__name__}: {message}") from None
 
-    # Tell pydantic this is a plain validating __init__ (as RootModel does), so validation itself (FastAPI's request
+    # Tell pydantic this is a plain validating __init__ (as RootModel does), so validation itself (the server's request
     # bodies, model_validate, nested models) never calls it: the HTTP edge keeps pydantic's errors and its 400s.
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 

@@ -1,7 +1,7 @@
 """Chat completions, request -> response: render the chat template, generate, build OpenAI's response objects.
 
 No HTTP here: `chat_completion` returns a ChatCompletionResponse, or (stream=True) a ChunkStream of
-ChatCompletionChunks. The FastAPI route (http_edge.py) and the in-process Runner both call it.
+ChatCompletionChunks. The HTTP route (http_edge.py) and the in-process Runner both call it.
 """
 
 from __future__ import annotations

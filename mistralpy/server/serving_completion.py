@@ -2,7 +2,7 @@
 legacy logprobs. Choice i * n + j is sample j of prompt i, as OpenAI numbers them.
 
 No HTTP here: `completion` returns a CompletionResponse, or (stream=True) a ChunkStream of CompletionResponse
-chunks. The FastAPI route (http_edge.py) and the in-process Runner both call it.
+chunks. The HTTP route (http_edge.py) and the in-process Runner both call it.
 """
 
 from __future__ import annotations

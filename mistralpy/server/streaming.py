@@ -1,6 +1,6 @@
 """Engine plumbing shared by the generation services: admitting requests, merging streams, collecting results.
 
-Nothing here knows HTTP: the FastAPI routes (http_edge.py) and the in-process Runner both build on it. A request is
+Nothing here knows HTTP: the HTTP routes (http_edge.py) and the in-process Runner both build on it. A request is
 aborted (its KV blocks freed) however its consumer stops: a finished or failed collect, a closed ChunkStream.
 """
 

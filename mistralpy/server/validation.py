@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 _MAX_LISTED_ERRORS = 5
+NOT_A_JSON_OBJECT = "the request body must be a JSON object, sent with Content-Type: application/json"
 
 
 def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
@@ -20,8 +21,8 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str |
         elif kind == "json_invalid":
             detail = (err.get("ctx") or {}).get("error", "")
             parts.append(f"the request body is not valid JSON: {detail}".rstrip(": "))
-        elif path is None and kind in ("missing", "model_attributes_type", "dict_type"):
-            parts.append("the request body must be a JSON object, sent with Content-Type: application/json")
+        elif path is None and kind in ("missing", "model_attributes_type", "model_type", "dict_type"):
+            parts.append(NOT_A_JSON_OBJECT)
         else:
             msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
             parts.append(f"{path}: {msg}" if path else msg)
