@@ -1,3 +1,4 @@
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -55,12 +56,17 @@ def test_greedy_rows_in_a_mixed_batch() -> None:
     assert [out.token_ids[i] for i in (0, 2, 4)] == [argmax[i] for i in (0, 2, 4)]
 
 
-def test_sampler_does_not_modify_the_callers_logits() -> None:
-    logits = random_logits(2)
-    before = logits.clone()
+def test_sampler_consumes_float32_logits_and_copies_others() -> None:
+    """The step's float32 logits are worked on in place (no copy raises the step's peak memory); bf16 or strided
+    logits are copied, and draw the same tokens."""
     params = SamplingParams(temperature=0.5, top_k=3, top_p=0.5, min_p=0.1, logit_bias={1: 9.0}, repetition_penalty=2)
-    Sampler().sample(logits, [make_request(params, prompt=[1, 2]) for _ in range(2)])
-    assert torch.equal(logits, before)
+    tokens = []
+    for logits in (random_logits(2).bfloat16(), random_logits(2).bfloat16().float(), random_logits(1).expand(2, -1)):
+        before = logits.clone()
+        requests = [make_request(dataclasses.replace(params, seed=i), prompt=[1, 2]) for i in range(2)]
+        tokens.append(Sampler().sample(logits, requests).token_ids)
+        assert torch.equal(logits, before) == (logits.dtype != torch.float32 or not logits.is_contiguous())
+    assert tokens[0] == tokens[1]
 
 
 def allowed_tokens(row: np.ndarray, temperature: float, top_k: int, top_p: float, min_p: float) -> set[int]:
@@ -170,7 +176,7 @@ def test_different_seeds_differ() -> None:
     row = torch.zeros(1, 1000)
     sampler = Sampler()
     requests = [make_request(SamplingParams(seed=s)) for s in (1, 2)]
-    draws = [[sampler.sample(row, [r]).token_ids[0] for _ in range(10)] for r in requests]
+    draws = [[sampler.sample(row.clone(), [r]).token_ids[0] for _ in range(10)] for r in requests]
     assert draws[0] != draws[1]
     assert all(isinstance(r.generator, torch.Generator) for r in requests)
 
@@ -238,7 +244,7 @@ def test_temperature_frequencies_match_softmax() -> None:
 def test_seeded_draws_follow_the_distribution() -> None:
     row = torch.tensor([[1.0, 0.5, 0.0, -0.5, -1.0, 0.2]])
     request, sampler, draws = make_request(SamplingParams(temperature=1.3, seed=11)), Sampler(), 3000
-    counts = Counter(sampler.sample(row, [request]).token_ids[0] for _ in range(draws))
+    counts = Counter(sampler.sample(row.clone(), [request]).token_ids[0] for _ in range(draws))
     expected = torch.softmax(row[0].double() / 1.3, dim=0).numpy() * draws
     assert chi_square(counts, expected) < CHI2_5_DOF_999
 

@@ -128,7 +128,9 @@ def sample_random(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor
             chosen = _filter_and_draw(values[untied], [requests[small[i]] for i in untied.tolist()])
             token_ids[index[untied]] = candidates[untied].gather(1, chosen.unsqueeze(1)).squeeze(1)
         rest = sorted(rest + [small[i] for i in tied.nonzero().squeeze(1).tolist()])
-    if rest:
+    if len(rest) == len(requests):
+        token_ids = _filter_and_draw(logits, requests)
+    elif rest:
         index = list_tensor(rest, torch.long, logits.device)
         token_ids[index] = _filter_and_draw(logits[index], [requests[i] for i in rest])
     return token_ids
@@ -195,6 +197,8 @@ class Sampler:
     """Turns one row of next-token logits per request into one token per request."""
 
     def sample(self, logits: torch.Tensor, requests: list[Request]) -> SamplerOutput:
+        """One token per row. Consumes `logits`: contiguous float32 rows are processed in place, where a copy of a
+        step's logits (1.5 MB a chunk of rows) would only raise the step's peak memory."""
         out = SamplerOutput([], [])
         for start in range(0, len(requests), _SAMPLE_CHUNK):
             rows = slice(start, start + _SAMPLE_CHUNK)
@@ -204,7 +208,8 @@ class Sampler:
         return out
 
     def _sample_rows(self, logits: torch.Tensor, requests: list[Request]) -> SamplerOutput:
-        logits = logits.to(torch.float32, copy=True)
+        if logits.dtype != torch.float32 or not logits.is_contiguous():
+            logits = logits.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         lp_rows = [i for i, r in enumerate(requests) if r.sampling_params.logprobs is not None]
         num_tops = [requests[i].sampling_params.logprobs or 0 for i in lp_rows]
         lp_index = list_tensor(lp_rows, torch.long, logits.device) if lp_rows else None
