@@ -32,7 +32,8 @@ def build_tests(prompts: list[int], gens: list[int], concurrency: list[int], con
     tests = [Test("pp", p, 1) for p in prompts if p > 0]
     tests += [Test("tg", 1, n) for n in gens if n > 0]
     gen = max(gens) if gens else 128
-    tests += [Test("concurrent", concurrent_prompt, gen, c) for c in concurrency if c > 1]
+    # c1 is the single-request rate of the same workload as the cN tests (prefill included), their natural baseline
+    tests += [Test("concurrent", concurrent_prompt, gen, c) for c in concurrency if c >= 1]
     return tests
 
 
