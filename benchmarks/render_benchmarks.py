@@ -31,7 +31,8 @@ def render(report: dict, command: str) -> str:
         "",
         "Tests: `ppN` = prompt processing of N tokens (prompt tok/s), `tgN` = generating N tokens for one request "
         "(tok/s), `cK ppP+tgN` = K concurrent requests of P prompt + N generated tokens (aggregate generated tok/s; "
-        "c1 is one such request alone; transformers runs K requests as one static batch; llama-cpp-python has no in-process batching, so it runs c1 only).",
+        "c1 is one such request alone; transformers runs K requests as one static batch; "
+        "llama-cpp-python has no in-process batching, so it runs c1 only).",
         "",
         "| test | mistralpy | llama.cpp | transformers | mistralpy / llama.cpp | mistralpy / transformers |",
         "|---|---|---|---|---|---|",
