@@ -96,8 +96,8 @@ class LLM:
         params = _as_params_list(sampling_params, len(prompts))
         ids = []
         try:
-            for prompt, p in zip(prompts, params, strict=True):
-                ids.append(self.engine.add_request(prompt, p))
+            for (prompt, salt), p in zip(prompts, params, strict=True):
+                ids.append(self.engine.add_request(prompt, p, cache_salt=salt))
         except BaseException:
             for rid in ids:
                 self.engine.abort_request(rid)
@@ -143,18 +143,27 @@ class LLM:
         return [finished[rid] for rid in ids]
 
 
-def _as_prompt_list(prompts: Any) -> list[PromptType]:
+def _as_prompt_list(prompts: Any) -> list[tuple[str | list[int], str | None]]:
+    """-> (prompt, cache_salt) pairs."""
     if isinstance(prompts, (str, dict)):
         return [_normalise_prompt(prompts)]
     if isinstance(prompts, Sequence) and prompts and all(isinstance(t, int) for t in prompts):
-        return [list(prompts)]
+        return [(list(prompts), None)]
     if not isinstance(prompts, Sequence) or not prompts:
         raise InvalidRequestError("prompts must be a string, a list of strings or a list of token-id lists")
     return [_normalise_prompt(p) for p in prompts]
 
 
-def _normalise_prompt(prompt: Any) -> str | list[int]:
+_PROMPT_KEYS = ("prompt", "prompt_token_ids", "cache_salt")
+
+
+def _normalise_prompt(prompt: Any) -> tuple[str | list[int], str | None]:
+    salt = None
     if isinstance(prompt, dict):
+        unknown = [k for k in prompt if k not in _PROMPT_KEYS]
+        if unknown:
+            raise InvalidRequestError(f"unknown prompt keys {unknown}; a prompt dict takes {', '.join(_PROMPT_KEYS)}")
+        salt = prompt.get("cache_salt")
         if "prompt_token_ids" in prompt:
             prompt = prompt["prompt_token_ids"]
         elif "prompt" in prompt:
@@ -162,9 +171,9 @@ def _normalise_prompt(prompt: Any) -> str | list[int]:
         else:
             raise InvalidRequestError("a prompt dict needs a 'prompt' or 'prompt_token_ids' key")
     if isinstance(prompt, str):
-        return prompt
+        return prompt, salt
     if isinstance(prompt, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        return list(prompt)
+        return list(prompt), salt
     raise InvalidRequestError(f"a prompt must be a string or a list of token ids, got {type(prompt).__name__}")
 
 

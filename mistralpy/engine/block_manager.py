@@ -1,7 +1,9 @@
 """KV block bookkeeping: a free list, reference counts and a hash-chained prefix cache. Plain ints, no tensors.
 
-A full block's hash chains the hash of the block before it with its own token ids, so equal hashes mean equal
-prefixes. Freed blocks keep their hash and stay findable until the free list hands them out again (LRU order).
+A full block's key is a SHA-256 digest chained over the key of the block before it and its own token ids, from a root
+that covers what else changes the K/V (block_hash.py), so equal keys mean equal prefixes. A hit is also checked against
+the block's stored token ids. Freed blocks keep their key and stay findable until the free list hands them out again
+(LRU order).
 
 Blocks never used yet are handed out only when no freed block is left. The KV pool's memory is taken as its blocks
 are first written (model_runner), so the resident cache grows with the most tokens in flight at once, not with the
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from .block_hash import block_key
 from .request import Request
 
 
@@ -21,7 +24,8 @@ from .request import Request
 class Block:
     block_id: int
     ref_count: int = 0
-    block_hash: int | None = None
+    block_hash: bytes | None = None
+    token_ids: tuple[int, ...] = ()  # the tokens block_hash was made from, compared on every hit
 
 
 @dataclass
@@ -38,7 +42,7 @@ class BlockManager:
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free_ids: OrderedDict[int, None] = OrderedDict()  # freed blocks, least recently freed first
         self.num_unused = num_blocks  # blocks [num_blocks - num_unused, num_blocks) were never handed out
-        self.hash_to_block: dict[int, int] = {}
+        self.hash_to_block: dict[bytes, int] = {}
         self.stats = PrefixCacheStats()
 
     @property
@@ -59,11 +63,12 @@ class BlockManager:
             return []
         tokens = request.all_token_ids
         hits: list[int] = []
-        parent = request.cache_salt
+        parent = request.prefix_root
         for i in range((len(tokens) - 1) // self.block_size):
-            parent = self._hash(parent, tokens[i * self.block_size : (i + 1) * self.block_size])
+            block_tokens = tuple(tokens[i * self.block_size : (i + 1) * self.block_size])
+            parent = block_key(parent, block_tokens)
             block_id = self.hash_to_block.get(parent)
-            if block_id is None:
+            if block_id is None or self.blocks[block_id].token_ids != block_tokens:
                 break
             hits.append(block_id)
         self.stats.queries += len(tokens)
@@ -96,11 +101,6 @@ class BlockManager:
                 self.free_ids[block_id] = None
         request.block_ids = []
 
-    def reset_prefix_cache(self) -> None:
-        for block_id in self.free_ids:
-            self.blocks[block_id].block_hash = None
-        self.hash_to_block = {b.block_hash: b.block_id for b in self.blocks if b.block_hash is not None}
-
     def _touch(self, block_id: int) -> None:
         block = self.blocks[block_id]
         if block.ref_count == 0:
@@ -118,7 +118,7 @@ class BlockManager:
         if block.block_hash is not None:
             if self.hash_to_block.get(block.block_hash) == block_id:
                 del self.hash_to_block[block.block_hash]
-            block.block_hash = None
+            block.block_hash, block.token_ids = None, ()
         block.ref_count = 1
         return block_id
 
@@ -127,14 +127,11 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         tokens = request.all_token_ids
-        parent = request.cache_salt
+        parent = request.prefix_root
         for i in range(min(num_tokens, len(tokens)) // self.block_size):
             block = self.blocks[request.block_ids[i]]
             if block.block_hash is None:
-                block.block_hash = self._hash(parent, tokens[i * self.block_size : (i + 1) * self.block_size])
+                block.token_ids = tuple(tokens[i * self.block_size : (i + 1) * self.block_size])
+                block.block_hash = block_key(parent, block.token_ids)
                 self.hash_to_block.setdefault(block.block_hash, block.block_id)
             parent = block.block_hash
-
-    @staticmethod
-    def _hash(parent: int | None, token_ids: list[int]) -> int:
-        return hash((parent, tuple(token_ids)))

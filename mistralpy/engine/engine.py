@@ -15,6 +15,7 @@ from ..outputs import RequestOutput
 from ..quant.quantized_linear import QuantizedLinear
 from ..sampling_params import SamplingParams
 from ..tokenizer import Tokenizer
+from .block_hash import model_key, root_key
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer
 from .model_runner import ModelRunner, ModelRunnerOutput
@@ -51,6 +52,11 @@ class Engine:
         quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())
         self.kv_cache_dtype = config.kv_cache_dtype or default_kv_cache_dtype(self.dtype, quantized)
         self.model_runner = ModelRunner(model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype)
+        # what makes the K/V of equal tokens: the prefix cache's keys start from it
+        self.model_key = model_key(
+            self.model_path, self.dtype, self.kv_cache_dtype, config.weights, config.quantization,
+            GGMLParams.from_engine_config(config),
+        )  # fmt: skip
         self.output_processor = OutputProcessor(self.tokenizer)
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids) | frozenset(self.model_config.eos_token_ids)
         self._ids = itertools.count()
@@ -59,17 +65,27 @@ class Engine:
     def max_model_len(self) -> int:
         return self.scheduler_config.max_model_len
 
-    def add_request(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None) -> str:
+    def add_request(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        cache_salt: str | None = None,
+    ) -> str:
+        """`cache_salt` (vLLM's name): requests share prefix-cache blocks only with requests of the same salt, e.g. one
+        salt per tenant, so that no tenant can probe another's prompts through cache hits."""
+        if cache_salt is not None and (not isinstance(cache_salt, str) or not cache_salt):
+            raise InvalidRequestError("cache_salt must be a non-empty string")
         request_id = request_id if request_id is not None else str(next(self._ids))
         if request_id in self.output_processor.parents:
             raise InvalidRequestError(f"request id {request_id!r} is already in use")
         text, ids = (prompt, self.tokenizer.encode(prompt)) if isinstance(prompt, str) else (None, list(prompt))
         self._validate_prompt(ids, params)
         children = []
-        salt = self.model_runner.cache_salt(len(ids))
+        root = root_key(self.model_key, self.model_runner.rotary_table(len(ids)), cache_salt)
         for i in range(params.n):
             child_id = request_id if params.n == 1 else f"{request_id}-{i}"
-            children.append(Request(child_id, ids, child_params(params, i), self.eos_token_ids, cache_salt=salt))
+            children.append(Request(child_id, ids, child_params(params, i), self.eos_token_ids, prefix_root=root))
         detoks = [
             IncrementalDetokenizer(
                 self.tokenizer,

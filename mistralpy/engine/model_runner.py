@@ -54,8 +54,8 @@ class ModelRunner:
         # only LongRoPE picks rotary rows by prompt length; the other models skip building them every step
         self.needs_prompt_lens = model.rotary.long_rows_start is not None
 
-    def cache_salt(self, num_prompt_tokens: int) -> int | None:
-        """Which rotary table a request's tokens use, where a model has several (LongRoPE): see Request.cache_salt."""
+    def rotary_table(self, num_prompt_tokens: int) -> int | None:
+        """Which rotary table a request's tokens use, where a model has several (LongRoPE): see Request.prefix_root."""
         return self.model.rotary.table_of(num_prompt_tokens)
 
     @torch.inference_mode()

@@ -41,8 +41,9 @@ class Request:
     generator: Any = None  # torch.Generator owned by this request when sampling_params.seed is set
     logprobs: list[dict[int, Logprob]] = field(default_factory=list)  # one entry per output token
     prompt_logprobs: list[dict[int, Logprob] | None] = field(default_factory=list)  # one per prompt token
-    # Starts the prefix-cache hash chain: requests whose KV differs for equal tokens (LongRoPE's long rows) never share
-    cache_salt: int | None = None
+    # The prefix-cache key chain starts here (block_hash.root_key): it covers the model, the rotary table (LongRoPE's
+    # long rows give equal tokens other K) and the caller's cache_salt, so requests under different roots never share
+    prefix_root: bytes = b""
 
     @property
     def num_prompt_tokens(self) -> int:

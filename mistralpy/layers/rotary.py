@@ -128,7 +128,7 @@ class RotaryEmbedding(nn.Module):
 
     def table_of(self, prompt_len: int) -> int | None:
         """1 when a request of this prompt length reads the long-factor rows throughout (LongRoPE), else None:
-        equal tokens then have different K, so the prefix cache keeps the two apart."""
+        equal tokens then have different K, so the prefix cache keeps the two apart (its keys' root covers this)."""
         return 1 if self.long_rows_start is not None and prompt_len > self.long_rows_start else None
 
     def rows(self, positions: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ original length; current vLLM instead takes the long factors for every request w
 length, which keeps caches consistent but departs from transformers on short sequences.
 One departure from transformers remains: when a generation crosses the original length, transformers recomputes the
 whole cache with the long factors; here earlier tokens keep their short-factor keys. (Prefix-cache blocks are not
-shared between short- and long-factor requests: see Request.cache_salt.)
+shared between short- and long-factor requests: see Request.prefix_root.)
 """
 
 from __future__ import annotations
