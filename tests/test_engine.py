@@ -1,12 +1,19 @@
-"""The engine end to end on a tiny random Llama: batch invariance, preemption, prefix caching, chunked prefill."""
+"""The engine end to end on a tiny random Llama: batch invariance, preemption, prefix caching, chunked prefill.
+
+Greedy output must not depend on how the scheduler ran a request, on float32 and on the default settings of a
+quantized model (bf16 compute, int8 K/V): those tests run on both."""
 
 from __future__ import annotations
 
 import random
 
+import gguf
 import pytest
+import torch
 
 from mistralpy import LLM, SamplingParams
+
+from .helpers import llama_to_gguf
 
 GREEDY = dict(temperature=0, ignore_eos=True)
 
@@ -26,13 +33,35 @@ def llm(tiny_llama):
     return LLM(str(tiny_llama[1]), dtype="float32", block_size=4, max_num_batched_tokens=64)
 
 
+@pytest.fixture(scope="module")
+def quantized_gguf(tiny_llama, tmp_path_factory):
+    path = tmp_path_factory.mktemp("q4_1") / "tiny-q4_1.gguf"
+    llama_to_gguf(tiny_llama[0], path, qtypes={"": gguf.GGMLQuantizationType.Q4_1})  # every matrix, as SmolLM2's
+    return path
+
+
+@pytest.fixture(scope="module", params=["float32", "default"])
+def make_llm(request, tiny_llama, quantized_gguf):
+    """LLM(**options) on float32, or on the quantized GGUF with the default settings (what a user gets)."""
+    if request.param == "float32":
+        return lambda **options: LLM(str(tiny_llama[1]), dtype="float32", **options)
+    return lambda **options: LLM(str(quantized_gguf), **options)
+
+
+def test_the_default_settings_are_bf16_int8_kv_and_quantized_weights(quantized_gguf, native_kernels):
+    engine = LLM(str(quantized_gguf)).engine
+    assert engine.dtype == torch.bfloat16 and engine.kv_cache_dtype == "int8"
+    assert engine.model_runner.prefill_kernel is not None and engine.model_runner.decode_kernel is not None
+
+
 def _assert_no_leak(llm: LLM) -> None:
     bm = llm.engine.block_manager
     assert not llm.engine.has_unfinished_requests()
     assert bm.num_free_blocks == bm.num_blocks and all(b.ref_count == 0 for b in bm.blocks)
 
 
-def test_batch_invariance_and_preemption(tiny_llama, llm):
+def test_batch_invariance_and_preemption(make_llm):
+    llm = make_llm(block_size=4, max_num_batched_tokens=64)
     prompts, params = _prompts(16), _params(16)
     alone = [llm.generate([p], [sp])[0].outputs[0].token_ids for p, sp in zip(prompts, params, strict=True)]
     batched = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
@@ -40,15 +69,15 @@ def test_batch_invariance_and_preemption(tiny_llama, llm):
     assert llm.engine.scheduler.stats.max_batch_size >= 8
     _assert_no_leak(llm)
     # A pool of 32 blocks x 4 tokens cannot hold 16 requests of up to 84 tokens: requests get preempted.
-    small = LLM(str(tiny_llama[1]), dtype="float32", block_size=4, num_kv_blocks=32, max_model_len=128)
+    small = make_llm(block_size=4, num_kv_blocks=32, max_model_len=128)
     squeezed = [o.outputs[0].token_ids for o in small.generate(prompts, params)]
     assert small.engine.scheduler.stats.num_preemptions > 0
     assert squeezed == alone
     _assert_no_leak(small)
 
 
-def test_prefix_cache_computes_fewer_tokens_same_output(tiny_llama):
-    llm = LLM(str(tiny_llama[1]), dtype="float32", block_size=4)
+def test_prefix_cache_computes_fewer_tokens_same_output(make_llm):
+    llm = make_llm(block_size=4)
     prefix = _prompts(1, seed=5)[0] * 3  # a long shared prefix
     params = SamplingParams(max_tokens=12, **GREEDY)
     stats = llm.engine.scheduler.stats
@@ -58,18 +87,26 @@ def test_prefix_cache_computes_fewer_tokens_same_output(tiny_llama):
     computed = stats.num_prompt_tokens_computed - before
     assert out.num_cached_tokens >= len(prefix) - 4
     assert computed == len(prefix) + 3 - out.num_cached_tokens
-    no_cache = LLM(str(tiny_llama[1]), dtype="float32", block_size=4, enable_prefix_caching=False)
+    no_cache = make_llm(block_size=4, enable_prefix_caching=False)
     assert no_cache.generate([prefix + [13, 14, 15]], params)[0].outputs[0].token_ids == out.outputs[0].token_ids
     assert no_cache.engine.block_manager.stats.hits == 0
+    # a prompt cached but for its last token, which then runs as a decode step
+    prompt = prefix + [13, 14, 15]
+    prompt += [16] * ((1 - len(prompt)) % 4)
+    llm.generate([prompt], params)
+    warm = llm.generate([prompt], params)[0]
+    assert warm.num_cached_tokens == len(prompt) - 1
+    assert warm.outputs[0].token_ids == no_cache.generate([prompt], params)[0].outputs[0].token_ids
 
 
-def test_chunked_prefill_same_output(tiny_llama, llm):
+def test_chunked_prefill_same_output(make_llm):
     prompt = _prompts(1, seed=9)[0] * 4
     params = SamplingParams(max_tokens=10, **GREEDY)
-    chunked = LLM(str(tiny_llama[1]), dtype="float32", max_num_batched_tokens=16, enable_prefix_caching=False)
+    chunked = make_llm(max_num_batched_tokens=16, enable_prefix_caching=False)
+    whole = make_llm(block_size=4, max_num_batched_tokens=512)
     assert (
         chunked.generate([prompt], params)[0].outputs[0].token_ids
-        == llm.generate([prompt], params)[0].outputs[0].token_ids
+        == whole.generate([prompt], params)[0].outputs[0].token_ids
     )
 
 

@@ -58,38 +58,63 @@ def test_native_write_rejects_a_mismatched_cache(native):
         native.write_kv(cache, torch.zeros(1, 3, 64), torch.zeros(1, 3, 64), torch.tensor([16]))
 
 
-@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-6), (torch.bfloat16, 8e-3)])  # bf16: its output rounding
+def _quantize_q(q: torch.Tensor) -> torch.Tensor:
+    """q rounded per row to int8 codes times the row's scale, as the kernels round it (kernels/attention_scores.h, in
+    float32 like the cache's rows): scale = max|q| / 127, code = round-half-even(q * (1 / scale)). bf16 queries often
+    fall on a half step exactly, so the float32 spelling matters."""
+    q = q.float()
+    scale = q.abs().amax(-1, keepdim=True) / 127
+    inv = torch.where(scale > 0, 1 / scale, 0.0)
+    return (torch.round((q * inv).clamp(-127, 127)) * scale).double()
+
+
+def _reference(q, k, v, scale: float, window: int | None, softcap: float | None) -> torch.Tensor:
+    """float64 attention of query rows q (n, H, D) at the last n of k, v's (ctx, H, D) positions."""
+    n, ctx = q.shape[0], k.shape[0]
+    scores = torch.einsum("nhd,khd->hnk", q, k) * scale
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    pos, key = torch.arange(ctx - n, ctx).unsqueeze(1), torch.arange(ctx).unsqueeze(0)
+    mask = (key <= pos) & ((key > pos - window) if window else True)
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    return torch.einsum("hnk,khd->nhd", weights, v)
+
+
+def _q_rounding_bound(q, k, v, scale: float) -> torch.Tensor:
+    """How far q's int8 rounding (half a step, max|q_row| / 254, per value) can move each output, to first order:
+    a score moves by at most scale * step / 2 * sum|k|, the weights by twice that in l1, the output by that times
+    max|v|."""
+    half_step = q.abs().amax(-1, keepdim=True) / 254  # (n, H, 1)
+    score_move = scale * half_step * k.abs().sum(-1).amax(0).unsqueeze(-1)  # (n, H, 1)
+    return 2 * score_move * v.abs().amax((0, 2)).unsqueeze(-1) * 1.05 + 1e-6
+
+
+@pytest.mark.parametrize("qdtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("window, softcap", [(None, None), (5, None), (7, 20.0)])
-@pytest.mark.parametrize("head_dim", [64, 24])  # 16 lanes at a time; 24: the generic loop
-def test_decode_kernel_on_an_int8_cache(native, dtype, rtol, window, softcap, head_dim):
+@pytest.mark.parametrize("head_dim", [64, 24])
+@pytest.mark.parametrize("kind", ["decode", "prefill"])
+def test_kernels_on_an_int8_cache(native, qdtype, window, softcap, head_dim, kind):
+    """Against float64 attention over the cache's values: with q rounded to int8 as the kernels round it, to float32
+    or bf16 precision; with q itself, within the bound that rounding implies."""
     gen = torch.Generator().manual_seed(0)
-    kv = quantize_rows(_rows(2, 40, 4, 2, head_dim))
-    lens = torch.tensor([7, 13, 1, 20, 4])
-    tables = torch.stack([torch.randperm(40, generator=gen)[:5] for _ in lens])
-    q = torch.randn(len(lens), 6, head_dim, generator=gen).to(dtype)
-    meta = AttentionMetadata(torch.zeros(len(lens), dtype=torch.long), len(lens), tables, lens)
-    expected = paged_attention(q.float(), kv, meta, 0.3, window, softcap)  # torch: float32 gather + SDPA
-    meta.decode_kernel = native.decode_attention
-    got = paged_attention(q, kv, meta, 0.3, window, softcap)
-    assert got.dtype == dtype
-    torch.testing.assert_close(got.float(), expected, atol=1e-5, rtol=rtol)
-
-
-@pytest.mark.parametrize("n, ctx", [(37, 37), (20, 53)])  # a prompt; a chunk after 33 cached positions
-def test_prefill_kernel_on_an_int8_cache(native, n, ctx):
-    if not native.has_prefill_attention():
-        pytest.skip("the native prefill attention needs AVX-512 BF16")
-    gen = torch.Generator().manual_seed(0)
-    kv = quantize_rows(_rows(2, 9, 16, 3, 64) / 3)  # unit variance, as in test_native_prefill_attention
-    span = PrefillSpan(n, ctx, torch.randperm(9, generator=gen)[: -(-ctx // 16)])
-    q = torch.randn(n, 9, 64, generator=gen).to(torch.bfloat16)
-
-    def attend(q, kernel):
-        meta = AttentionMetadata(torch.zeros(n, dtype=torch.long), prefills=[span], prefill_kernel=kernel)
-        return paged_attention(q, kv, meta, 0.2, None, None)
-
-    expected = attend(q.float(), None)  # float32 over the dequantized rows
-    torch.testing.assert_close(attend(q, native.prefill_attention).float(), expected, atol=2e-2, rtol=0)
+    ctx, n = 23, (1 if kind == "decode" else 9)
+    kv = quantize_rows(_rows(2, 8, 4, 2, head_dim))
+    table = torch.randperm(8, generator=gen)[:6]
+    q = torch.randn(n, 6, head_dim, generator=gen).to(qdtype)
+    if kind == "decode":
+        meta = AttentionMetadata(torch.zeros(1, dtype=torch.long), 1, table.unsqueeze(0), torch.tensor([ctx]))
+        meta.decode_kernel = native.decode_attention
+    else:
+        meta = AttentionMetadata(torch.zeros(n, dtype=torch.long), prefills=[PrefillSpan(n, ctx, table)])
+        meta.prefill_kernel = native.prefill_attention
+    got = paged_attention(q, kv, meta, 0.3, window, softcap).double()
+    values = dequantize_rows(kv, torch.float64)[:, table].flatten(1, 2)[:, :ctx].repeat_interleave(3, 2)
+    k, v = values[0], values[1]
+    exact = _reference(_quantize_q(q), k, v, 0.3, window, softcap)
+    rtol = 1e-5 if qdtype == torch.float32 else 8e-3  # bf16: the output's rounding
+    torch.testing.assert_close(got, exact, atol=1e-5, rtol=rtol)
+    unrounded = _reference(q.double(), k, v, 0.3, window, softcap)
+    assert torch.all((got - unrounded).abs() <= _q_rounding_bound(q.double(), k, v, 0.3) + rtol * unrounded.abs())
 
 
 def test_engines_on_an_int8_cache(tiny_llama):

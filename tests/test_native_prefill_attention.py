@@ -12,8 +12,8 @@ from mistralpy.layers.attention import AttentionMetadata, PrefillSpan, paged_att
 
 @pytest.fixture
 def kernel(native_kernels):
-    if native_kernels is None or not native_kernels.has_prefill_attention():
-        pytest.skip("the native prefill attention is not built here (it needs AVX-512 BF16 and a compiler)")
+    if native_kernels is None:
+        pytest.skip("the native kernels cannot be built here")
     return native_kernels.prefill_attention
 
 
@@ -41,6 +41,7 @@ def _attend(q, kv, span, kernel, scale, window, softcap):
         (64, 64, 4, 4, 128, 8),  # two column passes of P V
         (33, 90, 8, 2, 48, 4),  # a partial column pass
         (3, 130, 2, 1, 80, 16),
+        (9, 9, 4, 2, 24, 4),  # partial vectors
     ],
 )
 @pytest.mark.parametrize("window, softcap", [(None, None), (12, None), (None, 30.0), (40, 5.0)])
@@ -49,17 +50,8 @@ def test_matches_float32_attention(kernel, n, ctx, heads, kv_heads, head_dim, bl
     expected = _attend(q.float(), kv.float(), span, None, 0.2, window, softcap)
     got = _attend(q, kv, span, kernel, 0.2, window, softcap)
     assert got.dtype == torch.bfloat16 and got.shape == q.shape
-    # bf16 inputs and probabilities: the error of torch's own bf16 attention on these cases is ~0.008
+    # bf16 inputs and outputs: the error of torch's own bf16 attention on these cases is ~0.008
     torch.testing.assert_close(got.float(), expected, atol=2e-2, rtol=0)
-
-
-def test_other_head_dims_take_the_torch_path(kernel):
-    q, kv, span = _case(9, 9, 4, 2, 24, 4)
-    torch.testing.assert_close(
-        _attend(q, kv, span, kernel, None, None, None), _attend(q, kv, span, None, None, None, None)
-    )
-    with pytest.raises(RuntimeError, match="multiple of 16"):
-        kernel(q, kv, span.block_table, span.context_len, 0.2, 0, 0.0)
 
 
 def test_engine_with_and_without_the_kernel(kernel, tiny_llama):

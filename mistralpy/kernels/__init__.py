@@ -19,7 +19,7 @@ from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
-_NAME = "mistralpy_native_v34"  # bump when the sources change, so that stale builds are not picked up
+_NAME = "mistralpy_native_v35"  # bump when the sources change, so that stale builds are not picked up
 _FILES = (
     "bindings.cpp",
     "decoder_stack.cpp",

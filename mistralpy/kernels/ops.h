@@ -5,6 +5,8 @@
 
 #include <vector>
 
+// whether the attention kernels take these queries over this cache (bf16 or float32 q; a cache of q's dtype or int8)
+bool attention_supports(const torch::Tensor& q, const torch::Tensor& kv);
 torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor tables, torch::Tensor lens,
                                double scale, int64_t window, double softcap);
 // writes K/V rows (S, Hkv, D) into their cache slots, quantizing them for an int8 cache (kv_cache.h)

@@ -2,8 +2,10 @@
 
 Tokens of a step are ordered decode-like queries first (one query token each, batched into one call),
 then prefill chunks (one call each, causal with an offset when earlier tokens are already cached). The native
-kernels (mistralpy.kernels) read K/V in place from the cache blocks; the torch paths gather them first. The cache's
-rows are in the model's dtype or int8 (kv_cache.py).
+kernels (mistralpy.kernels) read K/V in place from the cache blocks, decode and prefill with one arithmetic
+(kernels/attention_rows.h): a token's output does not depend on how the step was scheduled. The torch paths gather
+K/V first; SDPA's prefill and decode paths round differently. The cache's rows are in the model's dtype or int8
+(kv_cache.py).
 Per layer, attention may be limited to a sliding window of the last `window` positions (Mistral, Gemma 2) and its
 scores soft-capped (Gemma 2); masks are built once per step and window, and shared by the layers.
 """
@@ -36,7 +38,7 @@ class AttentionMetadata:
     prefills: list[PrefillSpan] = field(default_factory=list)
     write_kernel: Callable | None = None  # native K/V cache writes (mistralpy.kernels), when built
     decode_kernel: Callable | None = None  # native in-place decode attention (mistralpy.kernels), when built
-    prefill_kernel: Callable | None = None  # native in-place prefill attention (bf16, head_dim % 16 == 0), when built
+    prefill_kernel: Callable | None = None  # native in-place prefill attention, when built
     prompt_lens: torch.Tensor | None = None  # (T,) long: prompt length of each token's request (LongRoPE reads it)
     _masks: dict = field(default_factory=dict, repr=False)  # (kind, window) -> mask, built once per step
 
@@ -83,7 +85,8 @@ def paged_attention(
     d = meta.num_decode_tokens
     # what the native kernels take for "none": the default scale spelled out, 0 for no window and no cap
     options = (q.shape[-1] ** -0.5 if scale is None else scale, window or 0, softcap or 0.0)
-    if d and meta.decode_kernel is not None:  # reads K/V in place from the cache blocks
+    native = native_supports(q, kv_cache)
+    if d and meta.decode_kernel is not None and native:  # reads K/V in place from the cache blocks
         outs.append(meta.decode_kernel(q[:d], kv_cache, meta.decode_block_tables, meta.decode_lens, *options))
     elif d:
         k, v = gather(kv_cache, meta.decode_block_tables, q.dtype)  # (D, H, S, Dh)
@@ -92,7 +95,7 @@ def paged_attention(
     start = d
     for span in meta.prefills:
         q_span = q[start : start + span.num_tokens]
-        if _native_prefill(meta, q_span, kv_cache):
+        if meta.prefill_kernel is not None and native:
             outs.append(meta.prefill_kernel(q_span, kv_cache, span.block_table, span.context_len, *options))
         else:
             outs.append(_prefill_attention(q_span, kv_cache, span, scale, window, softcap))
@@ -100,9 +103,10 @@ def paged_attention(
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
-def _native_prefill(meta: AttentionMetadata, q: torch.Tensor, kv_cache: torch.Tensor) -> bool:
-    bf16 = q.dtype == torch.bfloat16 and (kv_cache.dtype == torch.bfloat16 or is_int8(kv_cache))
-    return meta.prefill_kernel is not None and bf16 and q.shape[-1] % 16 == 0
+def native_supports(q: torch.Tensor, kv_cache: torch.Tensor) -> bool:
+    """Whether the native kernels take these queries over this cache: bf16 or float32 q, over rows of q's dtype or
+    int8 rows (kernels/ops.h attention_supports)."""
+    return q.dtype in (torch.bfloat16, torch.float32) and (is_int8(kv_cache) or kv_cache.dtype == q.dtype)
 
 
 def _prefill_attention(q, kv_cache, span: PrefillSpan, scale, window, softcap) -> torch.Tensor:
