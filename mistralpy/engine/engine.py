@@ -59,11 +59,23 @@ class Engine:
     def max_model_len(self) -> int:
         return self.scheduler_config.max_model_len
 
-    def add_request(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None) -> str:
+    def add_request(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        prompt_token_ids: list[int] | None = None,
+    ) -> str:
+        """`prompt_token_ids`: a text prompt's tokens, when the caller tokenized it (the server does, off this
+        thread); `prompt` is then kept as its text."""
         request_id = request_id if request_id is not None else str(next(self._ids))
         if request_id in self.output_processor.parents:
             raise InvalidRequestError(f"request id {request_id!r} is already in use")
-        text, ids = (prompt, self.tokenizer.encode(prompt)) if isinstance(prompt, str) else (None, list(prompt))
+        text = prompt if isinstance(prompt, str) else None
+        if prompt_token_ids is not None:
+            ids = list(prompt_token_ids)
+        else:
+            ids = self.tokenizer.encode(prompt) if text is not None else list(prompt)
         self._validate_prompt(ids, params)
         children = []
         salt = self.model_runner.cache_salt(len(ids))
