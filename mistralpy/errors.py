@@ -21,6 +21,14 @@ class InvalidRequestError(MistralpyError, ValueError):
     """A request or a parameter is invalid (bad sampling value, prompt too long...)."""
 
 
+class LimitExceededError(InvalidRequestError):
+    """A request goes over one of the server's request limits; `limit` names it (server/limits.py)."""
+
+    def __init__(self, message: str, limit: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.limit, self.param = limit, param
+
+
 class PromptTooLongError(InvalidRequestError):
     """The prompt (plus the tokens to generate) does not fit in the model's context."""
 

@@ -78,7 +78,7 @@ def test_api_key(server, client):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_env_api_key_and_clean_shutdown(tiny_llama, sig):
-    proc = ServerProcess("-m", str(tiny_llama[2]), env={"MISTRALPY_API_KEY": "sk-env"})
+    proc = ServerProcess("-m", str(tiny_llama[2]), "--shutdown-timeout", "30", env={"MISTRALPY_API_KEY": "sk-env"})
     try:
         proc.wait_ready()
         assert http(proc, "GET", "/v1/models", key="sk-env").json()["data"][0]["id"] == "default"
@@ -88,7 +88,7 @@ def test_env_api_key_and_clean_shutdown(tiny_llama, sig):
         with httpx.stream("POST", f"{proc.url}/v1/completions", json=body, headers=headers, timeout=30) as r:
             lines = r.iter_lines()
             assert next(lines).startswith("data: {")
-            proc.proc.send_signal(sig)  # an open stream may finish (for 5 s at most) before the server exits
+            proc.proc.send_signal(sig)  # --shutdown-timeout: an open stream may finish before the server exits
             events = [line for line in lines if line]
         proc.proc.wait(timeout=15)  # a second signal would force an unclean exit
         code, output = proc.stop(sig)
@@ -113,6 +113,9 @@ def test_a_rejected_prompt_aborts_the_admitted_ones(server):
         (["-m", "/no/such/model.gguf"], "not found"),
         (["--port", "70000"], "--port"),
         (["--max-num-seqs", "0"], "max_num_seqs"),
+        (["--max-body-bytes", "0"], "max_body_bytes must be a positive integer"),
+        (["--max-request-tokens", "-5"], "max_request_tokens must be a positive integer"),
+        (["--shutdown-timeout", "-1"], "--shutdown-timeout"),
     ],
 )
 def test_serve_startup_errors_are_one_line(args, message):
@@ -133,5 +136,8 @@ def test_serve_help():
         "--max-num-seqs",
         "--max-model-len",
         "--dtype",
+        "--max-body-bytes",
+        "--max-request-tokens",
+        "--shutdown-timeout",
     ):
         assert flag in out.stdout

@@ -3,6 +3,7 @@ body limit, CORS."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -14,6 +15,7 @@ from starlette.testclient import TestClient
 from mistralpy.config import EngineConfig
 from mistralpy.engine.async_engine import AsyncEngine
 from mistralpy.server.app import create_app
+from mistralpy.server.limits import RequestLimits
 
 CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0}
 
@@ -87,13 +89,45 @@ def test_metrics_request_id_and_access_log(make_engine, caplog):
 
 
 def test_body_limit_413(make_engine):
-    with TestClient(create_app(make_engine(), "m", max_body_bytes=2000)) as client:
+    with TestClient(create_app(make_engine(), "m", limits=RequestLimits(max_body_bytes=2000))) as client:
         big = {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}
         r = client.post("/v1/chat/completions", json=big)
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
         chunked = client.post("/v1/chat/completions", content=(b"x" * 1000 for _ in range(5)))  # no Content-Length
         assert chunked.status_code == 413
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+
+def _asgi_call(app, headers: list[tuple[bytes, bytes]]) -> dict:
+    """One POST straight into the ASGI app whose receive() fails the test: the body must never be read."""
+
+    async def receive() -> dict:
+        raise AssertionError("the request body was read")
+
+    sent = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/completions", "raw_path": b"/v1/completions",
+             "query_string": b"", "root_path": "", "headers": headers, "http_version": "1.1", "scheme": "http",
+             "server": ("testserver", 80), "client": ("client", 1), "asgi": {"version": "3.0"}}  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    return sent[0]
+
+
+@pytest.mark.parametrize("api_key, status", [("k", 401), (None, 503)])
+def test_401_and_503_are_answered_without_reading_the_body(api_key, status):
+    def never_loads() -> AsyncEngine:
+        raise AssertionError("no engine: this app stays loading (no lifespan runs)")
+
+    app = create_app(never_loads, "m", api_key=api_key)
+    for length, closes in ((b"5000000", True), (b"300", False)):
+        start = _asgi_call(app, [(b"content-type", b"application/json"), (b"content-length", length)])
+        assert start["status"] == status
+        assert ((b"connection", b"close") in start["headers"]) == closes  # a large unread body is never read
+    start = _asgi_call(app, [(b"transfer-encoding", b"chunked")])
+    assert start["status"] == status and (b"connection", b"close") in start["headers"]
 
 
 def test_cors(make_engine):

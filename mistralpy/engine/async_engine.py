@@ -122,6 +122,7 @@ class AsyncEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._stop_reason = "the engine has stopped"
         self.finished_counts: Counter[str] = Counter()  # requests by finish reason: "stop", "length", "abort"
 
     @classmethod
@@ -144,10 +145,11 @@ class AsyncEngine:
         self._thread = threading.Thread(target=self._run, name="mistralpy-engine", daemon=True)
         self._thread.start()
 
-    async def shutdown(self) -> None:
-        """Stop the loop thread; every open stream ends with EngineDeadError."""
+    async def shutdown(self, reason: str = "the engine has stopped") -> None:
+        """Stop the loop thread; every open stream ends with EngineDeadError(reason)."""
         if self._thread is None or self._stopping:
             return
+        self._stop_reason = reason
         self._stopping = True
         self._wake.set()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
@@ -156,19 +158,25 @@ class AsyncEngine:
         """Run fn(engine) on the loop thread, between steps, and return its result."""
         self.start()
         if self._stopping:
-            raise EngineDeadError("the engine has stopped")
+            raise EngineDeadError(self._stop_reason)
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._commands.put((lambda: fn(self.engine), future))
         self._wake.set()
         return await asyncio.wrap_future(future)
 
     async def add_request(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        prompt_token_ids: list[int] | None = None,
+        cache_salt: str | None = None,
     ) -> RequestStream:
-        """Admit a request (validation errors are raised here, before any output) and return its stream."""
+        """Admit a request (validation errors are raised here, before any output) and return its stream.
+        `prompt_token_ids`, `cache_salt`: see Engine.add_request."""
 
         def add(engine: Engine) -> RequestStream:
-            rid = engine.add_request(prompt, params, request_id)
+            rid = engine.add_request(prompt, params, request_id, prompt_token_ids, cache_salt)
             stream = RequestStream(rid, self)
             self._streams[rid] = stream
             return stream
@@ -219,7 +227,7 @@ class AsyncEngine:
             for out in outputs:
                 self._dispatch(out)
         self._drain_commands()
-        self._fail_all(EngineDeadError("the engine has stopped"))
+        self._fail_all(EngineDeadError(self._stop_reason))
 
     def _drain_commands(self) -> None:
         while True:

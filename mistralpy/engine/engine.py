@@ -70,16 +70,23 @@ class Engine:
         prompt: str | list[int],
         params: SamplingParams,
         request_id: str | None = None,
+        prompt_token_ids: list[int] | None = None,
         cache_salt: str | None = None,
     ) -> str:
-        """`cache_salt` (vLLM's name): requests share prefix-cache blocks only with requests of the same salt, e.g. one
-        salt per tenant, so that no tenant can probe another's prompts through cache hits."""
+        """`prompt_token_ids`: a text prompt's tokens, when the caller tokenized it (the server does, off this
+        thread); `prompt` is then kept as its text. `cache_salt` (vLLM's name): requests share prefix-cache blocks
+        only with requests of the same salt, e.g. one salt per tenant, so that no tenant can probe another's prompts
+        through cache hits."""
         if cache_salt is not None and (not isinstance(cache_salt, str) or not cache_salt):
             raise InvalidRequestError("cache_salt must be a non-empty string")
         request_id = request_id if request_id is not None else str(next(self._ids))
         if request_id in self.output_processor.parents:
             raise InvalidRequestError(f"request id {request_id!r} is already in use")
-        text, ids = (prompt, self.tokenizer.encode(prompt)) if isinstance(prompt, str) else (None, list(prompt))
+        text = prompt if isinstance(prompt, str) else None
+        if prompt_token_ids is not None:
+            ids = list(prompt_token_ids)
+        else:
+            ids = self.tokenizer.encode(prompt) if text is not None else list(prompt)
         self._validate_prompt(ids, params)
         children = []
         root = root_key(self.model_key, self.model_runner.rotary_table(len(ids)), cache_salt)

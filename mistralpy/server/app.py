@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -23,9 +24,11 @@ from .auth import ApiKeyMiddleware
 from .context import ServerContext
 from .errors import exception_handlers
 from .http_edge import create_chat_completion, create_completion, parse_body
+from .limits import RequestLimits
 from .metrics import EngineSnapshot, ServerMetrics
-from .middleware import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, ReadinessMiddleware, RequestIdMiddleware
+from .middleware import BodyLimitMiddleware, ReadinessMiddleware, RequestIdMiddleware
 from .openapi import openapi_document
+from .prompt_tokens import tokenize_request
 from .protocol import DetokenizeRequest, TokenizeRequest
 from .responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse, now
 
@@ -38,13 +41,14 @@ def create_app(
     served_model_name: str = "default",
     api_key: str | None = None,
     cors_allowed_origins: Sequence[str] = (),
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    limits: RequestLimits | None = None,
     on_load_error: Callable[[BaseException], None] | None = None,
 ) -> Starlette:
     """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup: until it returns, every
-    route (and /health) answers 503. A loader failure is passed to on_load_error (serve uses it to exit)."""
+    route (and /health) answers 503. A loader failure is passed to on_load_error (serve uses it to exit).
+    The app's ServerContext is `app.state.context` (serve stops its engine on shutdown)."""
     loader = None if isinstance(engine, AsyncEngine) else engine
-    ctx = ServerContext(None if loader else engine, served_model_name)
+    ctx = ServerContext(None if loader else engine, served_model_name, limits=limits or RequestLimits())
     metrics = ServerMetrics()
 
     @asynccontextmanager
@@ -59,29 +63,29 @@ def create_app(
         if ctx.engine is not None:
             await ctx.engine.shutdown()
 
-    routes = _routes(ctx, metrics)
-    return Starlette(
-        routes=routes,
-        middleware=_middleware(ctx, api_key, cors_allowed_origins, max_body_bytes),
+    app = Starlette(
+        routes=_routes(ctx, metrics),
+        middleware=_middleware(ctx, api_key, cors_allowed_origins),
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
+    app.state.context = ctx
+    return app
 
 
-def _middleware(
-    ctx: ServerContext, api_key: str | None, cors_allowed_origins: Sequence[str], max_body_bytes: int
-) -> list[Middleware]:
-    """Outermost first: request id + access log wrap everything, so 401/413/503 answers get them too."""
+def _middleware(ctx: ServerContext, api_key: str | None, cors_allowed_origins: Sequence[str]) -> list[Middleware]:
+    """Outermost first: request id + access log wrap everything, so 401/413/503 answers get them too. The API key
+    and readiness are checked from the headers alone, before the body is read (and only then is it read)."""
     stack = [Middleware(RequestIdMiddleware)]
     if cors_allowed_origins:  # outside auth: browsers send preflight requests without credentials
         stack.append(Middleware(
             CORSMiddleware, allow_origins=list(cors_allowed_origins), allow_methods=["*"], allow_headers=["*"],
             expose_headers=["X-Request-Id"],
         ))  # fmt: skip
-    stack.append(Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes))
     if api_key:
         stack.append(Middleware(ApiKeyMiddleware, api_key=api_key))
     stack.append(Middleware(ReadinessMiddleware, is_ready=lambda: ctx.engine is not None))
+    stack.append(Middleware(BodyLimitMiddleware, limits=ctx.limits))
     return stack
 
 
@@ -96,9 +100,8 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
 
     def model_card() -> ModelCard:
         engine = ctx.engine
-        return ModelCard(
-            id=ctx.model_name, created=created, root=engine.engine.model_path, max_model_len=engine.max_model_len
-        )
+        root = Path(engine.engine.model_path).name  # the file or folder's name: the server's paths stay private
+        return ModelCard(id=ctx.model_name, created=created, root=root, max_model_len=engine.max_model_len)
 
     async def models(_: Request) -> JSONResponse:
         return JSONResponse(ModelList(data=[model_card()]).model_dump())
@@ -117,16 +120,10 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
     async def tokenize(request: Request) -> JSONResponse:
         body = await parse_body(request, TokenizeRequest)
         ctx.check_model(body.model)
-        engine = ctx.engine
-        tokenizer = engine.tokenizer
         if body.messages is not None:
-            messages = [m.to_template() for m in body.messages]
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=body.add_generation_prompt)
-            ids = tokenizer.encode(text, add_special_tokens=bool(body.add_special_tokens))
-        else:
-            add_special = body.add_special_tokens is None or body.add_special_tokens
-            ids = tokenizer.encode(body.prompt, add_special_tokens=add_special)
-        strs = tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None
+            ctx.limits.check_messages(body.messages)
+        engine = ctx.engine
+        ids, strs = await tokenize_request(engine.tokenizer, body)
         response = TokenizeResponse(count=len(ids), max_model_len=engine.max_model_len, tokens=ids, token_strs=strs)
         return JSONResponse(response.model_dump())
 
@@ -135,10 +132,12 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
         ctx.check_model(body.model)
         engine = ctx.engine
         vocab = engine.engine.model_config.vocab_size
+        ctx.limits.check_tokens([len(body.tokens)], param="tokens", noun="tokens")
         bad = [t for t in body.tokens if not 0 <= t < vocab]
         if bad:
             raise InvalidRequestError(f"token ids {bad[:5]} are outside the vocabulary (size {vocab})")
-        return JSONResponse(DetokenizeResponse(prompt=engine.tokenizer.decode(body.tokens)).model_dump())
+        text = await asyncio.to_thread(engine.tokenizer.decode, body.tokens)
+        return JSONResponse(DetokenizeResponse(prompt=text).model_dump())
 
     async def metrics_route(_: Request) -> Response:
         engine = ctx.engine

@@ -7,16 +7,18 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import error_response
+from .middleware import answer_before_body
 
 OPEN_PATHS = frozenset({"/health"})
 
 
 class ApiKeyMiddleware:
-    """Every HTTP route except /health needs `Authorization: Bearer <key>`; otherwise 401 with an OpenAI body."""
+    """Every HTTP route except /health needs `Authorization: Bearer <key>` (the scheme in any case, RFC 7235);
+    otherwise 401 with an OpenAI body, sent from the headers alone: the request's body is never read."""
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
-        self._expected = f"Bearer {api_key}".encode()
+        self._expected = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorized(scope):
@@ -24,8 +26,10 @@ class ApiKeyMiddleware:
             return
         response = error_response(401, "missing or incorrect API key", code="invalid_api_key")
         response.headers["WWW-Authenticate"] = "Bearer"
-        await response(scope, receive, send)
+        await answer_before_body(response, scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
         header = next((value for name, value in scope.get("headers", ()) if name == b"authorization"), b"")
-        return hmac.compare_digest(header, self._expected)
+        scheme, _, credential = header.partition(b" ")
+        # compare_digest takes as long whatever the credential's content: only its length can show through timing.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credential.lstrip(b" "), self._expected)

@@ -1,15 +1,17 @@
-"""ServerContext: what every generation needs: the engine, the served model's name and the model's defaults.
+"""ServerContext: what every generation needs: the engine, the served model's name, the model's defaults and the
+request limits.
 
 It holds no HTTP object, so the HTTP routes and the in-process Runner share it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.async_engine import AsyncEngine
 from ..errors import UnknownModelError
+from .limits import RequestLimits
 
 
 @dataclass
@@ -17,6 +19,7 @@ class ServerContext:
     engine: AsyncEngine
     model_name: str
     server: str = "this server"  # how errors name who serves the model
+    limits: RequestLimits = field(default_factory=RequestLimits)
 
     @property
     def generation_defaults(self) -> dict[str, Any]:

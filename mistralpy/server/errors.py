@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..engine.async_engine import EngineDeadError
-from ..errors import MistralpyError, UnknownModelError
+from ..errors import LimitExceededError, MistralpyError, UnknownModelError
 from .responses import ErrorInfo, ErrorResponse
 
 __all__ = ["APIError", "ClientDisconnected", "error_body", "error_response", "exception_handlers"]
@@ -42,6 +42,7 @@ def exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[R
     return {
         APIError: _api,
         UnknownModelError: _unknown_model,
+        LimitExceededError: _limit,
         ClientDisconnected: _gone,
         EngineDeadError: _dead,
         MistralpyError: _mistralpy,
@@ -56,6 +57,10 @@ async def _api(_: Request, exc: APIError) -> JSONResponse:
 
 async def _unknown_model(_: Request, exc: UnknownModelError) -> JSONResponse:
     return error_response(404, str(exc), "model", "model_not_found")
+
+
+async def _limit(_: Request, exc: LimitExceededError) -> JSONResponse:
+    return error_response(400, str(exc), exc.param, "limit_exceeded")
 
 
 async def _gone(_: Request, exc: ClientDisconnected) -> Response:

@@ -1,5 +1,6 @@
 """Pure ASGI middlewares (BaseHTTPMiddleware would break streaming cancellation): request ids + access log,
-a request-body size limit, and 503 while the model is still loading."""
+503 while the model is still loading, and the request-body size limit. An answer given before the body is read
+(401, 503, 413) never reads it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import time
 import uuid
 from collections.abc import Callable
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_response
+from .limits import RequestLimits
 
 access_log = logging.getLogger("mistralpy.access")
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+# An answer given before the body is read keeps the connection open (the server then reads and drops the body) only
+# for a body up to this size, as Go's net/http does; a larger or unannounced one closes the connection instead.
+MAX_UNREAD_BODY_BYTES = 256 * 1024
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer: logged, never delivered
 
 
 class RequestIdMiddleware:
@@ -26,9 +32,9 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"")
+        given = _header(scope, b"x-request-id") or b""
         request_id = given[:128] or uuid.uuid4().hex.encode()
-        start, status = time.monotonic(), [500]
+        start, status = time.monotonic(), [0]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -36,41 +42,46 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
             await send(message)
 
+        failed = True
         try:
             await self.app(scope, receive, send_with_id)
+            failed = False
         finally:
+            # No answer at all: the app failed (500), or the client left before there was anything to answer.
+            code = status[0] or (500 if failed else CLIENT_CLOSED_REQUEST)
             client = scope.get("client") or ("-", 0)
             access_log.info(
-                '%s "%s %s" %d %.1fms id=%s', client[0], scope["method"], scope["path"], status[0],
+                '%s "%s %s" %d %.1fms id=%s', client[0], scope["method"], scope["path"], code,
                 (time.monotonic() - start) * 1000, request_id.decode(errors="replace"),
             )  # fmt: skip
 
 
 class BodyLimitMiddleware:
-    """Reject request bodies over max_bytes with 413, whether or not Content-Length announces them."""
+    """Read the whole body before the app runs, rejecting one over max_body_bytes with 413 (whether or not
+    Content-Length announces it). A client that hangs up mid-body gets no answer: there is nobody to answer."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, limits: RequestLimits) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_bytes = limits.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(scope, receive, send)
+            await self._reject(f"has {int(length)} bytes", scope, receive, send)
             return
         # Read the whole body (bounded), then replay it; later receive() calls see disconnects as usual.
         messages, size = [], 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return
             messages.append(message)
-            if message["type"] != "http.request":
-                break
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                await self._reject(scope, receive, send)
+                await self._reject(f"has more than {self.max_bytes} bytes", scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -80,11 +91,9 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = f"{self.max_bytes / 1024 / 1024:g} MiB"
-        await error_response(413, f"the request body is larger than the limit of {limit}", code="request_too_large")(
-            scope, receive, send
-        )
+    async def _reject(self, what: str, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"the request body {what}; the limit is {self.max_bytes} (max_body_bytes)"
+        await answer_before_body(error_response(413, message, code="request_too_large"), scope, receive, send)
 
 
 class ReadinessMiddleware:
@@ -100,4 +109,18 @@ class ReadinessMiddleware:
             return
         response = error_response(503, "the model is still loading; retry shortly", code="model_loading")
         response.headers["Retry-After"] = "1"
-        await response(scope, receive, send)
+        await answer_before_body(response, scope, receive, send)
+
+
+async def answer_before_body(response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+    """Send `response` without reading the request's body; close the connection after it if the unread body is
+    large or of unknown size, so that the server never reads it."""
+    length = _header(scope, b"content-length")
+    chunked = _header(scope, b"transfer-encoding") is not None
+    if chunked or length is not None and (not length.isdigit() or int(length) > MAX_UNREAD_BODY_BYTES):
+        response.headers["Connection"] = "close"
+    await response(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope.get("headers", ()) if key == name), None)

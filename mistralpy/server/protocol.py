@@ -15,7 +15,6 @@ from ..errors import InvalidRequestError
 from ..sampling_params import SamplingParams
 from .validation import describe_validation_errors
 
-MAX_N = 128
 # Keys of the model's generation_config.json that fill in request fields left unset (as vLLM does).
 _DEFAULTED = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 # mistral.rs's Python request fields whose OpenAI names we use: pointed out rather than only rejected.
@@ -82,7 +81,7 @@ class SamplingRequest(OpenAIModel):
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    n: int = Field(1, ge=1, le=MAX_N)
+    n: int = Field(1, ge=1)  # its upper bound is a server limit (limits.py)
     stop: str | list[str] | None = None
     seed: int | None = None
     presence_penalty: float = 0.0
@@ -90,7 +89,7 @@ class SamplingRequest(OpenAIModel):
     logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None  # accepted for compatibility; not used
+    user: str | None = None  # accepted and ignored, as vLLM does (LangChain and others send it); see the README
     # extensions (vLLM's names)
     top_k: int | None = None
     min_p: float | None = None
@@ -100,6 +99,8 @@ class SamplingRequest(OpenAIModel):
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    # prefix-cache blocks are shared only among requests of the same salt (e.g. one per tenant): Engine.add_request
+    cache_salt: str | None = Field(None, min_length=1)
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -9,11 +9,13 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from .limits import RequestLimits
+
 if TYPE_CHECKING:
     from ..config import EngineConfig
 
 API_KEY_ENV = "MISTRALPY_API_KEY"
-GRACEFUL_SHUTDOWN_S = 5  # open streams get this long to finish before they are cut
+SHUTTING_DOWN = "the server is shutting down"
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
@@ -22,7 +24,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api-key",
         default=os.environ.get(API_KEY_ENV),
-        help=f"require 'Authorization: Bearer KEY' on every route but /health (default: ${API_KEY_ENV})",
+        help=f"require 'Authorization: Bearer KEY' on every route but /health (default: ${API_KEY_ENV}; prefer "
+        "the variable: a command line is visible to other users in ps)",
     )
     p.add_argument("--served-model-name", default="default", help="the model name clients send (default 'default')")
     p.add_argument("--max-num-seqs", type=int, default=64, help="sequences batched together at most (default 64)")
@@ -30,6 +33,26 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "--cors-allowed-origins",
         default="",
         help="comma-separated origins allowed by CORS, e.g. 'http://localhost:3000' or '*' (default: none)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=RequestLimits.max_body_bytes,
+        help=f"largest request body; larger ones get 413 (default {RequestLimits.max_body_bytes})",
+    )
+    p.add_argument(
+        "--max-request-tokens",
+        type=int,
+        default=RequestLimits.max_request_tokens,
+        help="most prompt tokens x n (summed over its prompts) one request may enqueue; more is a 400 "
+        f"(default {RequestLimits.max_request_tokens})",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=0.0,
+        help="seconds open requests may take to finish after SIGINT/SIGTERM; then they end with an error "
+        "(default 0: at once, as vLLM)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
@@ -42,10 +65,14 @@ def serve_command(args: argparse.Namespace) -> int:
     from ..engine.async_engine import AsyncEngine
     from ..errors import InvalidRequestError
     from .app import create_app
+    from .shutdown import ShutdownServer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not 0 <= args.port <= 65535:
         raise InvalidRequestError(f"--port must be in [0, 65535], got {args.port}")
+    if not 0 <= args.shutdown_timeout < float("inf"):
+        raise InvalidRequestError(f"--shutdown-timeout must be a number of seconds >= 0, got {args.shutdown_timeout}")
+    limits = RequestLimits(max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens)
     config = EngineConfig(
         model=args.model,
         dtype=args.dtype,
@@ -72,21 +99,25 @@ def serve_command(args: argparse.Namespace) -> int:
         failure.append(error)
         server.should_exit = True
 
-    app = create_app(load, args.served_model_name, args.api_key or None, origins, on_load_error=on_load_error)
+    app = create_app(load, args.served_model_name, args.api_key or None, origins, limits, on_load_error)
+
+    async def stop_requests() -> None:
+        engine = app.state.context.engine
+        if engine is not None:
+            await engine.shutdown(SHUTTING_DOWN)
+
     print(f"mistralpy: loading {model_path} (/health answers 503 until it is ready)", file=sys.stderr, flush=True)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            access_log=False,  # mistralpy.access logs one line per request, with its X-Request-Id
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        )
+    http_config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,  # mistralpy.access logs one line per request, with its X-Request-Id
     )
-    # On SIGINT/SIGTERM uvicorn stops accepting, lets open requests finish (for GRACEFUL_SHUTDOWN_S at most) and runs
-    # the lifespan shutdown, which stops the engine thread. Then it re-sends the signal to the handler installed
-    # before it started: this one, so that an asked-for shutdown exits 0 rather than dying by the signal.
+    server = ShutdownServer(http_config, stop_requests, args.shutdown_timeout)
+    # On SIGINT/SIGTERM uvicorn stops accepting, open requests get --shutdown-timeout seconds, then the engine stops
+    # and they end with an error; the lifespan shutdown runs. Then uvicorn re-sends the signal to the handler
+    # installed before it started: this one, so that an asked-for shutdown exits 0 rather than dying by the signal.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
     server.run()

@@ -1,4 +1,5 @@
-"""Chat completions, request -> response: render the chat template, generate, build OpenAI's response objects.
+"""Chat completions, request -> response: check the limits, render the chat template (in a worker thread), generate,
+build OpenAI's response objects.
 
 No HTTP here: `chat_completion` returns a ChatCompletionResponse, or (stream=True) a ChunkStream of
 ChatCompletionChunks. The HTTP route (http_edge.py) and the in-process Runner both call it.
@@ -13,6 +14,7 @@ from ..engine.async_engine import RequestStream
 from ..outputs import CompletionOutput
 from .context import ServerContext
 from .logprobs import chat_logprobs
+from .prompt_tokens import TokenizedPrompt, chat_prompt_ids
 from .protocol import ChatCompletionRequest
 from .responses import (
     ChatChoice,
@@ -33,11 +35,12 @@ async def chat_completion(
 ) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
     ctx.check_model(body.model)
+    ctx.limits.check_chat(body)
     params = body.to_sampling_params(ctx.generation_defaults)
-    messages = [m.to_template() for m in body.messages]
-    prompt = ctx.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    prompt = await chat_prompt_ids(ctx.engine.tokenizer, [m.to_template() for m in body.messages])
+    ctx.limits.check_tokens([len(prompt)], params.n, "messages")
     request_id = random_id("chatcmpl")
-    streams = await add_streams(ctx.engine, [prompt], params, request_id)
+    streams = await add_streams(ctx.engine, [TokenizedPrompt(prompt)], params, request_id, body.cache_salt)
     if body.stream:
         return ChunkStream(ChatChunks(ctx, body, request_id, len(prompt)).run(streams[0], params.n), streams)
     [result] = await collect(streams, params.n)

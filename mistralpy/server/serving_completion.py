@@ -14,6 +14,7 @@ from ..outputs import CompletionOutput, Logprob, RequestOutput
 from ..tokenizer import Tokenizer
 from .context import ServerContext
 from .logprobs import append_completion_logprobs
+from .prompt_tokens import tokenize_prompts
 from .protocol import CompletionRequest
 from .responses import CompletionChoice, CompletionLogprobs, CompletionResponse, UsageInfo, now, random_id
 from .streaming import Choice, ChunkStream, abort_all, add_streams, collect, merge
@@ -24,9 +25,12 @@ async def completion(
 ) -> CompletionResponse | ChunkStream[CompletionResponse]:
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
     ctx.check_model(body.model)
+    ctx.limits.check_completion(body)
     params = body.to_sampling_params(ctx.generation_defaults)
+    prompts = await tokenize_prompts(ctx.engine.tokenizer, body.prompts())
+    ctx.limits.check_tokens((len(p.ids) for p in prompts), params.n)
     request_id = random_id("cmpl")
-    streams = await add_streams(ctx.engine, body.prompts(), params, request_id)
+    streams = await add_streams(ctx.engine, prompts, params, request_id, body.cache_salt)
     if body.stream:
         return ChunkStream(CompletionChunks(ctx, body, request_id).run(streams), streams)
     results = await collect(streams, params.n)

@@ -14,19 +14,26 @@ from typing import Generic, TypeVar
 from ..engine.async_engine import AsyncEngine, RequestStream
 from ..outputs import Logprob, RequestOutput
 from ..sampling_params import SamplingParams
+from .prompt_tokens import TokenizedPrompt
 
 T = TypeVar("T")
 
 
 async def add_streams(
-    engine: AsyncEngine, prompts: list[str | list[int]], params: SamplingParams, request_id: str
+    engine: AsyncEngine,
+    prompts: list[TokenizedPrompt],
+    params: SamplingParams,
+    request_id: str,
+    cache_salt: str | None = None,
 ) -> list[RequestStream]:
-    """Admit every prompt, or none: if one is rejected the ones already admitted are aborted."""
+    """Admit every prompt, or none: if one is rejected the ones already admitted are aborted. The engine gets
+    token ids only (see prompt_tokens.py) and each text prompt's text."""
     streams: list[RequestStream] = []
     try:
         for i, prompt in enumerate(prompts):
             rid = request_id if len(prompts) == 1 else f"{request_id}-{i}"
-            streams.append(await engine.add_request(prompt, params, rid))
+            text_or_ids = prompt.text if prompt.text is not None else prompt.ids
+            streams.append(await engine.add_request(text_or_ids, params, rid, prompt.ids, cache_salt))
     except BaseException:
         abort_all(streams)
         raise
