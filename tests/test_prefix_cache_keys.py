@@ -69,3 +69,30 @@ def test_cache_salt_must_be_a_non_empty_string(tiny_llama):
             llm.generate({"prompt": "Hi", "cache_salt": bad}, GREEDY)
     with pytest.raises(InvalidRequestError, match="unknown prompt keys"):
         llm.generate({"prompt": "Hi", "salt": "x"}, GREEDY)
+
+
+def test_cache_salt_and_cached_tokens_over_http(client):
+    """`cache_salt` in the request body (vLLM's field); usage.prompt_tokens_details.cached_tokens (OpenAI's)."""
+
+    def cached(salt: str | None, stream: bool = False) -> int:
+        extra = {"cache_salt": salt} if salt is not None else {}
+        if not stream:
+            out = client.completions.create(model="tiny", prompt=BLOCK_A + TAIL, max_tokens=2, extra_body=extra)
+            return out.usage.prompt_tokens_details.cached_tokens
+        chunks = client.completions.create(
+            model="tiny", prompt=BLOCK_A + TAIL, max_tokens=2, stream=True,
+            stream_options={"include_usage": True}, extra_body=extra,
+        )  # fmt: skip
+        return [c for c in chunks][-1].usage.prompt_tokens_details.cached_tokens
+
+    assert cached("tenant-1") == 0
+    assert cached("tenant-1") == 16 and cached("tenant-1", stream=True) == 16
+    assert cached("tenant-2") == 0 and cached(None) == 0
+    chat = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hello " * 20}], max_tokens=1
+    )
+    assert chat.usage.prompt_tokens_details.cached_tokens == 0
+    again = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hello " * 20}], max_tokens=1
+    )
+    assert again.usage.prompt_tokens_details.cached_tokens == (again.usage.prompt_tokens - 1) // 16 * 16

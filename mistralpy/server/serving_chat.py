@@ -58,7 +58,9 @@ async def chat_completion(
         created=now(),
         model=ctx.model_name,
         choices=choices,
-        usage=UsageInfo.of(len(result.prompt_token_ids), sum(len(c.token_ids) for c in result.choices)),
+        usage=UsageInfo.of(
+            len(result.prompt_token_ids), sum(len(c.token_ids) for c in result.choices), result.num_cached_tokens
+        ),
     )
 
 
@@ -75,7 +77,7 @@ class ChatChunks:
     def __init__(self, ctx: ServerContext, body: ChatCompletionRequest, request_id: str, num_prompt: int) -> None:
         self.ctx, self.body, self.request_id, self.num_prompt = ctx, body, request_id, num_prompt
         self.created = now()
-        self.num_generated = 0
+        self.num_generated = self.num_cached = 0
 
     def chunk(self, choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -92,11 +94,12 @@ class ChatChunks:
             for i in range(n):
                 yield self.choice(i, {"role": "assistant", "content": ""})
             async for out in stream:
+                self.num_cached = out.num_cached_tokens
                 for c in out.outputs:
                     for piece in self.pieces(c):
                         yield piece
             if self.body.include_usage:
-                yield self.chunk([], UsageInfo.of(self.num_prompt, self.num_generated))
+                yield self.chunk([], UsageInfo.of(self.num_prompt, self.num_generated, self.num_cached))
         finally:
             stream.abort()
 

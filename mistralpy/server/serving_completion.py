@@ -42,12 +42,13 @@ async def completion(
             choices.append(builder.build(i * params.n + j, c, with_prompt=body.echo))
     num_prompt = sum(len(r.prompt_token_ids) for r in results)
     num_generated = sum(len(c.token_ids) for r in results for c in r.choices)
+    num_cached = sum(r.num_cached_tokens for r in results)
     return CompletionResponse(
         id=request_id,
         created=now(),
         model=ctx.model_name,
         choices=choices,
-        usage=UsageInfo.of(num_prompt, num_generated),
+        usage=UsageInfo.of(num_prompt, num_generated, num_cached),
     )
 
 
@@ -90,6 +91,7 @@ class CompletionChunks:
         self.echoed: set[int] = set()
         self.num_prompt = 0
         self.num_generated = 0
+        self.num_cached: dict[int, int] = {}  # prompt index -> its prefix-cache hits
 
     def chunk(self, choices: list[CompletionChoice], usage: UsageInfo | None = None) -> CompletionResponse:
         return CompletionResponse(
@@ -102,11 +104,12 @@ class CompletionChunks:
                 for piece in self.pieces(i, out):
                     yield piece
             if self.body.include_usage:
-                yield self.chunk([], UsageInfo.of(self.num_prompt, self.num_generated))
+                yield self.chunk([], UsageInfo.of(self.num_prompt, self.num_generated, sum(self.num_cached.values())))
         finally:
             abort_all(streams)
 
     def pieces(self, i: int, out: RequestOutput) -> list[CompletionResponse]:
+        self.num_cached[i] = out.num_cached_tokens
         builder = self.builders.get(i)
         if builder is None:
             builder = self.builders[i] = ChoiceBuilder(self.ctx.engine.tokenizer, self.body)

@@ -122,6 +122,7 @@ class Collected:
     prompt: str | None = None
     prompt_token_ids: list[int] = field(default_factory=list)
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None
+    num_cached_tokens: int = 0
     choices: list[Choice] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -129,6 +130,7 @@ class Collected:
 
     def add(self, out: RequestOutput) -> None:
         self.prompt, self.prompt_token_ids = out.prompt, out.prompt_token_ids
+        self.num_cached_tokens = out.num_cached_tokens
         if out.prompt_logprobs is not None:
             self.prompt_logprobs = out.prompt_logprobs
         for c in out.outputs:
