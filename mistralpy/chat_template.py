@@ -1,4 +1,6 @@
-"""Chat templates rendered in a sandboxed Jinja environment, set up as transformers sets it up."""
+"""Chat templates rendered in a sandboxed Jinja environment, set up as transformers sets it up, within bounds on what
+a template may make and spend (template_sandbox.py): a template that tries an escape or asks for more memory or work
+than a prompt needs is refused as the request's error, and the process carries on."""
 
 from __future__ import annotations
 
@@ -9,9 +11,15 @@ from typing import Any, NoReturn
 
 import jinja2
 import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import SecurityError
 
 from .errors import InvalidRequestError
+from .template_budget import RenderBudget, TemplateBoundError, rendering
+from .template_sandbox import BoundedSandbox
+
+# What a template raises on its own account (its syntax, its sandbox, its bounds, odd values in the messages it is
+# given); anything else is a bug of mistralpy's and surfaces as one.
+TEMPLATE_FAILURES = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError)
 
 
 def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
@@ -29,19 +37,24 @@ def _raise_exception(message: str) -> NoReturn:
     raise TemplateRejection(message)
 
 
-@functools.lru_cache(maxsize=16)
 def compile_template(source: str | None) -> jinja2.Template:
     if not source:
         raise InvalidRequestError("this model has no chat template; send a plain prompt instead of chat messages")
-    # the same environment as transformers, so templates written for it render identically
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     try:
-        return env.from_string(source)
+        return _compile(source)
     except jinja2.TemplateSyntaxError as e:
         raise InvalidRequestError(f"the model's chat template does not parse: {e}") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(source: str) -> jinja2.Template:
+    # the same environment as transformers, so templates written for it render identically
+    env = BoundedSandbox(
+        filters={"tojson": _tojson}, trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+    )
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.compile_bounded(source)
 
 
 def normalize_messages(messages: Any) -> list[dict[str, Any]]:
@@ -74,10 +87,15 @@ def _text_part(index: int, part: Any) -> str:
 
 def render_chat_template(source: str | None, messages: Any, add_generation_prompt: bool, **variables: Any) -> str:
     template = compile_template(source)
-    messages = normalize_messages(messages)
+    inputs = {"messages": normalize_messages(messages), "add_generation_prompt": add_generation_prompt, **variables}
     try:
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **variables)
+        with rendering(RenderBudget.for_inputs(inputs)):
+            return template.render(inputs)
     except TemplateRejection as e:
         raise InvalidRequestError(f"the model's chat template rejects these messages: {e}") from None
-    except Exception as e:  # templates fail with TemplateError, and with TypeError etc. on odd messages
-        raise InvalidRequestError(f"chat template error: {e}") from None
+    except TemplateBoundError as e:
+        raise InvalidRequestError(f"the chat template was stopped: {e}") from None
+    except SecurityError as e:
+        raise InvalidRequestError(f"the chat template tried an unsafe operation: {e}") from None
+    except TEMPLATE_FAILURES as e:
+        raise InvalidRequestError(f"chat template error: {type(e).__name__}: {e}") from None
