@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import jinja2
@@ -44,6 +45,31 @@ def compile_template(source: str | None) -> jinja2.Template:
         return _compile(source)
     except jinja2.TemplateSyntaxError as e:
         raise InvalidRequestError(f"the model's chat template does not parse: {e}") from None
+
+
+def check_chat_template(source: Any, origin: str = "chat_template") -> str:
+    """A template given in place of the model's (`origin` names where from): its text, once known to parse."""
+    if not isinstance(source, str):
+        raise InvalidRequestError(f"{origin} must be a chat template's text, got {type(source).__name__}")
+    if "{{" not in source and "{%" not in source:  # it could never show a message: most likely a file's name
+        raise InvalidRequestError(
+            f"{origin} has no Jinja tags, so it cannot lay out messages: it must be a template's text, not a file's "
+            "name (read the file: Path(name).read_text())"
+        )
+    try:
+        _compile(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise InvalidRequestError(f"{origin} does not parse: {e}") from None
+    return source
+
+
+def read_chat_template(path: str) -> str:
+    """The template in a file (`--chat-template FILE`), checked."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidRequestError(f"cannot read the chat template {path}: {e}") from None
+    return check_chat_template(text, f"the chat template {path}")
 
 
 @functools.lru_cache(maxsize=16)
