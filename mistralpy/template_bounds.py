@@ -85,7 +85,7 @@ def _indent(value: Any, width: Any = 4, *args: Any, **kwargs: Any) -> Any:
     return value
 
 
-def _wordwrap(value: Any, width: Any = 79, break_long_words: Any = True, wrapstring: Any = None, **kwargs: Any) -> Any:
+def _wordwrap(value: Any, width: Any = 79, long_words: Any = True, wrapstring: Any = None, *a: Any, **kw: Any) -> Any:
     _text(value)
     text, wrap = str(value), len(wrapstring) if isinstance(wrapstring, str) else 1
     current().check(len(text) + (len(text) + 1) * wrap, "wordwrap's result")  # a break at most per character

@@ -34,7 +34,7 @@ from .template_bounds import (
     check_binop,
     check_str_method,
 )
-from .template_budget import MACRO_COST, STEP_COST, current, made, text_size
+from .template_budget import MACRO_COST, STEP_COST, RenderBudget, current, made, rendering, text_size
 
 _LOOP_FILTER, _CONCAT_FILTER = "mistralpy_loop", "mistralpy_concat"
 
@@ -50,10 +50,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.globals["lipsum"] = bounded_lipsum(self.globals["lipsum"])
 
     def compile_bounded(self, source: str) -> jinja2.Template:
-        """`from_string` with loops and `~` rewritten to charge the budget."""
-        tree = _Instrument().visit(self.parse(source))
-        tree.set_environment(self)
-        return self.from_string(tree)
+        """`from_string` with loops and `~` rewritten to charge the budget. Jinja computes constant parts (such as
+        `'x'|center(1000)`) as it compiles: they have a budget of their own, past which it leaves them to the render."""
+        with rendering(RenderBudget.for_inputs(source)):
+            tree = _Instrument().visit(self.parse(source))
+            tree.set_environment(self)
+            return self.from_string(tree)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         check_binop(operator, left, right)
@@ -117,9 +119,13 @@ class _Instrument(NodeTransformer):
         node.iter = nodes.Filter(node.iter, _LOOP_FILTER, [text], [], None, None).set_lineno(node.lineno)
         return node
 
-    def visit_Concat(self, node: nodes.Concat) -> nodes.Filter:
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Expr:
         self.generic_visit(node)
-        return nodes.Filter(nodes.List(node.nodes), _CONCAT_FILTER, [], [], None, None).set_lineno(node.lineno)
+        try:
+            node.as_const()  # Jinja folds it when it compiles (as plain text, even where it autoescapes): as it was
+            return node
+        except nodes.Impossible:
+            return nodes.Filter(nodes.List(node.nodes), _CONCAT_FILTER, [], [], None, None).set_lineno(node.lineno)
 
 
 def _body_text(body: list[nodes.Node]) -> int:

@@ -57,6 +57,44 @@ def test_escapes_are_refused(template):
         render_chat_template(template, MESSAGES, True)
 
 
+# Legitimate uses of every operation the sandbox bounds or rewrites: they render as transformers renders them.
+LEGIT = [
+    "{% for m in messages %}{{ loop.index }}/{{ loop.length }}{{ '!' if loop.last }}{{ loop.cycle('a', 'b') }}"
+    "{{ m.role ~ ':' ~ m.content }}{% else %}none{% endfor %}",
+    "{% for m in messages if m.role != 'system' %}{{ m.content|upper }}{% endfor %}{% for k, v in messages[0].items() "
+    "%}{{ k }}={{ v }};{% endfor %}",
+    "{% for x in [[1, [2, 3]], [4]] recursive %}{% if x is iterable %}({{ loop(x) }}){% else %}{{ x }}{% endif %}"
+    "{% endfor %}",
+    "{% macro show(m, sep='|') %}{{ m.role }}{{ sep }}{{ caller() if caller else '' }}{% endmacro %}"
+    "{% for m in messages %}{% call show(m) %}{{ m.content|trim }}{% endcall %}{% endfor %}{{ show(messages[0]) }}",
+    "{% set ns = namespace(n=0, s='') %}{% for m in messages %}{% set ns.n = ns.n + m.content|length %}"
+    "{% set ns.s = ns.s + m.role[0] %}{% endfor %}{{ ns.n }} {{ ns.s * 2 }} {{ 2 ** 10 }} {{ 7 % 3 }} {{ [0] * 3 }}",
+    "{% set block %}{% for m in messages %}{{ m.content }}{% endfor %}{% endset %}{{ block|length }}"
+    "{% filter upper %}{{ messages[0].content }}{% endfilter %}{% autoescape true %}{{ '<' ~ messages[0].role }}"
+    "{{ ('<b>'|safe) ~ '<' }}{{ ('<b>'|safe) ~ messages[0].role ~ '<' }}{% endautoescape %}",
+    "{{ '%s has %d chars, %5.1f%%' % (messages[0].role, messages[0].content|length, 12.345) }}"
+    "{{ '%(role)s!'|format(role='x') }}{{ '{0:>8}|{1:.3}|{0!r}'.format(messages[0].role, 3.14159) }}"
+    "{{ '{r}'.format_map({'r': 1}) }}",
+    "{{ messages[0].content|center(30) }}|{{ messages[0].content|indent(2, true) }}|"
+    "{{ (messages[0].content * 3)|wordwrap(10) }}|{{ messages[0].content|replace('o', '00', 1) }}|"
+    "{{ messages|map(attribute='role')|join(', ') }}|{{ messages|tojson(indent=2) }}|{{ messages|length }}",
+    "{{ range(7)|batch(3, '-')|list }}{{ range(7)|slice(3)|list }}{{ [[1], [2]]|sum(start=[]) }}{{ [3, 1, 2]|sort }}"
+    "{{ messages|selectattr('role', 'equalto', 'user')|list|length }}{{ [1, 2, 2]|unique|list }}{{ [1, 5]|max }}",
+    "{{ 'ab'.center(6, '*') }}{{ 'x'.ljust(3) }}|{{ '7'.zfill(3) }}{{ 'a\tb'.expandtabs(4) }}{{ ','.join(['a', 'b']) }}"
+    "{{ 'aXa'.replace('a', 'bb') }}{{ 'abc'.translate({97: 'A'}) }}{{ lipsum(1, false, 5, 6)|wordcount > 4 }}",
+    "{{ messages[0] }}{{ messages[0].content.split(' ') }}{{ (1, 2) }}{{ {'a': [1, 2.5, none, true]} }}",
+]
+
+
+@pytest.mark.parametrize("template", LEGIT)
+def test_legitimate_templates_render_as_transformers_renders_them(template):
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    messages = [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "Hello world, how are you"}]
+    expected = render_jinja_template([messages], chat_template=template, add_generation_prompt=True)[0][0]
+    assert render_chat_template(template, messages, True) == expected
+
+
 A_MILLION = "'x' * 1000000"
 BOMBS = [
     "{{ 'a' * 10**10 }}",
@@ -111,6 +149,7 @@ BOMBS = [
     "{% set ns = namespace(x=1) %}{% for i in range(900) %}{% set ns.x = [ns.x] %}{% endfor %}"
     "{{ ns.x|tojson(indent=100000) }}",
     "{{ range(10**12) }}",
+    "{{ 'x'|center(1000000) }}" * 3000,  # constants Jinja computes as it compiles: 3 GB of them
 ]
 
 _CHILD = textwrap.dedent(
