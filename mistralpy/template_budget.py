@@ -48,6 +48,12 @@ class RenderBudget:
         limit = VALUE_LIMIT + 2 * text_size(inputs)
         return cls(limit, WORK_FACTOR * limit)
 
+    @classmethod
+    def for_compiling(cls, source: str) -> RenderBudget:
+        """Jinja computes constant expressions as it compiles, into the compiled code: one value limit in all."""
+        limit = VALUE_LIMIT + 2 * len(source)
+        return cls(limit, limit)
+
     def check(self, size: int, what: str) -> None:
         if size > self.value_limit:
             raise TemplateBoundError(

@@ -6,9 +6,10 @@ Where the work happens, and which hook bounds it:
 - calls (methods, macros, globals): `call` charges a step and checks str methods that take a size;
 - filters: each builtin is wrapped (template_bounds.bounded_filter); `str.format`: `wrap_str_format`'s formatter;
 - `{{ ... }}` output: `finalize` checks and charges what it writes;
-- loops and `~`: no sandbox hook sees them, so `compile_bounded` rewrites the parsed template: each `for` reads its
-  iterable through a filter that charges every iteration (a step plus the loop body's text), and each `~` becomes a
-  filter that checks what it joins. The rewritten template renders exactly as the original.
+- loops, `~` and slices: no sandbox hook sees them, so `compile_bounded` rewrites the parsed template: each `for`
+  reads its iterable through a filter that charges every iteration (a step plus the loop body's text), each `~`
+  becomes a filter that checks what it joins, and each slice passes through one that charges what it copied. The
+  rewritten template renders exactly as the original.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .template_bounds import (
 )
 from .template_budget import MACRO_COST, STEP_COST, RenderBudget, current, made, rendering, text_size
 
-_LOOP_FILTER, _CONCAT_FILTER = "mistralpy_loop", "mistralpy_concat"
+_LOOP_FILTER, _CONCAT_FILTER, _SLICE_FILTER = "mistralpy_loop", "mistralpy_concat", "mistralpy_slice"
 
 
 class BoundedSandbox(ImmutableSandboxedEnvironment):
@@ -46,13 +47,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         super().__init__(finalize=_finalize, **options)
         self.filters.update(filters or {})
         self.filters = {name: bounded_filter(name, func) for name, func in self.filters.items()}
-        self.filters[_LOOP_FILTER], self.filters[_CONCAT_FILTER] = _loop_iterations, _concat
+        self.filters.update({_LOOP_FILTER: _loop_iterations, _CONCAT_FILTER: _concat, _SLICE_FILTER: _sliced})
         self.globals["lipsum"] = bounded_lipsum(self.globals["lipsum"])
 
     def compile_bounded(self, source: str) -> jinja2.Template:
         """`from_string` with loops and `~` rewritten to charge the budget. Jinja computes constant parts (such as
         `'x'|center(1000)`) as it compiles: they have a budget of their own, past which it leaves them to the render."""
-        with rendering(RenderBudget.for_inputs(source)):
+        with rendering(RenderBudget.for_compiling(source)):
             tree = _Instrument().visit(self.parse(source))
             tree.set_environment(self)
             return self.from_string(tree)
@@ -105,6 +106,10 @@ def _loop_iterations(iterable: Iterable[Any], body_text: int) -> Iterator[Any]:
         yield item
 
 
+def _sliced(value: Any) -> Any:
+    return made(value, "a slice")
+
+
 @pass_eval_context
 def _concat(eval_ctx: EvalContext, parts: list[Any]) -> str:
     budget = current()
@@ -126,6 +131,12 @@ class _Instrument(NodeTransformer):
             return node
         except nodes.Impossible:
             return nodes.Filter(nodes.List(node.nodes), _CONCAT_FILTER, [], [], None, None).set_lineno(node.lineno)
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Expr:
+        self.generic_visit(node)
+        if not isinstance(node.arg, nodes.Slice):  # Jinja slices without the sandbox's getitem
+            return node
+        return nodes.Filter(node, _SLICE_FILTER, [], [], None, None).set_lineno(node.lineno)
 
 
 def _body_text(body: list[nodes.Node]) -> int:

@@ -82,7 +82,8 @@ LEGIT = [
     "{{ messages|selectattr('role', 'equalto', 'user')|list|length }}{{ [1, 2, 2]|unique|list }}{{ [1, 5]|max }}",
     "{{ 'ab'.center(6, '*') }}{{ 'x'.ljust(3) }}|{{ '7'.zfill(3) }}{{ 'a\tb'.expandtabs(4) }}{{ ','.join(['a', 'b']) }}"
     "{{ 'aXa'.replace('a', 'bb') }}{{ 'abc'.translate({97: 'A'}) }}{{ lipsum(1, false, 5, 6)|wordcount > 4 }}",
-    "{{ messages[0] }}{{ messages[0].content.split(' ') }}{{ (1, 2) }}{{ {'a': [1, 2.5, none, true]} }}",
+    "{{ messages[0] }}{{ messages[0].content.split(' ') }}{{ (1, 2) }}{{ {'a': [1, 2.5, none, true]} }}"
+    "{{ messages[1:] }}{{ messages[-1]['content'][::-2] }}",
 ]
 
 
@@ -146,10 +147,11 @@ BOMBS = [
     "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
     "{% set s = " + A_MILLION + " %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
     "{% for i in range(100000) %}" + "x" * 10000 + "{% endfor %}",
+    "{% set s = " + A_MILLION + " %}{% for i in range(100000) %}{% set t = s[1:] %}{% endfor %}",
     "{% set ns = namespace(x=1) %}{% for i in range(900) %}{% set ns.x = [ns.x] %}{% endfor %}"
     "{{ ns.x|tojson(indent=100000) }}",
     "{{ range(10**12) }}",
-    "{{ 'x'|center(1000000) }}" * 3000,  # constants Jinja computes as it compiles: 3 GB of them
+    "{{ '😀'|center(1000000) }}" * 600,  # constants Jinja computes as it compiles: 2.4 GB of them
 ]
 
 _CHILD = textwrap.dedent(
