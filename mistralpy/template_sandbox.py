@@ -51,8 +51,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.globals["lipsum"] = bounded_lipsum(self.globals["lipsum"])
 
     def compile_bounded(self, source: str) -> jinja2.Template:
-        """`from_string` with loops and `~` rewritten to charge the budget. Jinja computes constant parts (such as
-        `'x'|center(1000)`) as it compiles: they have a budget of their own, past which it leaves them to the render."""
+        """`from_string` with loops, `~` and slices rewritten to charge the budget. Jinja computes constant parts
+        (such as `'x'|center(1000)`) as it compiles: they have a budget of their own, past which it leaves them to
+        the render."""
         with rendering(RenderBudget.for_compiling(source)):
             tree = _Instrument().visit(self.parse(source))
             tree.set_environment(self)
@@ -62,7 +63,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         check_binop(operator, left, right)
         return made(super().call_binop(context, operator, left, right), f"a '{operator}' result")
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's names)
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # Jinja's names: kwargs never clash
         current().charge(MACRO_COST if isinstance(__obj, Macro) else STEP_COST)
         args = check_str_method(__obj, args, kwargs)
         return made(super().call(__context, __obj, *args, **kwargs), "a call's result")
