@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate from a prompt, or chat interactively (/reset, /exit, Ctrl-D).",
     )
     add_model_args(run)
+    add_chat_template_arg(run)
     run.add_argument("-p", "--prompt", help="one-shot: generate a reply to this prompt and exit")
     run.add_argument("--raw", action="store_true", help="with --prompt: complete the text as-is, no chat template")
     run.add_argument("--system", help="system message for the chat")
@@ -68,12 +69,24 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_chat_template_arg(p: argparse.ArgumentParser) -> None:
+    """`run` and `serve` only: `bench` sends token ids, so a template there would do nothing."""
+    p.add_argument(
+        "--chat-template", metavar="FILE", default=None,
+        help="a Jinja chat template file to use instead of the model's own (checked at start-up)",
+    )  # fmt: skip
+
+
 def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | None]:
     """The model flags past -m, --dtype and --max-model-len, as EngineConfig / LLM keyword arguments."""
+    from .chat_template import read_chat_template
+
+    template = vars(args).get("chat_template")
     return {
         "quantization": args.isq,
         "kv_cache_dtype": args.kv_cache_dtype,
         "kv_cache_tokens": args.kv_cache_tokens,
+        "chat_template": read_chat_template(template) if template is not None else None,
         **ggml_options(args),
     }
 
@@ -113,9 +126,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from .errors import InvalidRequestError
     from .llm import LLM
     from .sampling_params import SamplingParams
 
+    if args.raw and args.prompt is not None and (args.chat_template is not None or args.system is not None):
+        raise InvalidRequestError("--raw completes the prompt as-is: it takes no --chat-template or --system")
     params = SamplingParams(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -209,6 +225,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         description="Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, ...).",
     )
     add_model_args(serve)
+    add_chat_template_arg(serve)
     add_serve_args(serve)
 
 

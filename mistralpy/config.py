@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .chat_template import check_chat_template
 from .errors import InvalidRequestError
 from .layers.kv_cache import check_kv_cache_dtype
 from .quant.isq import resolve_isq
@@ -131,9 +132,12 @@ class EngineConfig:
     gqa: int | None = None  # grouped-query factor n_head / n_head_kv (8 for LLaMA-2 70B)
     rope_theta: float | None = None
     rms_norm_eps: float | None = None
+    chat_template: str | None = None  # a Jinja template's text, used in place of the model's own
 
     def __post_init__(self) -> None:
         resolve_dtype(self.dtype)
+        if self.chat_template is not None:
+            check_chat_template(self.chat_template)
         if self.weights not in WEIGHT_MODES:
             raise InvalidRequestError(f"unknown weights {self.weights!r}; choose one of: {', '.join(WEIGHT_MODES)}")
         resolve_isq(self.quantization)

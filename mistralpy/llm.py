@@ -31,6 +31,8 @@ class LLM:
     `gqa`, `rope_theta`, `rms_norm_eps`: what a legacy GGML file does not record (its grouped-query factor
     n_head / n_head_kv, RoPE base, RMSNorm epsilon; default 1, 10000, 5e-6), and `max_model_len` its context length
     (default 2048). They are an error for a GGUF file or HF folder, which record their own.
+    `chat_template`: a Jinja chat template's text, used instead of the model's own (by `chat`, and by the server
+    and Runner built on this engine); one that does not parse is an error here.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class LLM:
         gqa: int | None = None,
         rope_theta: float | None = None,
         rms_norm_eps: float | None = None,
+        chat_template: str | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -70,6 +73,7 @@ class LLM:
             gqa=gqa,
             rope_theta=rope_theta,
             rms_norm_eps=rms_norm_eps,
+            chat_template=chat_template,
         )
         self.engine = Engine(self.config)
 
@@ -112,7 +116,8 @@ class LLM:
         add_generation_prompt: bool = True,
         chat_template_kwargs: dict[str, Any] | None = None,
     ) -> list[RequestOutput]:
-        """Apply the model's chat template to one conversation (a list of messages) or a list of them."""
+        """Apply the chat template (the model's, or LLM's `chat_template`) to one conversation (a list of messages) or
+        a list of them."""
         if not isinstance(messages, list) or not messages:
             raise InvalidRequestError("messages must be a non-empty list of messages or of conversations")
         conversations = messages if isinstance(messages[0], list) else [messages]

@@ -42,7 +42,8 @@ class Tokenizer:
         self.eos_token_ids = frozenset(self._stop_ids(extra_eos_token_ids))
 
     @classmethod
-    def from_gguf_metadata(cls, metadata: dict[str, Any]) -> Tokenizer:
+    def from_gguf_metadata(cls, metadata: dict[str, Any], chat_template: str | None = None) -> Tokenizer:
+        """The GGUF file's vocabulary; `chat_template` replaces its template."""
         if "tokenizer.ggml.tokens" not in metadata:
             raise ModelLoadError("GGUF metadata has no tokenizer (tokenizer.ggml.tokens is missing)")
         extra = [metadata.get(f"tokenizer.ggml.{name}_token_id") for name in ("eot", "eom")]
@@ -51,12 +52,13 @@ class Tokenizer:
             bos_token_id=metadata.get("tokenizer.ggml.bos_token_id"),
             eos_token_id=metadata.get("tokenizer.ggml.eos_token_id"),
             extra_eos_token_ids=extra,
-            chat_template=metadata.get("tokenizer.chat_template"),
+            chat_template=chat_template if chat_template is not None else metadata.get("tokenizer.chat_template"),
             vocab_size=len(metadata["tokenizer.ggml.tokens"]),
         )
 
     @classmethod
-    def from_folder(cls, path: str | Path) -> Tokenizer:
+    def from_folder(cls, path: str | Path, chat_template: str | None = None) -> Tokenizer:
+        """tokenizer.json and its configuration files in `path`; `chat_template` replaces the folder's template."""
         folder = Path(path)
         tokenizer_file = folder / "tokenizer.json"
         if not tokenizer_file.is_file():
@@ -77,7 +79,7 @@ class Tokenizer:
             bos_token_id=bos_id,
             eos_token_id=eos_id,
             extra_eos_token_ids=generation_eos if isinstance(generation_eos, list) else [generation_eos],
-            chat_template=_folder_chat_template(folder, config),
+            chat_template=chat_template if chat_template is not None else _folder_chat_template(folder, config),
         )
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

@@ -239,3 +239,55 @@ def test_embedded_model() -> None:
     expected = quants.dequantize(tensor.data, tensor.tensor_type)
     assert f.tensor_info("blk.0.attn_q.weight") == (Q.Q4_1, (576, 576))
     assert torch.equal(f.load_tensor("blk.0.attn_q.weight"), torch.from_numpy(np.ascontiguousarray(expected)))
+
+
+def _model_folder(folder: Path, src: Path, shard: object = None) -> Path:
+    """src's config.json and weights copied into `folder`, with an index naming `shard` for one tensor."""
+    from safetensors import safe_open
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text((src / "config.json").read_text())
+    (folder / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    if shard is not None:
+        with safe_open(str(src / "model.safetensors"), framework="pt") as f:
+            weight_map = dict.fromkeys(f.keys(), "model.safetensors")
+        weight_map[next(iter(weight_map))] = shard
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return folder
+
+
+@pytest.mark.parametrize("shard", ["/etc/passwd", "../outside/w.safetensors", "sub/../../outside/w.safetensors",
+                                   "link.safetensors", "linkdir/w.safetensors", 7, ""])  # fmt: skip
+def test_hf_shard_names_stay_inside_the_folder(tmp_path: Path, tiny_hf, shard) -> None:
+    src = tiny_hf[0]
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "w.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    folder = _model_folder(tmp_path / "model", src, shard)
+    (folder / "link.safetensors").symlink_to(tmp_path / "outside" / "w.safetensors")
+    (folder / "linkdir").symlink_to(tmp_path / "outside", target_is_directory=True)
+    with pytest.raises(ModelLoadError, match="outside the model folder|not a file name"):
+        HFFolder(folder)
+
+
+def test_hf_weights_inside_the_folder_load(tmp_path: Path, tiny_hf) -> None:
+    src = tiny_hf[0]
+    folder = _model_folder(tmp_path / "model", src, "sub/model.safetensors")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    name = next(iter(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]))
+    assert torch.equal(HFFolder(folder).load_tensor(name), tiny_hf[1][name])  # read from sub/
+    # the Hugging Face cache: snapshots/<revision>/ links every file into blobs/
+    repo = tmp_path / "models--org--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (repo / "blobs" / name).write_bytes((src / name).read_bytes())
+        (snapshot / name).symlink_to(Path("../../blobs") / name)
+    assert sorted(HFFolder(snapshot).tensor_names) == sorted(HFFolder(folder).tensor_names)
+    # without an index, a *.safetensors file linked from elsewhere is refused too
+    (tmp_path / "elsewhere.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    plain = _model_folder(tmp_path / "plain", src)
+    (plain / "extra.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(ModelLoadError, match="outside the model folder"):
+        HFFolder(plain)

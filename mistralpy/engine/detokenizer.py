@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from .stop_matcher import StopHit, StopMatcher
+
 # Prompt tokens decoded ahead of the output, so the first output token decodes as it would mid-text
 # (a SentencePiece decoder strips the leading space of whatever it decodes first).
 _CONTEXT_TOKENS = 5
@@ -24,7 +26,8 @@ class IncrementalDetokenizer:
     Only a short window of recent tokens is decoded per step: `_window[:_read]` was already turned into text
     (its decoded form is `_prefix_text`), `_window[_read:]` was not. Text that could be the start of a stop string is
     held back from `get_next_delta()` and `output_text` until it is resolved, so the deltas always add up to
-    `output_text`, and a stream never shows part of a stop string.
+    `output_text`, and a stream never shows part of a stop string. A `StopMatcher` reads each new character once,
+    so the work per token does not grow with the number or the length of the stop strings.
     """
 
     def __init__(
@@ -37,9 +40,8 @@ class IncrementalDetokenizer:
     ) -> None:
         self._tokenizer = tokenizer
         self._skip_special_tokens = skip_special_tokens
-        self._stops = [s for s in (stop or ()) if s]
-        self._max_stop_len = max((len(s) for s in self._stops), default=0)
-        self._hold_stop_prefixes = bool(self._stops) and not include_stop_str_in_output
+        self._matcher = StopMatcher(stop) if any(stop or ()) else None
+        self._hold_stop_prefixes = self._matcher is not None and not include_stop_str_in_output
         self._include_stop = include_stop_str_in_output
         self._window = list(prompt_token_ids[-_CONTEXT_TOKENS:])
         self._prefix_text = self._decode(self._window)
@@ -96,31 +98,16 @@ class IncrementalDetokenizer:
     def _append(self, new_text: str) -> None:
         if not new_text:
             return
-        start = max(0, len(self._text) - self._max_stop_len + 1)
         self._text += new_text
-        if self._stops and self._match_stop(start):
+        hit = self._matcher.feed(new_text) if self._matcher is not None else None
+        if hit is not None:
+            self._stop_at(hit)
             return
-        self._safe_end = max(self._emitted, len(self._text) - self._stop_prefix_len())
+        held = self._matcher.partial_len if self._hold_stop_prefixes else 0  # what could still grow into a stop
+        self._safe_end = max(self._emitted, len(self._text) - held)
 
-    def _match_stop(self, start: int) -> bool:
-        """Cut the text at the earliest stop string found at or after `start`."""
-        found = [(index, stop) for stop in self._stops if (index := self._text.find(stop, start)) >= 0]
-        if not found:
-            return False
-        index, stop = min(found, key=lambda hit: hit[0])
-        self._text = self._text[: index + len(stop) if self._include_stop else index]
-        self.stop_reason, self.finished = stop, True
+    def _stop_at(self, hit: StopHit) -> None:
+        """Cut the text before the stop string (after it with include_stop_str_in_output) and finish."""
+        self._text = self._text[: hit.start + len(hit.stop) if self._include_stop else hit.start]
+        self.stop_reason, self.finished = hit.stop, True
         self._safe_end = len(self._text)
-        return True
-
-    def _stop_prefix_len(self) -> int:
-        """Length of the longest tail of the text that could still grow into a stop string."""
-        if not self._hold_stop_prefixes:
-            return 0
-        longest = 0
-        for stop in self._stops:
-            for size in range(min(len(stop) - 1, len(self._text)), longest, -1):
-                if self._text.endswith(stop[:size]):
-                    longest = size
-                    break
-        return longest

@@ -31,7 +31,7 @@ class Engine:
         source = open_model_source(self.model_path, GGMLParams.from_engine_config(config))
         self.model_config = source.model_config()
         resolve_model_class(self.model_config)  # fail on an unsupported architecture before any heavy work
-        self.tokenizer = load_tokenizer(source, self.model_path)
+        self.tokenizer = load_tokenizer(source, self.model_path, config.chat_template)
         self.generation_defaults: dict = getattr(source, "generation_defaults", {})
         self.dtype = resolve_dtype(config.dtype)
         model = load_model(
@@ -173,7 +173,8 @@ def merge_prompt_logprobs(req: Request, start: int, entries: list) -> None:
     req.prompt_logprobs[start + 1 : start + 1 + len(entries)] = entries
 
 
-def load_tokenizer(source, model_path: str) -> Tokenizer:
+def load_tokenizer(source, model_path: str, chat_template: str | None = None) -> Tokenizer:
+    """The model's tokenizer; `chat_template` (a template's text) replaces the model's own template."""
     if hasattr(source, "metadata"):
-        return Tokenizer.from_gguf_metadata(source.metadata)
-    return Tokenizer.from_folder(model_path)
+        return Tokenizer.from_gguf_metadata(source.metadata, chat_template)
+    return Tokenizer.from_folder(model_path, chat_template)

@@ -146,8 +146,8 @@ class HFFolder:
             weight_map = read_json_object(index).get("weight_map")
             if not isinstance(weight_map, dict):
                 raise ModelLoadError(f"{index} has no weight_map")
-            for file in sorted(set(weight_map.values())):
-                if not (self.path / file).is_file():
+            for file in weight_map.values():
+                if not self._weight_file(file, index).is_file():
                     raise ModelLoadError(f"{index} names a missing file: {file}")
             return {str(k): str(v) for k, v in weight_map.items()}
         files = sorted(p.name for p in self.path.glob("*.safetensors"))
@@ -155,8 +155,24 @@ class HFFolder:
             raise ModelLoadError(f"no *.safetensors weights in model folder: {self.path}")
         weight_map = {}
         for file in files:
+            self._weight_file(file, self.path)
             weight_map.update(dict.fromkeys(self._handle(file).keys(), file))
         return weight_map
+
+    def _weight_file(self, file: Any, named_by: Path) -> Path:
+        """The path of a weight file named by `named_by`, once known to stay inside the model folder: no absolute
+        path, no '..', no symlink leading elsewhere, except into the Hugging Face cache's blobs/ (its snapshots/<rev>/
+        folders link every file there)."""
+        if not isinstance(file, str) or not file:
+            raise ModelLoadError(f"{named_by} names a weight file that is not a file name: {file!r}")
+        if Path(file).is_absolute() or ".." in Path(file).parts:
+            raise ModelLoadError(f"{named_by} names {file!r}, a path outside the model folder {self.path}")
+        folder = self.path.resolve()
+        roots = [folder] + ([folder.parent.parent / "blobs"] if folder.parent.name == "snapshots" else [])
+        target = (folder / file).resolve()
+        if not any(target.is_relative_to(root) for root in roots):
+            raise ModelLoadError(f"{named_by} names {file!r}, which leads outside the model folder {self.path}")
+        return self.path / file
 
     def _handle(self, file: str) -> Any:
         handle = self._handles.get(file)
