@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from .model_steps import reference_greedy
+
 
 def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -39,9 +41,21 @@ def test_scripted_chat_session(tiny_llama):
     assert out.stdout.count("> ") == 4  # two messages, /reset and /exit; the line after /exit is never read
 
 
-def test_chat_ends_on_eof(tiny_llama):
-    out = run_cli("run", "-m", str(tiny_llama[2]), "--max-tokens", "4", stdin="Hi\n")
+def test_chat_ends_on_eof(tiny_llama, tokenizer_dir):
+    """Ctrl-D after one message: the banner, the reply (transformers' greedy tokens), an empty last prompt, exit 0."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False
+    )
+    tokens = reference_greedy(tiny_llama[0], tokenizer(text, add_special_tokens=False).input_ids, 4)
+    eos = tiny_llama[0].config.eos_token_id
+    reply = tokenizer.decode(tokens[: tokens.index(eos)] if eos in tokens else tokens, skip_special_tokens=True)
+    out = run_cli("run", "-m", str(tiny_llama[2]), "--max-tokens", "4", "--temperature", "0", stdin="Hi\n")
     assert out.returncode == 0, out.stderr
+    banner, rest = out.stdout.split("\n", 1)
+    assert banner.startswith("mistralpy chat:") and rest == f"> {reply}\n> \n"
 
 
 @pytest.mark.parametrize(

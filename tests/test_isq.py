@@ -25,6 +25,7 @@ from mistralpy.quant.native_linear import NativeQuantLinear
 from mistralpy.quant.quantized_linear import QuantizedLinear
 
 from .helpers import group32_linear_cls, llama_to_gguf, make_tiny_llama
+from .q4_k_golden import golden_inputs, load_golden, sha256
 
 Q = GGMLQuantizationType
 GREEDY = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
@@ -60,8 +61,28 @@ def test_q4_k_quantizer() -> None:
     assert err_k < 0.8 * err_0  # the scale search pays off on Gaussian rows
 
 
+def _q4_k_fields(offsets: np.ndarray) -> list[str]:
+    return sorted({"d" if o < 2 else "dmin" if o < 4 else "scales" if o < 16 else "qs" for o in offsets % 144})
+
+
+def test_q4_k_matches_ggml_golden_blocks() -> None:
+    """Bit for bit against ggml's own quantize_row_q4_K_ref, whose blocks are committed as test data."""
+    manifest, golden = load_golden()
+    inputs = golden_inputs()
+    assert {name: sha256(w) for name, w in inputs.items()} == manifest["inputs_sha256"], "the inputs changed"
+    assert golden.keys() == inputs.keys()
+    wrong = {}
+    for name, weights in inputs.items():
+        ours = quantize(torch.from_numpy(weights), Q.Q4_K).numpy()
+        assert ours.shape == golden[name].shape
+        for row in np.unique(np.nonzero(ours != golden[name])[0]):
+            wrong[f"{name} row {row}"] = _q4_k_fields(np.nonzero(ours[row] != golden[name][row])[0])
+    assert not wrong, f"Q4_K fields that differ from ggml's: {wrong}"
+
+
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="ggml's C quantizer comes with llama_cpp")
 def test_q4_k_matches_ggml_bit_for_bit() -> None:
+    """The same against the installed llama_cpp's ggml, which may be newer than the golden blocks' ggml."""
     lib_dir = os.path.join(os.path.dirname(importlib.util.find_spec("llama_cpp").origin), "lib")
     ggml = ctypes.CDLL(os.path.join(lib_dir, "libggml-base.so"))
     ggml.quantize_row_q4_K_ref.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]

@@ -1,20 +1,22 @@
 """ISQ output quality on the real embedded model: perplexity on a fixed text within a stated margin of the
 full-precision model.
 
-The full-precision reference is the embedded GGUF dequantized to float32 and saved as a Hugging Face folder (the
-only real model this machine has); ISQ then quantizes that folder's weights at load.
+The full-precision reference is the embedded GGUF (the only real model this machine has) as transformers' own GGUF
+loader reads it (gguf-py's dequantizers, its undoing of llama.cpp's q/k permutation), saved as a float32 Hugging Face
+folder; mistralpy's GGUF conversion plays no part, so a bug there cannot cancel out of the ratio. ISQ then quantizes
+that folder's weights at load; both perplexities are mistralpy's.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
+import torch
 
 from mistralpy import LLM, SamplingParams
 from mistralpy.loader.default_model import default_model_path
-
-from .helpers import gguf_to_hf_folder
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +41,21 @@ MARGINS = {"q8_0": 0.02, "q4_0": 0.08, "q4_1": 0.03, "q4_k": 0.03}
 
 @pytest.fixture(scope="module")
 def full_precision_folder(tmp_path_factory, tokenizer_dir):
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    path = default_model_path()
+    model = AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
+    )
     folder = tmp_path_factory.mktemp("smollm2_f32")
-    gguf_to_hf_folder(default_model_path(), folder, tokenizer_dir)
+    tied = model.config.tie_word_embeddings
+    weights = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+    save_file(weights, str(folder / "model.safetensors"))  # save_pretrained refuses a model loaded from GGUF
+    del model.config.quantization_config
+    model.config.save_pretrained(folder)
+    for f in tokenizer_dir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
     return folder
 
 

@@ -1,16 +1,24 @@
 """The int8 KV cache (kv_cache_dtype="int8"): its row format, the native writes and attention kernels on it against
-the torch paths, engines using it, and its quality on the embedded model."""
+the torch paths, attention (each path) and an engine's logits on it against float64 references within what int8
+rounding allows (tests/int8_rounding.py), and its quality on the embedded model."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 
-from mistralpy import LLM, SamplingParams
+from mistralpy import LLM
+from mistralpy.engine.model_runner import ModelRunner
 from mistralpy.errors import InvalidRequestError
 from mistralpy.layers.attention import AttentionMetadata, PrefillSpan, paged_attention
 from mistralpy.layers.kv_cache import dequantize_rows, gather, quantize_rows, write_kv
+from mistralpy.loader import open_model_source
+from mistralpy.loader.model_loader import load_model
 
+from .int8_rounding import SAMPLES, Z, decode_rows, expected_with_tolerance, noisy_attention
+from .model_steps import BLOCK
 from .test_isq_quality import perplexity
 
 
@@ -117,21 +125,117 @@ def test_kernels_on_an_int8_cache(native, qdtype, window, softcap, head_dim, kin
     assert torch.all((got - unrounded).abs() <= _q_rounding_bound(q.double(), k, v, 0.3) + rtol * unrounded.abs())
 
 
-def test_engines_on_an_int8_cache(tiny_llama):
-    prompts = [[5, 100, 2000, 31, 7, 9], list(range(300, 341))]
-    params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
-    int8 = LLM(str(tiny_llama[2]), dtype="float32", block_size=4, kv_cache_dtype="int8")
-    plain = LLM(str(tiny_llama[2]), dtype="float32", block_size=4)
-    runner = int8.engine.model_runner
-    assert runner.kv_cache.dtype == torch.uint8
-    head_dim = tiny_llama[0].config.hidden_size // tiny_llama[0].config.num_attention_heads
+def _int8_cache(blocks: int, block_size: int, kv_heads: int, head_dim: int, seed: int) -> torch.Tensor:
+    """Unit-variance K/V rows whose magnitudes (so int8 steps) vary from row to row, as int8 cache rows."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randn(2, blocks, block_size, kv_heads, head_dim, generator=gen)
+    return quantize_rows(rows * torch.empty(*rows.shape[:-1], 1).uniform_(0.3, 2.0, generator=gen))
+
+
+@pytest.fixture(params=["torch", "native"])
+def kernels_or_none(request, native_kernels):
+    if request.param == "native" and native_kernels is None:
+        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
+    return native_kernels if request.param == "native" else None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("window, softcap", [(None, None), (5, None), (7, 20.0)])
+def test_decode_attention_on_an_int8_cache_within_its_rounding(kernels_or_none, dtype, window, softcap):
+    gen = torch.Generator().manual_seed(1)
+    kv = _int8_cache(40, 4, 2, 64, seed=1)
+    lens = torch.tensor([7, 13, 1, 20, 4])
+    tables = torch.stack([torch.randperm(40, generator=gen)[:5] for _ in lens])
+    q = torch.randn(len(lens), 6, 64, generator=gen).to(dtype)
+    meta = AttentionMetadata(torch.zeros(len(lens), dtype=torch.long), len(lens), tables, lens)
+    meta.decode_kernel = None if kernels_or_none is None else kernels_or_none.decode_attention
+    got = paged_attention(q, kv, meta, 0.15, window, softcap)
+    assert got.dtype == dtype
+    for i, n in enumerate(lens.tolist()):
+        rows = decode_rows(kv[:, tables[i]].flatten(1, 2)[:, :n])  # (2, n, Hkv, D)
+        pos = torch.arange(n)
+        visible = (pos >= n - window if window else pos >= 0).unsqueeze(0)
+        expected, tol = expected_with_tolerance(q[i : i + 1], *rows, visible, 0.15, softcap, dtype == torch.bfloat16)
+        error = (got[i : i + 1].double() - expected).abs()
+        assert torch.all(error <= tol), f"query {i}: {(error / tol).max():.2f} x the tolerance"
+
+
+@pytest.mark.parametrize("n, ctx", [(37, 37), (20, 53)])  # a prompt; a chunk after 33 cached positions
+@pytest.mark.parametrize("window, softcap", [(None, None), (12, 30.0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prefill_attention_on_an_int8_cache_within_its_rounding(kernels_or_none, n, ctx, window, softcap, dtype):
+    kernel = None if kernels_or_none is None else kernels_or_none.prefill_attention
+    if kernel is not None and (dtype != torch.bfloat16 or not kernels_or_none.has_prefill_attention()):
+        pytest.skip("the native prefill attention takes bf16 and needs AVX-512 BF16")
+    gen = torch.Generator().manual_seed(2)
+    kv = _int8_cache(9, 16, 3, 64, seed=2)
+    span = PrefillSpan(n, ctx, torch.randperm(9, generator=gen)[: -(-ctx // 16)])
+    q = torch.randn(n, 9, 64, generator=gen).to(dtype)
+    meta = AttentionMetadata(torch.zeros(n, dtype=torch.long), prefills=[span], prefill_kernel=kernel)
+    got = paged_attention(q, kv, meta, 0.15, window, softcap)
+    rows = decode_rows(kv[:, span.block_table].flatten(1, 2)[:, :ctx])
+    q_pos, k_pos = torch.arange(ctx - n, ctx).unsqueeze(1), torch.arange(ctx).unsqueeze(0)
+    visible = (k_pos <= q_pos) & (k_pos > q_pos - window if window else True)
+    expected, tol = expected_with_tolerance(q, *rows, visible, 0.15, softcap, dtype == torch.bfloat16)
+    error = (got.double() - expected).abs()
+    assert torch.all(error <= tol), f"{(error / tol).max():.2f} x the tolerance"
+
+
+@pytest.fixture(scope="module")
+def reference_logits(tiny_llama) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """(prompt, transformers' float64 logits for it, how far int8 rounding of q, K and V in every layer can move them:
+    Z deviations measured over SAMPLES sets of half-step errors, carried through the later layers)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("mistralpy_int8_rounding", noisy_attention)
+    model = copy.deepcopy(tiny_llama[0]).double()
+    model.set_attn_implementation("mistralpy_int8_rounding")
+    ids = torch.randint(0, model.config.vocab_size, (25,), generator=torch.Generator().manual_seed(1)).tolist()
+    with torch.no_grad():
+        exact = model(torch.tensor([ids])).logits[0]
+        gen, squares = torch.Generator().manual_seed(0), torch.zeros_like(exact)
+        for _ in range(SAMPLES // 16):
+            squares += (model(torch.tensor([ids] * 16), gen=gen).logits - exact).pow(2).sum(0)
+    return ids, exact, Z * (squares / SAMPLES).sqrt() + 1e-4  # 1e-4: float32 arithmetic, as in test_llama_parity
+
+
+def _engine_logits(runner: ModelRunner, ids: list[int], chunks: list[int], native: bool) -> torch.Tensor:
+    """Logits of prefill chunks of these lengths, then one decode step per remaining token, on runner's cache."""
+    kernels = dict(write_kernel=runner.write_kernel, prefill_kernel=runner.prefill_kernel) if native else {}
+    out, start = [], 0
+    for n in chunks:
+        table = torch.arange(-(-(start + n) // BLOCK))
+        meta = AttentionMetadata(torch.arange(start, start + n), prefills=[PrefillSpan(n, start + n, table)], **kernels)
+        out.append(
+            runner.model(torch.tensor(ids[start : start + n]), torch.arange(start, start + n), runner.kv_caches, meta)
+        )
+        start += n
+    for pos in range(start, len(ids)):
+        meta = AttentionMetadata(
+            torch.tensor([pos]), 1, torch.arange(pos // BLOCK + 1)[None], torch.tensor([pos + 1]), **kernels
+        )
+        meta.decode_kernel = runner.decode_kernel if native else None
+        out.append(runner.model(torch.tensor(ids[pos : pos + 1]), torch.tensor([pos]), runner.kv_caches, meta))
+    return runner.model.compute_logits(torch.cat(out)).double()
+
+
+def test_engine_logits_on_an_int8_cache_within_its_rounding(tiny_llama, reference_logits, kernels_or_none):
+    """Chunked prefill then decode on an int8 cache, float32 weights: logits against transformers in float64, within
+    what int8 rounding of q, K and V in every layer can move them (its errors carried through the later layers)."""
+    model = load_model(open_model_source(tiny_llama[1]), torch.float32)
+    runner = ModelRunner(model, num_blocks=16, block_size=BLOCK, dtype=torch.float32, kv_cache_dtype="int8")
+    plain = ModelRunner(model, num_blocks=16, block_size=BLOCK, dtype=torch.float32)
+    head_dim = model.config.head_dim
+    if kernels_or_none is not None:
+        assert None not in (runner.write_kernel, runner.decode_kernel)
     # a row of D float32 values (4 D bytes) becomes D codes and a 4-byte scale
-    assert runner.kv_cache.nbytes * 4 * head_dim == plain.engine.model_runner.kv_cache.nbytes * (head_dim + 4)
-    torch_paths = LLM(str(tiny_llama[2]), dtype="float32", block_size=4, kv_cache_dtype="int8")
-    torch_paths.engine.model_runner.write_kernel = torch_paths.engine.model_runner.decode_kernel = None
-    outs = [[o.outputs[0].token_ids for o in e.generate(prompts, params)] for e in (int8, torch_paths, plain)]
-    assert outs[0] == outs[1]  # native kernels and torch paths read the same cache
-    assert outs[0] == outs[2]  # this model's greedy tokens are not near-ties at int8's resolution
+    assert runner.kv_cache.dtype == torch.uint8
+    assert runner.kv_cache.nbytes * 4 * head_dim == plain.kv_cache.nbytes * (head_dim + 4)
+    ids, expected, tol = reference_logits
+    with torch.inference_mode():
+        got = _engine_logits(runner, ids, [13, 9], native=kernels_or_none is not None)
+    error = (got - expected).abs()
+    assert torch.all(error <= tol), f"{(error / tol).max():.2f} x the tolerance"
 
 
 def test_default_cache_dtype_follows_the_weights(tiny_llama):

@@ -24,6 +24,8 @@ from mistralpy import (
 from mistralpy.engine.async_engine import EngineDeadError
 from mistralpy.errors import InvalidRequestError, ModelNotFoundError, PromptTooLongError, UnknownModelError
 
+from . import penalty_oracle
+
 CHAT = [{"role": "user", "content": "Tell me a story."}]
 
 
@@ -44,7 +46,7 @@ def chat(stream: bool = False, **kwargs) -> ChatCompletionRequest:
 
 
 def test_chat_matches_llm_and_counts_usage(runner, tiny_llama):
-    res = runner.send_chat_completion_request(chat(presence_penalty=1.0, top_p=0.1))
+    res = runner.send_chat_completion_request(chat(top_p=0.1))  # top_p has no effect at temperature 0
     assert isinstance(res, ChatCompletionResponse) and res.model == "default"
     expected = LLM(str(tiny_llama[2]), dtype="float32").chat(CHAT, SamplingParams(temperature=0, max_tokens=12))[0]
     assert res.choices[0].message.content == expected.outputs[0].text
@@ -55,6 +57,29 @@ def test_chat_matches_llm_and_counts_usage(runner, tiny_llama):
         num_prompt + 12,
     )
     assert res.choices[0].finish_reason == "length"
+
+
+def greedy_answer(runner: Runner, prompt: list[int] | list[dict], penalty: dict[str, float]) -> str:
+    """penalty_oracle.STEPS greedy tokens (EOS ignored) for a token prompt (completion) or messages (chat)."""
+    fields = {"max_tokens": penalty_oracle.STEPS, "temperature": 0, "ignore_eos": True, **penalty}
+    if isinstance(prompt[0], dict):
+        res = runner.send_chat_completion_request(ChatCompletionRequest(messages=prompt, **fields))
+        return res.choices[0].message.content
+    return runner.send_completion_request(CompletionRequest(prompt=prompt, **fields)).choices[0].text
+
+
+def test_each_penalty_changes_greedy_output_as_transformers_says(runner, tiny_llama, tokenizer_dir):
+    """Each penalty alone, chat and completion: transformers' greedy answer with that penalty applied, which differs
+    from the unpenalised answer and from the other penalties' (so a dropped or misrouted penalty fails)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    chat_ids = penalty_oracle.chat_prompt_ids(tokenizer, penalty_oracle.CHAT)
+    for request, prompt_ids in ((penalty_oracle.PROMPT_IDS,) * 2, (penalty_oracle.CHAT, chat_ids)):
+        plain, expected = penalty_oracle.expected_texts(tiny_llama[0], tokenizer, prompt_ids)
+        assert greedy_answer(runner, request, {}) == plain
+        for name, value in penalty_oracle.VALUES.items():
+            assert greedy_answer(runner, request, {name: value}) == expected[name], name
 
 
 def test_chat_stream_adds_up_to_the_non_stream_answer(runner):

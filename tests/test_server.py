@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from . import penalty_oracle
 from .server_process import KEY, MODEL, http, metrics
 
 CHAT = [{"role": "user", "content": "Hello there"}]
@@ -182,8 +183,36 @@ def test_sampling_extensions(client):
     # stop_token_ids ends on the forced token, but only once min_tokens other tokens were generated
     choice, n = complete(logit_bias={"1": 100}, stop_token_ids=[1], min_tokens=3)
     assert (choice.finish_reason, n) == ("stop", 4)
-    penalised, _ = complete(presence_penalty=1.5, frequency_penalty=1.0, repetition_penalty=1.3)
-    assert penalised.finish_reason in ("stop", "length")
     stop = greedy.text[3:6]
     kept = complete(stop=[stop], include_stop_str_in_output=True)[0]
     assert kept.text == greedy.text[: greedy.text.find(stop) + len(stop)] and kept.finish_reason == "stop"
+
+
+def greedy_answer(client: openai.OpenAI, prompt: list[int] | list[dict], penalty: dict[str, float]) -> str:
+    """penalty_oracle.STEPS greedy tokens (EOS ignored) for a token prompt (completions) or messages (chat)."""
+    native = {k: v for k, v in penalty.items() if k != "repetition_penalty"}  # the fields the openai client knows
+    extra = {"ignore_eos": True, **{k: v for k, v in penalty.items() if k == "repetition_penalty"}}
+    kwargs = dict(model=MODEL, max_tokens=penalty_oracle.STEPS, temperature=0, extra_body=extra, **native)
+    if isinstance(prompt[0], dict):
+        out = client.chat.completions.create(messages=prompt, **kwargs)
+        text = out.choices[0].message.content
+    else:
+        out = client.completions.create(prompt=prompt, **kwargs)
+        text = out.choices[0].text
+    assert out.usage.completion_tokens == penalty_oracle.STEPS
+    return text
+
+
+def test_each_penalty_changes_greedy_output_as_transformers_says(client, tiny_llama, tokenizer_dir):
+    """Each penalty alone, over HTTP, on both endpoints: the answer is transformers' greedy answer with that penalty
+    applied, which differs from the unpenalised answer and from the other penalties' (so a dropped or misrouted
+    penalty fails)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    chat_ids = penalty_oracle.chat_prompt_ids(tokenizer, penalty_oracle.CHAT)
+    for request, prompt_ids in ((penalty_oracle.PROMPT_IDS,) * 2, (penalty_oracle.CHAT, chat_ids)):
+        plain, expected = penalty_oracle.expected_texts(tiny_llama[0], tokenizer, prompt_ids)
+        assert greedy_answer(client, request, {}) == plain
+        for name, value in penalty_oracle.VALUES.items():
+            assert greedy_answer(client, request, {name: value}) == expected[name], name

@@ -1,7 +1,7 @@
 """Q4_K quantization in torch, following ggml's `quantize_row_q4_K_ref` (`make_qkx2_quants` scale search).
 
-Sums run element by element in float32 in ggml's order, so blocks are bit-identical to ggml's C reference (checked
-against libggml in tests when llama-cpp-python is installed).
+Sums run element by element in float32 in ggml's order, and rounding is ggml's `nearest_int`, so blocks are
+bit-identical to ggml's C reference (tests compare with ggml's blocks committed under tests/data/).
 """
 
 from __future__ import annotations
@@ -12,6 +12,14 @@ import torch
 QK_K = 256
 _NMAX = 15
 _RMIN, _RDELTA, _NSTEP = np.float32(-1.0), np.float32(0.1), 20
+_MAGIC = 12582912.0  # 1.5 * 2**23
+
+
+def _nearest_int(t: torch.Tensor) -> torch.Tensor:
+    """ggml's `nearest_int`: half-to-even through the bits of the float32 t + 1.5 * 2**23. Equal to torch.round for
+    |t| < 2**22; beyond that (inf, NaN: weights near float32's or float16's limits) it gives what ggml's release
+    builds give, e.g. -2**22 for inf, where torch.round(...).clamp would give the maximum code."""
+    return (((t + _MAGIC).view(torch.int32) & 0x7FFFFF) - 0x400000).float()
 
 
 def _rdiv(c: float, t: torch.Tensor) -> torch.Tensor:
@@ -37,13 +45,12 @@ def _make_qkx2_quants(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, t
     span = torch.where(flat, torch.ones_like(span), span)
     iscale = _rdiv(_NMAX, span)
     scale = _rdiv(1, iscale)
-    codes = torch.round(iscale * (x - lo)).clamp(0, _NMAX)
+    codes = _nearest_int(iscale * (x - lo)).clamp(0, _NMAX)
     best = _seq_sum(w * (scale * codes + lo - x) ** 2)
     for step in range(_NSTEP + 1):
         # ggml divides by max - min with the best min so far, not the initial one
         iscale = _rdiv(float(_RMIN + _RDELTA * np.float32(step) + _NMAX), torch.where(flat, span, hi - lo))
-        v = iscale * (x - lo)
-        cand = torch.where(v > 0, torch.round(v.clamp(max=_NMAX)), torch.zeros_like(v))
+        cand = _nearest_int(iscale * (x - lo)).clamp(0, _NMAX)
         wl = w * cand
         sum_l, sum_l2, sum_xl = _seq_sum(wl), _seq_sum(wl * cand), _seq_sum(wl * x)
         det = sum_w * sum_l2 - sum_l * sum_l
@@ -83,15 +90,16 @@ def quantize_q4_k(x: torch.Tensor) -> torch.Tensor:
     max_min = mins.max(dim=-1, keepdim=True).values.clamp(min=0) + 0.0
     inv_scale = torch.where(max_scale > 0, _rdiv(63, max_scale), torch.zeros_like(max_scale))
     inv_min = torch.where(max_min > 0, _rdiv(63, max_min), torch.zeros_like(max_min))
-    ls = torch.round(inv_scale * scales).clamp(0, 63).to(torch.uint8)
-    lm = torch.round(inv_min * mins).clamp(0, 63).to(torch.uint8)
+    # ggml stores nearest_int's int in a uint8_t (mod 256) before taking MIN(63, .)
+    ls = (_nearest_int(inv_scale * scales).int() & 0xFF).clamp(max=63).to(torch.uint8)
+    lm = (_nearest_int(inv_min * mins).int() & 0xFF).clamp(max=63).to(torch.uint8)
     d = (max_scale / 63).half()
     dmin = (max_min / 63).half()
     # requantize every weight against the rounded block scales; groups whose scale rounds to 0 keep their codes
     dl = (d.float() * ls.float()).unsqueeze(-1)
     ml = (dmin.float() * lm.float()).unsqueeze(-1)
     xs = x.view(n, 8, 32)
-    requant = torch.round((xs + ml) / torch.where(dl == 0, torch.ones_like(dl), dl)).clamp(0, _NMAX)
+    requant = _nearest_int((xs + ml) / torch.where(dl == 0, torch.ones_like(dl), dl)).clamp(0, _NMAX)
     codes = torch.where(dl == 0, codes.reshape(n, 8, 32), requant).to(torch.uint8).view(n, 4, 2, 32)
     qs = (codes[:, :, 0] | (codes[:, :, 1] << 4)).reshape(n, 128)
     head = torch.cat([d.view(torch.uint8), dmin.view(torch.uint8)], dim=-1).reshape(n, 4)
