@@ -91,7 +91,7 @@ def test_chat_stream_adds_up_to_the_non_stream_answer(runner):
     text = "".join(c.choices[0].delta.get("content", "") for c in chunks if c.choices)
     assert text == full.choices[0].message.content
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
-    assert chunks[-1].choices == [] and chunks[-1].usage == full.usage
+    assert chunks[-1].choices == [] and _counts(chunks[-1].usage) == _counts(full.usage)  # cached_tokens may grow
     assert all(c.usage is None for c in chunks[:-1])
 
 
@@ -264,3 +264,7 @@ def test_int8_kv_cache(tiny_llama):
             ChatCompletionRequest(messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0)
         )
         assert answer.usage.completion_tokens == 4
+
+
+def _counts(usage) -> tuple[int, int, int]:
+    return usage.prompt_tokens, usage.completion_tokens, usage.total_tokens

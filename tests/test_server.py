@@ -36,7 +36,7 @@ def test_chat_stream_equals_non_stream_and_usage_counts(server, client):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == choice.message.content
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
-    assert chunks[-1].choices == [] and chunks[-1].usage == full.usage
+    assert chunks[-1].choices == [] and _counts(chunks[-1].usage) == _counts(full.usage)  # cached_tokens may grow
     assert all(c.usage is None for c in chunks[:-1])
 
 
@@ -216,3 +216,7 @@ def test_each_penalty_changes_greedy_output_as_transformers_says(client, tiny_ll
         assert greedy_answer(client, request, {}) == plain
         for name, value in penalty_oracle.VALUES.items():
             assert greedy_answer(client, request, {name: value}) == expected[name], name
+
+
+def _counts(usage) -> tuple[int, int, int]:
+    return usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
