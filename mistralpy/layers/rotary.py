@@ -23,8 +23,15 @@ from ..errors import UnsupportedArchitectureError
 _LONGROPE = ("longrope", "su")  # "su" is LongRoPE's name in early Phi-3 configs
 
 
+def _factor(scaling: dict[str, Any], kind: str) -> float:
+    factor = scaling.get("factor")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < math.inf:
+        raise UnsupportedArchitectureError(f"{kind} rope scaling needs a positive factor, got {factor!r}")
+    return factor
+
+
 def _llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch.Tensor:
-    factor = scaling["factor"]
+    factor = _factor(scaling, "llama3")
     low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
     old_len = scaling.get("original_max_position_embeddings", 8192)
     wavelen = 2 * math.pi / inv_freq
@@ -62,7 +69,7 @@ def compute_inv_freq(
     if kind == "default":
         return inv_freq
     if kind == "linear":
-        return inv_freq / scaling["factor"]
+        return inv_freq / _factor(scaling, kind)
     if kind == "llama3":
         return _llama3_inv_freq(inv_freq, scaling)
     if kind in _LONGROPE:
