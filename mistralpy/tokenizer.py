@@ -11,6 +11,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from .chat_template import render_chat_template
 from .errors import ModelLoadError
 from .gguf_tokenizer import bos_eos_processor, gguf_backend
+from .gguf_vocab import read_vocab
 from .loader.hf_folder import read_json_object
 
 # Markers that end a turn in common chat templates: a template that writes one should also stop generation on it.
@@ -43,16 +44,14 @@ class Tokenizer:
 
     @classmethod
     def from_gguf_metadata(cls, metadata: dict[str, Any]) -> Tokenizer:
-        if "tokenizer.ggml.tokens" not in metadata:
-            raise ModelLoadError("GGUF metadata has no tokenizer (tokenizer.ggml.tokens is missing)")
-        extra = [metadata.get(f"tokenizer.ggml.{name}_token_id") for name in ("eot", "eom")]
+        vocab = read_vocab(metadata)
         return cls(
-            gguf_backend(metadata),
-            bos_token_id=metadata.get("tokenizer.ggml.bos_token_id"),
-            eos_token_id=metadata.get("tokenizer.ggml.eos_token_id"),
-            extra_eos_token_ids=extra,
-            chat_template=metadata.get("tokenizer.chat_template"),
-            vocab_size=len(metadata["tokenizer.ggml.tokens"]),
+            gguf_backend(vocab),
+            bos_token_id=vocab.ids["bos"],
+            eos_token_id=vocab.ids["eos"],
+            extra_eos_token_ids=[vocab.ids["eot"], vocab.ids["eom"]],
+            chat_template=vocab.chat_template,
+            vocab_size=len(vocab.tokens),
         )
 
     @classmethod
