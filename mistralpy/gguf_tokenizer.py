@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
@@ -98,12 +99,26 @@ def _sentencepiece_backend(vocab: GGUFVocab) -> HFTokenizer:
     return backend
 
 
-def _bpe(**kwargs: Any) -> models.BPE:
+def call_tokenizers(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call into the Rust `tokenizers` library: its errors (plain Exception) and its panics (pyo3's PanicException,
+    a BaseException that `except Exception` lets through) become a one-line ModelLoadError naming `what`."""
     try:
-        return models.BPE(**kwargs)
-    except Exception as e:  # the Rust side raises plain Exception
-        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelLoadError(f"invalid GGUF tokenizer vocabulary: {first_line[:200]}") from None
+        return fn(*args, **kwargs)
+    except Exception as e:
+        raise ModelLoadError(f"{what}: {_first_line(e)}") from None
+    except BaseException as e:
+        if type(e).__name__ != "PanicException":
+            raise
+        raise ModelLoadError(f"{what}: the tokenizers library panicked ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:200]
+
+
+def _bpe(**kwargs: Any) -> models.BPE:
+    return call_tokenizers("invalid GGUF tokenizer vocabulary", models.BPE, **kwargs)
 
 
 def _vocab(tokens: list[str]) -> dict[str, int]:

@@ -10,7 +10,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from .chat_template import render_chat_template
 from .errors import ModelLoadError
-from .gguf_tokenizer import bos_eos_processor, gguf_backend
+from .gguf_tokenizer import bos_eos_processor, call_tokenizers, gguf_backend
 from .gguf_vocab import read_vocab
 from .loader.hf_folder import read_json_object
 
@@ -60,10 +60,7 @@ class Tokenizer:
         tokenizer_file = folder / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise ModelLoadError(f"no tokenizer.json in {folder}")
-        try:
-            backend = HFTokenizer.from_file(str(tokenizer_file))
-        except Exception as e:  # the Rust side raises plain Exception
-            raise ModelLoadError(f"cannot read {tokenizer_file}: {e}") from None
+        backend = call_tokenizers(f"cannot read {tokenizer_file}", HFTokenizer.from_file, str(tokenizer_file))
         config = read_json_object(folder / "tokenizer_config.json", missing_ok=True)
         bos_id, eos_id = (_token_id(backend, config.get(key)) for key in ("bos_token", "eos_token"))
         # tokenizer.json's post-processor decides, as in transformers 5; the config's flags only fill in a missing one

@@ -4,6 +4,7 @@ The rules are the GGUF specification's and llama.cpp's (gguf.cpp, llama-model-lo
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -193,6 +194,14 @@ def test_the_unedited_vocabulary_loads():
 def test_tokenizer_metadata(metadata, message):
     with pytest.raises(ModelLoadError, match=message):
         Tokenizer.from_gguf_metadata(metadata)
+
+
+def test_a_tokenizer_json_that_makes_tokenizers_panic(tmp_path):
+    """The same merge in an HF folder's tokenizer.json: the panic (a BaseException) escaped `except Exception`."""
+    model = {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": model}))
+    with pytest.raises(ModelLoadError, match="cannot read .*tokenizer.json: the tokenizers library panicked"):
+        Tokenizer.from_folder(tmp_path)
 
 
 def test_a_huge_sentencepiece_token_is_not_quadratic():
