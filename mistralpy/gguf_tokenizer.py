@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizer
 
 from .errors import ModelLoadError
+from .gguf_metadata import describe
+from .gguf_vocab import GGUFVocab
 
 # Pre-tokenizer splits by llama.cpp's `tokenizer.ggml.pre` name. Each regex splits the pieces the previous one left.
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -49,34 +52,30 @@ _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 1, 2, 3, 4, 6  # llama.cpp t
 _LEGACY_SPECIALS = (("<unk>", _UNKNOWN), ("<s>", _CONTROL), ("</s>", _CONTROL))
 
 
-def gguf_backend(metadata: dict[str, Any]) -> HFTokenizer:
-    model_type = metadata.get("tokenizer.ggml.model")
-    if model_type == "gpt2":
-        backend, add_bos = _byte_level_backend(metadata)
-    elif model_type == "llama":
-        backend, add_bos = _sentencepiece_backend(metadata), True
+def gguf_backend(vocab: GGUFVocab) -> HFTokenizer:
+    if vocab.model == "gpt2":
+        backend, add_bos = _byte_level_backend(vocab)
+    elif vocab.model == "llama":
+        backend, add_bos = _sentencepiece_backend(vocab), True
     else:
-        raise ModelLoadError(f"unsupported tokenizer model: {model_type!r} (supported: 'gpt2', 'llama')")
-    tokens, types = metadata["tokenizer.ggml.tokens"], metadata.get("tokenizer.ggml.token_type") or []
+        raise ModelLoadError(f"unsupported tokenizer model: {describe(vocab.model)} (supported: 'gpt2', 'llama')")
     # control tokens are special (matched whole, skipped on decode); user-defined ones are matched whole but kept
-    typed = list(zip(tokens, types, strict=False))
+    typed = list(zip(vocab.tokens, vocab.token_types, strict=False))
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, kind in typed
                                 if kind in (_UNKNOWN, _CONTROL)])  # fmt: skip
     backend.add_tokens([AddedToken(t, special=False, normalized=False) for t, kind in typed if kind == _USER_DEFINED])
-    add_bos = metadata.get("tokenizer.ggml.add_bos_token", add_bos)
-    add_eos = metadata.get("tokenizer.ggml.add_eos_token", False)
-    bos_id, eos_id = metadata.get("tokenizer.ggml.bos_token_id"), metadata.get("tokenizer.ggml.eos_token_id")
-    backend.post_processor = bos_eos_processor(backend, bos_id, eos_id, add_bos, add_eos)
+    add_bos = add_bos if vocab.add_bos is None else vocab.add_bos
+    bos_id, eos_id = vocab.ids["bos"], vocab.ids["eos"]
+    backend.post_processor = bos_eos_processor(backend, bos_id, eos_id, add_bos, vocab.add_eos)
     return backend
 
 
-def _byte_level_backend(metadata: dict[str, Any]) -> tuple[HFTokenizer, bool]:
-    pre = metadata.get("tokenizer.ggml.pre") or "default"
+def _byte_level_backend(vocab: GGUFVocab) -> tuple[HFTokenizer, bool]:
+    pre = vocab.pre or "default"
     if pre not in _PRE_SPLITS:
-        raise ModelLoadError(f"unsupported tokenizer pre-tokenizer: {pre!r} (tokenizer.ggml.pre)")
+        raise ModelLoadError(f"unsupported tokenizer pre-tokenizer: {describe(pre)} (tokenizer.ggml.pre)")
     regexes, ignore_merges, add_bos = _PRE_SPLITS[pre]
-    merges = [tuple(merge.split(" ", 1)) for merge in metadata.get("tokenizer.ggml.merges", [])]
-    backend = HFTokenizer(_bpe(vocab=_vocab(metadata), merges=merges, ignore_merges=ignore_merges))
+    backend = HFTokenizer(_bpe(vocab=_vocab(vocab.tokens), merges=vocab.merges, ignore_merges=ignore_merges))
     splits = [pre_tokenizers.Split(Regex(regex), behavior="isolated") for regex in regexes]
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.pre_tokenizer = pre_tokenizers.Sequence([*splits, byte_level])
@@ -84,42 +83,62 @@ def _byte_level_backend(metadata: dict[str, Any]) -> tuple[HFTokenizer, bool]:
     return backend, add_bos
 
 
-def _sentencepiece_backend(metadata: dict[str, Any]) -> HFTokenizer:
-    tokens, vocab = metadata["tokenizer.ggml.tokens"], _vocab(metadata)
-    scores = metadata.get("tokenizer.ggml.scores") or [0.0] * len(tokens)
-    unk_id = metadata.get("tokenizer.ggml.unknown_token_id")
+def _sentencepiece_backend(vocab: GGUFVocab) -> HFTokenizer:
+    tokens, ids = vocab.tokens, _vocab(vocab.tokens)
+    scores = vocab.scores or [0.0] * len(tokens)
+    unk_id = vocab.ids["unknown"]
     unk = tokens[unk_id] if unk_id is not None else None
     backend = HFTokenizer(
-        _bpe(vocab=vocab, merges=_merges_from_scores(tokens, scores, vocab), unk_token=unk, fuse_unk=True,
+        _bpe(vocab=ids, merges=_merges_from_scores(tokens, scores, ids), unk_token=unk, fuse_unk=True,
              byte_fallback=True)
     )  # fmt: skip
-    add_prefix = metadata.get("tokenizer.ggml.add_space_prefix", True)
-    prepend = "first" if add_prefix else "never"
+    prepend = "first" if vocab.add_space_prefix else "never"
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend, split=False)
     steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-    backend.decoder = decoders.Sequence([*steps, decoders.Strip(" ", 1, 0)] if add_prefix else steps)
+    backend.decoder = decoders.Sequence([*steps, decoders.Strip(" ", 1, 0)] if vocab.add_space_prefix else steps)
     return backend
 
 
-def _bpe(**kwargs: Any) -> models.BPE:
+def call_tokenizers(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call into the Rust `tokenizers` library: its errors (plain Exception) and its panics (pyo3's PanicException,
+    a BaseException that `except Exception` lets through) become a one-line ModelLoadError naming `what`."""
     try:
-        return models.BPE(**kwargs)
-    except Exception as e:  # the Rust side raises plain Exception
-        raise ModelLoadError(f"invalid GGUF tokenizer vocabulary: {e}") from None
+        return fn(*args, **kwargs)
+    except Exception as e:
+        raise ModelLoadError(f"{what}: {_first_line(e)}") from None
+    except BaseException as e:
+        if type(e).__name__ != "PanicException":
+            raise
+        raise ModelLoadError(f"{what}: the tokenizers library panicked ({_first_line(e)})") from None
 
 
-def _vocab(metadata: dict[str, Any]) -> dict[str, int]:
+def _first_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:200]
+
+
+def _bpe(**kwargs: Any) -> models.BPE:
+    return call_tokenizers("invalid GGUF tokenizer vocabulary", models.BPE, **kwargs)
+
+
+def _vocab(tokens: list[str]) -> dict[str, int]:
     vocab: dict[str, int] = {}
-    for index, token in enumerate(metadata["tokenizer.ggml.tokens"]):
+    for index, token in enumerate(tokens):
         vocab.setdefault(token, index)
     return vocab
 
 
 def _merges_from_scores(tokens: list[str], scores: list[float], vocab: dict[str, int]) -> list[tuple[str, str]]:
-    """SentencePiece BPE as ranked merges: a pair merges into the token it spells, better-scored tokens first."""
+    """SentencePiece BPE as ranked merges: a pair merges into the token it spells, better-scored tokens first.
+    Only splits into two lengths that tokens have are tried: a hostile vocabulary with one huge token costs as much
+    as its length, not its square."""
+    lengths = {len(token) for token in vocab}
+    sorted_lengths = sorted(lengths)
     ranked: list[tuple[float, int, int, str, str]] = []
     for token, score in zip(tokens, scores, strict=True):
-        pairs = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in vocab and token[i:] in vocab]
+        span = range(1, len(token)) if len(token) <= len(lengths) else sorted_lengths
+        cuts = [i for i in span if 0 < i < len(token) and i in lengths and len(token) - i in lengths]
+        pairs = [(token[:i], token[i:]) for i in cuts if token[:i] in vocab and token[i:] in vocab]
         pairs.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
         ranked.extend((score, len(left), len(right), left, right) for left, right in pairs)
     ranked.sort(key=lambda merge: merge[:3], reverse=True)  # stable: ties keep vocabulary order

@@ -10,7 +10,8 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from .chat_template import render_chat_template
 from .errors import ModelLoadError
-from .gguf_tokenizer import bos_eos_processor, gguf_backend
+from .gguf_tokenizer import bos_eos_processor, call_tokenizers, gguf_backend
+from .gguf_vocab import read_vocab
 from .loader.hf_folder import read_json_object
 
 # Markers that end a turn in common chat templates: a template that writes one should also stop generation on it.
@@ -44,16 +45,14 @@ class Tokenizer:
     @classmethod
     def from_gguf_metadata(cls, metadata: dict[str, Any], chat_template: str | None = None) -> Tokenizer:
         """The GGUF file's vocabulary; `chat_template` replaces its template."""
-        if "tokenizer.ggml.tokens" not in metadata:
-            raise ModelLoadError("GGUF metadata has no tokenizer (tokenizer.ggml.tokens is missing)")
-        extra = [metadata.get(f"tokenizer.ggml.{name}_token_id") for name in ("eot", "eom")]
+        vocab = read_vocab(metadata)
         return cls(
-            gguf_backend(metadata),
-            bos_token_id=metadata.get("tokenizer.ggml.bos_token_id"),
-            eos_token_id=metadata.get("tokenizer.ggml.eos_token_id"),
-            extra_eos_token_ids=extra,
-            chat_template=chat_template if chat_template is not None else metadata.get("tokenizer.chat_template"),
-            vocab_size=len(metadata["tokenizer.ggml.tokens"]),
+            gguf_backend(vocab),
+            bos_token_id=vocab.ids["bos"],
+            eos_token_id=vocab.ids["eos"],
+            extra_eos_token_ids=[vocab.ids["eot"], vocab.ids["eom"]],
+            chat_template=chat_template if chat_template is not None else vocab.chat_template,
+            vocab_size=len(vocab.tokens),
         )
 
     @classmethod
@@ -63,10 +62,7 @@ class Tokenizer:
         tokenizer_file = folder / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise ModelLoadError(f"no tokenizer.json in {folder}")
-        try:
-            backend = HFTokenizer.from_file(str(tokenizer_file))
-        except Exception as e:  # the Rust side raises plain Exception
-            raise ModelLoadError(f"cannot read {tokenizer_file}: {e}") from None
+        backend = call_tokenizers(f"cannot read {tokenizer_file}", HFTokenizer.from_file, str(tokenizer_file))
         config = read_json_object(folder / "tokenizer_config.json", missing_ok=True)
         bos_id, eos_id = (_token_id(backend, config.get(key)) for key in ("bos_token", "eos_token"))
         # tokenizer.json's post-processor decides, as in transformers 5; the config's flags only fill in a missing one

@@ -21,10 +21,18 @@ from .. import kernels
 from ..errors import UnsupportedArchitectureError
 
 _LONGROPE = ("longrope", "su")  # "su" is LongRoPE's name in early Phi-3 configs
+INITIAL_ROWS = 4096  # positions whose cos/sin a model builds at load; more as its steps reach them
+
+
+def _factor(scaling: dict[str, Any], kind: str) -> float:
+    factor = scaling.get("factor")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < math.inf:
+        raise UnsupportedArchitectureError(f"{kind} rope scaling needs a positive factor, got {factor!r}")
+    return factor
 
 
 def _llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch.Tensor:
-    factor = scaling["factor"]
+    factor = _factor(scaling, "llama3")
     low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
     old_len = scaling.get("original_max_position_embeddings", 8192)
     wavelen = 2 * math.pi / inv_freq
@@ -62,7 +70,7 @@ def compute_inv_freq(
     if kind == "default":
         return inv_freq
     if kind == "linear":
-        return inv_freq / scaling["factor"]
+        return inv_freq / _factor(scaling, kind)
     if kind == "llama3":
         return _llama3_inv_freq(inv_freq, scaling)
     if kind in _LONGROPE:
@@ -109,18 +117,32 @@ class RotaryEmbedding(nn.Module):
         self.long_rows_start = longrope_original_length(scaling) if rope_type(scaling) in _LONGROPE else None
         self.cos: torch.Tensor | None = None
         self.sin: torch.Tensor | None = None
+        self._built, self._device = 0, "cpu"  # positions the tables hold (past the short rows, under LongRoPE)
         self._memo: tuple | None = None  # (positions, dtype, cos rows, sin rows) of the current step
 
     def build_cache(self, device: torch.device | str = "cpu") -> None:
-        """Precompute cos/sin for every position; called after the model leaves the meta device."""
+        """Precompute cos/sin for the first INITIAL_ROWS positions; called after the model leaves the meta device.
+        The tables grow (doubling) when a step reaches past them, up to max_positions: a model file may declare a
+        context of millions of positions, which costs nothing until they are used. Rows are the same either way."""
+        self._device = device
+        self._build(min(self.max_positions, INITIAL_ROWS))
+
+    def _build(self, num_positions: int) -> None:
         if self.long_rows_start is None:
-            freqs = self._freqs(self.max_positions, long_context=False, device=device)
+            freqs = self._freqs(num_positions, long_context=False, device=self._device)
         else:
-            short = self._freqs(self.long_rows_start, long_context=False, device=device)
-            freqs = torch.cat((short, self._freqs(self.max_positions, long_context=True, device=device)))
+            short = self._freqs(self.long_rows_start, long_context=False, device=self._device)
+            freqs = torch.cat((short, self._freqs(num_positions, long_context=True, device=self._device)))
         scale = attention_factor(self.scaling, self.max_positions)
         self.cos, self.sin = freqs.cos() * scale, freqs.sin() * scale
-        self._memo = None
+        self._built, self._memo = num_positions, None
+
+    def _cover(self, rows: torch.Tensor) -> None:
+        """Grow the tables to hold `rows` (positions past max_positions stay out of range)."""
+        offset = self.long_rows_start or 0
+        needed = int(rows.max()) + 1 - offset if rows.numel() else 0
+        if needed > self._built and self._built < self.max_positions:
+            self._build(min(self.max_positions, max(needed, 2 * self._built)))
 
     def _freqs(self, num_positions: int, long_context: bool, device: torch.device | str) -> torch.Tensor:
         inv_freq = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.freq_factors, long_context)
@@ -142,6 +164,7 @@ class RotaryEmbedding(nn.Module):
         # Every layer of a step passes the same positions tensor: look its rows up once per step, not per layer.
         memo = self._memo
         if memo is None or memo[0] is not positions or memo[1] != dtype:
+            self._cover(positions)
             cos, sin = self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
             memo = self._memo = (positions, dtype, cos, sin)
         return memo[2], memo[3]

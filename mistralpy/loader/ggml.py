@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 
 from ..errors import InvalidRequestError, ModelLoadError, ModelNotFoundError
+from ..gguf_metadata import describe
 from ..gguf_tokenizer import legacy_vocab_metadata
 from ..quant.ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType
 from .gguf import GGUFFile, _open_map
@@ -109,10 +110,10 @@ def _tensor_entry(r: _Reader) -> TensorEntry:
     try:
         qtype = GGMLQuantizationType(raw_type)
     except ValueError:
-        raise ValueError(f"tensor {name!r} has unknown type id {raw_type}") from None
+        raise ValueError(f"tensor {describe(name)} has unknown type id {raw_type}") from None
     block, type_size = GGML_QUANT_SIZES[qtype]
     if dims[0] % block:
-        raise ValueError(f"tensor {name!r}: rows of {dims[0]} are not whole {qtype.name} blocks")
+        raise ValueError(f"tensor {describe(name)}: rows of {dims[0]} are not whole {qtype.name} blocks")
     n_bytes = math.prod(dims) // block * type_size
     offset = r.pos
     r.take(n_bytes)
@@ -195,14 +196,16 @@ def _gguf_tensors(header: _Header, path: Path) -> dict[str, TensorEntry]:
         if entry.qtype not in SUPPORTED_TYPES:
             names = ", ".join(t.name for t in SUPPORTED_TYPES)
             raise ModelLoadError(
-                f"tensor {entry.name!r} in {path} has type {entry.qtype.name}; GGML files are read with {names} "
-                "tensors: convert it to GGUF (llama.cpp's convert_llama_ggml_to_gguf.py)"
+                f"tensor {describe(entry.name)} in {path} has type {entry.qtype.name}; GGML files are read with "
+                f"{names} tensors: convert it to GGUF (llama.cpp's convert_llama_ggml_to_gguf.py)"
             )
         name = _gguf_name(entry.name)
         if name is None:
-            raise ModelLoadError(f"unexpected tensor {entry.name!r} in {path}: GGML files are read as Llama models")
+            raise ModelLoadError(
+                f"unexpected tensor {describe(entry.name)} in {path}: GGML files are read as Llama models"
+            )
         if name in tensors:
-            raise ModelLoadError(f"duplicate tensor {entry.name!r} in {path}")
+            raise ModelLoadError(f"duplicate tensor {describe(entry.name)} in {path}")
         tensors[name] = TensorEntry(name, entry.qtype, entry.shape, entry.offset, entry.n_bytes)
     return tensors
 

@@ -15,10 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from ..gguf_metadata import describe
 from ..quant.ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType
 
 GGUF_MAGIC = 0x46554747  # "GGUF" read as a little-endian uint32
 GGUF_DEFAULT_ALIGNMENT = 32  # of the tensor data, unless general.alignment says otherwise
+GGML_MAX_DIMS = 4
+MAX_ARRAY_DEPTH = 8  # arrays of arrays: llama.cpp reads none, gguf-py writes them; the limit keeps recursion shallow
 
 
 class GGUFValueType(IntEnum):
@@ -68,6 +71,7 @@ class _Cursor:
     def __init__(self, buf: mmap.mmap) -> None:
         self.buf = buf
         self.pos = 0
+        self.depth = 0  # of the array being read
 
     def scalar(self, fmt: str) -> Any:
         (value,) = struct.unpack_from(fmt, self.buf, self.pos)
@@ -99,7 +103,12 @@ class _Cursor:
         fmt = _SCALAR_FORMATS.get(item_type)
         if fmt is None:
             self._need(count * 8)  # every string or nested array takes at least its 8-byte length
-            return [self.value(item_type) for _ in range(count)]
+            if self.depth == MAX_ARRAY_DEPTH:
+                raise GGUFFormatError(f"arrays nested more than {MAX_ARRAY_DEPTH} deep at byte {self.pos}")
+            self.depth += 1
+            values = [self.value(item_type) for _ in range(count)]
+            self.depth -= 1
+            return values
         size = struct.calcsize(fmt)
         self._need(count * size)
         values = np.frombuffer(self.buf, dtype=np.dtype(fmt), count=count, offset=self.pos)
@@ -121,6 +130,8 @@ def _read_metadata(cur: _Cursor, count: int) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     for _ in range(count):
         key = cur.string()
+        if key in metadata:
+            raise GGUFFormatError(f"duplicate key {describe(key)}")
         metadata[key] = cur.value(cur._value_type(cur.scalar("<I")))
     return metadata
 
@@ -128,12 +139,17 @@ def _read_metadata(cur: _Cursor, count: int) -> dict[str, Any]:
 def _read_tensor_entry(cur: _Cursor) -> tuple[str, GGMLQuantizationType, tuple[int, ...], int]:
     name = cur.string()
     n_dims = cur.scalar("<I")
+    if n_dims > GGML_MAX_DIMS:
+        raise GGUFFormatError(f"tensor {describe(name)} has {n_dims} dimensions (at most {GGML_MAX_DIMS})")
     dims = [cur.scalar("<Q") for _ in range(n_dims)]
     raw_type = cur.scalar("<I")
     try:
         qtype = GGMLQuantizationType(raw_type)
     except ValueError:
-        raise GGUFFormatError(f"tensor {name!r} has unknown type id {raw_type}") from None
+        raise GGUFFormatError(f"tensor {describe(name)} has unknown type id {raw_type}") from None
+    block_size = GGML_QUANT_SIZES[qtype][0]
+    if dims and dims[0] % block_size:
+        raise GGUFFormatError(f"tensor {describe(name)}: rows of {dims[0]} are not whole {qtype.name} blocks")
     return name, qtype, tuple(reversed(dims)), cur.scalar("<Q")
 
 
@@ -145,10 +161,12 @@ def _tensor_entries(cur: _Cursor, count: int, alignment: int, file_size: int) ->
         block_size, type_size = GGML_QUANT_SIZES[qtype]
         n_bytes = math.prod(shape) // block_size * type_size
         entry = TensorEntry(name, qtype, shape, data_start + rel_offset, n_bytes)
+        if rel_offset % alignment:
+            raise GGUFFormatError(f"tensor {describe(name)} has offset {rel_offset}, not a multiple of {alignment}")
         if entry.offset + n_bytes > file_size:
-            raise GGUFFormatError(f"tensor {name!r} runs past the end of the file")
+            raise GGUFFormatError(f"tensor {describe(name)} runs past the end of the file")
         if name in tensors:
-            raise GGUFFormatError(f"duplicate tensor {name!r}")
+            raise GGUFFormatError(f"duplicate tensor {describe(name)}")
         tensors[name] = entry
     return tensors
 
@@ -168,8 +186,13 @@ def parse_header(buf: mmap.mmap) -> GGUFHeader:
         cur._need(kv_count * 12 + tensor_count * 24)  # the smallest possible entries: catches garbage counts early
         metadata = _read_metadata(cur, kv_count)
         alignment = metadata.get("general.alignment", GGUF_DEFAULT_ALIGNMENT)
-        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
-            raise GGUFFormatError(f"invalid general.alignment {alignment!r}")
+        if (
+            not isinstance(alignment, int)
+            or isinstance(alignment, bool)
+            or alignment <= 0
+            or alignment & (alignment - 1)
+        ):
+            raise GGUFFormatError(f"invalid general.alignment {describe(alignment)}")
         tensors = _tensor_entries(cur, tensor_count, alignment, len(buf))
     except struct.error:
         raise GGUFFormatError(f"header runs past the end of the file at byte {cur.pos}") from None

@@ -22,6 +22,7 @@ from .quantized_weights import (
     FLOAT_TYPES,
     RawPart,
     all_float,
+    check_supported,
     concat_parts,
     dense_from_parts,
     embedding_from_part,
@@ -33,6 +34,7 @@ from .quantized_weights import (
 )
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
+_ANY_LAYER = re.compile(r"^(?:blk|model\.layers)\.(\d+)\.")  # GGUF's names and Hugging Face's
 
 
 def load_model(
@@ -50,6 +52,7 @@ def load_model(
     isq_type = isq.resolve_isq(quantization)
     if isq_type is not None:
         _check_not_quantized(source, quantization)
+    _check_layer_count(source, cfg)
     with torch.device("meta"):
         model = cls(cfg)
     expected = set(model.state_dict())
@@ -68,6 +71,16 @@ def load_model(
     model.rotary.build_cache()
     release_load_memory(source)
     return model.eval()
+
+
+def _check_layer_count(source, cfg: ModelConfig) -> None:
+    """Before a model of that many layers is built: the metadata may not declare more than the file has weights for."""
+    indices = [int(m.group(1)) for m in map(_ANY_LAYER.match, source.tensor_names) if m is not None]
+    layers = max(indices, default=-1) + 1
+    if cfg.num_hidden_layers > layers and (indices or hasattr(source, "raw_tensor")):  # HF: names as expected
+        raise ModelLoadError(
+            f"the metadata declares {cfg.num_hidden_layers} layers, but the file holds the weights of {layers}"
+        )
 
 
 def _check_not_quantized(source, quantization: str) -> None:
@@ -89,6 +102,7 @@ class _WeightReader:
         self.source, self.cls, self.cfg, self.model, self.dtype = source, cls, cfg, model, dtype
         self.is_gguf = hasattr(source, "raw_tensor")  # GGUF-style block storage and tensor names (GGUF, GGML)
         self.quantized, self.isq_type = quantized, isq_type
+        self.expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}  # from the metadata
         self.state: dict[str, torch.Tensor] = {}
         self.raw: dict[str, list[RawPart]] = {}  # module name -> its weight's parts, kept as blocks
         self.modules: dict[str, torch.nn.Module] = {}
@@ -117,7 +131,7 @@ class _WeightReader:
         if "{e}" not in hf_name:
             return [(hf_name, self._read(name, hf_name, self._kind(hf_name)))]
         first = hf_name.replace("{e}", "0")
-        stacked = self._read(name, first, self._kind(first))
+        stacked = self._read(name, first, self._kind(first), stacked=True)
         return [(hf_name.replace("{e}", str(e)), w) for e, w in enumerate(split_experts(stacked))]
 
     def _kind(self, hf_name: str) -> str | None:
@@ -145,19 +159,45 @@ class _WeightReader:
             return None
         return hf_name
 
-    def _read(self, name: str, hf_name: str, kind: str | None) -> torch.Tensor | RawPart:
+    def _read(self, name: str, hf_name: str, kind: str | None, stacked: bool = False) -> torch.Tensor | RawPart:
+        if self.is_gguf:  # before the transform reshapes it, or blocks are cut into rows
+            qtype, shape = self.source.tensor_info(name)
+            check_supported(name, qtype)
+            if stacked and len(shape) != 3:
+                raise ModelLoadError(f"tensor {name!r} of stacked experts has shape {shape}; expected 3 dimensions")
+            self._check_shape(name, hf_name, shape[1:] if stacked else shape)
         if self.is_gguf and kind is not None and (self.quantized or self.isq_type is not None):
             raw, qtype, shape = self.source.raw_tensor(name)
             return RawPart(self.cls.gguf_transform(hf_name, raw, self.cfg), qtype, shape)
         if kind == "linear" and self.isq_type is not None:
             return self.source.load_tensor(name, None)  # quantized below, from the stored precision
         tensor = self.source.load_tensor(name, self.dtype)
+        if not self.is_gguf:
+            self._check_shape(name, hf_name, tuple(tensor.shape))
         return self.cls.gguf_transform(hf_name, tensor, self.cfg) if self.is_gguf else tensor
+
+    def _check_shape(self, name: str, hf_name: str, shape: tuple[int, ...]) -> None:
+        """A stored weight's shape against the one the metadata gives it; a part of a fused weight (q of qkv) must
+        match in its columns and fit in its rows (the sum is checked when the parts are put together)."""
+        fused = _fused_target(hf_name, self.cls.fused)
+        expected = self.expected.get(hf_name if fused is None else fused[0])
+        if expected is None:  # a name the model lacks: reported with the others once all are read
+            return
+        fits = shape == expected if fused is None else len(shape) == len(expected) and shape[1:] == expected[1:]
+        if not fits or (fused is not None and shape[0] > expected[0]):
+            what = "a part of one" if fused else "one"
+            raise ModelLoadError(
+                f"tensor {name!r} has shape {shape}, but the {self.cfg.architecture} metadata makes {what} of shape "
+                f"{expected}"
+            )
 
     def _put(self, target: str, pieces: list[torch.Tensor | RawPart]) -> None:
         if self.isq_type is not None and weight_kind(self.model, target) == "linear":
             pieces = [self._quantize(p) for p in pieces]
         module_name = target.rpartition(".")[0]
+        rows, expected = sum(p.shape[0] for p in pieces), self.expected.get(target)
+        if len(pieces) > 1 and expected is not None and rows != expected[0]:
+            raise ModelLoadError(f"the parts of {target} have {rows} rows; the metadata makes {expected[0]}")
         if self.quantized and all(isinstance(p, RawPart) for p in pieces) and not all_float(pieces):
             self.raw[module_name] = concat_parts(pieces)
         else:

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from ..config import WEIGHT_MODES
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, ModelLoadError
 from ..layers.linear import Linear
 from ..quant.ggml_types import GGMLQuantizationType
-from ..quant.gguf_dequant import dequantize
+from ..quant.gguf_dequant import SUPPORTED_TYPES, dequantize
 from ..quant.quantized_embedding import QuantizedEmbedding
 from ..quant.quantized_linear import FusedQuantizedLinear, GGUFLinear, QuantizedLinear
 
@@ -26,6 +26,11 @@ class RawPart(NamedTuple):
     raw: torch.Tensor
     qtype: GGMLQuantizationType
     shape: tuple[int, int]
+
+
+def check_supported(name: str, qtype: GGMLQuantizationType) -> None:
+    if qtype not in SUPPORTED_TYPES:
+        raise ModelLoadError(f"tensor {name!r} is stored as {qtype.name}, a type mistralpy cannot load")
 
 
 def keep_quantized(weights: str, dtype: torch.dtype) -> bool:

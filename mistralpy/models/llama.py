@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import ModelLoadError
 from ..layers.activation import silu_and_mul
 from ..layers.attention import Attention, AttentionMetadata
 from ..layers.decoder_stack import DecoderStack, StackLayer
@@ -199,12 +200,14 @@ class LlamaForCausalLM(nn.Module):
     def gguf_transform(hf_name: str, tensor: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
         """llama.cpp's converter interleaves the rotary halves of q/k rows; undo it to the HF layout."""
         if hf_name.endswith("q_proj.weight"):
-            return unpermute_rotary(tensor, cfg.num_attention_heads)
+            return unpermute_rotary(tensor, cfg.num_attention_heads, hf_name)
         if hf_name.endswith("k_proj.weight"):
-            return unpermute_rotary(tensor, cfg.num_key_value_heads)
+            return unpermute_rotary(tensor, cfg.num_key_value_heads, hf_name)
         return tensor
 
 
-def unpermute_rotary(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+def unpermute_rotary(w: torch.Tensor, n_heads: int, name: str = "a q/k projection") -> torch.Tensor:
     rows = w.shape[0]
+    if rows % (2 * n_heads):
+        raise ModelLoadError(f"the {rows} rows of {name} are not {n_heads} heads of rotary pairs")
     return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)

@@ -206,5 +206,7 @@ def dequantize(raw: np.ndarray | torch.Tensor, qtype: GGMLQuantizationType, shap
     n_bytes = n_elements // block_size * type_size
     if data.numel() != n_bytes:
         raise ModelLoadError(f"{qtype.name} tensor of shape {shape} needs {n_bytes} bytes, got {data.numel()}")
+    if n_elements == 0:  # no blocks: the decoders' reshapes cannot infer a size
+        return torch.zeros(shape)
     blocks = data.reshape(-1, type_size)
     return decoder(blocks).reshape(shape)
