@@ -4,7 +4,9 @@
 // dims stay in registers for all the keys.
 #pragma once
 #include <c10/util/BFloat16.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>

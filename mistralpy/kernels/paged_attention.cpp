@@ -4,7 +4,9 @@
 // int8 rows (kv_cache.h), whose scale multiplies a row's scores and weights.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 #include <cmath>
 #include <limits>

@@ -7,7 +7,9 @@
 // the sum they are divided by is taken in float32. Optional sliding window and soft-cap, as in decode attention.
 // An int8 cache's rows (kv_cache.h) are dequantized to bf16 as they are packed.
 #include <ATen/Parallel.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 #include <omp.h>
 
 #include <algorithm>
