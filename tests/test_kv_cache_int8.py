@@ -11,13 +11,13 @@ from mistralpy.errors import InvalidRequestError
 from mistralpy.layers.attention import AttentionMetadata, PrefillSpan, paged_attention
 from mistralpy.layers.kv_cache import dequantize_rows, gather, quantize_rows, write_kv
 
+from . import machine
 from .test_isq_quality import perplexity
 
 
 @pytest.fixture
 def native(native_kernels):
-    if native_kernels is None:
-        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
+    machine.require_native()
     return native_kernels
 
 
@@ -77,8 +77,8 @@ def test_decode_kernel_on_an_int8_cache(native, dtype, rtol, window, softcap, he
 
 @pytest.mark.parametrize("n, ctx", [(37, 37), (20, 53)])  # a prompt; a chunk after 33 cached positions
 def test_prefill_kernel_on_an_int8_cache(native, n, ctx):
-    if not native.has_prefill_attention():
-        pytest.skip("the native prefill attention needs AVX-512 BF16")
+    machine.require_native_prefill_attention()
+    assert native.has_prefill_attention()
     gen = torch.Generator().manual_seed(0)
     kv = quantize_rows(_rows(2, 9, 16, 3, 64) / 3)  # unit variance, as in test_native_prefill_attention
     span = PrefillSpan(n, ctx, torch.randperm(9, generator=gen)[: -(-ctx // 16)])

@@ -10,11 +10,12 @@ from mistralpy import LLM, SamplingParams
 from mistralpy.layers.attention import AttentionMetadata, paged_attention
 from mistralpy.layers.kv_cache import dequantize_rows, quantize_rows
 
+from . import machine
+
 
 @pytest.fixture
 def kernel(native_kernels):
-    if native_kernels is None:
-        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
+    machine.require_native()
     return native_kernels.decode_attention
 
 

@@ -6,9 +6,6 @@ bf16 step, on a small fraction of the elements."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -17,17 +14,18 @@ from mistralpy.layers.activation import silu_and_mul
 from mistralpy.layers.norm import GemmaRMSNorm, RMSNorm
 from mistralpy.layers.rotary import RotaryEmbedding
 
+from . import machine
+
 
 @pytest.fixture
 def both(native_kernels, monkeypatch):
     """Runs a function with the kernels off (the torch path) and on: -> (torch result, native result)."""
-    if native_kernels is None:
-        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
+    machine.require_native()
 
     def run(fn):
-        monkeypatch.setitem(kernels._state, "module", None)
+        monkeypatch.setattr(kernels._process, "module", None)
         plain = fn()
-        monkeypatch.setitem(kernels._state, "module", native_kernels)
+        monkeypatch.setattr(kernels._process, "module", native_kernels)
         return plain, fn()
 
     return run
@@ -73,39 +71,3 @@ def test_rotary_is_bit_exact(both) -> None:
 
     (q0, k0), (q1, k1) = both(run)
     assert torch.equal(q0, q1) and torch.equal(k0, k1)
-
-
-def test_the_built_library_is_found_where_torch_builds_it(monkeypatch, tmp_path):
-    """A finished build is loaded directly (without torch's extension loader), so the loader's directory rule is
-    repeated in kernels._build_dir: it must name the same place, with and without TORCH_EXTENSIONS_DIR."""
-    from torch.utils.cpp_extension import _get_build_directory
-
-    assert kernels._build_dir() == Path(_get_build_directory(kernels._NAME, False))
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    assert kernels._build_dir() == Path(_get_build_directory(kernels._NAME, False))
-    assert not kernels._up_to_date()  # nothing built there: the loader (which compiles) is the way
-
-
-def test_a_source_newer_than_the_build_goes_through_the_loader(native_kernels, monkeypatch, tmp_path):
-    if native_kernels is None or not kernels.is_built():
-        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
-    built = kernels._library().stat().st_mtime
-    assert kernels._up_to_date()
-    newer = Path(kernels.__file__).with_name("isa.h").stat().st_mtime > built
-    assert not newer
-    monkeypatch.setattr(Path, "stat", _stat_with_mtime(Path.stat, "isa.h", built + 1))
-    assert not kernels._up_to_date()
-
-
-def _stat_with_mtime(stat, name: str, mtime: float):
-    """Path.stat, with `name`'s modification time replaced."""
-
-    def patched(self, *args, **kwargs):
-        result = stat(self, *args, **kwargs)
-        if self.name != name:
-            return result
-        fields = list(result)
-        fields[8] = mtime  # st_mtime
-        return os.stat_result(fields, {"st_mtime": mtime})
-
-    return patched

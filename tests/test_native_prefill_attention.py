@@ -9,11 +9,13 @@ import torch
 from mistralpy import LLM, SamplingParams
 from mistralpy.layers.attention import AttentionMetadata, PrefillSpan, paged_attention
 
+from . import machine
+
 
 @pytest.fixture
 def kernel(native_kernels):
-    if native_kernels is None or not native_kernels.has_prefill_attention():
-        pytest.skip("the native prefill attention is not built here (it needs AVX-512 BF16 and a compiler)")
+    machine.require_native_prefill_attention()
+    assert native_kernels.has_prefill_attention(), "this machine must run the native prefill attention"
     return native_kernels.prefill_attention
 
 
