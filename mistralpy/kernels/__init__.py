@@ -50,7 +50,8 @@ _process = _Process()
 
 
 def enabled() -> bool:
-    return os.environ.get("MISTRALPY_NATIVE", "1") != "0"
+    """On unless MISTRALPY_NATIVE=0; POSIX only (the build's flags are GCC's and Clang's)."""
+    return os.environ.get("MISTRALPY_NATIVE", "1") != "0" and os.name == "posix"
 
 
 def loaded() -> ModuleType | None:

@@ -8,7 +8,6 @@ other builder of the key is alive, so a baton it finds is a dead build's, and it
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -24,6 +23,8 @@ class BuilderLock:
 
     def acquire(self, wait: bool, patience_s: float = 0.0) -> bool:
         """Take the lock: waiting for it (wait), or trying for up to patience_s seconds; False if another holds it."""
+        import fcntl  # POSIX only, as the kernels are (kernels.enabled)
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + patience_s
