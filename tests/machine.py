@@ -43,8 +43,9 @@ NINJA = _ninja()
 NATIVE_REQUESTED = os.environ.get("MISTRALPY_NATIVE", "1") != "0"
 
 # The machine can build the native kernels: a failed build is then a failure of the suite, never a skip.
-CAN_BUILD_NATIVE = NATIVE_REQUESTED and COMPILER is not None and NINJA is not None
+CAN_BUILD_NATIVE = NATIVE_REQUESTED and os.name == "posix" and COMPILER is not None and NINJA is not None
 # -march=native gives the compiler these flags; kernels/isa.h turns them into the fast kernels.
+AVX512F = ARCH == "x86_64" and "avx512f" in CPU_FLAGS
 AVX512_BF16 = ARCH == "x86_64" and {"avx512f", "avx512bw", "avx512_bf16"} <= CPU_FLAGS
 AVX512_VNNI = AVX512_BF16 and "avx512_vnni" in CPU_FLAGS
 # This machine must run the native prefill attention, and the native quantized matmul (and the DecoderStack on it).
@@ -55,6 +56,8 @@ NATIVE_QMATMUL = CAN_BUILD_NATIVE and AVX512_VNNI
 def why_no_native() -> str:
     if not NATIVE_REQUESTED:
         return "the native kernels are turned off (MISTRALPY_NATIVE=0)"
+    if os.name != "posix":
+        return "the native kernels are built on POSIX systems only"
     missing = [name for name, found in (("a C++ compiler", COMPILER), ("ninja", NINJA)) if found is None]
     return f"this machine cannot build the native kernels: no {' and no '.join(missing)}"
 

@@ -273,6 +273,10 @@ def test_the_session_loaded_the_keyed_build(native_kernels):
     assert Path(native_kernels.__file__) == where.library
     assert json.loads(where.key_file.read_text()) == json.loads(build_key.current_key().to_json())
     assert where.failure() is None
+    # the build has exactly the kernels this machine's CPU allows: on a CPU without them, a build that has them was
+    # made for another CPU
+    assert native_kernels.has_qmatmul() == machine.AVX512_VNNI
+    assert native_kernels.has_prefill_attention() == machine.AVX512_BF16
 
 
 def test_a_failed_build_fails_the_test_run(fake_cxx):

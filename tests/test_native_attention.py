@@ -19,7 +19,12 @@ def kernel(native_kernels):
     return native_kernels.decode_attention
 
 
-@pytest.mark.parametrize("dtype, atol", [(torch.float32, 2e-6), (torch.bfloat16, 2e-2)])
+# float32: AVX-512 builds take 16 lanes and a vector exp; the others (measured on an x86-64-v3 build: 2.1e-6) 8 lanes
+# or fewer and std::exp, summed in another order
+F32_ATOL = 2e-6 if machine.AVX512F else 4e-6
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, F32_ATOL), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("window, softcap", [(None, None), (5, None), (None, 3.0), (7, 20.0)])
 # bf16 64 and 128: 16 keys at a time (decode_tiles.h); 32: bf16 rows 16 lanes at a time; 24: the generic loop
 @pytest.mark.parametrize("head_dim", [128, 64, 32, 24])
