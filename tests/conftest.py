@@ -5,6 +5,7 @@ import signal
 import openai
 import pytest
 
+from . import machine
 from .families import build as build_family
 from .helpers import llama_to_gguf, make_tiny_llama, save_tokenizer
 from .server_process import KEY, start_test_server
@@ -13,10 +14,18 @@ from .server_process import KEY, start_test_server
 @pytest.fixture(scope="session", autouse=True)
 def native_kernels():
     """Build (or load) the native kernels before any engine starts, so every engine of the run takes the same
-    attention path; None where they cannot be built (the torch paths are tested then)."""
+    attention path. None only where tests/machine.py says this machine cannot build them (the torch paths are
+    tested then); where it can, a failed build fails the run, with the compiler's output and the log's path."""
     from mistralpy import kernels
 
-    return kernels.build() if kernels.enabled() else None
+    if not machine.CAN_BUILD_NATIVE:
+        return None
+    try:
+        return kernels.build(timeout_s=1800)
+    except kernels.KernelBuildError as e:
+        pytest.fail(
+            f"this machine can build the native kernels (tests/machine.py) and the build failed: {e}", pytrace=False
+        )
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import torch
 
 from mistralpy.loader.default_model import default_model_path
 
+from . import machine
 from .families import BASE_CONFIG
 from .families.gguf_writer import copy_tokenizer, permute_llama_qk
 
@@ -138,20 +139,21 @@ def gguf_to_hf_folder(gguf_path: str, folder: Path, tokenizer_dir: Path) -> None
 
 
 def group32_linear_cls() -> type:
-    """The class the loader picks for GGUF types with groups of 32: the native kernel where it is built."""
+    """The class the loader must pick for GGUF types with groups of 32 on this machine (tests/machine.py): the native
+    kernel where the CPU has AVX-512 BF16 and VNNI, else torch's int4 kernel."""
     from mistralpy.quant.int4_linear import Int4PackLinear
-    from mistralpy.quant.native_linear import NativeQuantLinear, native_qmatmul
+    from mistralpy.quant.native_linear import NativeQuantLinear
 
-    return NativeQuantLinear if native_qmatmul() is not None else Int4PackLinear
+    return NativeQuantLinear if machine.NATIVE_QMATMUL else Int4PackLinear
 
 
 def quantized_linear_cls(qtype) -> type:
-    """The class the loader picks for a GGUF type: the native kernel where it is built and takes the type (every
-    group-quantized one), else torch's int4 kernel for groups of 32, else blocks plus a dense copy."""
+    """The class the loader must pick for a GGUF type on this machine: the native kernel where the machine has it
+    (every group-quantized type), else torch's int4 kernel for groups of 32, else blocks plus a dense copy."""
     from mistralpy.quant.int4_linear import INT4_TYPES
-    from mistralpy.quant.native_linear import NATIVE_TYPES, NativeQuantLinear, native_qmatmul
+    from mistralpy.quant.native_linear import NATIVE_TYPES, NativeQuantLinear
     from mistralpy.quant.quantized_linear import DenseLinear
 
-    if qtype in NATIVE_TYPES and native_qmatmul() is not None:
+    if qtype in NATIVE_TYPES and machine.NATIVE_QMATMUL:
         return NativeQuantLinear
     return group32_linear_cls() if qtype in INT4_TYPES else DenseLinear

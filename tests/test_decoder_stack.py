@@ -9,14 +9,16 @@ import pytest
 from mistralpy import LLM, SamplingParams
 from mistralpy.quant.native_linear import NativeQuantLinear, native_qmatmul
 
+from . import machine
+
 PROMPTS = [[5, 100, 2000, 31, 7, 9], list(range(300, 341)), list(range(1000, 1023))]
 PARAMS = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, logprobs=3)
 
 
 @pytest.fixture
 def needs_qmatmul():
-    if native_qmatmul() is None:
-        pytest.skip("the native quantized matmul is not built here (it needs AVX-512 BF16 and VNNI and a compiler)")
+    machine.require_native_qmatmul()
+    assert native_qmatmul() is not None, "this machine must run the native quantized matmul (tests/machine.py)"
 
 
 def _stack_model(llm: LLM):

@@ -11,6 +11,7 @@ from mistralpy import LLM, SamplingParams
 from mistralpy.loader.default_model import default_model_path
 from mistralpy.quant.native_linear import native_qmatmul, use_kernel_reference
 
+from . import machine
 from .test_isq_quality import perplexity
 
 pytestmark = pytest.mark.slow
@@ -101,8 +102,8 @@ def test_fast_path_equals_the_kernel_reference():
     the reference path: the same weights with the kernel's arithmetic spelled in torch (qmatmul_reference: x rounded
     to int8 per group of 32, integer sums, float32 fused multiply-adds in the kernel's order), each layer on its own.
     Measured (2026-11-24): all 38 prompts equal for all 32 tokens. Asserted: all of them."""
-    if native_qmatmul() is None:
-        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
+    machine.require_native_qmatmul()
+    assert native_qmatmul() is not None, "this machine must run the native quantized matmul (tests/machine.py)"
     params = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True)
     fast = [o.outputs[0].token_ids for o in LLM(dtype="bfloat16").generate(AGREEMENT_PROMPTS, params)]
     reference = LLM(dtype="bfloat16")

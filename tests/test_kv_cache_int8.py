@@ -17,6 +17,7 @@ from mistralpy.layers.kv_cache import dequantize_rows, gather, quantize_rows, wr
 from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
 
+from . import machine
 from .int8_rounding import SAMPLES, Z, decode_rows, expected_with_tolerance, noisy_attention
 from .model_steps import BLOCK
 from .test_isq_quality import perplexity
@@ -24,8 +25,7 @@ from .test_isq_quality import perplexity
 
 @pytest.fixture
 def native(native_kernels):
-    if native_kernels is None:
-        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
+    machine.require_native()
     return native_kernels
 
 
@@ -134,8 +134,8 @@ def _int8_cache(blocks: int, block_size: int, kv_heads: int, head_dim: int, seed
 
 @pytest.fixture(params=["torch", "native"])
 def kernels_or_none(request, native_kernels):
-    if request.param == "native" and native_kernels is None:
-        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
+    if request.param == "native":
+        machine.require_native()
     return native_kernels if request.param == "native" else None
 
 
@@ -165,8 +165,6 @@ def test_decode_attention_on_an_int8_cache_within_its_rounding(kernels_or_none, 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_prefill_attention_on_an_int8_cache_within_its_rounding(kernels_or_none, n, ctx, window, softcap, dtype):
     kernel = None if kernels_or_none is None else kernels_or_none.prefill_attention
-    if kernel is not None and (dtype != torch.bfloat16 or not kernels_or_none.has_prefill_attention()):
-        pytest.skip("the native prefill attention takes bf16 and needs AVX-512 BF16")
     gen = torch.Generator().manual_seed(2)
     kv = _int8_cache(9, 16, 3, 64, seed=2)
     span = PrefillSpan(n, ctx, torch.randperm(9, generator=gen)[: -(-ctx // 16)])

@@ -10,17 +10,22 @@ from mistralpy import LLM, SamplingParams
 from mistralpy.layers.attention import AttentionMetadata, paged_attention
 from mistralpy.layers.kv_cache import dequantize_rows, quantize_rows
 
+from . import machine
 from .test_kv_cache_int8 import _quantize_q
 
 
 @pytest.fixture
 def kernel(native_kernels):
-    if native_kernels is None:
-        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
+    machine.require_native()
     return native_kernels.decode_attention
 
 
-@pytest.mark.parametrize("dtype, atol", [(torch.float32, 2e-6), (torch.bfloat16, 2e-2)])
+# float32: AVX-512 builds take 16 lanes and a vector exp; the others (measured on an x86-64-v3 build: 2.1e-6) 8 lanes
+# or fewer and std::exp, summed in another order
+F32_ATOL = 2e-6 if machine.AVX512F else 4e-6
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, F32_ATOL), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("window, softcap", [(None, None), (5, None), (None, 3.0), (7, 20.0)])
 # 64 and 128: whole vectors; 32: half a bf16 chunk; 24: partial vectors everywhere
 @pytest.mark.parametrize("head_dim", [128, 64, 32, 24])

@@ -6,29 +6,24 @@ bf16 step, on a small fraction of the elements."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
-from mistralpy import kernels
+from mistralpy import LLM, SamplingParams, kernels
 from mistralpy.layers.activation import silu_and_mul
 from mistralpy.layers.norm import GemmaRMSNorm, RMSNorm
 from mistralpy.layers.rotary import RotaryEmbedding
 
+from . import machine
+
 
 @pytest.fixture
-def both(native_kernels, monkeypatch):
-    """Runs a function with the kernels off (the torch path) and on: -> (torch result, native result)."""
-    if native_kernels is None:
-        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
+def both(native_kernels):
+    """Runs fn(native) without the kernels (the torch path) and with them: -> (torch result, native result)."""
+    machine.require_native()
 
     def run(fn):
-        monkeypatch.setitem(kernels._state, "module", None)
-        plain = fn()
-        monkeypatch.setitem(kernels._state, "module", native_kernels)
-        return plain, fn()
+        return fn(None), fn(native_kernels)
 
     return run
 
@@ -46,15 +41,23 @@ def test_rms_norm(both, cls) -> None:
     norm.weight.data = torch.randn(576).bfloat16()
     norm.to(torch.bfloat16)
     x = (torch.randn(2, 37, 576) * 3).bfloat16()
-    plain, native = both(lambda: norm(x))
+
+    def with_kernels(x):
+        def call(native):
+            norm.native = native
+            return norm(x)
+
+        return call
+
+    plain, native = both(with_kernels(x))
     assert_within_one_bf16_step(plain, native)
     strided = torch.randn(5, 1000).bfloat16()[:, 100:676]  # rows with a stride, as a split's parts have
-    assert_within_one_bf16_step(*both(lambda: norm(strided)))
+    assert_within_one_bf16_step(*both(with_kernels(strided)))
 
 
 def test_silu_and_mul(both) -> None:
     x = (torch.randn(3, 7, 2 * 1536) * 4).bfloat16()
-    plain, native = both(lambda: silu_and_mul(x))
+    plain, native = both(lambda native: silu_and_mul(x, native))
     assert native.shape == (3, 7, 1536)
     assert_within_one_bf16_step(plain, native)
 
@@ -67,45 +70,34 @@ def test_rotary_is_bit_exact(both) -> None:
     q, k = q.view(7, 9, 64), k.view(7, 3, 64)
     positions = torch.tensor([0, 5, 9, 100, 4000, 3, 1])
 
-    def run():
-        rotary._memo = None
+    def run(native):
+        rotary._memo, rotary.native = None, native
         return rotary(positions, q, k)
 
     (q0, k0), (q1, k1) = both(run)
     assert torch.equal(q0, q1) and torch.equal(k0, k1)
 
 
-def test_the_built_library_is_found_where_torch_builds_it(monkeypatch, tmp_path):
-    """A finished build is loaded directly (without torch's extension loader), so the loader's directory rule is
-    repeated in kernels._build_dir: it must name the same place, with and without TORCH_EXTENSIONS_DIR."""
-    from torch.utils.cpp_extension import _get_build_directory
+def test_an_engine_keeps_the_kernels_it_started_with(native_kernels, tiny_llama, monkeypatch):
+    """Layers call the kernels their model was bound to, not whatever the process loaded since: an engine started
+    without kernels gives the same logprobs after another engine loads them (and the kernels do change them)."""
+    machine.require_native()
+    prompt = {"prompt_token_ids": [5, 100, 2000, 31, 7, 9, 400, 12]}
+    params = SamplingParams(temperature=0, max_tokens=6, logprobs=3, ignore_eos=True)
 
-    assert kernels._build_dir() == Path(_get_build_directory(kernels._NAME, False))
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    assert kernels._build_dir() == Path(_get_build_directory(kernels._NAME, False))
-    assert not kernels._up_to_date()  # nothing built there: the loader (which compiles) is the way
+    def engine(with_kernels: bool) -> LLM:
+        with monkeypatch.context() as m:
+            if not with_kernels:
+                m.setattr(kernels, "native_module", lambda: None)
+                m.setattr(kernels._process, "module", None)
+            return LLM(str(tiny_llama[2]), dtype="bfloat16")
 
+    def logprobs(llm: LLM) -> list[dict]:
+        [out] = llm.generate([prompt], params)
+        return [{t: lp.logprob for t, lp in step.items()} for step in out.outputs[0].logprobs]
 
-def test_a_source_newer_than_the_build_goes_through_the_loader(native_kernels, monkeypatch, tmp_path):
-    if native_kernels is None or not kernels.is_built():
-        pytest.skip("native kernels cannot be built here (no compiler or ninja)")
-    built = kernels._library().stat().st_mtime
-    assert kernels._up_to_date()
-    newer = Path(kernels.__file__).with_name("isa.h").stat().st_mtime > built
-    assert not newer
-    monkeypatch.setattr(Path, "stat", _stat_with_mtime(Path.stat, "isa.h", built + 1))
-    assert not kernels._up_to_date()
-
-
-def _stat_with_mtime(stat, name: str, mtime: float):
-    """Path.stat, with `name`'s modification time replaced."""
-
-    def patched(self, *args, **kwargs):
-        result = stat(self, *args, **kwargs)
-        if self.name != name:
-            return result
-        fields = list(result)
-        fields[8] = mtime  # st_mtime
-        return os.stat_result(fields, {"st_mtime": mtime})
-
-    return patched
+    without = engine(with_kernels=False)
+    reference = logprobs(without)
+    assert logprobs(engine(with_kernels=True)) != reference  # the kernels round differently in bf16
+    assert kernels.loaded() is native_kernels
+    assert logprobs(without) == reference

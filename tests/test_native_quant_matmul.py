@@ -17,6 +17,7 @@ from mistralpy.quant.native_linear import (
     unpack_panels,
 )
 
+from . import machine
 from .helpers import random_blocks
 from .test_quant_linear import BF16_TOL, assert_matmul_close, reference
 
@@ -52,8 +53,8 @@ def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizat
     """37 weight rows (two panels and a partial one) against 1-17, 47 and 150 rows of x (passes of 8, 4, 2 and 1
     rows; blocks of 64 rows). Each x row's sums are formed in the same order whatever the batch: a row's result is
     bit for bit its result alone."""
-    if native_qmatmul() is None:
-        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
+    machine.require_native_qmatmul()
+    assert native_qmatmul() is not None, "this machine must run the native quantized matmul (tests/machine.py)"
     cols = 256 if GGML_QUANT_SIZES[qtype][0] == 256 else 224
     raw = random_blocks(qtype, 37, cols, seed=3)
     kernels = native_qmatmul()
@@ -75,8 +76,8 @@ def test_native_kernel_equals_its_torch_spelling(native_kernels, qtype: GGMLQuan
     """qmatmul_reference computes the kernel's arithmetic (int8 x per group, integer sums, fused multiply-adds in its
     order) in torch: the results are equal bit for bit, bf16 and float32 alike, with a bias. x has outlier channels,
     an all-zero group and ties at half a code."""
-    if native_qmatmul() is None:
-        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
+    machine.require_native_qmatmul()
+    assert native_qmatmul() is not None, "this machine must run the native quantized matmul (tests/machine.py)"
     cols = 256 if GGML_QUANT_SIZES[qtype][0] == 256 else 224
     raw = random_blocks(qtype, 37, cols, seed=7)
     bias = torch.randn(37, generator=torch.Generator().manual_seed(1)).bfloat16()
@@ -98,8 +99,8 @@ def test_native_kernel_equals_its_torch_spelling(native_kernels, qtype: GGMLQuan
 
 
 def test_native_kernel_rejects_mismatched_arguments(native_kernels) -> None:
-    if native_qmatmul() is None:
-        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
+    machine.require_native_qmatmul()
+    assert native_qmatmul() is not None, "this machine must run the native quantized matmul (tests/machine.py)"
     kernels = native_qmatmul()
     raw = random_blocks(Q.Q4_0, 20, 64, seed=5)
     layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), Q.Q4_0, (20, 64), None, kernels)

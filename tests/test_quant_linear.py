@@ -32,6 +32,7 @@ from mistralpy.quant.native_linear import (
 from mistralpy.quant.quantized_embedding import QuantizedEmbedding
 from mistralpy.quant.quantized_linear import FusedQuantizedLinear, GGUFLinear, QuantizedLinear
 
+from . import machine
 from .helpers import group32_linear_cls, llama_to_gguf, make_tiny_llama, quantized_linear_cls, random_blocks
 
 Q = GGMLQuantizationType
@@ -138,8 +139,9 @@ def test_int4_memory_is_a_fraction_of_bf16() -> None:
     # torch's kernel: 4-bit codes, bf16 kernel scale/zero and exact f16 d/m per group of 32: 6 bits per weight
     assert Int4PackLinear.from_gguf_blocks(raw, Q.Q4_1, (576, 1536), None).nbytes == 576 * 1536 * 6 // 8
     # the native kernel: 4-bit codes and the f16 d/m themselves: 5 bits per weight, as in the file (vs 16 for bf16)
-    native = native_qmatmul()
-    if native is not None:
+    if machine.NATIVE_QMATMUL:
+        native = native_qmatmul()
+        assert native is not None, "this machine must run the native quantized matmul (tests/machine.py)"
         assert NativeQuantLinear.from_gguf_blocks(raw, Q.Q4_1, (576, 1536), None, native).nbytes == 576 * 1536 * 5 // 8
 
 
@@ -216,8 +218,8 @@ ALL_Q6_K = {frag: Q.Q6_K for frag in ("attn_", "ffn_", "token_embd")}  # one typ
 def test_k_quants_run_on_the_native_kernel_through_the_engine(tmp_path, tokenizer_dir, qtypes) -> None:
     """Q2_K, Q3_K and Q6_K (16-weight scales) stay as their codes on the native kernel: their logits are as close to
     float32 as the group-32 types' are, and greedy decoding equals the kernel's torch spelling token for token."""
-    if native_qmatmul() is None:
-        pytest.skip("the native kernel is not built here (needs a compiler and AVX-512 BF16 and VNNI)")
+    machine.require_native_qmatmul()
+    assert native_qmatmul() is not None, "this machine must run the native quantized matmul (tests/machine.py)"
     from mistralpy import LLM, SamplingParams
     from mistralpy.quant.native_linear import use_kernel_reference
 

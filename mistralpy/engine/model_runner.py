@@ -11,6 +11,7 @@ import torch
 from .. import kernels
 from ..layers.attention import AttentionMetadata, PrefillSpan
 from ..layers.kv_cache import cache_shape, storage_dtype
+from ..layers.native import bind_native
 from ..outputs import Logprob
 from .sampler import Sampler, compute_prompt_logprobs
 from .scheduler import ScheduledRequest, SchedulerOutput
@@ -47,10 +48,10 @@ class ModelRunner:
         self.kv_cache = _lazy_zeros(shape, storage_dtype(dtype, kv_cache_dtype))
         self.kv_caches = list(self.kv_cache.unbind(0))
         native = kernels.native_module()
+        bind_native(model, native)  # this engine's numerics, whatever another engine in the process loads later
         self.write_kernel = None if native is None else native.write_kv
         self.decode_kernel = None if native is None else native.decode_attention
-        bf16_prefill = native is not None and native.has_prefill_attention()
-        self.prefill_kernel = native.prefill_attention if bf16_prefill else None
+        self.prefill_kernel = None if native is None else native.prefill_attention
         # only LongRoPE picks rotary rows by prompt length; the other models skip building them every step
         self.needs_prompt_lens = model.rotary.long_rows_start is not None
 

@@ -7,7 +7,6 @@
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "decode attention over the paged KV cache, read in place");
   m.def("write_kv", &write_kv, "a step's K/V rows into their cache slots (quantized for an int8 cache)");
-  m.def("has_prefill_attention", &has_prefill_attention, "whether prefill_attention was built");
   m.def("prefill_attention", &prefill_attention, "causal attention of a sequence's new tokens over its paged KV");
   m.def("has_qmatmul", &has_qmatmul, "whether qmatmul was built (it needs AVX-512 BF16 and VNNI)");
   m.def("qmatmul", &qmatmul,

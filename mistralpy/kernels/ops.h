@@ -11,7 +11,6 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor 
                                double scale, int64_t window, double softcap);
 // writes K/V rows (S, Hkv, D) into their cache slots, quantizing them for an int8 cache (kv_cache.h)
 void write_kv(torch::Tensor kv, torch::Tensor k, torch::Tensor v, torch::Tensor slots);
-bool has_prefill_attention();
 torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor table, int64_t context_len,
                                 double scale, int64_t window, double softcap);
 bool has_qmatmul();

@@ -68,8 +68,6 @@ void prefill(const torch::Tensor& q, const torch::Tensor& kv, const torch::Tenso
 
 }  // namespace
 
-bool has_prefill_attention() { return true; }
-
 // q: (n, Hq, D), the sequence's last n positions; kv: (2, blocks, block_size, Hkv, row) contiguous, rows of D values
 // in q's dtype or int8 rows (kv_cache.h); table: (blocks of the sequence,) int64; context_len: cached + new positions.
 torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor table, int64_t context_len,

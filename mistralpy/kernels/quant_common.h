@@ -11,7 +11,9 @@
 // codes: (panels, 16 * K * bits / 8) uint8; a and b: (panels, K / group, 16), float32 or float16 (b may be absent).
 #pragma once
 #include <torch/extension.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 #include <initializer_list>
 

@@ -10,7 +10,9 @@
 // The result is stored as bf16, or as float32 (logits: a greedy choice is not left to ties at bf16's resolution).
 // quant/qmatmul_reference.py spells the same arithmetic in torch, operation for operation.
 #include <ATen/Parallel.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 #include <type_traits>
 #include <vector>

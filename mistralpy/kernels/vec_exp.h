@@ -2,7 +2,9 @@
 // calls cost more than the rest of the softmax and SiLU loops. 2^(x log2 e) as 2^n * 2^f, |f| <= 1/2, with a
 // degree-7 polynomial for 2^f: relative error ~1e-7 plus ~|x| * 6e-8 from rounding x log2 e.
 #pragma once
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 inline __m512 exp16(__m512 x) {
   x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-103.9f));

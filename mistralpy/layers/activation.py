@@ -1,21 +1,22 @@
 """Activations: gated ones over a fused [gate | up] projection, and plain GELU."""
 
+from types import ModuleType
+
 import torch
 import torch.nn.functional as F
 
-from .. import kernels
 
-
-def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    native = kernels.loaded()
+def silu_and_mul(gate_up: torch.Tensor, native: ModuleType | None = None) -> torch.Tensor:
+    """`native`: the kernels of the calling layer (layers/native.py), whose bf16 SiLU-and-mul runs where given."""
     if native is not None and gate_up.dtype == torch.bfloat16:
         return native.silu_and_mul(gate_up.reshape(-1, gate_up.shape[-1])).view(*gate_up.shape[:-1], -1)
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
 
 
-def gelu_tanh_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    """GeGLU with the tanh approximation of GELU (Gemma's gelu_pytorch_tanh)."""
+def gelu_tanh_and_mul(gate_up: torch.Tensor, native: ModuleType | None = None) -> torch.Tensor:
+    """GeGLU with the tanh approximation of GELU (Gemma's gelu_pytorch_tanh); no native kernel, so `native` (the
+    gated activations' common signature) does not change it."""
     gate, up = gate_up.chunk(2, dim=-1)
     return F.gelu(gate, approximate="tanh") * up
 

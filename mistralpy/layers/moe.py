@@ -11,6 +11,7 @@ from torch import nn
 
 from .activation import silu_and_mul
 from .linear import Linear
+from .native import NativeLayer
 
 
 def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,7 +22,7 @@ def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.
     return weights / weights.sum(dim=-1, keepdim=True), ids
 
 
-class Expert(nn.Module):
+class Expert(nn.Module, NativeLayer):
     """A SwiGLU feed-forward: w2(silu(w1 x) * w3 x), with w1 and w3 fused as w13 = [w1 | w3]."""
 
     def __init__(self, hidden_size: int, intermediate_size: int) -> None:
@@ -30,7 +31,7 @@ class Expert(nn.Module):
         self.w2 = Linear(intermediate_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(silu_and_mul(self.w13(x)))
+        return self.w2(silu_and_mul(self.w13(x), self.native))
 
 
 class SparseMoeBlock(nn.Module):

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import kernels
 from ..errors import UnsupportedArchitectureError
+from .native import NativeLayer
 
 _LONGROPE = ("longrope", "su")  # "su" is LongRoPE's name in early Phi-3 configs
 INITIAL_ROWS = 4096  # positions whose cos/sin a model builds at load; more as its steps reach them
@@ -98,7 +98,7 @@ def attention_factor(scaling: dict[str, Any] | None, max_positions: int) -> floa
     return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
 
 
-class RotaryEmbedding(nn.Module):
+class RotaryEmbedding(nn.Module, NativeLayer):
     def __init__(
         self,
         head_dim: int,
@@ -173,9 +173,8 @@ class RotaryEmbedding(nn.Module):
         """q: (T, Hq, D), k: (T, Hkv, D) -> rotated copies. `positions` index the cos/sin rows (see `rows`)."""
         cos, sin = self.cos_sin(positions, q.dtype)
         if self.rotary_dim == self.head_dim:
-            native = kernels.loaded()
-            if native is not None and q.dtype == torch.bfloat16:
-                return tuple(native.rotary(q, k, cos, sin))
+            if self.native is not None and q.dtype == torch.bfloat16:
+                return tuple(self.native.rotary(q, k, cos, sin))
             return _rotate(q, cos, sin), _rotate(k, cos, sin)
         r = self.rotary_dim
         return (

@@ -12,8 +12,10 @@ import re
 import torch
 from tqdm import tqdm
 
+from .. import kernels
 from ..config import ModelConfig
 from ..errors import InvalidRequestError, ModelLoadError
+from ..layers.native import bind_native
 from ..models import resolve_model_class
 from ..quant import isq
 from .gguf import GGUFFile
@@ -69,6 +71,7 @@ def load_model(
         )
     model.load_state_dict(state, strict=False, assign=True)
     model.rotary.build_cache()
+    bind_native(model, kernels.native_module())
     release_load_memory(source)
     return model.eval()
 

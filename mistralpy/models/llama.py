@@ -14,6 +14,7 @@ from ..layers.attention import Attention, AttentionMetadata
 from ..layers.decoder_stack import DecoderStack, StackLayer
 from ..layers.embedding import VocabEmbedding
 from ..layers.linear import Linear
+from ..layers.native import NativeLayer
 from ..layers.norm import RMSNorm
 from ..layers.rotary import RotaryEmbedding
 
@@ -70,7 +71,7 @@ class LlamaAttention(nn.Module):
         return self.o_proj(self.attn(q, k, v, kv_cache, meta).flatten(1))
 
 
-class LlamaMLP(nn.Module):
+class LlamaMLP(nn.Module, NativeLayer):
     act = staticmethod(silu_and_mul)
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -79,7 +80,7 @@ class LlamaMLP(nn.Module):
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+        return self.down_proj(self.act(self.gate_up_proj(x), self.native))
 
 
 class LlamaDecoderLayer(nn.Module):
