@@ -8,7 +8,8 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 
 from mistralpy import LLM, SamplingParams
-from mistralpy.cli import build_parser, ggml_options, main
+from mistralpy.cli import build_parser, main
+from mistralpy.cli_args import ggml_options
 from mistralpy.config import EngineConfig
 from mistralpy.errors import InvalidRequestError, ModelLoadError
 from mistralpy.server.serve import check_model

@@ -23,6 +23,7 @@ from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
 from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
 from mistralpy.quant import int4_linear, int4pack
+from mistralpy.quant.factory import linear_from_gguf
 from mistralpy.quant.gguf_dequant import SUPPORTED_TYPES
 from mistralpy.quant.int4_linear import DENSE_MIN_ROWS, INT4_TYPES, Int4PackLinear
 from mistralpy.quant.native_linear import (
@@ -64,7 +65,7 @@ def case(request):
     if kind == "int4pack":  # torch's int4 kernel: what the factory picks where the native kernel is not built
         layer = Int4PackLinear.from_gguf_blocks(blocks, qtype, (ROWS, COLS), None)
     else:
-        layer = QuantizedLinear.from_gguf(blocks, qtype, (ROWS, COLS))
+        layer = linear_from_gguf(blocks, qtype, (ROWS, COLS))
         assert type(layer) is quantized_linear_cls(qtype)
     return qtype, raw, reference(raw, qtype), layer
 
@@ -91,7 +92,7 @@ def test_matmul_matches_dequantized_reference(case, batch: int, dtype: torch.dty
 def test_leading_dims_and_bias() -> None:
     raw = torch.from_numpy(random_blocks(Q.Q4_1, 64, 256))
     bias = torch.randn(64).bfloat16()
-    layer = QuantizedLinear.from_gguf(raw, Q.Q4_1, (64, 256), bias)
+    layer = linear_from_gguf(raw, Q.Q4_1, (64, 256), bias)
     x = torch.randn(2, 3, 256).bfloat16()
     with torch.inference_mode():
         y = layer(x)
@@ -103,7 +104,7 @@ def test_fused_parts_of_mixed_types() -> None:
     # A Q4_K_M-style attention projection: q and k in Q4_K, v in Q6_K, concatenated along the outputs.
     shapes = [(Q.Q4_K, 128), (Q.Q4_K, 64), (Q.Q6_K, 64)]
     parts = [torch.from_numpy(random_blocks(t, n, COLS, seed=i)) for i, (t, n) in enumerate(shapes)]
-    layers = [QuantizedLinear.from_gguf(p, t, (n, COLS)) for p, (t, n) in zip(parts, shapes, strict=True)]
+    layers = [linear_from_gguf(p, t, (n, COLS)) for p, (t, n) in zip(parts, shapes, strict=True)]
     fused = FusedQuantizedLinear(layers)
     ref = torch.cat([reference(p.numpy(), t) for p, (t, _) in zip(parts, shapes, strict=True)])
     assert fused.qtypes == [Q.Q4_K, Q.Q4_K, Q.Q6_K] and fused.out_features == 256
@@ -121,7 +122,7 @@ def test_quantized_embedding_rows(qtype: GGMLQuantizationType, tied: bool) -> No
     raw = torch.from_numpy(random_blocks(qtype, vocab, hidden))
     ref = reference(raw.numpy(), qtype)
     shape = (vocab, hidden)
-    table = QuantizedLinear.from_gguf(raw, qtype, shape) if tied else GGUFLinear(raw, qtype, shape, None)
+    table = linear_from_gguf(raw, qtype, shape) if tied else GGUFLinear(raw, qtype, shape, None)
     emb = QuantizedEmbedding(table, torch.bfloat16)
     ids = torch.tensor([[5, 199, 5], [0, 64, 130]])
     rows = emb(ids)

@@ -9,13 +9,14 @@ import platform
 import sys
 
 from .. import __version__
+from ..cli_args import add_model_args, engine_options
 from ..errors import InvalidRequestError
 from .workloads import build_tests, parse_int_list
 
 PEERS = ("llama-cpp", "transformers")
 
 
-def add_bench_parser(sub: argparse._SubParsersAction, add_model_args) -> None:
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="measure prompt-processing and generation throughput (like llama-bench)",
@@ -36,7 +37,6 @@ def add_bench_parser(sub: argparse._SubParsersAction, add_model_args) -> None:
 def bench_command(args: argparse.Namespace) -> int:
     import torch
 
-    from ..cli import engine_options
     from ..loader.default_model import default_model_path
     from .backends import LlamaCppBackend, MistralpyBackend, TransformersBackend
     from .runner import format_table, run_benchmarks, to_json

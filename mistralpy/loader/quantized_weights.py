@@ -11,6 +11,7 @@ from torch import nn
 from ..config import WEIGHT_MODES
 from ..errors import InvalidRequestError, ModelLoadError
 from ..layers.linear import Linear
+from ..quant.factory import linear_from_gguf
 from ..quant.ggml_types import GGMLQuantizationType
 from ..quant.gguf_dequant import SUPPORTED_TYPES, dequantize
 from ..quant.quantized_embedding import QuantizedEmbedding
@@ -62,11 +63,11 @@ def dense_from_parts(parts: list[RawPart], dtype: torch.dtype) -> torch.Tensor:
 def linear_from_parts(parts: list[RawPart], bias: torch.Tensor | None, dtype: torch.dtype) -> QuantizedLinear:
     if len(parts) == 1:
         p = parts[0]
-        return QuantizedLinear.from_gguf(p.raw, p.qtype, p.shape, bias, dtype)
+        return linear_from_gguf(p.raw, p.qtype, p.shape, bias, dtype)
     sizes = [p.shape[0] for p in parts]
     biases = [None] * len(parts) if bias is None else list(bias.split(sizes))
     return FusedQuantizedLinear(
-        [QuantizedLinear.from_gguf(p.raw, p.qtype, p.shape, b, dtype) for p, b in zip(parts, biases, strict=True)]
+        [linear_from_gguf(p.raw, p.qtype, p.shape, b, dtype) for p, b in zip(parts, biases, strict=True)]
     )
 
 
@@ -74,7 +75,7 @@ def embedding_from_part(part: RawPart, tied: bool, dtype: torch.dtype) -> Quanti
     # Tied: the table is also the output projection, so it takes the fastest kernel for it. Untied: only lookups,
     # which the GGUF blocks serve as they are.
     if tied:
-        table = QuantizedLinear.from_gguf(part.raw, part.qtype, part.shape, None, dtype)
+        table = linear_from_gguf(part.raw, part.qtype, part.shape, None, dtype)
     else:
         table = GGUFLinear(part.raw, part.qtype, part.shape, None)
     return QuantizedEmbedding(table, dtype)

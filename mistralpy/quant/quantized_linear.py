@@ -1,4 +1,4 @@
-"""The QuantizedLinear contract, its reference implementation, and the factory that picks a kernel per GGUF type.
+"""The QuantizedLinear contract and its reference implementation (factory.py picks a kernel per GGUF type).
 
 Contract (every implementation):
 - `in_features`, `out_features`, `qtype` (the GGUF type of the stored weight; None for a fused mix of types);
@@ -6,8 +6,8 @@ Contract (every implementation):
 - `forward_float32(x)`: the same as float32 (logits);
 - `dequantize()`: the (out_features, in_features) float32 weight, bit-exact with `gguf_dequant.dequantize`;
 - `dequantize_rows(ids)`: rows of it, decoding only those (embedding lookups);
-- `QuantizedLinear.from_gguf(raw, qtype, shape, bias=None, dtype=...)`: built from GGUF blocks, raw uint8 of shape
-  (out_features, bytes_per_row), for every type in `SUPPORTED_TYPES`;
+- built from GGUF blocks, raw uint8 of shape (out_features, bytes_per_row), for every type in `SUPPORTED_TYPES`, by
+  `factory.linear_from_gguf(raw, qtype, shape, bias=None, dtype=...)`;
 - `nbytes`: the memory its tensors hold.
 A fast path computes the same function as dequantize-then-matmul, up to float rounding in the activation dtype, or,
 on the native kernel, up to rounding x to int8 per group of 32 first (its exact reference: qmatmul_reference.py).
@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from .ggml_types import GGMLQuantizationType
-from .gguf_dequant import SUPPORTED_TYPES, dequantize
+from .gguf_dequant import dequantize
 
 Q = GGMLQuantizationType
 
@@ -63,32 +63,6 @@ class QuantizedLinear(nn.Module, abc.ABC):
     def _reference(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantize().to(x.dtype), bias)
-
-    @staticmethod
-    def from_gguf(
-        raw: torch.Tensor,
-        qtype: GGMLQuantizationType,
-        shape: tuple[int, ...],
-        bias: torch.Tensor | None = None,
-        dtype: torch.dtype = torch.bfloat16,
-    ) -> QuantizedLinear:
-        """The fastest exact implementation for `qtype`. Where the native kernel is built, every group-quantized type
-        (groups of 32, and the K-quants with 16-weight scales) keeps only its codes, whatever `dtype` (the kernel takes
-        bf16; other activation dtypes dequantize per call, exact but slow). Without it, the types with groups of 32
-        run on torch's int4 kernel, and the others keep their blocks plus a dense copy."""
-        from .int4_linear import INT4_TYPES, Int4PackLinear  # the implementations import this module
-        from .native_linear import NATIVE_TYPES, NativeQuantLinear, native_qmatmul
-
-        if qtype not in SUPPORTED_TYPES:
-            raise ModelLoadError(f"unsupported GGUF tensor type {GGMLQuantizationType(qtype).name}")
-        if len(shape) != 2:
-            raise ModelLoadError(f"a linear weight must be 2-D, got shape {tuple(shape)}")
-        native = native_qmatmul() if qtype in NATIVE_TYPES else None
-        if native is not None:
-            return NativeQuantLinear.from_gguf_blocks(raw, qtype, shape, bias, native)
-        if qtype in INT4_TYPES:
-            return Int4PackLinear.from_gguf_blocks(raw, qtype, shape, bias)
-        return DenseLinear(raw, qtype, shape, bias, dtype)
 
 
 class GGUFLinear(QuantizedLinear):

@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from ..cli_args import engine_options
 from .limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -60,7 +61,6 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..cli import engine_options
     from ..config import EngineConfig
     from ..engine.async_engine import AsyncEngine
     from ..errors import InvalidRequestError

@@ -1,0 +1,82 @@
+"""The command-line flags `run`, `serve` and `bench` share, and how they become EngineConfig / LLM keyword
+arguments (argparse only: the commands import this without loading the engine)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-m",
+        "--model",
+        default=None,
+        help="GGUF file, legacy GGML file or Hugging Face model folder (default: the embedded SmolLM2-135M Q4_1)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="compute dtype (default: auto, the fastest on this CPU)",
+    )
+    p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    p.add_argument(
+        "--kv-cache-dtype", default=None, choices=["auto", "int8"],
+        help="KV cache rows: auto (the compute dtype) or int8 (codes and a scale a row: about half the memory); "
+        "default: int8 for quantized weights computed in bf16, else auto",
+    )  # fmt: skip
+    p.add_argument(
+        "--kv-cache-tokens", type=int, default=16384,
+        help="tokens the KV pool holds, at least the context length (default 16384); its pages are taken as used",
+    )  # fmt: skip
+    p.add_argument(
+        "--isq", default=None, choices=["q4_0", "q4_1", "q8_0", "q4_k"],
+        help="in-situ quantization of a full-precision model's weights at load",
+    )  # fmt: skip
+    # Legacy GGML files record none of these (--max-model-len is their context length, default 2048); GGUF files and
+    # HF folders do, so giving one for those is an error rather than a silent override.
+    ggml = "legacy GGML (ggjt v3) models only, an error for others"
+    p.add_argument("--gqa", type=int, default=None, help=f"n_head / n_head_kv: 8 for LLaMA-2 70B (default 1; {ggml})")
+    p.add_argument("--rope-theta", type=float, default=None, help=f"RoPE base (default 10000; {ggml})")
+    p.add_argument(
+        "--rms-norm-eps", type=float, default=None,
+        help=f"RMSNorm epsilon: 1e-5 for LLaMA-2, 1e-6 for LLaMA-1 (default 5e-6; {ggml})",
+    )  # fmt: skip
+
+
+def add_chat_template_arg(p: argparse.ArgumentParser) -> None:
+    """`run` and `serve` only: `bench` sends token ids, so a template there would do nothing."""
+    p.add_argument(
+        "--chat-template", metavar="FILE", default=None,
+        help="a Jinja chat template file to use instead of the model's own (checked at start-up)",
+    )  # fmt: skip
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | None]:
+    """The model flags past -m, --dtype and --max-model-len, as EngineConfig / LLM keyword arguments."""
+    from .chat_template import read_chat_template
+
+    template = vars(args).get("chat_template")
+    return {
+        "quantization": args.isq,
+        "kv_cache_dtype": args.kv_cache_dtype,
+        "kv_cache_tokens": args.kv_cache_tokens,
+        "chat_template": read_chat_template(template) if template is not None else None,
+        **ggml_options(args),
+    }
+
+
+def ggml_options(args: argparse.Namespace) -> dict[str, float | int | None]:
+    """The legacy GGML hyper-parameters given on the command line, as EngineConfig / LLM keyword arguments."""
+    return {"gqa": args.gqa, "rope_theta": args.rope_theta, "rms_norm_eps": args.rms_norm_eps}
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    # llama.cpp's defaults, which users of a local chat CLI expect.
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
+    p.add_argument("--top-k", type=int, default=40, help="0 = off (default 40)")
+    p.add_argument("--min-p", type=float, default=0.05, help="0 = off (default 0.05)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off (default 1.0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
+    p.add_argument("-n", "--max-tokens", type=int, default=256, help="tokens to generate at most (default 256)")
