@@ -97,8 +97,7 @@ def stream(llm, prompt: list[int], params) -> Iterator[str]:
         while True:
             for out in engine.step(delta=True):
                 if out.request_id == request_id:
-                    if out.outputs[0].text:
-                        yield out.outputs[0].text
+                    yield from (c.text for c in out.outputs if c.text)
                     if out.finished:
                         return
     finally:

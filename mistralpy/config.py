@@ -56,18 +56,6 @@ class ModelConfig:
 
 
 @dataclass
-class CacheConfig:
-    block_size: int = 16
-    num_blocks: int | None = None  # None: sized from max_num_seqs * max_model_len, capped by memory
-
-    def __post_init__(self) -> None:
-        if self.block_size < 1:
-            raise InvalidRequestError("block_size must be >= 1")
-        if self.num_blocks is not None and self.num_blocks < 1:
-            raise InvalidRequestError("num_blocks must be >= 1")
-
-
-@dataclass
 class SchedulerConfig:
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 512  # per-step token budget: long prompts are prefilled in chunks of this size

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import math
 import numbers
 from collections.abc import Callable
@@ -15,12 +14,6 @@ MAX_LOGPROBS = 20
 MAX_LOGIT_BIAS = 100.0
 # torch.Generator.manual_seed accepts exactly this range; checking here keeps the failure at the request edge.
 _SEED_RANGE = (-(2**63), 2**64 - 1)
-
-
-class SamplingType(enum.IntEnum):
-    GREEDY = 0
-    RANDOM = 1
-    RANDOM_SEED = 2
 
 
 def _fail(name: str, value: Any, rule: str) -> NoReturn:
@@ -179,12 +172,6 @@ class SamplingParams:
     @property
     def is_greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
-
-    @property
-    def sampling_type(self) -> SamplingType:
-        if self.is_greedy:
-            return SamplingType.GREEDY
-        return SamplingType.RANDOM if self.seed is None else SamplingType.RANDOM_SEED
 
     @property
     def has_penalties(self) -> bool:

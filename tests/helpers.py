@@ -111,33 +111,6 @@ def llama_to_gguf(
     writer.close()
 
 
-def gguf_to_hf_folder(gguf_path: str, folder: Path, tokenizer_dir: Path) -> None:
-    """A Llama GGUF as a full-precision (float32) Hugging Face folder: config.json, safetensors, tokenizer files."""
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig
-
-    from mistralpy.loader.gguf import GGUFFile
-    from mistralpy.loader.model_loader import _gguf_to_hf
-    from mistralpy.models.llama import LlamaForCausalLM
-
-    source = GGUFFile(gguf_path)
-    cfg = source.model_config()
-    tensors = {}
-    for name in source.tensor_names:
-        hf_name = _gguf_to_hf(name, LlamaForCausalLM.gguf_to_hf)
-        tensors[hf_name] = LlamaForCausalLM.gguf_transform(hf_name, source.load_tensor(name), cfg).contiguous()
-    save_file(tensors, str(folder / "model.safetensors"))
-    LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.num_key_value_heads, max_position_embeddings=cfg.max_position_embeddings,
-        rms_norm_eps=cfg.rms_norm_eps, rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_word_embeddings,
-        bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_ids[0],
-    ).save_pretrained(folder)  # fmt: skip
-    for f in tokenizer_dir.iterdir():
-        (folder / f.name).write_bytes(f.read_bytes())
-
-
 def group32_linear_cls() -> type:
     """The class the loader must pick for GGUF types with groups of 32 on this machine (tests/machine.py): the native
     kernel where the CPU has AVX-512 BF16 and VNNI, else torch's int4 kernel."""

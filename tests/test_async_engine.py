@@ -70,3 +70,27 @@ def test_cancel_aborts_and_frees_blocks_and_errors_surface(gguf):
             await engine.add_request("Hello", params)
 
     asyncio.run(run())
+
+
+def test_engine_step_deltas_hold_only_what_is_new(gguf):
+    """Engine.step(delta=True) itself: text, token ids and logprobs of each delta are new ones only (they add up to
+    the whole output), a child's finish comes once, and the prompt's logprobs come on the first output only."""
+    params = SamplingParams(n=2, temperature=1.0, seed=5, max_tokens=12, logprobs=2, prompt_logprobs=1)
+    expected = LLM(gguf, dtype="float32").generate("Hello there", params)[0]
+    engine = LLM(gguf, dtype="float32").engine
+    rid = engine.add_request("Hello there", params)
+    texts, ids, logprobs, finishes, prompt_logprobs = ["", ""], [[], []], [[], []], [0, 0], []
+    while engine.has_unfinished_requests():
+        for out in engine.step(delta=True):
+            assert out.request_id == rid
+            prompt_logprobs.append(out.prompt_logprobs)
+            for c in out.outputs:
+                texts[c.index] += c.text
+                ids[c.index] += c.token_ids
+                logprobs[c.index] += c.logprobs
+                finishes[c.index] += c.finish_reason is not None
+    assert texts == [c.text for c in expected.outputs]
+    assert ids == [c.token_ids for c in expected.outputs]
+    assert logprobs == [c.logprobs for c in expected.outputs]
+    assert finishes == [1, 1]
+    assert prompt_logprobs[0] == expected.prompt_logprobs and prompt_logprobs[1:] == [None] * (len(prompt_logprobs) - 1)

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from mistralpy.errors import InvalidRequestError
-from mistralpy.sampling_params import SamplingParams, SamplingType
+from mistralpy.sampling_params import SamplingParams
 
 INVALID = [
     ("n", 0),
@@ -116,11 +116,10 @@ def test_boundaries_are_valid() -> None:
     SamplingParams(logit_bias={1: -100, 2: 100}, seed=-1, max_tokens=None, temperature=0.0)
 
 
-def test_sampling_type() -> None:
-    assert SamplingParams(temperature=0).sampling_type is SamplingType.GREEDY
+def test_greedy() -> None:
+    assert SamplingParams(temperature=0).is_greedy
     assert SamplingParams(top_k=1).is_greedy
-    assert SamplingParams(temperature=0.7, seed=1).sampling_type is SamplingType.RANDOM_SEED
-    assert SamplingParams(temperature=0.7).sampling_type is SamplingType.RANDOM
+    assert not SamplingParams(temperature=0.7, seed=1).is_greedy
     assert not SamplingParams().is_greedy
 
 

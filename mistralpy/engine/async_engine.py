@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 import queue
 import threading
@@ -40,21 +39,13 @@ class EngineDeadError(MistralpyError):
 
 
 class RequestStream:
-    """Delta RequestOutputs of one request: each CompletionOutput holds only the new text, token ids and logprobs.
-
-    A child (n > 1) appears in an output only when it has something new; its finish is reported once.
-    prompt_logprobs appear on the first output only.
-    """
+    """The delta RequestOutputs of one request, as `Engine.step(delta=True)` makes them (OutputProcessor)."""
 
     def __init__(self, request_id: str, engine: AsyncEngine) -> None:
         self.request_id = request_id
         self._engine = engine
         self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
         self.finished = False
-        # Owned by the loop thread: how much of each child was already delivered.
-        self._sent_tokens: dict[int, int] = {}
-        self._sent_finish: set[int] = set()
-        self._sent_prompt_logprobs = False
         self.arrival = time.monotonic()
         self._last_token_time: float | None = None
 
@@ -91,23 +82,6 @@ class RequestStream:
             self._last_token_time = now
         if delta.finished:
             observer.on_finished(now - self.arrival)
-
-    def _delta(self, out: RequestOutput) -> RequestOutput:
-        outputs = []
-        for c in out.outputs:
-            seen = self._sent_tokens.get(c.index, 0)
-            new_finish = c.finish_reason is not None and c.index not in self._sent_finish
-            if len(c.token_ids) == seen and not c.text and not new_finish:
-                continue
-            self._sent_tokens[c.index] = len(c.token_ids)
-            if new_finish:
-                self._sent_finish.add(c.index)
-            logprobs = c.logprobs[seen:] if c.logprobs is not None else None
-            outputs.append(dataclasses.replace(c, token_ids=c.token_ids[seen:], logprobs=logprobs))
-        prompt_logprobs = None
-        if out.prompt_logprobs is not None and not self._sent_prompt_logprobs:
-            prompt_logprobs, self._sent_prompt_logprobs = list(out.prompt_logprobs), True
-        return dataclasses.replace(out, outputs=outputs, prompt_logprobs=prompt_logprobs)
 
 
 class AsyncEngine:
@@ -255,10 +229,9 @@ class AsyncEngine:
         if out.finished:
             del self._streams[out.request_id]
             self.finished_counts[out.outputs[0].finish_reason or "abort"] += 1
-        delta = stream._delta(out)
         if self.observer is not None:
-            stream._observe(delta, self.observer)
-        self._put(stream, delta)
+            stream._observe(out, self.observer)
+        self._put(stream, out)
 
     def _fail_all(self, error: BaseException) -> None:
         for rid, stream in list(self._streams.items()):

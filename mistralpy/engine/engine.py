@@ -139,6 +139,8 @@ class Engine:
         return self.scheduler.has_unfinished()
 
     def step(self, delta: bool = False) -> list[RequestOutput]:
+        """One engine step: the outputs of the requests it advanced, each whole so far, or with `delta` only what is
+        new since that request's last delta output (text, tokens, logprobs; see OutputProcessor.make_output)."""
         sched = self.scheduler.schedule()
         if sched.is_empty:
             return []

@@ -21,7 +21,10 @@ class ParentRequest:
     prompt_token_ids: list[int]
     children: list[Request]
     detokenizers: list[IncrementalDetokenizer]
-    deltas: list[str] = field(default_factory=list)
+    deltas: list[str] = field(default_factory=list)  # text not yet delivered, per child
+    sent_tokens: list[int] = field(default_factory=list)  # tokens delivered, per child
+    sent_finish: list[bool] = field(default_factory=list)
+    sent_prompt_logprobs: bool = False
 
 
 def child_params(params: SamplingParams, index: int) -> SamplingParams:
@@ -40,6 +43,7 @@ class OutputProcessor:
     def add(self, parent: ParentRequest) -> None:
         self.parents[parent.request_id] = parent
         parent.deltas = [""] * len(parent.children)
+        parent.sent_tokens, parent.sent_finish = [0] * len(parent.children), [False] * len(parent.children)
         for i, child in enumerate(parent.children):
             self.child_to_parent[child.request_id] = (parent, i)
 
@@ -56,18 +60,23 @@ class OutputProcessor:
         return stop
 
     def make_output(self, parent: ParentRequest, delta: bool = False) -> RequestOutput:
+        """The request so far, or with `delta` what is new since its last delta output: each child's new text,
+        tokens and logprobs (a child with nothing new left out, its finish reported once), the prompt's logprobs
+        on the first one only. cumulative_logprob stays the running total."""
         outputs = [self._completion(parent, i, delta) for i in range(len(parent.children))]
         finished = all(c.is_finished for c in parent.children)
         first = parent.children[0]
+        prompt_logprobs = None
+        if first.sampling_params.prompt_logprobs is not None and not (delta and parent.sent_prompt_logprobs):
+            prompt_logprobs = self._decorate(first.prompt_logprobs)
+            parent.sent_prompt_logprobs = delta
         out = RequestOutput(
             request_id=parent.request_id,
             prompt=parent.prompt,
             prompt_token_ids=parent.prompt_token_ids,
-            outputs=outputs,
+            outputs=[c for c in outputs if c is not None],
             finished=finished,
-            prompt_logprobs=(
-                self._decorate(first.prompt_logprobs) if first.sampling_params.prompt_logprobs is not None else None
-            ),
+            prompt_logprobs=prompt_logprobs,
             num_cached_tokens=first.num_cached_tokens,
         )
         if finished:
@@ -79,22 +88,26 @@ class OutputProcessor:
         for child in parent.children if parent else []:
             self.child_to_parent.pop(child.request_id, None)
 
-    def _completion(self, parent: ParentRequest, i: int, delta: bool) -> CompletionOutput:
+    def _completion(self, parent: ParentRequest, i: int, delta: bool) -> CompletionOutput | None:
         req = parent.children[i]
         logprobs = self._decorate(req.logprobs) if req.sampling_params.logprobs is not None else None
-        text = parent.detokenizers[i].output_text
-        if delta:
-            text, parent.deltas[i] = parent.deltas[i], ""
         cumulative = None
         if logprobs is not None:
             cumulative = sum(lp[t].logprob for lp, t in zip(logprobs, req.output_token_ids, strict=False))
+        text, start = parent.detokenizers[i].output_text, 0
+        if delta:
+            start, new_finish = parent.sent_tokens[i], req.finish_reason is not None and not parent.sent_finish[i]
+            if start == len(req.output_token_ids) and not parent.deltas[i] and not new_finish:
+                return None
+            text, parent.deltas[i] = parent.deltas[i], ""
+            parent.sent_tokens[i], parent.sent_finish[i] = len(req.output_token_ids), req.finish_reason is not None
         return CompletionOutput(
             index=i,
             text=text,
-            token_ids=list(req.output_token_ids),
+            token_ids=req.output_token_ids[start:],
             finish_reason=req.finish_reason,
             stop_reason=req.stop_reason,
-            logprobs=logprobs,
+            logprobs=None if logprobs is None else logprobs[start:],
             cumulative_logprob=cumulative,
         )
 

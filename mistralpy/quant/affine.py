@@ -119,10 +119,6 @@ _AFFINE: dict[GGMLQuantizationType, tuple[Callable[[torch.Tensor], Decoded], int
 AFFINE_TYPES: frozenset[GGMLQuantizationType] = frozenset(_AFFINE)
 
 
-def affine_group_size(qtype: GGMLQuantizationType) -> int:
-    return _AFFINE[qtype][2]
-
-
 _DECODE_ROWS = 4096
 
 
