@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..config import EngineConfig
 from ..errors import MistralpyError
+from ..heap import trim_heap
 from ..outputs import RequestOutput
 from ..sampling_params import SamplingParams
 from .engine import Engine
@@ -186,14 +187,19 @@ class AsyncEngine:
             self.finished_counts["abort"] += 1
 
     def _run(self) -> None:
+        busy = False
         while not self._stopping:
             self._drain_commands()
             if not self.engine.has_unfinished_requests():
+                if busy:  # a burst's freed buffers go back to the system, not kept resident while idle
+                    trim_heap()
+                    busy = False
                 self._wake.wait()
                 self._wake.clear()
                 continue
             try:
                 outputs = self.engine.step(delta=True)
+                busy = True
             except Exception as e:  # the engine's state is unknown now: fail its requests, keep serving new ones
                 logger.exception("engine step failed")
                 self._fail_all(e)

@@ -11,6 +11,7 @@ from ..loader import GGMLParams, open_model_source
 from ..loader.default_model import default_model_path
 from ..loader.model_loader import load_model
 from ..models import resolve_model_class
+from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
 from ..quant.quantized_linear import QuantizedLinear
 from ..sampling_params import SamplingParams
@@ -27,6 +28,7 @@ from .scheduler import Scheduler, SchedulerOutput
 class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
+        bound_onednn_caches()
         self.model_path = config.model or default_model_path()
         source = open_model_source(self.model_path, GGMLParams.from_engine_config(config))
         self.model_config = source.model_config()
