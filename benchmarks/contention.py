@@ -3,7 +3,8 @@ and llama.cpp (llama-cpp-python) in the same run, on the embedded model.
 
     python benchmarks/contention.py [--busy 2] [--rounds 3] [--threads 2] [--tokens 64] [--json PATH]
 
-A busy process is a Python busy loop (one per core of this machine makes it "fully taken"). Every measurement runs
+A busy process is a Python busy loop in a session of its own, as another program is (one per core makes this
+machine's cores "fully taken"; --same-session keeps them in this one, see `start_busy`). Every measurement runs
 in a fresh process, started after the busy processes (so import, load and decode all run under the same load):
 - mistralpy: `LLM()` construction (load), then the first token of a one-token prompt, then greedy decoding of
   --tokens tokens from a 16-token prompt (--reps times after a warm-up; the median rate).
@@ -93,8 +94,12 @@ def worker_llama_cpp(args) -> dict:
 ENGINES = {"mistralpy": worker_mistralpy, "llama.cpp": worker_llama_cpp}
 
 
-def start_busy(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+def start_busy(n: int, same_session: bool) -> list[subprocess.Popen]:
+    """Busy loops as other programs are: each in its own session, so Linux's autogroup scheduling (on by default)
+    shares the CPU between them and the engine's session as between any programs. In the engine's own session they
+    would share its session's part of the CPU with it instead: --same-session."""
+    cmd = [sys.executable, "-c", "while True: pass"]
+    return [subprocess.Popen(cmd, start_new_session=not same_session) for _ in range(n)]
 
 
 def stop_busy(procs: list[subprocess.Popen]) -> None:
@@ -115,7 +120,7 @@ def measure(engine: str, busy: int, args) -> dict:
     cmd += ["--reps", str(args.reps)]
     if args.mistralpy_threads is not None:
         cmd += ["--mistralpy-threads", str(args.mistralpy_threads)]
-    procs = start_busy(busy)
+    procs = start_busy(busy, args.same_session)
     try:
         time.sleep(0.5 if busy else 0)  # the busy loops are running before the engine starts
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_worker_env(), timeout=args.timeout)
@@ -176,6 +181,7 @@ def print_summary(summary: dict, busy: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--busy", type=int, default=2, help="busy processes in the busy condition")
+    parser.add_argument("--same-session", action="store_true", help="busy loops in this session (see start_busy)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp's n_threads")
     parser.add_argument("--mistralpy-threads", type=int, default=None, help="LLM(num_threads=...); default: its own")
