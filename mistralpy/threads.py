@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -46,9 +47,15 @@ def check_num_threads(num_threads: int | None) -> None:
 class CpuMeter:
     """The CPU time other processes used since the last reading, in cores (Linux: /proc/stat; elsewhere None)."""
 
-    def __init__(self, path: str = "/proc/stat") -> None:
-        self.path = path
-        self.tick_s = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+    def __init__(
+        self,
+        path: str = "/proc/stat",
+        clock: Callable[[], float] = time.monotonic,
+        own_cpu: Callable[[], float] = time.process_time,
+        tick_s: float | None = None,
+    ) -> None:
+        self.path, self.clock, self.own_cpu = path, clock, own_cpu
+        self.tick_s = tick_s or (1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01)
         self.last = self._read()
 
     @property
@@ -67,7 +74,7 @@ class CpuMeter:
         if fields[0] != "cpu" or len(ticks) < 8:
             return None
         busy = sum(ticks) - ticks[3] - ticks[4]
-        return time.monotonic(), busy * self.tick_s, time.process_time()
+        return self.clock(), busy * self.tick_s, self.own_cpu()
 
     def others(self) -> float | None:
         now = self._read()
@@ -79,7 +86,9 @@ class CpuMeter:
 
 
 class ThreadPolicy:
-    def __init__(self, num_threads: int | None = None, meter: CpuMeter | None = None) -> None:
+    def __init__(
+        self, num_threads: int | None = None, meter: CpuMeter | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         check_num_threads(num_threads)
         self.fixed = num_threads
         self.max_threads = num_threads or process_default_threads()
@@ -87,16 +96,17 @@ class ThreadPolicy:
         self.meter = meter if meter is not None or num_threads is not None else CpuMeter()
         auto = self.meter is not None and self.meter.available
         self.threads = num_threads or (1 if auto else self.max_threads)
-        self._due = time.monotonic() + INTERVAL_S
+        self.clock = clock
+        self._due = clock() + INTERVAL_S
         self.apply()
 
     def update(self) -> int:
         """Re-decide (auto, at most every INTERVAL_S) and apply on the calling thread; returns the thread count."""
-        if self.fixed is None and self.meter is not None and time.monotonic() >= self._due:
+        if self.fixed is None and self.meter is not None and self.clock() >= self._due:
             others = self.meter.others()
             if others is not None:
                 self.threads = threads_for(self.cpus, others, self.max_threads)
-            self._due = time.monotonic() + INTERVAL_S
+            self._due = self.clock() + INTERVAL_S
         self.apply()
         return self.threads
 

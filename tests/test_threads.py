@@ -44,15 +44,11 @@ def _write_stat(path, user, system, idle, iowait, steal):
     path.write_text(f"cpu  {user} 0 {system} {idle} {iowait} 0 0 {steal} 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
 
 
-def test_the_meter_counts_other_processes_busy_time_in_cores(tmp_path, monkeypatch):
+def test_the_meter_counts_other_processes_busy_time_in_cores(tmp_path):
     stat = tmp_path / "stat"
     clock = {"wall": 100.0, "own": 5.0}
-    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["wall"])
-    monkeypatch.setattr(threads.time, "process_time", lambda: clock["own"])
     _write_stat(stat, user=1000, system=200, idle=5000, iowait=50, steal=10)
-    meter = CpuMeter(str(stat))
-    meter.tick_s = 0.01
-    meter.last = meter._read()  # again, with the tick length fixed to 10 ms
+    meter = CpuMeter(str(stat), clock=lambda: clock["wall"], own_cpu=lambda: clock["own"], tick_s=0.01)
     # 2 s later: 300 + 40 + 20 busy ticks (user, system, steal) = 3.6 s of CPU, 0.8 s of it this process's own;
     # idle and iowait ticks are not busy
     clock["wall"], clock["own"] = 102.0, 5.8
@@ -81,12 +77,11 @@ class _FakeMeter:
         return self.value
 
 
-def test_auto_starts_on_one_thread_and_follows_the_meter(monkeypatch):
+def test_auto_starts_on_one_thread_and_follows_the_meter():
     clock = {"t": 0.0}
-    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["t"])
     torch.set_num_threads(2)
     meter = _FakeMeter(others=0.0)
-    policy = ThreadPolicy(None, meter=meter)
+    policy = ThreadPolicy(None, meter=meter, clock=lambda: clock["t"])
     policy.max_threads, policy.cpus = 2, 2
     assert torch.get_num_threads() == 1  # until the first reading
     assert policy.update() == 1  # not due yet
@@ -99,9 +94,10 @@ def test_auto_starts_on_one_thread_and_follows_the_meter(monkeypatch):
     assert policy.update() == 1 and torch.get_num_threads() == 1  # the cores are taken
 
 
-def test_a_fixed_thread_count_is_applied_and_never_adapted(monkeypatch):
-    monkeypatch.setattr(threads.time, "monotonic", lambda: 1e9)
-    policy = ThreadPolicy(2, meter=_FakeMeter(others=5.0))
+def test_a_fixed_thread_count_is_applied_and_never_adapted():
+    clock = {"t": 0.0}
+    policy = ThreadPolicy(2, meter=_FakeMeter(others=5.0), clock=lambda: clock["t"])
+    clock["t"] = 1e9
     assert policy.update() == 2 and torch.get_num_threads() == 2
 
 
