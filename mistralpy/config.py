@@ -11,6 +11,7 @@ from .chat_template import check_chat_template
 from .errors import InvalidRequestError
 from .layers.kv_cache import check_kv_cache_dtype
 from .quant.isq import resolve_isq
+from .threads import check_num_threads
 
 
 @dataclass
@@ -121,6 +122,8 @@ class EngineConfig:
     rope_theta: float | None = None
     rms_norm_eps: float | None = None
     chat_template: str | None = None  # a Jinja template's text, used in place of the model's own
+    # CPU threads: None adapts to the cores other processes leave idle (threads.ThreadPolicy), an int fixes them
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         resolve_dtype(self.dtype)
@@ -130,6 +133,7 @@ class EngineConfig:
             raise InvalidRequestError(f"unknown weights {self.weights!r}; choose one of: {', '.join(WEIGHT_MODES)}")
         resolve_isq(self.quantization)
         check_kv_cache_dtype(self.kv_cache_dtype)
+        check_num_threads(self.num_threads)
         for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "max_num_batched_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -33,6 +33,10 @@ class LLM:
     (default 2048). They are an error for a GGUF file or HF folder, which record their own.
     `chat_template`: a Jinja chat template's text, used instead of the model's own (by `chat`, and by the server
     and Runner built on this engine); one that does not parse is an error here.
+    `num_threads`: CPU threads for the model. None (default) adapts them, between steps, to the cores other
+    processes leave idle, up to torch's thread count (`mistralpy.threads.ThreadPolicy`): on a busy machine a parallel
+    op waits for its slowest thread, so fewer threads go faster. An integer fixes them. Either way the engine sets
+    torch's thread count (`torch.set_num_threads`) on the threads that load the model and run its steps.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class LLM:
         rope_theta: float | None = None,
         rms_norm_eps: float | None = None,
         chat_template: str | None = None,
+        num_threads: int | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -74,6 +79,7 @@ class LLM:
             rope_theta=rope_theta,
             rms_norm_eps=rms_norm_eps,
             chat_template=chat_template,
+            num_threads=num_threads,
         )
         self.engine = Engine(self.config)
 

@@ -15,6 +15,7 @@ from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
 from ..quant.quantized_linear import QuantizedLinear
 from ..sampling_params import SamplingParams
+from ..threads import ThreadPolicy
 from ..tokenizer import Tokenizer
 from .block_hash import model_key, root_key
 from .block_manager import BlockManager
@@ -29,6 +30,7 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         bound_onednn_caches()
+        self.threads = ThreadPolicy(config.num_threads)  # first: the load is mostly parallel torch ops
         self.model_path = config.model or default_model_path()
         source = open_model_source(self.model_path, GGMLParams.from_engine_config(config))
         self.model_config = source.model_config()
@@ -37,8 +39,9 @@ class Engine:
         self.generation_defaults: dict = getattr(source, "generation_defaults", {})
         self.dtype = resolve_dtype(config.dtype)
         model = load_model(
-            source, self.dtype, config.show_progress, weights=config.weights, quantization=config.quantization
-        )
+            source, self.dtype, config.show_progress, weights=config.weights, quantization=config.quantization,
+            between_modules=self.threads.update,
+        )  # fmt: skip
         context = self.model_config.max_position_embeddings
         max_model_len = config.max_model_len or context
         if max_model_len > context:
@@ -146,6 +149,7 @@ class Engine:
         sched = self.scheduler.schedule()
         if sched.is_empty:
             return []
+        self.threads.update()
         result = self.model_runner.execute(sched)
         return self._update(sched, result, delta)
 

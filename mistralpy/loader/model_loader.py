@@ -8,6 +8,7 @@ are swapped for `quant.QuantizedLinear` / `quant.QuantizedEmbedding` modules bui
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
@@ -45,10 +46,12 @@ def load_model(
     show_progress: bool = False,
     weights: str = "auto",
     quantization: str | None = None,
+    between_modules: Callable[[], object] | None = None,
 ) -> torch.nn.Module:
     """`weights`: "quantized" keeps quantized weights quantized, "dequantized" turns every weight into a dense
     `dtype` tensor (their float reference), "auto" is "quantized" for bfloat16 compute and "dequantized" otherwise.
-    `quantization`: an ISQ type (see `quant.isq.ISQ_TYPES`) for full-precision Linear weights, or None."""
+    `quantization`: an ISQ type (see `quant.isq.ISQ_TYPES`) for full-precision Linear weights, or None.
+    `between_modules`: called after each quantized module is built (the engine's thread policy re-decides there)."""
     cfg: ModelConfig = source.model_config()
     cls = resolve_model_class(cfg)
     isq_type = isq.resolve_isq(quantization)
@@ -59,6 +62,7 @@ def load_model(
         model = cls(cfg)
     expected = set(model.state_dict())
     loader = _WeightReader(source, cls, cfg, model, dtype, keep_quantized(weights, dtype), isq_type)
+    loader.between_modules = between_modules
     state, modules = loader.read(show_progress)
     for name, module in modules.items():
         replace_module(model, name, module)
@@ -109,6 +113,7 @@ class _WeightReader:
         self.state: dict[str, torch.Tensor] = {}
         self.raw: dict[str, list[RawPart]] = {}  # module name -> its weight's parts, kept as blocks
         self.modules: dict[str, torch.nn.Module] = {}
+        self.between_modules: Callable[[], object] | None = None
 
     def read(self, show_progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.nn.Module]]:
         parts: dict[str, dict[int, torch.Tensor | RawPart]] = {}
@@ -231,6 +236,8 @@ class _WeightReader:
             module = linear_from_parts(parts, bias, self.dtype)
         self.modules[module_name] = module
         release_file_pages(self.source)
+        if self.between_modules is not None:
+            self.between_modules()
 
 
 def _gguf_to_hf(name: str, table: dict[str, str]) -> str | None:
