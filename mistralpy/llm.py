@@ -35,7 +35,8 @@ class LLM:
     and Runner built on this engine); one that does not parse is an error here.
     `num_threads`: CPU threads for the model. None (default) adapts them, between steps, to the cores other
     processes leave idle, up to torch's thread count (`mistralpy.threads.ThreadPolicy`): on a busy machine a parallel
-    op waits for its slowest thread, so fewer threads go faster. An integer fixes them. Either way the engine sets
+    op waits for its slowest thread, so fewer threads go faster. An integer (or the environment variable
+    MISTRALPY_NUM_THREADS, where None is given) fixes them: float32 results depend on it. Either way the engine sets
     torch's thread count (`torch.set_num_threads`) on the threads that load the model and run its steps.
     """
 

@@ -8,7 +8,9 @@ with its cores taken by other processes: decode 2.8 tok/s on 2 threads against 8
 `ThreadPolicy` (auto): about every quarter second (between weight modules while loading, between steps after), it
 reads how much CPU the other processes used since its last reading (/proc/stat less this process's own time) and
 uses as many threads as that leaves idle cores: between 1 and `max_threads`. It starts on one thread, the cheap
-choice either way, until its first reading. With a fixed `num_threads` it uses exactly that many.
+choice either way, until its first reading. With a fixed `num_threads` (or MISTRALPY_NUM_THREADS, for engines given
+none, as llama.cpp's -t) it uses exactly that many: float32 matmuls round differently on different thread counts,
+so runs that must be reproducible to the last bit fix it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from .errors import InvalidRequestError
 
+ENV_VAR = "MISTRALPY_NUM_THREADS"
 INTERVAL_S = 0.25  # at least this much wall time between readings: /proc/stat counts in 10 ms ticks
 
 
@@ -42,6 +45,16 @@ def check_num_threads(num_threads: int | None) -> None:
         not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1
     ):
         raise InvalidRequestError(f"num_threads must be a positive integer or None (auto), got {num_threads!r}")
+
+
+def threads_from_env() -> int | None:
+    """MISTRALPY_NUM_THREADS, where set: a fixed thread count for the engines given none."""
+    value = os.environ.get(ENV_VAR, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidRequestError(f"{ENV_VAR} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 class CpuMeter:
@@ -90,6 +103,8 @@ class ThreadPolicy:
         self, num_threads: int | None = None, meter: CpuMeter | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
         check_num_threads(num_threads)
+        if num_threads is None and meter is None:
+            num_threads = threads_from_env()
         self.fixed = num_threads
         self.max_threads = num_threads or process_default_threads()
         self.cpus = os.cpu_count() or 1

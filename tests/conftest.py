@@ -1,14 +1,22 @@
 from __future__ import annotations
 
+import os
 import signal
 
 import openai
 import pytest
+import torch
+
+from mistralpy import threads
 
 from . import machine
 from .families import build as build_family
 from .helpers import llama_to_gguf, make_tiny_llama, save_tokenizer
 from .server_process import KEY, start_test_server
+
+# The suite's engines (and its servers, which inherit this) on a fixed thread count: float32 results depend on it,
+# and tests compare runs. tests/test_threads.py tests the adaptive policy.
+os.environ.setdefault(threads.ENV_VAR, str(torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -129,3 +129,25 @@ def test_an_engine_consults_its_policy_between_modules_and_before_each_step(tiny
     assert len(out[0].outputs[0].token_ids) == 5
     assert len(calls) == 5  # one prefill step and four decode steps
     assert torch.get_num_threads() == 1
+
+
+def test_the_environment_fixes_the_threads_of_engines_given_none(monkeypatch):
+    monkeypatch.setenv("MISTRALPY_NUM_THREADS", "1")
+    policy = ThreadPolicy(None)
+    assert policy.fixed == 1 and policy.update() == 1 and torch.get_num_threads() == 1
+    assert ThreadPolicy(2).fixed == 2  # an engine's own count wins
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv("MISTRALPY_NUM_THREADS", bad)
+        with pytest.raises(InvalidRequestError, match="MISTRALPY_NUM_THREADS must be a positive integer"):
+            ThreadPolicy(None)
+
+
+def test_an_engine_given_no_count_adapts(tiny_llama, monkeypatch):
+    """conftest fixes the suite's threads through MISTRALPY_NUM_THREADS; without it an engine's policy is auto."""
+    monkeypatch.delenv("MISTRALPY_NUM_THREADS")
+    llm = LLM(str(tiny_llama[2]), dtype="float32")
+    policy = llm.engine.threads
+    assert policy.fixed is None and policy.meter is not None and policy.meter.available
+    out = llm.generate("hello", SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))
+    assert len(out[0].outputs[0].token_ids) == 3
+    assert 1 <= torch.get_num_threads() <= threads.process_default_threads()

@@ -29,7 +29,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", default="1,8,32", help="concurrent requests for cN tests (default 1,8,32)")
     p.add_argument("--concurrent-prompt", type=int, default=64, help="prompt tokens of each cN request (default 64)")
     p.add_argument("-r", "--repetitions", type=int, default=3, help="timed runs per test (default 3)")
-    p.add_argument("-t", "--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all)")
+    p.add_argument("-t", "--threads", type=int, default=os.cpu_count(), help="CPU threads, fixed (default: all)")
     p.add_argument("--compare", default="", help=f"comma-separated peers to run too: {', '.join(PEERS)}")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -58,7 +58,8 @@ def bench_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model = args.model or default_model_path()
     max_len = args.max_model_len or max(t.prompt_tokens + t.gen_tokens for t in tests) + 16
-    options = dict(max_num_seqs=max(t.concurrency for t in tests), **engine_options(args))
+    # a fixed count, as the peers get: the adaptive default is measured by benchmarks/contention.py
+    options = dict(max_num_seqs=max(t.concurrency for t in tests), num_threads=args.threads, **engine_options(args))
     backends = [MistralpyBackend(model, args.dtype, max_len, **options)]
     if "llama-cpp" in peers:
         backends.append(LlamaCppBackend(model, args.threads, max_len))
