@@ -1,6 +1,6 @@
 """oneDNN's per-shape caches held bounded: after `bound_onednn_caches`, bf16 matmuls over ever new row counts (each
 engine step has its own) grow the process far less than with the default capacity (1024 entries each), measured
-side by side in two fresh processes (on this project's machine, the heap trimmed: 218 MiB unbounded against 0 bounded)."""
+side by side in two fresh processes (on this project's machine, the heap trimmed: 218 MiB unbounded, 0 bounded)."""
 
 from __future__ import annotations
 
