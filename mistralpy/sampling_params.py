@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .errors import InvalidRequestError
+from .structured.params import StructuredOutputsParams
 
 MAX_LOGPROBS = 20
 MAX_LOGIT_BIAS = 100.0
@@ -118,6 +119,7 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    structured_outputs: StructuredOutputsParams | None = None  # a dict is taken as its fields
 
     def __post_init__(self) -> None:
         self._validate_counts()
@@ -129,6 +131,7 @@ class SamplingParams:
         self.ignore_eos = _check_bool("ignore_eos", self.ignore_eos)
         self.skip_special_tokens = _check_bool("skip_special_tokens", self.skip_special_tokens)
         self.include_stop_str_in_output = _check_bool("include_stop_str_in_output", self.include_stop_str_in_output)
+        self._validate_structured_outputs()
 
     def _validate_counts(self) -> None:
         self.n = _check_int("n", self.n, lambda v: v >= 1, "must be at least 1")
@@ -161,6 +164,23 @@ class SamplingParams:
         self.repetition_penalty = _check_float(
             "repetition_penalty", self.repetition_penalty, lambda v: v > 0, "must be positive"
         )
+
+    def _validate_structured_outputs(self) -> None:
+        spec = self.structured_outputs
+        if spec is None:
+            return
+        if isinstance(spec, dict):
+            unknown = sorted(set(spec) - set(StructuredOutputsParams.__dataclass_fields__))
+            if unknown:
+                _fail("structured_outputs", spec, f"unknown fields {unknown}")
+            spec = self.structured_outputs = StructuredOutputsParams(**spec)
+        if not isinstance(spec, StructuredOutputsParams):
+            _fail("structured_outputs", spec, "must be a StructuredOutputsParams or a mapping of its fields")
+        # the grammar decides where the output ends: an EOS it asks for must end it, and may not be banned
+        if self.ignore_eos:
+            _fail("ignore_eos", True, "is not supported with structured_outputs")
+        if self.min_tokens:
+            _fail("min_tokens", self.min_tokens, "is not supported with structured_outputs")
 
     def verify_vocab(self, vocab_size: int) -> None:
         """Token ids can only be checked once the model is known; the engine calls this when admitting a request."""

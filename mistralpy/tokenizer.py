@@ -42,6 +42,11 @@ class Tokenizer:
         self.eos_token = backend.id_to_token(eos_token_id) if eos_token_id is not None else None
         self.eos_token_ids = frozenset(self._stop_ids(extra_eos_token_ids))
 
+    @property
+    def backend(self) -> HFTokenizer:
+        """The `tokenizers` tokenizer underneath (llguidance builds its view of the vocabulary from it)."""
+        return self._backend
+
     @classmethod
     def from_gguf_metadata(cls, metadata: dict[str, Any], chat_template: str | None = None) -> Tokenizer:
         """The GGUF file's vocabulary; `chat_template` replaces its template."""

@@ -15,6 +15,7 @@ from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
 from ..quant.quantized_linear import QuantizedLinear
 from ..sampling_params import SamplingParams
+from ..structured.compile_cache import GrammarCompiler
 from ..threads import ThreadPolicy
 from ..tokenizer import Tokenizer
 from .block_hash import model_key, root_key
@@ -64,6 +65,7 @@ class Engine:
         )  # fmt: skip
         self.output_processor = OutputProcessor(self.tokenizer)
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids) | frozenset(self.model_config.eos_token_ids)
+        self.grammar_compiler = GrammarCompiler(self.tokenizer, self.eos_token_ids, self.model_config.vocab_size)
         self._ids = itertools.count()
 
     @property
@@ -98,6 +100,9 @@ class Engine:
         for i in range(params.n):
             child_id = request_id if params.n == 1 else f"{request_id}-{i}"
             children.append(Request(child_id, ids, child_params(params, i), self.eos_token_ids, prefix_root=root))
+        if params.structured_outputs is not None:
+            for child in children:  # one matcher each: the n samples follow the grammar apart
+                child.matcher = self.grammar_compiler.matcher(params.structured_outputs)
         detoks = [
             IncrementalDetokenizer(
                 self.tokenizer,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..outputs import Logprob
     from ..sampling_params import SamplingParams
+    from ..structured.request_matcher import RequestMatcher
 
 
 class RequestStatus(enum.Enum):
@@ -38,6 +39,7 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     stop_reason: int | str | None = None  # the stop token id or stop string that finished it
     num_preemptions: int = 0
+    matcher: RequestMatcher | None = None  # llguidance's state where sampling_params.structured_outputs is set
     generator: Any = None  # torch.Generator owned by this request when sampling_params.seed is set
     logprobs: list[dict[int, Logprob]] = field(default_factory=list)  # one entry per output token
     prompt_logprobs: list[dict[int, Logprob] | None] = field(default_factory=list)  # one per prompt token

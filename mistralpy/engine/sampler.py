@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..outputs import Logprob
+from ..structured.sampler_hooks import consume_sampled, mask_constrained_rows
 from .logits_processors import apply_logits_processors, list_tensor
 from .request import Request
 
@@ -216,11 +217,13 @@ class Sampler:
         # Reported logprobs describe the model's own distribution, before bias, penalties or temperature.
         raw_logprobs = logits[lp_index].log_softmax(dim=1) if lp_index is not None else None
         apply_logits_processors(logits, requests)
+        constrained = mask_constrained_rows(logits, requests)  # after the bias, as a grammar's ban is final
         token_ids = self._choose(logits, requests)
         lp_tensors = None
         if raw_logprobs is not None:
             lp_tensors = _logprob_tensors(raw_logprobs, token_ids[lp_index], max(num_tops))
         token_list = token_ids.tolist()
+        consume_sampled(requests, constrained, token_list)
         logprobs: list[dict[int, Logprob] | None] = [None] * len(requests)
         if lp_tensors is not None:
             entries = _logprob_dicts(lp_tensors, [token_list[i] for i in lp_rows], num_tops)

@@ -1,0 +1,51 @@
+"""GrammarCompiler: a spec's grammar compiled once against the model's vocabulary (an LLMatcher kept as a template);
+each request's matcher is a copy of it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+import llguidance
+
+from ..errors import InvalidRequestError
+from ..tokenizer import Tokenizer
+from .ll_tokenizer import ll_tokenizer
+from .params import StructuredOutputsParams
+from .request_matcher import RequestMatcher
+
+# Compiled grammars kept (least recently used dropped): a server sees a few schemas many times.
+_CACHE_SIZE = 64
+
+
+class GrammarCompiler:
+    def __init__(self, tokenizer: Tokenizer, eos_token_ids: frozenset[int], vocab_size: int) -> None:
+        self.tokenizer, self.eos_token_ids, self.vocab_size = tokenizer, eos_token_ids, vocab_size
+        self._templates: OrderedDict[tuple[str, str], llguidance.LLMatcher] = OrderedDict()
+        self._lock = threading.Lock()
+        self.compile_seconds = 0.0  # total time spent compiling, for metrics
+        self.num_compiled = 0
+
+    def matcher(self, spec: StructuredOutputsParams) -> RequestMatcher:
+        """A fresh matcher for one request (one per child of n > 1)."""
+        return RequestMatcher(self._template(spec).deep_copy())
+
+    def _template(self, spec: StructuredOutputsParams) -> llguidance.LLMatcher:
+        with self._lock:
+            template = self._templates.get(spec.key)
+            if template is not None:
+                self._templates.move_to_end(spec.key)
+                return template
+        start = time.perf_counter()
+        vocab = ll_tokenizer(self.tokenizer, self.eos_token_ids, self.vocab_size)
+        template = llguidance.LLMatcher(vocab, spec.llguidance_grammar, log_level=0)
+        if template.is_error():
+            raise InvalidRequestError(f"Invalid structured_outputs.{spec.kind}: {template.get_error()}")
+        with self._lock:
+            self.compile_seconds += time.perf_counter() - start
+            self.num_compiled += 1
+            self._templates[spec.key] = template
+            while len(self._templates) > _CACHE_SIZE:
+                self._templates.popitem(last=False)
+        return template
