@@ -15,6 +15,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _EXPORTS = {
     "LLM": "llm",
     "SamplingParams": "sampling_params",
+    "StructuredOutputsParams": "structured.params",
     "RequestOutput": "outputs",
     "CompletionOutput": "outputs",
     "Logprob": "outputs",

@@ -9,35 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..errors import InvalidRequestError
 from ..sampling_params import SamplingParams
-from .validation import describe_validation_errors
+from .protocol_base import OpenAIModel
+from .structured_request import ResponseFormat, StructuredOutputsField, structured_spec
 
 # Keys of the model's generation_config.json that fill in request fields left unset (as vLLM does).
 _DEFAULTED = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
-# mistral.rs's Python request fields whose OpenAI names we use: pointed out rather than only rejected.
-_MISTRALRS_NAMES = {"n_choices": "n", "stop_seqs": "stop", "echo_prompt": "echo"}
-
-
-class OpenAIModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    def __init__(self, /, **data: Any) -> None:
-        """Python construction (the Runner's way in): a bad field raises InvalidRequestError, not ValidationError."""
-        renamed = [f"'{k}' (use '{_MISTRALRS_NAMES[k]}')" for k in data if k in _MISTRALRS_NAMES]
-        if renamed:
-            raise InvalidRequestError(f"invalid {type(self).__name__}: unknown field {', '.join(renamed)}")
-        try:
-            super().__init__(**data)
-        except ValidationError as e:
-            message, _ = describe_validation_errors(list(e.errors()))
-            raise InvalidRequestError(f"invalid {type(self).__name__}: {message}") from None
-
-    # Tell pydantic this is a plain validating __init__ (as RootModel does), so validation itself (the server's request
-    # bodies, model_validate, nested models) never calls it: the HTTP edge keeps pydantic's errors and its 400s.
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
 class TextPart(OpenAIModel):
@@ -101,6 +81,9 @@ class SamplingRequest(OpenAIModel):
     include_stop_str_in_output: bool = False
     # prefix-cache blocks are shared only among requests of the same salt (e.g. one per tenant): Engine.add_request
     cache_salt: str | None = Field(None, min_length=1)
+    # structured output: OpenAI's and vLLM's fields, at most one of them constraining (structured_request.py)
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsField | None = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -147,6 +130,7 @@ class SamplingRequest(OpenAIModel):
             stop_token_ids=self.stop_token_ids,
             skip_special_tokens=self.skip_special_tokens,
             include_stop_str_in_output=self.include_stop_str_in_output,
+            structured_outputs=structured_spec(self.response_format, self.structured_outputs),
             **kwargs,
             **extra,
         )
