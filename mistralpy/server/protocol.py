@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from ..errors import InvalidRequestError
 from ..sampling_params import SamplingParams
 from .protocol_base import OpenAIModel
-from .structured_request import ResponseFormat, StructuredOutputsField, structured_spec
+from .structured_request import StructuredFields
 
 # Keys of the model's generation_config.json that fill in request fields left unset (as vLLM does).
 _DEFAULTED = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -54,8 +54,8 @@ class StreamOptions(OpenAIModel):
     include_usage: bool = False
 
 
-class SamplingRequest(OpenAIModel):
-    """Fields shared by chat and text completions."""
+class SamplingRequest(StructuredFields):
+    """Fields shared by chat and text completions; those that constrain the output are StructuredFields'."""
 
     model: str | None = None  # None: the served model
     max_tokens: int | None = None
@@ -81,9 +81,6 @@ class SamplingRequest(OpenAIModel):
     include_stop_str_in_output: bool = False
     # prefix-cache blocks are shared only among requests of the same salt (e.g. one per tenant): Engine.add_request
     cache_salt: str | None = Field(None, min_length=1)
-    # structured output: OpenAI's and vLLM's fields, at most one of them constraining (structured_request.py)
-    response_format: ResponseFormat | None = None
-    structured_outputs: StructuredOutputsField | None = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -130,7 +127,7 @@ class SamplingRequest(OpenAIModel):
             stop_token_ids=self.stop_token_ids,
             skip_special_tokens=self.skip_special_tokens,
             include_stop_str_in_output=self.include_stop_str_in_output,
-            structured_outputs=structured_spec(self.response_format, self.structured_outputs),
+            structured_outputs=self.structured_spec(),
             **kwargs,
             **extra,
         )
