@@ -26,6 +26,7 @@ from .server.responses import ChatCompletionChunk, ChatCompletionResponse, Compl
 from .server.serving_chat import chat_completion
 from .server.serving_completion import completion
 from .server.streaming import ChunkStream
+from .structured.compile_cache import GrammarCompiler
 from .tokenizer import Tokenizer
 from .which import GGUF, Plain, reject_unsupported
 
@@ -226,3 +227,4 @@ def _use_tokenizer(engine: Engine, tokenizer: Tokenizer, where: str) -> None:
         )
     engine.tokenizer = engine.output_processor.tokenizer = tokenizer
     engine.eos_token_ids = frozenset(tokenizer.eos_token_ids) | frozenset(engine.model_config.eos_token_ids)
+    engine.grammar_compiler = GrammarCompiler(tokenizer, engine.eos_token_ids, vocab)  # masks over this vocabulary

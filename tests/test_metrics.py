@@ -28,6 +28,7 @@ def test_every_line_is_a_comment_or_a_sample():
     metrics = ServerMetrics()
     metrics.on_first_token(0.03)
     snapshot = EngineSnapshot(running=2, kv_cache_usage=0.25, prefix_cache_queries=4, prefix_cache_hits=1,
+                              grammar_compile_seconds=0.5, grammars_compiled=2, grammar_cache_hits=7,
                               finished={"stop": 3})  # fmt: skip
     text = metrics.render(snapshot).decode()
     lines = text.splitlines()
@@ -36,6 +37,8 @@ def test_every_line_is_a_comment_or_a_sample():
     assert values[f"{PREFIX}num_requests_running"] == 2 and values[f"{PREFIX}prefix_cache_hit_rate"] == 0.25
     assert values[f'{PREFIX}request_finished_total{{reason="stop"}}'] == 3
     assert values[f"{PREFIX}time_to_first_token_seconds_count"] == 1
+    assert values[f"{PREFIX}grammar_compile_seconds_total"] == 0.5
+    assert (values[f"{PREFIX}grammar_compiles_total"], values[f"{PREFIX}grammar_cache_hits_total"]) == (2, 7)
     types = [line.split()[3] for line in lines if line.startswith("# TYPE")]
-    assert len(types) == len({line.split()[2] for line in lines if line.startswith("# TYPE")}) == 15
+    assert len(types) == len({line.split()[2] for line in lines if line.startswith("# TYPE")}) == 18
     assert set(types) == {"gauge", "counter", "histogram"}

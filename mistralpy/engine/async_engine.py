@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..config import EngineConfig
 from ..errors import MistralpyError
@@ -22,6 +22,9 @@ from ..heap import trim_heap
 from ..outputs import RequestOutput
 from ..sampling_params import SamplingParams
 from .engine import Engine
+
+if TYPE_CHECKING:
+    import llguidance
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,12 +149,13 @@ class AsyncEngine:
         request_id: str | None = None,
         prompt_token_ids: list[int] | None = None,
         cache_salt: str | None = None,
+        grammar: llguidance.LLMatcher | None = None,
     ) -> RequestStream:
         """Admit a request (validation errors are raised here, before any output) and return its stream.
-        `prompt_token_ids`, `cache_salt`: see Engine.add_request."""
+        `prompt_token_ids`, `cache_salt`, `grammar`: see Engine.add_request."""
 
         def add(engine: Engine) -> RequestStream:
-            rid = engine.add_request(prompt, params, request_id, prompt_token_ids, cache_salt)
+            rid = engine.add_request(prompt, params, request_id, prompt_token_ids, cache_salt, grammar)
             stream = RequestStream(rid, self)
             self._streams[rid] = stream
             return stream

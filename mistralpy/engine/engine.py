@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 from ..config import EngineConfig, SchedulerConfig, resolve_dtype
 from ..errors import InvalidRequestError, PromptTooLongError
@@ -25,6 +26,9 @@ from .model_runner import ModelRunner, ModelRunnerOutput
 from .output_processor import OutputProcessor, ParentRequest, child_params
 from .request import Request, RequestStatus
 from .scheduler import Scheduler, SchedulerOutput
+
+if TYPE_CHECKING:
+    import llguidance
 
 
 class Engine:
@@ -79,11 +83,13 @@ class Engine:
         request_id: str | None = None,
         prompt_token_ids: list[int] | None = None,
         cache_salt: str | None = None,
+        grammar: llguidance.LLMatcher | None = None,
     ) -> str:
         """`prompt_token_ids`: a text prompt's tokens, when the caller tokenized it (the server does, off this
         thread); `prompt` is then kept as its text. `cache_salt` (vLLM's name): requests share prefix-cache blocks
         only with requests of the same salt, e.g. one salt per tenant, so that no tenant can probe another's prompts
-        through cache hits."""
+        through cache hits. `grammar`: `params.structured_outputs` compiled by `self.grammar_compiler.template`,
+        when the caller compiled it (the server does, off this thread, which then only copies it)."""
         if cache_salt is not None and (not isinstance(cache_salt, str) or not cache_salt):
             raise InvalidRequestError("cache_salt must be a non-empty string")
         request_id = request_id if request_id is not None else str(next(self._ids))
@@ -101,8 +107,9 @@ class Engine:
             child_id = request_id if params.n == 1 else f"{request_id}-{i}"
             children.append(Request(child_id, ids, child_params(params, i), self.eos_token_ids, prefix_root=root))
         if params.structured_outputs is not None:
+            template = grammar if grammar is not None else self.grammar_compiler.template(params.structured_outputs)
             for child in children:  # one matcher each: the n samples follow the grammar apart
-                child.matcher = self.grammar_compiler.matcher(params.structured_outputs)
+                child.matcher = self.grammar_compiler.matcher(template)
         detoks = [
             IncrementalDetokenizer(
                 self.tokenizer,

@@ -29,11 +29,14 @@ class EngineSnapshot:
     preemptions: int = 0
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
+    grammar_compile_seconds: float = 0.0
+    grammars_compiled: int = 0
+    grammar_cache_hits: int = 0
     finished: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, engine: Engine, finished: dict[str, int]) -> EngineSnapshot:
-        sched, blocks = engine.scheduler, engine.block_manager
+        sched, blocks, grammars = engine.scheduler, engine.block_manager, engine.grammar_compiler
         return cls(
             running=len(sched.running),
             waiting=len(sched.waiting),
@@ -45,6 +48,9 @@ class EngineSnapshot:
             preemptions=sched.stats.num_preemptions,
             prefix_cache_queries=blocks.stats.queries,
             prefix_cache_hits=blocks.stats.hits,
+            grammar_compile_seconds=grammars.compile_seconds,
+            grammars_compiled=grammars.num_compiled,
+            grammar_cache_hits=grammars.num_cache_hits,
             finished=dict(finished),
         )
 
@@ -107,6 +113,9 @@ class ServerMetrics:
             ("num_preemptions", "Requests preempted because KV-cache blocks ran out.", s.preemptions),
             ("prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", s.prefix_cache_queries),
             ("prefix_cache_hits", "Prompt tokens found in the prefix cache.", s.prefix_cache_hits),
+            ("grammar_compile_seconds", "Time spent compiling structured-output grammars.", s.grammar_compile_seconds),
+            ("grammar_compiles", "Structured-output grammars compiled (cache misses).", s.grammars_compiled),
+            ("grammar_cache_hits", "Constrained requests whose grammar was already compiled.", s.grammar_cache_hits),
         ]
         lines = []
         for name, doc, value in gauges:

@@ -28,6 +28,7 @@ from .responses import (
     random_id,
 )
 from .streaming import ChunkStream, add_streams, collect
+from .structured_compile import sampling_params
 
 
 async def chat_completion(
@@ -36,11 +37,11 @@ async def chat_completion(
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
     ctx.check_model(body.model)
     ctx.limits.check_chat(body)
-    params = body.to_sampling_params(ctx.generation_defaults)
+    params, grammar = await sampling_params(ctx, body)
     prompt = await chat_prompt_ids(ctx.engine.tokenizer, [m.to_template() for m in body.messages])
     ctx.limits.check_tokens([len(prompt)], params.n, "messages")
     request_id = random_id("chatcmpl")
-    streams = await add_streams(ctx.engine, [TokenizedPrompt(prompt)], params, request_id, body.cache_salt)
+    streams = await add_streams(ctx.engine, [TokenizedPrompt(prompt)], params, request_id, body.cache_salt, grammar)
     if body.stream:
         return ChunkStream(ChatChunks(ctx, body, request_id, len(prompt)).run(streams[0], params.n), streams)
     [result] = await collect(streams, params.n)

@@ -18,6 +18,7 @@ from .prompt_tokens import tokenize_prompts
 from .protocol import CompletionRequest
 from .responses import CompletionChoice, CompletionLogprobs, CompletionResponse, UsageInfo, now, random_id
 from .streaming import Choice, ChunkStream, abort_all, add_streams, collect, merge
+from .structured_compile import sampling_params
 
 
 async def completion(
@@ -26,11 +27,11 @@ async def completion(
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
     ctx.check_model(body.model)
     ctx.limits.check_completion(body)
-    params = body.to_sampling_params(ctx.generation_defaults)
+    params, grammar = await sampling_params(ctx, body)
     prompts = await tokenize_prompts(ctx.engine.tokenizer, body.prompts())
     ctx.limits.check_tokens((len(p.ids) for p in prompts), params.n)
     request_id = random_id("cmpl")
-    streams = await add_streams(ctx.engine, prompts, params, request_id, body.cache_salt)
+    streams = await add_streams(ctx.engine, prompts, params, request_id, body.cache_salt, grammar)
     if body.stream:
         return ChunkStream(CompletionChunks(ctx, body, request_id).run(streams), streams)
     results = await collect(streams, params.n)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..engine.async_engine import AsyncEngine, RequestStream
 from ..outputs import Logprob, RequestOutput
 from ..sampling_params import SamplingParams
 from .prompt_tokens import TokenizedPrompt
+
+if TYPE_CHECKING:
+    import llguidance
 
 T = TypeVar("T")
 
@@ -25,15 +28,17 @@ async def add_streams(
     params: SamplingParams,
     request_id: str,
     cache_salt: str | None = None,
+    grammar: llguidance.LLMatcher | None = None,
 ) -> list[RequestStream]:
     """Admit every prompt, or none: if one is rejected the ones already admitted are aborted. The engine gets
-    token ids only (see prompt_tokens.py) and each text prompt's text."""
+    token ids only (see prompt_tokens.py) and each text prompt's text; `grammar`, the compiled constraint
+    (structured_compile.py)."""
     streams: list[RequestStream] = []
     try:
         for i, prompt in enumerate(prompts):
             rid = request_id if len(prompts) == 1 else f"{request_id}-{i}"
             text_or_ids = prompt.text if prompt.text is not None else prompt.ids
-            streams.append(await engine.add_request(text_or_ids, params, rid, prompt.ids, cache_salt))
+            streams.append(await engine.add_request(text_or_ids, params, rid, prompt.ids, cache_salt, grammar))
     except BaseException:
         abort_all(streams)
         raise

@@ -1,5 +1,6 @@
 """GrammarCompiler: a spec's grammar compiled once against the model's vocabulary (an LLMatcher kept as a template);
-each request's matcher is a copy of it."""
+each request's matcher is a copy of it. Thread-safe: the server compiles in worker threads (structured_request.py),
+so the engine's thread only copies a template."""
 
 from __future__ import annotations
 
@@ -24,24 +25,24 @@ class GrammarCompiler:
         self.tokenizer, self.eos_token_ids, self.vocab_size = tokenizer, eos_token_ids, vocab_size
         self._templates: OrderedDict[tuple[str, str], llguidance.LLMatcher] = OrderedDict()
         self._lock = threading.Lock()
-        self.compile_seconds = 0.0  # total time spent compiling, for metrics
+        # for metrics: time spent compiling, grammars compiled, requests whose grammar was already compiled
+        self.compile_seconds = 0.0
         self.num_compiled = 0
+        self.num_cache_hits = 0
 
-    def matcher(self, spec: StructuredOutputsParams) -> RequestMatcher:
-        """A fresh matcher for one request (one per child of n > 1)."""
-        return RequestMatcher(self._template(spec).deep_copy())
-
-    def _template(self, spec: StructuredOutputsParams) -> llguidance.LLMatcher:
+    def template(self, spec: StructuredOutputsParams) -> llguidance.LLMatcher:
+        """The spec's compiled grammar (from the cache, or compiled now): call once per request."""
         with self._lock:
             template = self._templates.get(spec.key)
             if template is not None:
                 self._templates.move_to_end(spec.key)
+                self.num_cache_hits += 1
                 return template
         start = time.perf_counter()
         vocab = ll_tokenizer(self.tokenizer, self.eos_token_ids, self.vocab_size)
-        template = llguidance.LLMatcher(vocab, spec.llguidance_grammar, log_level=0)
+        template = llguidance.LLMatcher(vocab, spec.llguidance_grammar, log_level=0)  # releases the GIL
         if template.is_error():
-            raise InvalidRequestError(f"Invalid structured_outputs.{spec.kind}: {template.get_error()}")
+            raise InvalidRequestError(f"Invalid {spec.label}: {template.get_error()}")
         with self._lock:
             self.compile_seconds += time.perf_counter() - start
             self.num_compiled += 1
@@ -49,3 +50,8 @@ class GrammarCompiler:
             while len(self._templates) > _CACHE_SIZE:
                 self._templates.popitem(last=False)
         return template
+
+    @staticmethod
+    def matcher(template: llguidance.LLMatcher) -> RequestMatcher:
+        """A fresh matcher for one request (one per child of n > 1)."""
+        return RequestMatcher(template.deep_copy())
