@@ -166,3 +166,12 @@ def test_grammars_compile_off_the_engine_thread_and_event_loop(runner, monkeypat
     assert re.fullmatch("[0-9]{3}zz", res.choices[0].text)
     [thread] = threads  # compiled once, by the server, and only copied by the engine
     assert thread is not runner.engine._thread and thread is not runner._thread._thread
+
+
+def test_a_runner_with_its_own_tokenizer_masks_over_that_tokenizer(tiny_llama):
+    gguf, folder = tiny_llama[2], tiny_llama[1]
+    which = Which.GGUF(str(gguf.parent), gguf.name, tok_model_id=str(folder), dtype="f32")
+    with Runner(which=which) as r:
+        assert r.call(lambda e: e.grammar_compiler.tokenizer is e.tokenizer)
+        res = r.send_completion_request(CompletionRequest(prompt="x", guided_choice=["on", "off"], max_tokens=4))
+        assert res.choices[0].text in ("on", "off")
