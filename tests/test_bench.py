@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .test_cli import run_cli
 
 
@@ -28,3 +30,23 @@ def test_bench_table_and_errors(tiny_llama):
     assert bad.returncode == 1 and "unknown peer 'vllm'" in bad.stderr
     bad = run_cli("bench", "-m", str(tiny_llama[2]), "-p", "a,b")
     assert bad.returncode == 1 and "comma-separated list of integers" in bad.stderr
+
+
+def test_bench_structured_json_and_table(tiny_llama):
+    args = ["bench", "-m", str(tiny_llama[2]), "--structured", "--concurrency", "1,3", "-n", "16", "-r", "2"]
+    out = run_cli(*args, "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["concurrency"]: r for r in json.loads(out.stdout)["structured"]}
+    assert set(rows) == {1, 3}
+    for c, row in rows.items():
+        assert row["test"] == f"json c{c}" and len(row["tokens"]) == 2
+        assert all(n > 0 for n in row["tokens"]) and len(row["constrained_seconds"]) == len(row["free_seconds"]) == 2
+        rates = [n / s for n, s in zip(row["tokens"], row["constrained_seconds"], strict=True)]
+        assert row["constrained_tok_per_s"] == pytest.approx(sum(rates) / 2)
+        ratios = [f / s for f, s in zip(row["free_seconds"], row["constrained_seconds"], strict=True)]
+        assert row["ratio"] == pytest.approx(sum(ratios) / 2)
+    table = run_cli(*args[:-2], "-r", "1")
+    assert table.returncode == 0, table.stderr
+    assert "| test" in table.stdout and "json c1" in table.stdout and "json c3" in table.stdout
+    bad = run_cli("bench", "-m", str(tiny_llama[2]), "--structured", "-p", "16")
+    assert bad.returncode == 1 and "-p/--n-prompt do not apply to --structured" in bad.stderr

@@ -24,13 +24,18 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "optionally side by side with peers on the same model file in this same run.",
     )
     add_model_args(p)
-    p.add_argument("-p", "--n-prompt", default="128,512", help="prompt lengths for pp tests (default 128,512)")
+    p.add_argument("-p", "--n-prompt", default=None, help="prompt lengths for pp tests (default 128,512)")
     p.add_argument("-n", "--n-gen", default="128", help="generated tokens for tg tests (default 128)")
     p.add_argument("--concurrency", default="1,8,32", help="concurrent requests for cN tests (default 1,8,32)")
-    p.add_argument("--concurrent-prompt", type=int, default=64, help="prompt tokens of each cN request (default 64)")
+    p.add_argument("--concurrent-prompt", type=int, default=None, help="prompt tokens of each cN request (default 64)")
     p.add_argument("-r", "--repetitions", type=int, default=3, help="timed runs per test (default 3)")
     p.add_argument("-t", "--threads", type=int, default=os.cpu_count(), help="CPU threads, fixed (default: all)")
     p.add_argument("--compare", default="", help=f"comma-separated peers to run too: {', '.join(PEERS)}")
+    p.add_argument(
+        "--structured", action="store_true",
+        help="instead of the pp/tg/cN tests: JSON-schema constrained decoding against the same prompts unconstrained, "
+        "at each --concurrency, up to -n tokens a request (decode tokens/s of each, and their ratio)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -41,10 +46,12 @@ def bench_command(args: argparse.Namespace) -> int:
     from .backends import LlamaCppBackend, MistralpyBackend, TransformersBackend
     from .runner import format_table, run_benchmarks, to_json
 
+    if args.structured:
+        return structured_command(args)
     try:
         tests = build_tests(
-            parse_int_list(args.n_prompt), parse_int_list(args.n_gen), parse_int_list(args.concurrency),
-            args.concurrent_prompt,
+            parse_int_list(args.n_prompt or "128,512"), parse_int_list(args.n_gen), parse_int_list(args.concurrency),
+            64 if args.concurrent_prompt is None else args.concurrent_prompt,
         )  # fmt: skip
     except ValueError as e:
         raise InvalidRequestError(str(e)) from None
@@ -66,10 +73,51 @@ def bench_command(args: argparse.Namespace) -> int:
     if "transformers" in peers:
         backends.append(TransformersBackend(model, args.dtype))
     results = run_benchmarks(backends, tests, args.repetitions, progress=not args.json and sys.stderr.isatty())
-    meta = {
+    print(to_json(results, _meta(args, model)) if args.json else format_table(results))
+    return 0
+
+
+def structured_command(args: argparse.Namespace) -> int:
+    """`--structured`: its own workload (text prompts, a JSON schema), so the pp/cN prompt options and peers are
+    refused rather than ignored."""
+    import json
+
+    import torch
+
+    from ..loader.default_model import default_model_path
+    from .backends import MistralpyBackend
+    from .structured import format_structured_table, run_structured
+
+    given = [flag for flag, value in (("-p/--n-prompt", args.n_prompt), ("--concurrent-prompt",
+             args.concurrent_prompt), ("--compare", args.compare or None)) if value is not None]  # fmt: skip
+    if given:
+        raise InvalidRequestError(f"{', '.join(given)} do not apply to --structured (text prompts, mistralpy only)")
+    try:
+        gens, concurrency = parse_int_list(args.n_gen), [c for c in parse_int_list(args.concurrency) if c >= 1]
+    except ValueError as e:
+        raise InvalidRequestError(str(e)) from None
+    if not gens or max(gens) < 1 or not concurrency or args.repetitions < 1 or args.threads < 1:
+        raise InvalidRequestError("nothing to run: give -n and --concurrency values >= 1, --repetitions >= 1, "
+                                  "--threads >= 1")  # fmt: skip
+    torch.set_num_threads(args.threads)
+    model = args.model or default_model_path()
+    max_len = args.max_model_len or max(gens) + 128  # the prompts are about 30 tokens
+    options = dict(max_num_seqs=max(concurrency), num_threads=args.threads, **engine_options(args))
+    backend = MistralpyBackend(model, args.dtype, max_len, **options)
+    results = run_structured(backend.llm.engine, concurrency, max(gens), args.repetitions)
+    if args.json:
+        report = {"meta": _meta(args, model), "structured": [r.to_dict() for r in results]}
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_structured_table(results))
+    return 0
+
+
+def _meta(args: argparse.Namespace, model: str) -> dict:
+    import torch
+
+    return {
         "mistralpy": __version__, "model": model, "threads": args.threads, "repetitions": args.repetitions,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
     }  # fmt: skip
-    print(to_json(results, meta) if args.json else format_table(results))
-    return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import mmap
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 
 import torch
@@ -13,6 +14,7 @@ from ..layers.attention import AttentionMetadata, PrefillSpan
 from ..layers.kv_cache import cache_shape, storage_dtype
 from ..layers.native import bind_native
 from ..outputs import Logprob
+from ..structured.step_masks import start_step_masks
 from .sampler import Sampler, compute_prompt_logprobs
 from .scheduler import ScheduledRequest, SchedulerOutput
 
@@ -40,7 +42,6 @@ class ModelRunner:
     ) -> None:
         self.model = model
         self.block_size = block_size
-        self.sampler = Sampler()
         cfg = model.config
         shape = cache_shape(
             cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim, kv_cache_dtype
@@ -52,6 +53,9 @@ class ModelRunner:
         self.write_kernel = None if native is None else native.write_kv
         self.decode_kernel = None if native is None else native.decode_attention
         self.prefill_kernel = None if native is None else native.prefill_attention
+        self.sampler = Sampler(None if native is None else native.apply_token_bitmask)
+        # structured output's masks for a step computed on a background thread while the forward runs (StepMasks)
+        self.overlap_masks = True
         # only LongRoPE picks rotary rows by prompt length; the other models skip building them every step
         self.needs_prompt_lens = model.rotary.long_rows_start is not None
 
@@ -62,12 +66,19 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         inputs = self._prepare(sched)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
-        out = ModelRunnerOutput()
-        self._prompt_logprobs(inputs, hidden, out)
-        if inputs.samplers:
-            logits = self.model.compute_logits(hidden[inputs.logits_index])
-            result = self.sampler.sample(logits, [s.request for s in inputs.samplers])
+        requests = [s.request for s in inputs.samplers]
+        masks = start_step_masks(requests, self.model.config.vocab_size, self.overlap_masks)
+        try:
+            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+            out = ModelRunnerOutput()
+            self._prompt_logprobs(inputs, hidden, out)
+            logits = self.model.compute_logits(hidden[inputs.logits_index]) if inputs.samplers else None
+        except BaseException:
+            if masks is not None:  # a failed step still waits for its masks: no thread may hold a matcher after it
+                wait([masks])
+            raise
+        if logits is not None:
+            result = self.sampler.sample(logits, requests, None if masks is None else masks.result())
             for s, token, lp in zip(inputs.samplers, result.token_ids, result.logprobs, strict=True):
                 out.sampled[s.request.request_id] = token
                 if lp is not None:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from ..outputs import Logprob
-from ..structured.sampler_hooks import consume_sampled, mask_constrained_rows
+from ..structured.sampler_hooks import consume_sampled, mask_chunk, masks_for
+from ..structured.step_masks import StepMasks
+from ..structured.token_mask import MaskKernel
 from .logits_processors import apply_logits_processors, list_tensor
 from .request import Request
 
@@ -197,18 +199,25 @@ def compute_prompt_logprobs(logits: torch.Tensor, target_ids: list[int], num_log
 class Sampler:
     """Turns one row of next-token logits per request into one token per request."""
 
-    def sample(self, logits: torch.Tensor, requests: list[Request]) -> SamplerOutput:
+    def __init__(self, mask_kernel: MaskKernel | None = None) -> None:
+        self.mask_kernel = mask_kernel  # the native structured-output mask (kernels/token_mask.cpp), where loaded
+
+    def sample(self, logits: torch.Tensor, requests: list[Request], masks: StepMasks | None = None) -> SamplerOutput:
         """One token per row. Consumes `logits`: contiguous float32 rows are processed in place, where a copy of a
-        step's logits (1.5 MB a chunk of rows) would only raise the step's peak memory."""
+        step's logits (1.5 MB a chunk of rows) would only raise the step's peak memory. `masks`: the constrained
+        requests' token masks where the caller computed them ahead (StepMasks); else they are computed here."""
+        masks = masks_for(requests, logits.shape[1], masks)
         out = SamplerOutput([], [])
         for start in range(0, len(requests), _SAMPLE_CHUNK):
             rows = slice(start, start + _SAMPLE_CHUNK)
-            chunk = self._sample_rows(logits[rows], requests[rows])
+            chunk = self._sample_rows(logits[rows], requests[rows], masks, start)
             out.token_ids.extend(chunk.token_ids)
             out.logprobs.extend(chunk.logprobs)
         return out
 
-    def _sample_rows(self, logits: torch.Tensor, requests: list[Request]) -> SamplerOutput:
+    def _sample_rows(
+        self, logits: torch.Tensor, requests: list[Request], masks: StepMasks | None, start: int
+    ) -> SamplerOutput:
         if logits.dtype != torch.float32 or not logits.is_contiguous():
             logits = logits.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         lp_rows = [i for i, r in enumerate(requests) if r.sampling_params.logprobs is not None]
@@ -217,7 +226,7 @@ class Sampler:
         # Reported logprobs describe the model's own distribution, before bias, penalties or temperature.
         raw_logprobs = logits[lp_index].log_softmax(dim=1) if lp_index is not None else None
         apply_logits_processors(logits, requests)
-        constrained = mask_constrained_rows(logits, requests)  # after the bias, as a grammar's ban is final
+        constrained = mask_chunk(logits, masks, start, self.mask_kernel)  # after the bias: a grammar's ban is final
         token_ids = self._choose(logits, requests)
         lp_tensors = None
         if raw_logprobs is not None:

@@ -15,6 +15,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm", &rms_norm, "bf16 RMSNorm of rows (Llama's rounding, or Gemma's 1 + weight)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 silu(gate) * up over [gate | up] rows");
   m.def("rotary", &rotary, "bf16 half-split rotary of q and k, from the step's cos/sin rows");
+  m.def("apply_token_bitmask", &apply_token_bitmask,
+        "structured output: the tokens an int32 bitmask disallows set to -inf in the given float32 logits rows");
   pybind11::class_<QuantLinear>(m, "QuantLinear", "a projection over group-quantized codes (for DecoderStack)")
       .def(pybind11::init<torch::Tensor, torch::Tensor, c10::optional<torch::Tensor>, int64_t, double, int64_t,
                           c10::optional<torch::Tensor>>())

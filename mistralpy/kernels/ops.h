@@ -20,3 +20,5 @@ torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale,
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps, bool gemma);
 torch::Tensor silu_and_mul(torch::Tensor gate_up);
 std::vector<torch::Tensor> rotary(torch::Tensor q, torch::Tensor k, torch::Tensor cos, torch::Tensor sin);
+// sets the tokens that llguidance's int32 bitmask (M, W) disallows to -inf in logits rows `rows` (M,), in place
+void apply_token_bitmask(torch::Tensor logits, torch::Tensor bitmask, torch::Tensor rows);

@@ -1,4 +1,5 @@
-"""Where structured output meets the sampler: masks before the draw, the drawn tokens consumed after it."""
+"""Where structured output meets the sampler: the step's masks (StepMasks) applied to a chunk of rows before the
+draw, the drawn tokens consumed after it."""
 
 from __future__ import annotations
 
@@ -6,20 +7,29 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .token_mask import apply_token_masks
+from .step_masks import StepMasks, compute_step_masks
+from .token_mask import MaskKernel, apply_bitmask
 
 if TYPE_CHECKING:
     from ..engine.request import Request
 
 
-def mask_constrained_rows(logits: torch.Tensor, requests: list[Request]) -> list[int]:
-    """Disallowed tokens of the constrained rows set to -inf; returns those rows. Each matcher is first brought in
-    step with its request's output (a no-op normally; after preemption or a dropped token it catches up)."""
-    rows = [i for i, r in enumerate(requests) if r.matcher is not None]
-    if rows:
-        for i in rows:
-            requests[i].matcher.sync(requests[i].output_token_ids)
-        apply_token_masks(logits, rows, [requests[i].matcher for i in rows])
+def masks_for(requests: list[Request], vocab_size: int, masks: StepMasks | None) -> StepMasks | None:
+    """The masks computed before the step (the model runner's), or now where none were and a request needs one."""
+    if masks is not None or all(r.matcher is None for r in requests):
+        return masks
+    return compute_step_masks(requests, vocab_size)
+
+
+def mask_chunk(
+    logits: torch.Tensor, masks: StepMasks | None, start: int, kernel: MaskKernel | None = None
+) -> list[int]:
+    """Disallowed tokens of the constrained rows of the chunk of requests start..start+len(logits)-1 set to -inf;
+    returns those rows, relative to the chunk."""
+    if masks is None:
+        return []
+    rows, bitmask = masks.within(start, start + logits.shape[0])
+    apply_bitmask(logits, bitmask, rows, kernel)
     return rows
 
 
