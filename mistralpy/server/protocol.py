@@ -13,8 +13,10 @@ from pydantic import Field, field_validator, model_validator
 
 from ..errors import InvalidRequestError
 from ..sampling_params import SamplingParams
+from ..tools import ToolsSpec, tools_spec
 from .protocol_base import OpenAIModel
 from .structured_request import ResponseFormat, StructuredOutputsField, structured_spec
+from .tool_fields import ToolCallIn
 
 # Keys of the model's generation_config.json that fill in request fields left unset (as vLLM does).
 _DEFAULTED = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -26,11 +28,14 @@ class TextPart(OpenAIModel):
 
 
 class ChatMessage(OpenAIModel):
-    """Roles: system, developer (rendered as system), user, assistant. Tools and tool calls are not supported."""
+    """Roles: system, developer (rendered as system), user, assistant (text and/or tool_calls), tool (a call's
+    result, naming its tool_call_id)."""
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -40,13 +45,28 @@ class ChatMessage(OpenAIModel):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 if kind != "text":
                     raise ValueError(f"only text content parts are supported, got {kind!r}")
-        elif not isinstance(value, str):
+        elif value is not None and not isinstance(value, str):
             raise ValueError("must be a string or a list of text parts")
         return value
 
+    @model_validator(mode="after")
+    def _fields_of_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages have tool_calls")
+        if (self.tool_call_id is not None) != (self.role == "tool"):
+            raise ValueError("tool messages need a tool_call_id, and only they have one")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (it may be null only in an assistant message with tool_calls)")
+        return self
+
     def to_template(self) -> dict[str, Any]:
-        content = self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
+        content = self.content if isinstance(self.content, str) or self.content is None else (
+            "\n".join(p.text for p in self.content))  # fmt: skip
         message = {"role": "system" if self.role == "developer" else self.role, "content": content}
+        if self.tool_calls:
+            message["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
         return message | ({"name": self.name} if self.name is not None else {})
 
 
@@ -141,6 +161,13 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
+    # tool calling: the definitions and choice checked by mistralpy.tools.spec (shared with LLM.chat)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+    def tools_spec(self) -> ToolsSpec | None:
+        return tools_spec(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     def to_sampling_params(self, defaults: dict[str, Any] | None = None) -> SamplingParams:
         """max_tokens unset means "up to the context length", as OpenAI does for chat."""
