@@ -196,3 +196,13 @@ def test_bad_tools_in_python_are_clear_errors(family_llms):
         llm.chat(messages, tools=TOOLS, tool_choice="sometimes")
     with pytest.raises(InvalidRequestError, match="needs tools"):
         llm.chat(messages, tool_choice="required")
+
+
+def test_schemas_are_checked_by_llguidance_when_they_become_a_grammar():
+    odd = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+            "properties": {"x": {"type": "string", "pattern": "("}}}}}]  # fmt: skip
+    assert tools_spec(odd).constrained is False  # "auto": the calls are only parsed, the schema never compiled
+    with pytest.raises(InvalidRequestError, match=r"tools\[0\].function.parameters: is not a schema llguidance"):
+        tools_spec(odd, "required")
+    with pytest.raises(InvalidRequestError, match="empty array"):
+        tools_spec([])

@@ -125,7 +125,8 @@ def test_tool_choice_none_and_auto_answer_in_text(client):
                             "parameters": {"type": "object", "properties": {"x": {"type": "string", "pattern": "("}}},
                         },
                     }
-                ]
+                ],
+                "tool_choice": "required",
             },  # fmt: skip
             "llguidance",
         ),

@@ -7,6 +7,7 @@ InvalidRequestError with the same message.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -14,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from ..errors import InvalidRequestError
 from ..sampling_params import SamplingParams
 from ..tools import ToolsSpec, tools_spec
+from ..tools.spec import ToolChoice
 from .protocol_base import OpenAIModel
 from .structured_request import ResponseFormat, StructuredOutputsField, structured_spec
 from .tool_fields import ToolCallIn
@@ -165,9 +167,20 @@ class ChatCompletionRequest(SamplingRequest):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    tool_schemas: list[str] | None = None  # mistral.rs's Runner field: each tool as its JSON text
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _tool_choice_enum(cls, value: Any) -> Any:
+        return value.value if isinstance(value, ToolChoice) else value  # mistral.rs's ToolChoice.Auto / NoTools
 
     def tools_spec(self) -> ToolsSpec | None:
-        return tools_spec(self.tools, self.tool_choice, self.parallel_tool_calls)
+        tools = self.tools
+        if self.tool_schemas is not None:
+            if tools is not None:
+                raise InvalidRequestError("give tools or tool_schemas, not both")
+            tools = [_tool_from_json(i, text) for i, text in enumerate(self.tool_schemas)]
+        return tools_spec(tools, self.tool_choice, self.parallel_tool_calls)
 
     def to_sampling_params(self, defaults: dict[str, Any] | None = None) -> SamplingParams:
         """max_tokens unset means "up to the context length", as OpenAI does for chat."""
@@ -176,6 +189,13 @@ class ChatCompletionRequest(SamplingRequest):
         max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
         return self._params(defaults or {}, max_tokens, logprobs=logprobs)
+
+
+def _tool_from_json(index: int, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise InvalidRequestError(f"Invalid tool_schemas[{index}]: not JSON ({e})") from None
 
 
 Prompt = str | list[str] | list[int] | list[list[int]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import llguidance
@@ -14,6 +15,14 @@ from ..errors import InvalidRequestError
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # OpenAI's rule for function names
 _MODES = ("auto", "none", "required")
+
+
+class ToolChoice(str, Enum):
+    """mistral.rs's Python `ToolChoice` (NoTools, Auto), and Required; anywhere a tool_choice string is taken."""
+
+    NoTools = "none"
+    Auto = "auto"
+    Required = "required"
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,10 @@ def tools_spec(tools: Any, tool_choice: Any = None, parallel_tool_calls: Any = N
     """The spec of a request's tool fields (OpenAI's shapes, as dicts), or None without tools."""
     if parallel_tool_calls is not None and not isinstance(parallel_tool_calls, bool):
         _fail("parallel_tool_calls", f"must be true or false, got {parallel_tool_calls!r}")
-    if tools is None or (isinstance(tools, list) and not tools):
-        if tool_choice not in (None, "none", "auto"):
+    if isinstance(tools, (list, tuple)) and not tools:
+        _fail("tools", "empty array: give at least one tool, or leave tools out")
+    if tools is None:
+        if tool_choice not in (None, "none", "auto", ToolChoice.NoTools, ToolChoice.Auto):
             _fail("tool_choice", f"{_shown(tool_choice)} needs tools, and the request has none")
         return None
     if not isinstance(tools, (list, tuple)):
@@ -74,7 +85,12 @@ def tools_spec(tools: Any, tool_choice: Any = None, parallel_tool_calls: Any = N
     if doubled:
         _fail("tools", f"function names must be unique; {', '.join(doubled)} appear more than once")
     choice, named = _choice(tool_choice, names)
-    return ToolsSpec(parsed, choice, named, True if parallel_tool_calls is None else parallel_tool_calls)
+    spec = ToolsSpec(parsed, choice, named, True if parallel_tool_calls is None else parallel_tool_calls)
+    if spec.constrained:  # the schemas become a grammar: llguidance must take them (free calls are only parsed)
+        for i, tool in enumerate(parsed):
+            if tool in spec.callable_tools:
+                _check_schema(f"tools[{i}].function.parameters", tool.parameters)
+    return spec
 
 
 def _tool(index: int, tool: Any) -> FunctionTool:
@@ -112,19 +128,24 @@ def _parameters(where: str, schema: Any) -> dict[str, Any]:
         _fail(where, f"must be a JSON schema object, got {type(schema).__name__}")
     if schema.get("type", "object") != "object":
         _fail(where, f"must describe an object (type 'object'), got type {_shown(schema.get('type'))}")
+    return schema
+
+
+def _check_schema(where: str, schema: dict[str, Any]) -> None:
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(schema)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         _fail(where, f"is not a schema llguidance accepts: {e}")
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
     if is_error:
         _fail(where, f"is not a schema llguidance accepts: {' '.join(messages[0].split())}")
-    return schema
 
 
 def _choice(value: Any, names: list[str]) -> tuple[str, str | None]:
     if value is None:
         return "auto", None
+    if isinstance(value, ToolChoice):
+        return value.value, None
     if isinstance(value, str):
         if value not in _MODES:
             _fail("tool_choice", f"must be one of {', '.join(_MODES)} or a named function, got {_shown(value)}")
