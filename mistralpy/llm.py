@@ -145,7 +145,7 @@ class LLM:
         ]
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
-        params = [tool_use.sampling_params(p) for p in _as_params_list(sampling_params, len(prompts))]
+        params = [tool_use.sampling_params(p, tokenizer) for p in _as_params_list(sampling_params, len(prompts))]
         results = self.generate(prompts, params, use_tqdm)
         if tool_use.parses_calls:
             for result in results:

@@ -206,3 +206,28 @@ def test_schemas_are_checked_by_llguidance_when_they_become_a_grammar():
         tools_spec(odd, "required")
     with pytest.raises(InvalidRequestError, match="empty array"):
         tools_spec([])
+
+
+def test_special_token_markers_are_kept_in_the_text(tokenizer_dir, tmp_path):
+    """Mistral's `[TOOL_CALLS]` is a special token of its vocabulary: skip_special_tokens would drop it from the text
+    and the parser would never see the call, so requests that parse calls keep special tokens."""
+    from tokenizers import AddedToken
+    from tokenizers import Tokenizer as HFTokenizer
+
+    for f in tokenizer_dir.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    backend = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    backend.add_special_tokens([AddedToken("[TOOL_CALLS]", special=True)])
+    backend.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = Tokenizer.from_folder(tmp_path, chat_template=template("mistral-nemo-tools"))
+    use = ToolUse(tools_spec(TOOLS), tokenizer.chat_template)
+    assert use.sampling_params(SamplingParams(), tokenizer).skip_special_tokens is False
+    ids = tokenizer.encode('[TOOL_CALLS][{"name": "add", "arguments": {"a": 1, "b": 2}}]', add_special_tokens=False)
+    assert tokenizer.token_to_id("[TOOL_CALLS]") == ids[0]
+    [call] = use.parse(tokenizer.decode(ids, skip_special_tokens=False)).calls
+    assert (call.name, json.loads(call.arguments)) == ("add", {"a": 1, "b": 2})
+    # not parsing calls (tool_choice "none"), or a marker that is plain text: the request's setting stays
+    none = ToolUse(tools_spec(TOOLS, "none"), tokenizer.chat_template)
+    assert none.sampling_params(SamplingParams(), tokenizer).skip_special_tokens is True
+    qwen = Tokenizer.from_folder(tokenizer_dir, chat_template=template("qwen2.5-tools"))
+    assert ToolUse(tools_spec(TOOLS), qwen.chat_template).sampling_params(SamplingParams(), qwen).skip_special_tokens

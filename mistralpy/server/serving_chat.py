@@ -42,7 +42,7 @@ async def chat_completion(
     ctx.limits.check_chat(body)
     tokenizer = ctx.engine.tokenizer
     tools = ToolUse(body.tools_spec(), tokenizer.chat_template)
-    params = tools.sampling_params(body.to_sampling_params(ctx.generation_defaults))
+    params = tools.sampling_params(body.to_sampling_params(ctx.generation_defaults), tokenizer)
     prompt = await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], tools.render)
     ctx.limits.check_tokens([len(prompt)], params.n, "messages")
     request_id = random_id("chatcmpl")

@@ -15,6 +15,10 @@ class HermesFormat(ToolFormat):
     name = "hermes"
     marker = OPEN
 
+    @property
+    def markers(self) -> tuple[str, ...]:
+        return (OPEN, CLOSE)
+
     def take(self, text: str, final: bool) -> CallMatch | None:
         close = text.find(CLOSE, len(OPEN))
         if close < 0:

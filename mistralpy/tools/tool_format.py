@@ -26,6 +26,11 @@ class ToolFormat:
     calls_in_history = True  # the template renders assistant tool_calls and tool results itself
     short_ids = False  # call ids of 9 letters or digits (Mistral's templates check them)
 
+    @property
+    def markers(self) -> tuple[str, ...]:
+        """The texts that delimit calls (the parser must see them in the output's text)."""
+        return (self.marker,)
+
     def find_start(self, text: str, at_start: bool) -> int | None:
         """Where a call starts in `text` (content so far is `at_start` when nothing but whitespace preceded it)."""
         index = text.find(self.marker)

@@ -32,8 +32,13 @@ class ToolUse:
         messages, extra = template_inputs(messages, self.spec, self.format)
         return tokenizer.apply_chat_template(messages, add_generation_prompt, tokenize=True, **extra, **variables)
 
-    def sampling_params(self, params: SamplingParams) -> SamplingParams:
-        """`params` with the calls' grammar where the tool choice needs one."""
+    def sampling_params(self, params: SamplingParams, tokenizer: Tokenizer | None = None) -> SamplingParams:
+        """`params` with the calls' grammar where the tool choice needs one; special tokens kept in the text where
+        the calls' markers are special tokens of the vocabulary (Mistral's `[TOOL_CALLS]`), or the parser could not
+        see them."""
+        if self.parses_calls and tokenizer is not None and params.skip_special_tokens:
+            if any(is_special_token(tokenizer, m) for m in self.format.markers):
+                params = dataclasses.replace(params, skip_special_tokens=False)
         if self.spec is None or not self.spec.constrained:
             return params
         if params.structured_outputs is not None:
@@ -55,3 +60,9 @@ class ToolUse:
 def finish_reason(reason: str | None, parsed: ParsedOutput) -> str | None:
     """OpenAI's "tool_calls" when the model stopped after calling tools."""
     return "tool_calls" if parsed.calls and reason == "stop" else reason
+
+
+def is_special_token(tokenizer: Tokenizer, text: str) -> bool:
+    """Whether `text` is one special token of the vocabulary (dropped from the text by skip_special_tokens)."""
+    added = tokenizer.backend.get_added_tokens_decoder()
+    return any(token.content == text and token.special for token in added.values())
