@@ -133,24 +133,25 @@ class LLM:
         `tools` (OpenAI's function tools), `tool_choice` ("auto", "none", "required" or
         {"type": "function", "function": {"name": ...}}) and `parallel_tool_calls` work as in the server: each
         output's `tool_calls` holds the calls read from its text ("required", a named tool or a strict tool make
-        them follow the tools' schemas)."""
+        them follow the tools' schemas). Where the template has a think block (Qwen3, DeepSeek-R1), each output's
+        `reasoning_content` holds its thinking; `chat_template_kwargs={"enable_thinking": False}` reaches the
+        template."""
         if not isinstance(messages, list) or not messages:
             raise InvalidRequestError("messages must be a non-empty list of messages or of conversations")
         conversations = messages if isinstance(messages[0], list) else [messages]
         tokenizer = self.get_tokenizer()
         tool_use = ToolUse(tools_spec(tools, tool_choice, parallel_tool_calls), tokenizer.chat_template)
         prompts = [
-            tool_use.render(tokenizer, conv, add_generation_prompt, **(chat_template_kwargs or {}))
-            for conv in conversations
+            tool_use.render(tokenizer, conv, add_generation_prompt, chat_template_kwargs) for conv in conversations
         ]
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
         params = [tool_use.sampling_params(p, tokenizer) for p in _as_params_list(sampling_params, len(prompts))]
         results = self.generate(prompts, params, use_tqdm)
-        if tool_use.parses_calls:
-            for result in results:
-                for output in result.outputs:
-                    output.tool_calls = tool_use.parse(output.text).calls or None
+        for result in results:
+            for output in result.outputs:
+                parsed = tool_use.parse(output.text)
+                output.tool_calls, output.reasoning_content = parsed.calls or None, parsed.reasoning
         return results
 
     def _run(self, ids: list[str], use_tqdm: bool) -> list[RequestOutput]:

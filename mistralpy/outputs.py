@@ -31,6 +31,7 @@ class CompletionOutput:
     logprobs: SampleLogprobs | None = None
     cumulative_logprob: float | None = None
     tool_calls: list[ToolCall] | None = None  # LLM.chat with tools: the calls read from `text` (which keeps them)
+    reasoning_content: str | None = None  # LLM.chat with a thinking model's template: its think block's text
 
     @property
     def finished(self) -> bool:

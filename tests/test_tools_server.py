@@ -135,6 +135,8 @@ def test_tool_choice_none_and_auto_answer_in_text(client):
             "use one of them",
         ),
         ({"messages": [{"role": "tool", "content": "x"}]}, "tool_call_id"),
+        ({"chat_template_kwargs": {"messages": []}}, "may not set messages"),
+        ({"chat_template_kwargs": {"enable_thinking": True}, "enable_thinking": False}, "not both"),
         (
             {
                 "messages": [

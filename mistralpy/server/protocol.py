@@ -38,6 +38,7 @@ class ChatMessage(OpenAIModel):
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
+    reasoning_content: str | None = None  # an earlier answer's thinking (Qwen3's template shows it)
 
     @field_validator("content", mode="before")
     @classmethod
@@ -69,6 +70,8 @@ class ChatMessage(OpenAIModel):
             message["tool_calls"] = [c.model_dump() for c in self.tool_calls]
         if self.tool_call_id is not None:
             message["tool_call_id"] = self.tool_call_id
+        if self.reasoning_content is not None:
+            message["reasoning_content"] = self.reasoning_content
         return message | ({"name": self.name} if self.name is not None else {})
 
 
@@ -168,6 +171,17 @@ class ChatCompletionRequest(SamplingRequest):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     tool_schemas: list[str] | None = None  # mistral.rs's Runner field: each tool as its JSON text
+    # the chat template's extra variables (vLLM's field), e.g. {"enable_thinking": false}; mistral.rs's enable_thinking
+    chat_template_kwargs: dict[str, Any] | None = None
+    enable_thinking: bool | None = None
+
+    def template_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.chat_template_kwargs or {})
+        if self.enable_thinking is not None:
+            if "enable_thinking" in kwargs:
+                raise InvalidRequestError("set enable_thinking or chat_template_kwargs.enable_thinking, not both")
+            kwargs["enable_thinking"] = self.enable_thinking
+        return kwargs
 
     @field_validator("tool_choice", mode="before")
     @classmethod

@@ -82,6 +82,7 @@ class ChatMessageOut(BaseModel):
     content: str | None  # None when the message only calls tools
     refusal: None = None
     tool_calls: list[ToolCallOut] | None = None
+    reasoning_content: str | None = None  # a thinking model's think block (vLLM's name)
 
 
 class ChatChoice(BaseModel):

@@ -7,12 +7,14 @@ ChatCompletionChunks. The HTTP route (http_edge.py) and the in-process Runner bo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ..engine.async_engine import RequestStream
 from ..outputs import CompletionOutput
-from ..tools.stream_parser import ParsedDelta, ToolCallStream
+from ..tools.answer_stream import AnswerStream
+from ..tools.stream_parser import ParsedDelta
 from ..tools.tool_use import ToolUse, finish_reason
 from .context import ServerContext
 from .logprobs import chat_logprobs
@@ -42,8 +44,10 @@ async def chat_completion(
     ctx.limits.check_chat(body)
     tokenizer = ctx.engine.tokenizer
     tools = ToolUse(body.tools_spec(), tokenizer.chat_template)
-    params = tools.sampling_params(body.to_sampling_params(ctx.generation_defaults), tokenizer)
-    prompt = await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], tools.render)
+    params = body.to_sampling_params(ctx.generation_defaults)
+    render = functools.partial(tools.render, variables=body.template_kwargs())
+    prompt = await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], render)
+    params = tools.sampling_params(params, tokenizer)  # after rendering: the grammar depends on how the prompt ends
     ctx.limits.check_tokens([len(prompt)], params.n, "messages")
     request_id = random_id("chatcmpl")
     streams = await add_streams(ctx.engine, [TokenizedPrompt(prompt)], params, request_id, body.cache_salt)
@@ -68,7 +72,7 @@ def _choice(ctx: ServerContext, body: ChatCompletionRequest, tools: ToolUse, ind
     calls = [ToolCallOut(id=t.id, function=FunctionCallOut(name=t.name, arguments=t.arguments)) for t in parsed.calls]
     return ChatChoice(
         index=index,
-        message=ChatMessageOut(content=parsed.content, tool_calls=calls or None),
+        message=ChatMessageOut(content=parsed.content, tool_calls=calls or None, reasoning_content=parsed.reasoning),
         logprobs=_logprobs(ctx, body, c.logprobs, c.token_ids),
         finish_reason=finish_reason(c.finish_reason, parsed),
     )
@@ -92,7 +96,7 @@ class ChatChunks:
         self.ctx, self.body, self.request_id, self.num_prompt = ctx, body, request_id, num_prompt
         self.created = now()
         self.num_generated = self.num_cached = 0
-        self.parsers: dict[int, ToolCallStream | None] = {i: tools.stream() for i in range(body.n)}
+        self.parsers: dict[int, AnswerStream | None] = {i: tools.stream() for i in range(body.n)}
         self.num_calls = dict.fromkeys(range(body.n), 0)
 
     def chunk(self, choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> ChatCompletionChunk:
@@ -124,6 +128,8 @@ class ChatChunks:
         logprobs = _logprobs(self.ctx, self.body, c.logprobs, c.token_ids) if c.token_ids else None
         parsed = self.parse(c)
         out = []
+        if parsed.reasoning:
+            out.append(self.choice(c.index, {"reasoning_content": parsed.reasoning}))
         if parsed.content or logprobs is not None:
             out.append(self.choice(c.index, {"content": parsed.content}, logprobs))
         for call in parsed.calls:
@@ -144,5 +150,7 @@ class ChatChunks:
         delta = parser.feed(c.text)
         if c.finish_reason is not None:
             last = parser.finish()
-            delta = ParsedDelta(delta.content + last.content, delta.calls + last.calls)
+            delta = ParsedDelta(
+                delta.content + last.content, delta.calls + last.calls, delta.reasoning + last.reasoning
+            )
         return delta

@@ -9,22 +9,21 @@ import json
 from typing import Any
 
 from ..structured.grammar import JSON_OPTIONS
-from ..structured.params import StructuredOutputsParams
 from .spec import FunctionTool, ToolsSpec
 from .tool_format import ToolFormat
 
 
-def tools_grammar(spec: ToolsSpec, fmt: ToolFormat) -> str:
-    """The Lark text: the format's rules around `body`, one call's object (any callable tool's, by name)."""
+def tools_grammar(spec: ToolsSpec, fmt: ToolFormat, think: str | None = None) -> str:
+    """The Lark text: the format's rules around `body`, one call's object (any callable tool's, by name); `think`
+    (reasoning/think.py's rules) comes first where the model thinks before it answers."""
     variants = [call_schema(tool, fmt.arguments_key) for tool in spec.callable_tools]
     schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
     # compact whitespace, as the structured-output grammars: free whitespace runs away on small models
     schema = {**schema, "x-guidance": JSON_OPTIONS}
-    return fmt.grammar("body", spec.parallel, optional=not spec.forced) + f"body: %json {json.dumps(schema)}\n"
-
-
-def tools_constraint(spec: ToolsSpec, fmt: ToolFormat) -> StructuredOutputsParams:
-    return StructuredOutputsParams(grammar=tools_grammar(spec, fmt))
+    rules = fmt.grammar("body", spec.parallel, optional=not spec.forced) + f"body: %json {json.dumps(schema)}\n"
+    if think is None:
+        return rules
+    return "start: think answer\nanswer: " + rules.removeprefix("start: ") + think
 
 
 def call_schema(tool: FunctionTool, arguments_key: str) -> dict[str, Any]:

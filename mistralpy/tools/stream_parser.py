@@ -1,6 +1,6 @@
 """ToolCallStream: a model's output read as it grows, split into content and tool calls. Text that could still be
 the start of a call is held back, so no part of a call ever reaches the content; a call is given out whole, when
-its end is read. The whole output parsed at once goes through the same steps (`parse_output`), so a stream's pieces
+its end is read. The whole output is parsed through the same steps (answer_stream.parse_answer), so a stream's pieces
 add up to the unstreamed message."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .tool_format import ToolFormat
 class ParsedDelta:
     content: str = ""
     calls: list[ToolCall] = field(default_factory=list)
+    reasoning: str = ""  # a think block's text (AnswerStream)
 
 
 class ToolCallStream:
@@ -70,16 +71,3 @@ class ToolCallStream:
         delta.content += self._pending_space + body
         self._pending_space = text[len(body) :]
         self._at_start = False
-
-
-@dataclass
-class ParsedOutput:
-    content: str | None
-    calls: list[ToolCall]
-
-
-def parse_output(fmt: ToolFormat, text: str) -> ParsedOutput:
-    stream = ToolCallStream(fmt)
-    first, last = stream.feed(text), stream.finish()
-    content = first.content + last.content
-    return ParsedOutput(content or None, first.calls + last.calls)
