@@ -235,3 +235,12 @@ def test_special_token_markers_are_kept_in_the_text(tokenizer_dir, tmp_path):
     assert none.sampling_params(SamplingParams(), tokenizer).skip_special_tokens is True
     qwen = Tokenizer.from_folder(tokenizer_dir, chat_template=template("qwen2.5-tools"))
     assert ToolUse(tools_spec(TOOLS), qwen.chat_template).sampling_params(SamplingParams(), qwen).skip_special_tokens
+
+
+def test_generic_history_without_tools_adds_no_tool_list(tokenizer_dir):
+    tokenizer = Tokenizer.from_folder(tokenizer_dir)
+    use = ToolUse(None, tokenizer.chat_template)
+    text = tokenizer.decode(use.render(tokenizer, HISTORY), skip_special_tokens=False)
+    assert "You can call the following tools" not in text
+    assert '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>' in text
+    assert "<|im_start|>user\n<tool_response>\n5\n</tool_response><|im_end|>" in text

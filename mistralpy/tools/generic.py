@@ -52,6 +52,8 @@ class GenericFormat(HermesFormat):
                 out.append(dict(message))
         for message in out:
             message.pop("_tool_results", None)
+        if not spec.tools:  # earlier calls and results, but no tools offered now
+            return out
         system = self.system_prompt(spec)
         if out and out[0].get("role") == "system":
             out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{system}"}
