@@ -19,7 +19,10 @@ WEATHER = {
 }
 ADD = {
     "type": "object",
-    "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99}, "b": {"type": "integer"}},
+    "properties": {
+        "a": {"type": "integer", "minimum": 0, "maximum": 99},
+        "b": {"type": "integer", "minimum": -999, "maximum": 999},
+    },
     "required": ["a", "b"],
 }
 TOOLS = [
@@ -38,9 +41,12 @@ def _check_call(call) -> dict:
 
 
 def test_required_makes_a_valid_call_every_time(client):
+    """50 samples at temperature 1: every one a call whose arguments validate (one call each: with parallel calls
+    allowed, the random model may go on calling until max_tokens)."""
     res = client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="required", n=8, temperature=1.0, max_tokens=120
-    )
+        model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="required", parallel_tool_calls=False, n=50,
+        temperature=1.0, max_tokens=120,
+    )  # fmt: skip
     for choice in res.choices:
         assert choice.finish_reason == "tool_calls"
         assert choice.message.content is None
