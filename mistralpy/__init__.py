@@ -24,6 +24,8 @@ _EXPORTS = {
     "Runner": "runner",
     "Which": "which",
     "ModelDType": "which",
+    "ToolChoice": "tools.spec",
+    "ToolCall": "tools.calls",
     "ChatCompletionRequest": "server.protocol",
     "CompletionRequest": "server.protocol",
     "ChatCompletionResponse": "server.responses",

@@ -13,6 +13,7 @@ from .errors import InvalidRequestError
 from .outputs import RequestOutput
 from .sampling_params import SamplingParams
 from .tokenizer import Tokenizer
+from .tools import ToolUse, tools_spec
 
 PromptType = str | list[int] | dict[str, Any]
 _GENERATION_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -122,20 +123,36 @@ class LLM:
         use_tqdm: bool = False,
         add_generation_prompt: bool = True,
         chat_template_kwargs: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
     ) -> list[RequestOutput]:
         """Apply the chat template (the model's, or LLM's `chat_template`) to one conversation (a list of messages) or
-        a list of them."""
+        a list of them.
+
+        `tools` (OpenAI's function tools), `tool_choice` ("auto", "none", "required" or
+        {"type": "function", "function": {"name": ...}}) and `parallel_tool_calls` work as in the server: each
+        output's `tool_calls` holds the calls read from its text ("required", a named tool or a strict tool make
+        them follow the tools' schemas). Where the template has a think block (Qwen3, DeepSeek-R1), each output's
+        `reasoning_content` holds its thinking; `chat_template_kwargs={"enable_thinking": False}` reaches the
+        template."""
         if not isinstance(messages, list) or not messages:
             raise InvalidRequestError("messages must be a non-empty list of messages or of conversations")
         conversations = messages if isinstance(messages[0], list) else [messages]
         tokenizer = self.get_tokenizer()
+        tool_use = ToolUse(tools_spec(tools, tool_choice, parallel_tool_calls), tokenizer.chat_template)
         prompts = [
-            tokenizer.apply_chat_template(
-                conv, add_generation_prompt=add_generation_prompt, tokenize=True, **(chat_template_kwargs or {})
-            )
-            for conv in conversations
+            tool_use.render(tokenizer, conv, add_generation_prompt, chat_template_kwargs) for conv in conversations
         ]
-        return self.generate(prompts, sampling_params, use_tqdm)
+        if sampling_params is None:
+            sampling_params = self.get_default_sampling_params()
+        params = [tool_use.sampling_params(p, tokenizer) for p in _as_params_list(sampling_params, len(prompts))]
+        results = self.generate(prompts, params, use_tqdm)
+        for result in results:
+            for output in result.outputs:
+                parsed = tool_use.parse(output.text)
+                output.tool_calls, output.reasoning_content = parsed.calls or None, parsed.reasoning
+        return results
 
     def _run(self, ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
         finished: dict[str, RequestOutput] = {}

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tools.calls import ToolCall
 
 
 @dataclass
@@ -26,6 +30,8 @@ class CompletionOutput:
     stop_reason: int | str | None = None
     logprobs: SampleLogprobs | None = None
     cumulative_logprob: float | None = None
+    tool_calls: list[ToolCall] | None = None  # LLM.chat with tools: the calls read from `text` (which keeps them)
+    reasoning_content: str | None = None  # LLM.chat with a thinking model's template: its think block's text
 
     @property
     def finished(self) -> bool:

@@ -138,8 +138,8 @@ def test_invalid_requests_raise_mistralpy_errors(runner):
         chat(n=0)
     with pytest.raises(InvalidRequestError, match="'n_choices' \\(use 'n'\\)"):
         chat(n_choices=2)
-    with pytest.raises(InvalidRequestError, match="unknown or unsupported field 'tools'"):
-        chat(tools=[])
+    with pytest.raises(InvalidRequestError, match="unknown or unsupported field 'functions'"):
+        chat(functions=[])  # OpenAI's legacy function calling: `tools` replaced it
     with pytest.raises(pydantic.ValidationError):  # the server's path (model_validate_json) keeps pydantic's errors
         ChatCompletionRequest.model_validate({"messages": CHAT, "n": 0})
     with pytest.raises(InvalidRequestError, match="temperature"):

@@ -41,12 +41,19 @@ async def tokenize_prompts(tokenizer: Tokenizer, prompts: list[str | list[int]])
     return [TokenizedPrompt(next(encoded), p) if isinstance(p, str) else TokenizedPrompt(list(p)) for p in prompts]
 
 
-async def chat_prompt_ids(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> list[int]:
-    """The conversation rendered with the chat template (ending in the assistant's turn) and tokenized."""
-    size = sum(len(str(m.get("content", ""))) for m in messages)
-    return await off_loop(
-        size, lambda: tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    )
+async def chat_prompt_ids(
+    tokenizer: Tokenizer,
+    messages: list[dict[str, Any]],
+    render: Callable[[Tokenizer, list[dict[str, Any]]], list[int]] | None = None,
+) -> list[int]:
+    """The conversation rendered with the chat template (ending in the assistant's turn) and tokenized; `render`
+    (a request's ToolUse.render) lays out its tools, calls and results."""
+    size = sum(len(str(m.get("content", ""))) + len(str(m.get("tool_calls") or "")) for m in messages)
+    if render is None:
+        return await off_loop(
+            size, lambda: tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        )
+    return await off_loop(size, lambda: render(tokenizer, messages))
 
 
 async def tokenize_request(tokenizer: Tokenizer, body: TokenizeRequest) -> tuple[list[int], list[str | None] | None]:

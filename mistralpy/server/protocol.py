@@ -7,14 +7,18 @@ InvalidRequestError with the same message.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import InvalidRequestError
 from ..sampling_params import SamplingParams
+from ..tools import ToolsSpec, tools_spec
+from ..tools.spec import ToolChoice
 from .protocol_base import OpenAIModel
 from .structured_request import StructuredFields
+from .tool_fields import ToolCallIn
 
 # Keys of the model's generation_config.json that fill in request fields left unset (as vLLM does).
 _DEFAULTED = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -26,11 +30,15 @@ class TextPart(OpenAIModel):
 
 
 class ChatMessage(OpenAIModel):
-    """Roles: system, developer (rendered as system), user, assistant. Tools and tool calls are not supported."""
+    """Roles: system, developer (rendered as system), user, assistant (text and/or tool_calls), tool (a call's
+    result, naming its tool_call_id)."""
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None  # an earlier answer's thinking (Qwen3's template shows it)
 
     @field_validator("content", mode="before")
     @classmethod
@@ -40,13 +48,30 @@ class ChatMessage(OpenAIModel):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 if kind != "text":
                     raise ValueError(f"only text content parts are supported, got {kind!r}")
-        elif not isinstance(value, str):
+        elif value is not None and not isinstance(value, str):
             raise ValueError("must be a string or a list of text parts")
         return value
 
+    @model_validator(mode="after")
+    def _fields_of_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages have tool_calls")
+        if (self.tool_call_id is not None) != (self.role == "tool"):
+            raise ValueError("tool messages need a tool_call_id, and only they have one")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (it may be null only in an assistant message with tool_calls)")
+        return self
+
     def to_template(self) -> dict[str, Any]:
-        content = self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
+        content = self.content if isinstance(self.content, str) or self.content is None else (
+            "\n".join(p.text for p in self.content))  # fmt: skip
         message = {"role": "system" if self.role == "developer" else self.role, "content": content}
+        if self.tool_calls:
+            message["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.reasoning_content is not None:
+            message["reasoning_content"] = self.reasoning_content
         return message | ({"name": self.name} if self.name is not None else {})
 
 
@@ -138,6 +163,35 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
+    # tool calling: the definitions and choice checked by mistralpy.tools.spec (shared with LLM.chat)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    tool_schemas: list[str] | None = None  # mistral.rs's Runner field: each tool as its JSON text
+    # the chat template's extra variables (vLLM's field), e.g. {"enable_thinking": false}; mistral.rs's enable_thinking
+    chat_template_kwargs: dict[str, Any] | None = None
+    enable_thinking: bool | None = None
+
+    def template_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.chat_template_kwargs or {})
+        if self.enable_thinking is not None:
+            if "enable_thinking" in kwargs:
+                raise InvalidRequestError("set enable_thinking or chat_template_kwargs.enable_thinking, not both")
+            kwargs["enable_thinking"] = self.enable_thinking
+        return kwargs
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _tool_choice_enum(cls, value: Any) -> Any:
+        return value.value if isinstance(value, ToolChoice) else value  # mistral.rs's ToolChoice.Auto / NoTools
+
+    def tools_spec(self) -> ToolsSpec | None:
+        tools = self.tools
+        if self.tool_schemas is not None:
+            if tools is not None:
+                raise InvalidRequestError("give tools or tool_schemas, not both")
+            tools = [_tool_from_json(i, text) for i, text in enumerate(self.tool_schemas)]
+        return tools_spec(tools, self.tool_choice, self.parallel_tool_calls)
 
     def to_sampling_params(self, defaults: dict[str, Any] | None = None) -> SamplingParams:
         """max_tokens unset means "up to the context length", as OpenAI does for chat."""
@@ -146,6 +200,13 @@ class ChatCompletionRequest(SamplingRequest):
         max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
         return self._params(defaults or {}, max_tokens, logprobs=logprobs)
+
+
+def _tool_from_json(index: int, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise InvalidRequestError(f"Invalid tool_schemas[{index}]: not JSON ({e})") from None
 
 
 Prompt = str | list[str] | list[int] | list[list[int]]

@@ -7,11 +7,15 @@ ChatCompletionChunks. The HTTP route (http_edge.py) and the in-process Runner bo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ..engine.async_engine import RequestStream
 from ..outputs import CompletionOutput
+from ..tools.answer_stream import AnswerStream
+from ..tools.stream_parser import ParsedDelta
+from ..tools.tool_use import ToolUse, finish_reason
 from .context import ServerContext
 from .logprobs import chat_logprobs
 from .prompt_tokens import TokenizedPrompt, chat_prompt_ids
@@ -23,6 +27,8 @@ from .responses import (
     ChatCompletionResponse,
     ChatLogprobs,
     ChatMessageOut,
+    FunctionCallOut,
+    ToolCallOut,
     UsageInfo,
     now,
     random_id,
@@ -37,23 +43,21 @@ async def chat_completion(
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
     ctx.check_model(body.model)
     ctx.limits.check_chat(body)
-    params, grammar = await sampling_params(ctx, body)
-    prompt = await chat_prompt_ids(ctx.engine.tokenizer, [m.to_template() for m in body.messages])
+    tokenizer = ctx.engine.tokenizer
+    tools = ToolUse(body.tools_spec(), tokenizer.chat_template)
+    render = functools.partial(tools.render, variables=body.template_kwargs())
+    prompt = await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], render)
+    # after rendering: a call's grammar depends on how the prompt ends (a think block opened or not)
+    adjust = functools.partial(tools.sampling_params, tokenizer=tokenizer)
+    params, grammar = await sampling_params(ctx, body, adjust, off_loop=tools.may_constrain)
     ctx.limits.check_tokens([len(prompt)], params.n, "messages")
     request_id = random_id("chatcmpl")
     streams = await add_streams(ctx.engine, [TokenizedPrompt(prompt)], params, request_id, body.cache_salt, grammar)
     if body.stream:
-        return ChunkStream(ChatChunks(ctx, body, request_id, len(prompt)).run(streams[0], params.n), streams)
+        chunks = ChatChunks(ctx, body, request_id, len(prompt), tools)
+        return ChunkStream(chunks.run(streams[0], params.n), streams)
     [result] = await collect(streams, params.n)
-    choices = [
-        ChatChoice(
-            index=i,
-            message=ChatMessageOut(content=c.text),
-            logprobs=_logprobs(ctx, body, c.logprobs, c.token_ids),
-            finish_reason=c.finish_reason,
-        )
-        for i, c in enumerate(result.choices)
-    ]
+    choices = [_choice(ctx, body, tools, i, c) for i, c in enumerate(result.choices)]
     return ChatCompletionResponse(
         id=request_id,
         created=now(),
@@ -65,6 +69,17 @@ async def chat_completion(
     )
 
 
+def _choice(ctx: ServerContext, body: ChatCompletionRequest, tools: ToolUse, index: int, c: Any) -> ChatChoice:
+    parsed = tools.parse(c.text)
+    calls = [ToolCallOut(id=t.id, function=FunctionCallOut(name=t.name, arguments=t.arguments)) for t in parsed.calls]
+    return ChatChoice(
+        index=index,
+        message=ChatMessageOut(content=parsed.content, tool_calls=calls or None, reasoning_content=parsed.reasoning),
+        logprobs=_logprobs(ctx, body, c.logprobs, c.token_ids),
+        finish_reason=finish_reason(c.finish_reason, parsed),
+    )
+
+
 def _logprobs(ctx: ServerContext, body: ChatCompletionRequest, entries: Any, token_ids: list[int]) -> Any:
     if not body.logprobs:
         return None
@@ -73,12 +88,18 @@ def _logprobs(ctx: ServerContext, body: ChatCompletionRequest, entries: Any, tok
 
 class ChatChunks:
     """OpenAI's chunk sequence: a role delta per choice, content deltas, a finish chunk per choice, then a usage
-    chunk (choices: []) when stream_options.include_usage asks for one."""
+    chunk (choices: []) when stream_options.include_usage asks for one. With tools, each choice's text goes through
+    a ToolCallStream: content deltas never carry part of a call; each call is sent as OpenAI's tool-call deltas
+    (index, id, type and name first, then its arguments)."""
 
-    def __init__(self, ctx: ServerContext, body: ChatCompletionRequest, request_id: str, num_prompt: int) -> None:
+    def __init__(
+        self, ctx: ServerContext, body: ChatCompletionRequest, request_id: str, num_prompt: int, tools: ToolUse
+    ) -> None:
         self.ctx, self.body, self.request_id, self.num_prompt = ctx, body, request_id, num_prompt
         self.created = now()
         self.num_generated = self.num_cached = 0
+        self.parsers: dict[int, AnswerStream | None] = {i: tools.stream() for i in range(body.n)}
+        self.num_calls = dict.fromkeys(range(body.n), 0)
 
     def chunk(self, choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -107,9 +128,31 @@ class ChatChunks:
     def pieces(self, c: CompletionOutput) -> list[ChatCompletionChunk]:
         self.num_generated += len(c.token_ids)
         logprobs = _logprobs(self.ctx, self.body, c.logprobs, c.token_ids) if c.token_ids else None
+        parsed = self.parse(c)
         out = []
-        if c.text or logprobs is not None:
-            out.append(self.choice(c.index, {"content": c.text}, logprobs))
+        if parsed.reasoning:
+            out.append(self.choice(c.index, {"reasoning_content": parsed.reasoning}))
+        if parsed.content or logprobs is not None:
+            out.append(self.choice(c.index, {"content": parsed.content}, logprobs))
+        for call in parsed.calls:
+            k = self.num_calls[c.index]
+            self.num_calls[c.index] += 1
+            head = {"index": k, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+            out.append(self.choice(c.index, {"tool_calls": [head]}))
+            out.append(self.choice(c.index, {"tool_calls": [{"index": k, "function": {"arguments": call.arguments}}]}))
         if c.finish_reason is not None:
-            out.append(self.choice(c.index, {}, None, c.finish_reason))
+            reason = "tool_calls" if self.num_calls[c.index] and c.finish_reason == "stop" else c.finish_reason
+            out.append(self.choice(c.index, {}, None, reason))
         return out
+
+    def parse(self, c: CompletionOutput) -> ParsedDelta:
+        parser = self.parsers[c.index]
+        if parser is None:
+            return ParsedDelta(c.text)
+        delta = parser.feed(c.text)
+        if c.finish_reason is not None:
+            last = parser.finish()
+            delta = ParsedDelta(
+                delta.content + last.content, delta.calls + last.calls, delta.reasoning + last.reasoning
+            )
+        return delta
