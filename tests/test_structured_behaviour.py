@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 
 from mistralpy import LLM, SamplingParams
+from mistralpy.errors import InvalidRequestError
 from mistralpy.structured import StructuredOutputsParams
 
 SCHEMA = {
@@ -125,3 +126,15 @@ def test_an_aborted_constrained_request_frees_its_state(llm):
     assert [m() for m in matchers] == [None, None]  # no one holds the matchers (llguidance's state) any more
     assert engine.block_manager.num_free_blocks == free_blocks
     _valid(llm.generate(PROMPTS[:1], _greedy())[0].outputs[0].text)  # and the same spec serves the next request
+
+
+@pytest.mark.parametrize("spec", [{"regex": "[a&&b]"}, {"regex": "ab[a&&b]"}, {"grammar": "start: A\nA: /[a&&b]/"}])
+def test_a_grammar_no_output_matches_is_an_invalid_request(llm, spec):
+    """llguidance compiles these, but no output matches them: unchecked, the request ended at once with "stop" and
+    an empty text that does not match either."""
+    with pytest.raises(InvalidRequestError, match="no output matches it"):
+        llm.generate(["x"], SamplingParams(max_tokens=8, structured_outputs=spec))
+    assert not llm.engine.has_unfinished_requests()
+    assert (
+        llm.generate(["x"], SamplingParams(max_tokens=4, structured_outputs={"regex": "[a-z]{4}"}))[0].outputs[0].text
+    )

@@ -167,6 +167,7 @@ BAD_SPECS = [
     ({"structured_outputs": {"json": {"type": "string", "format": "nonesuch"}}}, "nonesuch"),
     ({"structured_outputs": {"json": "{not json"}}, "structured_outputs.json"),
     ({"structured_outputs": {"grammar": "start: undefined_rule"}}, "undefined_rule"),
+    ({"structured_outputs": {"regex": "[a&&b]"}}, "no output matches it"),
     ({"structured_outputs": {"choice": []}}, "non-empty"),
     ({"structured_outputs": {}}, "exactly one"),
     ({"structured_outputs": {"regexp": "a"}}, "regexp"),

@@ -42,6 +42,7 @@ class GrammarCompiler:
         template = llguidance.LLMatcher(vocab, spec.llguidance_grammar, log_level=0)
         if template.is_error():
             raise InvalidRequestError(f"Invalid structured_outputs.{spec.kind}: {template.get_error()}")
+        _check_matches_something(template, spec)
         with self._lock:
             self.compile_seconds += time.perf_counter() - start
             self.num_compiled += 1
@@ -49,3 +50,15 @@ class GrammarCompiler:
             while len(self._templates) > _CACHE_SIZE:
                 self._templates.popitem(last=False)
         return template
+
+
+def _check_matches_something(template: llguidance.LLMatcher, spec: StructuredOutputsParams) -> None:
+    """A grammar no output matches (e.g. the regex `[a&&b]`) compiles, but its first mask puts llguidance in an error
+    state that allows only EOS: the request would end at once with "stop" and an output the grammar does not match."""
+    probe = template.deep_copy()
+    probe.compute_bitmask()
+    if probe.is_error():
+        reason = probe.get_error().split("\n", 1)[0]
+        raise InvalidRequestError(
+            f"Invalid structured_outputs.{spec.kind}: no output matches it (llguidance: {reason})"
+        )
