@@ -80,10 +80,8 @@ def test_langchain_with_structured_output(embedded_server):
     chat = ChatOpenAI(
         base_url=f"{embedded_server.url}/v1", api_key=KEY, model=MODEL, temperature=1.0, max_tokens=200, max_retries=0
     )
-    for method in (
-        "json_schema",
-        None,
-    ):  # None: LangChain's default for ChatOpenAI (json_schema in langchain-openai 1.x)
+    # None: LangChain's default method for ChatOpenAI (json_schema in langchain-openai 1.x; tools in older ones)
+    for method in ("json_schema", None):
         structured = chat.with_structured_output(Person, **({"method": method} if method else {}))
         for _ in range(2):
             _check_person(structured.invoke("Describe a person."))
