@@ -43,6 +43,7 @@ class GrammarCompiler:
         template = llguidance.LLMatcher(vocab, spec.llguidance_grammar, log_level=0)  # releases the GIL
         if template.is_error():
             raise InvalidRequestError(f"Invalid {spec.label}: {template.get_error()}")
+        _check_matches_something(template, spec)
         with self._lock:
             self.compile_seconds += time.perf_counter() - start
             self.num_compiled += 1
@@ -55,3 +56,13 @@ class GrammarCompiler:
     def matcher(template: llguidance.LLMatcher) -> RequestMatcher:
         """A fresh matcher for one request (one per child of n > 1)."""
         return RequestMatcher(template.deep_copy())
+
+
+def _check_matches_something(template: llguidance.LLMatcher, spec: StructuredOutputsParams) -> None:
+    """A grammar no output matches (e.g. the regex `[a&&b]`) compiles, but its first mask puts llguidance in an error
+    state that allows only EOS: the request would end at once with "stop" and an output the grammar does not match."""
+    probe = template.deep_copy()
+    probe.compute_bitmask()
+    if probe.is_error():
+        reason = probe.get_error().split("\n", 1)[0]
+        raise InvalidRequestError(f"Invalid {spec.label}: no output matches it (llguidance: {reason})")
