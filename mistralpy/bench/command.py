@@ -8,9 +8,11 @@ import os
 import platform
 import sys
 
-from .. import __version__
+from .. import __version__, kernels
 from ..cli_args import add_model_args, engine_options
 from ..errors import InvalidRequestError
+from ..kernels.isa_level import ENV_VAR as ISA_ENV
+from ..kernels.isa_level import LEVELS
 from .workloads import build_tests, parse_int_list
 
 PEERS = ("llama-cpp", "transformers")
@@ -32,6 +34,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-t", "--threads", type=int, default=os.cpu_count(), help="CPU threads, fixed (default: all)")
     p.add_argument("--compare", default="", help=f"comma-separated peers to run too: {', '.join(PEERS)}")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--isa", choices=["auto", *LEVELS], default=None,
+        help="the native kernels' ISA level (default: MISTRALPY_ISA, else the best this CPU runs)",
+    )  # fmt: skip
 
 
 def bench_command(args: argparse.Namespace) -> int:
@@ -55,6 +61,8 @@ def bench_command(args: argparse.Namespace) -> int:
             f"unknown peer {unknown[0]!r} (choose from {', '.join(PEERS)})" if unknown
             else "nothing to run: give -p/-n/--concurrency values, --repetitions >= 1, --threads >= 1"
         )  # fmt: skip
+    if args.isa is not None:
+        os.environ[ISA_ENV] = args.isa  # before the engine loads (or builds) its kernels
     torch.set_num_threads(args.threads)
     model = args.model or default_model_path()
     max_len = args.max_model_len or max(t.prompt_tokens + t.gen_tokens for t in tests) + 16
@@ -69,7 +77,11 @@ def bench_command(args: argparse.Namespace) -> int:
     meta = {
         "mistralpy": __version__, "model": model, "threads": args.threads, "repetitions": args.repetitions,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__, **kernels.isa_report(),
     }  # fmt: skip
-    print(to_json(results, meta) if args.json else format_table(results))
+    if args.json:
+        print(to_json(results, meta))
+    else:
+        native = "native kernels" if meta["native_kernels"] else "torch paths (native kernels not built)"
+        print(f"ISA level: {meta['isa']} ({native})\n{format_table(results)}")
     return 0
