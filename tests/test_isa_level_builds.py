@@ -18,16 +18,22 @@ from . import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 BELOW = {"avx512": ["avx2", "portable"], "avx2": ["portable"], "portable": []}
-# per level: the kernels' own tests, the loaded build's key, and the embedded model's greedy agreement
-KERNEL_TESTS = [
+# per level: the quantized matmul, the loaded build's key, and the embedded model's greedy agreement (bf16, whose
+# decode steps run the decoder stack, and float32)
+COMMON_TESTS = [
     "tests/test_native_quant_matmul.py",
+    "tests/test_kernel_loading.py::test_the_session_loaded_the_keyed_build",
+    "tests/test_embedded_model.py::test_fast_path_equals_the_kernel_reference",
+]
+# the attention and element-wise kernels have one code path below avx512 (isa.h): tested on avx2, the first level
+# without AVX-512, built from the same sources as portable's
+BELOW_AVX512_TESTS = [
     "tests/test_native_ops.py",
     "tests/test_native_attention.py",
     "tests/test_native_prefill_attention.py",
     "tests/test_decoder_stack.py",
-    "tests/test_kernel_loading.py::test_the_session_loaded_the_keyed_build",
-    "tests/test_embedded_model.py::test_fast_path_equals_the_kernel_reference",
 ]
+KERNEL_TESTS = {"avx2": COMMON_TESTS + BELOW_AVX512_TESTS, "portable": COMMON_TESTS}
 
 
 def _run(level: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -49,7 +55,7 @@ def test_a_lower_level_builds_and_passes_the_kernel_tests(native_kernels, level:
     built = _run(level, "-m", "mistralpy.kernels", timeout=1800)
     assert built.returncode == 0, built.stdout + built.stderr
     assert "mistralpy_native_" in built.stdout
-    tests = _run(level, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *KERNEL_TESTS, timeout=1800)
+    tests = _run(level, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *KERNEL_TESTS[level], timeout=1800)
     out = tests.stdout + tests.stderr
     assert tests.returncode == 0, out[-8000:]
     assert " passed" in out and " failed" not in out and " error" not in out, out[-3000:]
