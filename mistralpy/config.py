@@ -9,6 +9,7 @@ import torch
 
 from .chat_template import check_chat_template
 from .errors import InvalidRequestError
+from .kernels import isa_level
 from .layers.kv_cache import check_kv_cache_dtype
 from .quant.isq import resolve_isq
 from .threads import check_num_threads
@@ -74,13 +75,15 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
-    """Map a dtype name to torch; "auto" is bfloat16 where the CPU has native bf16 dot products, else float32."""
+    """Map a dtype name to torch; "auto" is bfloat16 on the avx512 ISA level (native bf16 dot products), float32 on the
+    avx2 and portable levels (kernels/isa_level.py; MISTRALPY_ISA forces one)."""
     if isinstance(name, torch.dtype):
         if name in _DTYPES.values():
             return name
         raise InvalidRequestError(f"unsupported dtype {name}; use one of: auto, {', '.join(_DTYPES)}")
     if name == "auto":
-        return torch.bfloat16 if torch.backends.cpu.get_cpu_capability() == "AVX512" and _has_bf16() else torch.float32
+        bf16 = isa_level.current_level().name == "avx512" and torch.backends.cpu.get_cpu_capability() == "AVX512"
+        return torch.bfloat16 if bf16 and _has_bf16() else torch.float32
     key = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}.get(
         name, name
     )
@@ -111,9 +114,10 @@ class EngineConfig:
     max_model_len: int | None = None  # None: the model's context length
     enable_prefix_caching: bool = True
     show_progress: bool = False
-    # "auto": GGUF quantized weights stay quantized when computing in bfloat16 (the quantized kernels' dtype) and are
-    # dequantized otherwise; "quantized" / "dequantized" force either ("dequantized": dense weights, the float reference
-    # of the quantized ones; the kernels' exact reference is quant.native_linear.use_kernel_reference).
+    # "auto": GGUF quantized weights stay quantized when computing in bfloat16 or float32 (the quantized kernels'
+    # dtypes) and are dequantized for float16; "quantized" / "dequantized" force either ("dequantized": dense weights,
+    # the float reference of the quantized ones; the kernels' exact reference is
+    # quant.native_linear.use_kernel_reference).
     weights: str = "auto"
     quantization: str | None = None  # in-situ quantization of full-precision Linear weights: q4_0, q4_1, q8_0, q4_k
     # What a legacy GGML file does not record (None: llama.cpp's defaults 1, 10000, 5e-6; max_model_len is its context

@@ -23,7 +23,8 @@ class LLM:
     """Load a model (a GGUF file, a Hugging Face folder, or None for the embedded default) and generate.
 
     `dtype` is the compute dtype: "auto" (fastest on this device), "float32", "bfloat16" or "float16".
-    `weights`: "auto" keeps a GGUF file's quantized weights quantized when computing in bfloat16, "quantized" always,
+    `weights`: "auto" keeps a GGUF file's quantized weights quantized when computing in bfloat16 or float32 (on every
+    ISA level: kernels/isa_level.py), "quantized" always,
     "dequantized" never (every weight becomes a dense `dtype` tensor: their float reference).
     `quantization`: quantize full-precision Linear weights at load (ISQ): "q4_0", "q4_1", "q8_0" or "q4_k".
     `kv_cache_dtype`: "auto" keeps K/V in the compute dtype; "int8" keeps each head's row as int8 codes and a float32

@@ -44,12 +44,22 @@ NATIVE_REQUESTED = os.environ.get("MISTRALPY_NATIVE", "1") != "0"
 
 # The machine can build the native kernels: a failed build is then a failure of the suite, never a skip.
 CAN_BUILD_NATIVE = NATIVE_REQUESTED and os.name == "posix" and COMPILER is not None and NINJA is not None
-# -march=native gives the compiler these flags; kernels/isa.h turns them into the fast kernels.
-AVX512F = ARCH == "x86_64" and "avx512f" in CPU_FLAGS
-AVX512_BF16 = ARCH == "x86_64" and {"avx512f", "avx512bw", "avx512_bf16"} <= CPU_FLAGS
-AVX512_VNNI = AVX512_BF16 and "avx512_vnni" in CPU_FLAGS
-# This machine must run the native quantized matmul (and the DecoderStack on it); attention kernels run everywhere.
-NATIVE_QMATMUL = CAN_BUILD_NATIVE and AVX512_VNNI
+# The ISA level the native kernels are built for (mistralpy/kernels/isa_level.py): MISTRALPY_ISA where the run forces
+# one, else the best this CPU's flags allow. kernels/isa.h turns the level's flags into the fast kernels.
+_AVX512_FLAGS = {"avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni"}
+_V3_FLAGS = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
+_FORCED = os.environ.get("MISTRALPY_ISA", "").strip().lower()
+if _FORCED in ("", "auto"):
+    _FORCED = ""
+CPU_AVX512 = ARCH == "x86_64" and _AVX512_FLAGS | _V3_FLAGS <= CPU_FLAGS
+CPU_AVX2 = ARCH == "x86_64" and _V3_FLAGS <= CPU_FLAGS
+ISA_LEVEL = _FORCED or ("avx512" if CPU_AVX512 else "avx2" if CPU_AVX2 else "portable")
+# The build's AVX-512 kernels: on the avx512 level only (a forced lower level compiles without them).
+AVX512F = ISA_LEVEL == "avx512"
+AVX512_BF16 = AVX512F
+AVX512_VNNI = AVX512F
+# Every level has the native quantized matmul (and the DecoderStack on it); the machine must run it if it can build.
+NATIVE_QMATMUL = CAN_BUILD_NATIVE
 
 
 def why_no_native() -> str:
@@ -69,5 +79,3 @@ def require_native() -> None:
 def require_native_qmatmul() -> None:
     """Skip unless this machine must run the native quantized matmul (tests then assert that it does)."""
     require_native()
-    if not NATIVE_QMATMUL:
-        pytest.skip(f"this CPU ({ARCH}) lacks AVX-512 BF16 and VNNI: no native quantized matmul here")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from . import machine
 from .test_cli import run_cli
 
 
@@ -15,6 +16,7 @@ def test_bench_json(tiny_llama):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["meta"]["repetitions"] == 2
+    assert report["meta"]["isa"] == machine.ISA_LEVEL and report["meta"]["native_kernels"] == machine.CAN_BUILD_NATIVE
     rows = {r["test"]: r for r in report["results"]}
     assert set(rows) == {"pp16", "tg4", "c1 pp64+tg4", "c3 pp64+tg4"}
     for row in rows.values():
@@ -26,6 +28,7 @@ def test_bench_table_and_errors(tiny_llama):
     out = run_cli("bench", "-m", str(tiny_llama[2]), "-p", "8", "-n", "2", "--concurrency", "1", "-r", "1")
     assert out.returncode == 0, out.stderr
     assert "| backend" in out.stdout and all(test in out.stdout for test in ("pp8", "tg2", "c1 pp64+tg2"))
+    assert out.stdout.startswith(f"ISA level: {machine.ISA_LEVEL} (")
     bad = run_cli("bench", "-m", str(tiny_llama[2]), "--compare", "vllm")
     assert bad.returncode == 1 and "unknown peer 'vllm'" in bad.stderr
     bad = run_cli("bench", "-m", str(tiny_llama[2]), "-p", "a,b")

@@ -27,7 +27,8 @@ NEW_TOKENS = 32
 
 @pytest.fixture(scope="module")
 def llm():
-    return LLM(dtype="float32")
+    """The float32 path: the weights dequantized, float32 arithmetic (float32 alone keeps them quantized)."""
+    return LLM(dtype="float32", weights="dequantized")
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +98,22 @@ def first_divergence(outs: list[list[int]], exact: list[list[int]]) -> list[int]
     return firsts
 
 
-def test_fast_path_equals_the_kernel_reference():
-    """The fast path (native quantized matmuls, the native decoder stack for decode steps, 38 prompts as one batch) vs
-    the reference path: the same weights with the kernel's arithmetic spelled in torch (qmatmul_reference: x rounded
-    to int8 per group of 32, integer sums, float32 fused multiply-adds in the kernel's order), each layer on its own.
-    Measured (2026-11-24): all 38 prompts equal for all 32 tokens. Asserted: all of them."""
+# the level's "auto" dtype: bf16 on avx512; float32 below it (their bf16 decoder stack: tests/test_decoder_stack.py)
+DTYPES = ["bfloat16"] if machine.ISA_LEVEL == "avx512" else ["float32"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_path_equals_the_kernel_reference(dtype: str):
+    """The fast path (native quantized matmuls, the native decoder stack for bf16 decode steps, 38 prompts as one
+    batch) vs the reference path: the same weights with the kernel's arithmetic spelled in torch (qmatmul_reference:
+    x rounded to int8 per group of 32, integer sums, float32 fused multiply-adds in the kernel's order), each layer on
+    its own. Measured (2026-11-24, avx512): all 38 prompts equal for all 32 tokens. Asserted: all of them, on every
+    ISA level (tests/test_isa_level_builds.py runs this test on the lower ones)."""
     machine.require_native_qmatmul()
     assert native_qmatmul() is not None, "this machine must run the native quantized matmul (tests/machine.py)"
     params = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True)
-    fast = [o.outputs[0].token_ids for o in LLM(dtype="bfloat16").generate(AGREEMENT_PROMPTS, params)]
-    reference = LLM(dtype="bfloat16")
+    fast = [o.outputs[0].token_ids for o in LLM(dtype=dtype).generate(AGREEMENT_PROMPTS, params)]
+    reference = LLM(dtype=dtype)
     assert use_kernel_reference(reference.engine.model_runner.model) == 30 * 4 + 1  # and the tied logits
     outs = [o.outputs[0].token_ids for o in reference.generate(AGREEMENT_PROMPTS, params)]
     assert first_divergence(fast, outs) == [NEW_TOKENS] * len(AGREEMENT_PROMPTS)

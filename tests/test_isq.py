@@ -21,7 +21,7 @@ from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
 from mistralpy.quant.gguf_dequant import dequantize
 from mistralpy.quant.isq import ISQ_TYPES, quantize
-from mistralpy.quant.native_linear import NativeQuantLinear
+from mistralpy.quant.native_linear import NativeQuantLinear, use_kernel_reference
 from mistralpy.quant.quantized_linear import QuantizedLinear
 
 from .helpers import group32_linear_cls, llama_to_gguf, make_tiny_llama
@@ -121,13 +121,21 @@ def test_isq_weights_stay_quantized_and_greedy_matches_the_reference(tiny_llama,
     assert {m.qtype for m in layers} == {Q.Q4_1 if name == "q4_k" else ISQ_TYPES[name]}
     weights = sum(m.in_features * m.out_features for m in layers)
     assert sum(m.nbytes for m in layers) <= weights * BITS[name] / 8
-    # Same quantized weights, exact (float32) arithmetic: the int4 form decodes to exactly the reference's weights.
+    # The same quantized weights in float32 (the kernels round x, as in bf16): each decodes to exactly the weight the
+    # dequantized reference computes with.
     ours = LLM(folder, dtype="float32", quantization=name, weights="quantized")
     ref = LLM(folder, dtype="float32", quantization=name, weights="dequantized")
     assert all(isinstance(m, group32_linear_cls()) for m in _linears(ours)) and not _linears(ref)
-    assert [o.outputs[0].token_ids for o in ours.generate(PROMPTS, GREEDY)] == [
-        o.outputs[0].token_ids for o in ref.generate(PROMPTS, GREEDY)
-    ]
+    dense = dict(ref.engine.model_runner.model.named_modules())
+    for module_name, m in ours.engine.model_runner.model.named_modules():
+        if isinstance(m, QuantizedLinear):
+            assert torch.equal(m.dequantize(), dense[module_name].weight), module_name
+    if group32_linear_cls() is NativeQuantLinear:  # and greedy decoding equals the kernel's torch spelling
+        spelled = LLM(folder, dtype="float32", quantization=name, weights="quantized")
+        assert use_kernel_reference(spelled.engine.model_runner.model) == len(layers)
+        assert [o.outputs[0].token_ids for o in ours.generate(PROMPTS, GREEDY)] == [
+            o.outputs[0].token_ids for o in spelled.generate(PROMPTS, GREEDY)
+        ]
 
 
 def test_isq_from_a_float_gguf_equals_isq_from_the_hf_folder(tiny_llama) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mistralpy.kernels import build_key
+from mistralpy.kernels import build_key, isa_level
 from mistralpy.kernels.build_dir import BuildDir
 from mistralpy.kernels.builder_lock import build_running
 
@@ -133,7 +133,13 @@ def test_a_failed_build_fails_the_test_run(fake_cxx):
 def test_the_key_follows_sources_cpu_and_compiler(tmp_path, monkeypatch, fake_cxx):
     key = build_key.current_key()
     assert build_key.current_key().name == key.name  # stable
-    assert key.compiler.endswith("g++ (fake) 12.2.0") and key.cflags == ("-O3", "-march=native", "-fopenmp")
+    assert key.compiler.endswith("g++ (fake) 12.2.0") and key.isa == machine.ISA_LEVEL
+    assert key.cflags[:2] == ("-O3", "-fopenmp") and f"-DMISTRALPY_LEVEL_{key.isa.upper()}=1" in key.cflags
+    other = "avx2" if key.isa == "portable" and machine.CPU_AVX2 else "portable"
+    monkeypatch.setenv("MISTRALPY_ISA", other)  # another level: a build directory of its own
+    assert build_key.current_key().isa == other and (other == key.isa or build_key.current_key().name != key.name)
+    monkeypatch.setenv("MISTRALPY_ISA", key.isa)
+    assert build_key.current_key().name == key.name
     monkeypatch.delenv("CXX")
     assert build_key.current_key().name != key.name
     monkeypatch.setenv("CXX", str(fake_cxx))
@@ -151,5 +157,6 @@ def test_the_key_follows_sources_cpu_and_compiler(tmp_path, monkeypatch, fake_cx
     monkeypatch.setattr(build_key, "SOURCE_DIR", installed)
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("flags\t: fpu sse2\n")
-    monkeypatch.setattr(build_key, "_CPUINFO", cpuinfo)
+    monkeypatch.delenv("MISTRALPY_ISA")  # detected: this CPU's level is portable
+    monkeypatch.setattr(isa_level, "_CPUINFO", cpuinfo)
     assert build_key.current_key().cpu.endswith(": fpu sse2") and build_key.current_key().name != key.name

@@ -1,6 +1,6 @@
-"""Every native kernel source compiles for CPUs other than this one: x86-64 without AVX-512 (x86-64-v3: AVX2 and
-FMA) and aarch64 (where an aarch64 cross compiler is installed: Debian's g++-aarch64-linux-gnu). The kernels that
-need AVX-512 are then left out by their #if guards and the portable ones remain (kernels/isa.h).
+"""Every native kernel source compiles for CPUs other than this one: x86-64 without AVX-512 (the avx2 level,
+x86-64-v3: AVX2 and FMA) and aarch64 (the portable level; where an aarch64 cross compiler is installed: Debian's
+g++-aarch64-linux-gnu). The kernels that need AVX-512 are then left out by their #if guards (kernels/isa.h).
 
 x86-64-v3 is compiled to an object (-O0): an AVX-512 intrinsic outside its guard passes a syntax check and fails
 only there ("inlining failed ... target specific option mismatch"). aarch64 needs a syntax check only: an x86
@@ -25,11 +25,11 @@ TARGETS = {
     # target: (compilers to try, flags)
     "x86-64-v3": (
         ["x86_64-linux-gnu-g++"] + (["c++"] if platform.machine() == "x86_64" else []),
-        ["-march=x86-64-v3", "-O0", "-c", "-o", os.devnull],
+        ["-march=x86-64-v3", "-DMISTRALPY_LEVEL_AVX2=1", "-O0", "-c", "-o", os.devnull],
     ),
     "aarch64": (
         ["aarch64-linux-gnu-g++"] + (["c++"] if platform.machine() == "aarch64" else []),
-        ["-march=armv8-a", "-fsyntax-only"],
+        ["-march=armv8-a", "-DMISTRALPY_LEVEL_PORTABLE=1", "-fsyntax-only"],
     ),
 }
 _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)

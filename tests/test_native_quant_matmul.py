@@ -71,11 +71,13 @@ def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizat
             assert torch.equal(y[i : i + 1], alone[i]), (batch, i)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("qtype", sorted(NATIVE_TYPES), ids=lambda t: t.name)
-def test_native_kernel_equals_its_torch_spelling(native_kernels, qtype: GGMLQuantizationType) -> None:
+def test_native_kernel_equals_its_torch_spelling(native_kernels, qtype: GGMLQuantizationType, dtype) -> None:
     """qmatmul_reference computes the kernel's arithmetic (int8 x per group, integer sums, fused multiply-adds in its
-    order) in torch: the results are equal bit for bit, bf16 and float32 alike, with a bias. x has outlier channels,
-    an all-zero group and ties at half a code."""
+    order) in torch: the results are equal bit for bit, bf16 and float32 results alike, with a bias, for bf16 and
+    float32 x (the avx2 and portable levels' compute dtype). x has outlier channels, an all-zero group and ties at
+    half a code. On every ISA level (tests/test_isa_level_builds.py runs this file on the lower ones)."""
     machine.require_native_qmatmul()
     assert native_qmatmul() is not None, "this machine must run the native quantized matmul (tests/machine.py)"
     cols = 256 if GGML_QUANT_SIZES[qtype][0] == 256 else 224
@@ -88,14 +90,14 @@ def test_native_kernel_equals_its_torch_spelling(native_kernels, qtype: GGMLQuan
         x[:, 3] *= 30
         x[0, 32:64] = 0
         x[-1, 64:96] = torch.tensor([127.0, 0.5, -0.5, 1.5] * 8)  # x * 127 / max lands on .5: rounds half to even
-        x = x.bfloat16()
+        x = x.to(dtype)
         fast, ref = layer(x), layer.forward_float32(x)
         layer.use_kernel_reference()
         assert torch.equal(layer(x), fast) and torch.equal(layer.forward_float32(x), ref), batch
-        assert fast.dtype == torch.bfloat16 and ref.dtype == torch.float32
+        assert fast.dtype == dtype and ref.dtype == torch.float32
         layer._kernel_reference = None
         kernel = native_qmatmul().qmatmul
-        assert torch.equal(kernel(x, *layer._args, True).bfloat16(), kernel(x, *layer._args, False))  # one rounding
+        assert torch.equal(kernel(x, *layer._args, True).to(dtype), kernel(x, *layer._args, False))  # one rounding
 
 
 def test_native_kernel_rejects_mismatched_arguments(native_kernels) -> None:

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from . import penalty_oracle
+from . import machine, penalty_oracle
 from .server_process import KEY, MODEL, http, metrics
 
 CHAT = [{"role": "user", "content": "Hello there"}]
@@ -21,7 +21,9 @@ def test_models_health_version(server, client):
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4")
     assert http(server, "GET", "/health", key=None).status_code == 200
-    assert http(server, "GET", "/version").json()["version"]
+    version = http(server, "GET", "/version").json()
+    assert version["version"] and version["isa"] == machine.ISA_LEVEL
+    assert version["native_kernels"] == machine.CAN_BUILD_NATIVE  # the session built them; the server loaded them
 
 
 def test_chat_stream_equals_non_stream_and_usage_counts(server, client):

@@ -8,9 +8,11 @@ import os
 import platform
 import sys
 
-from .. import __version__
+from .. import __version__, kernels
 from ..cli_args import add_model_args, engine_options
 from ..errors import InvalidRequestError
+from ..kernels.isa_level import ENV_VAR as ISA_ENV
+from ..kernels.isa_level import LEVELS
 from .workloads import build_tests, parse_int_list
 
 PEERS = ("llama-cpp", "transformers")
@@ -37,6 +39,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "at each --concurrency, up to -n tokens a request (decode tokens/s of each, and their ratio)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--isa", choices=["auto", *LEVELS], default=None,
+        help="the native kernels' ISA level (default: MISTRALPY_ISA, else the best this CPU runs)",
+    )  # fmt: skip
 
 
 def bench_command(args: argparse.Namespace) -> int:
@@ -62,6 +68,8 @@ def bench_command(args: argparse.Namespace) -> int:
             f"unknown peer {unknown[0]!r} (choose from {', '.join(PEERS)})" if unknown
             else "nothing to run: give -p/-n/--concurrency values, --repetitions >= 1, --threads >= 1"
         )  # fmt: skip
+    if args.isa is not None:
+        os.environ[ISA_ENV] = args.isa  # before the engine loads (or builds) its kernels
     torch.set_num_threads(args.threads)
     model = args.model or default_model_path()
     max_len = args.max_model_len or max(t.prompt_tokens + t.gen_tokens for t in tests) + 16
@@ -73,7 +81,8 @@ def bench_command(args: argparse.Namespace) -> int:
     if "transformers" in peers:
         backends.append(TransformersBackend(model, args.dtype))
     results = run_benchmarks(backends, tests, args.repetitions, progress=not args.json and sys.stderr.isatty())
-    print(to_json(results, _meta(args, model)) if args.json else format_table(results))
+    meta = _meta(args, model)
+    print(to_json(results, meta) if args.json else f"{_isa_line(meta)}\n{format_table(results)}")
     return 0
 
 
@@ -109,7 +118,7 @@ def structured_command(args: argparse.Namespace) -> int:
         report = {"meta": _meta(args, model), "structured": [r.to_dict() for r in results]}
         print(json.dumps(report, indent=2))
     else:
-        print(format_structured_table(results))
+        print(f"{_isa_line(_meta(args, model))}\n{format_structured_table(results)}")
     return 0
 
 
@@ -119,5 +128,10 @@ def _meta(args: argparse.Namespace, model: str) -> dict:
     return {
         "mistralpy": __version__, "model": model, "threads": args.threads, "repetitions": args.repetitions,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__, **kernels.isa_report(),
     }  # fmt: skip
+
+
+def _isa_line(meta: dict) -> str:
+    native = "native kernels" if meta["native_kernels"] else "torch paths (native kernels not built)"
+    return f"ISA level: {meta['isa']} ({native})"

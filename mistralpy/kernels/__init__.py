@@ -3,7 +3,11 @@
 Kernels: decode and prefill attention over the paged KV cache, matmuls against group-quantized weight codes, fused bf16
 RMSNorm / SiLU-and-mul / rotary, and the Llama decoder layers of a decode step composed from them (DecoderStack).
 
-Life cycle: a build is named by its key (build_key: the sources' content, the CPU's features, the compiler, torch)
+ISA levels (isa_level): the kernels are built for `avx512`, `avx2` or `portable`, detected from the CPU's flags or
+forced with MISTRALPY_ISA; every level has every kernel (the lower ones as AVX2 or plain C++ code).
+
+Life cycle: a build is named by its key (build_key: the level, the sources' content, the CPU's features, the compiler,
+torch)
 and lives in its own directory (build_dir). An engine uses the kernels if their build is there (loading takes
 milliseconds, library); else it starts the builder process detached (builder), for the engines that come after,
 and runs the torch paths: no serving process compiles (~80 s). One builder per key (builder_lock); a build that
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from ..errors import MistralpyError
-from . import builder
+from . import builder, isa_level
 from .build_dir import RETRY_HINT, BuildDir
 from .build_key import BuildKey, current_key
 from .builder_lock import build_running
@@ -57,6 +61,17 @@ def enabled() -> bool:
 def loaded() -> ModuleType | None:
     """The kernels if this process has loaded them (an engine loads them when it starts, if they are built)."""
     return _process.module
+
+
+def isa_report() -> dict[str, object]:
+    """This process's ISA level and whether its native kernels run (for `mistralpy bench` and the server's /version):
+    {"isa": "avx2", "native_kernels": True}; "isa" is the level the kernels are (or would be) built for."""
+    try:
+        level = isa_level.current_level().name
+    except isa_level.IsaLevelError as e:
+        level = f"invalid ({e})"
+    module = _process.module
+    return {"isa": module.isa_level() if module is not None else level, "native_kernels": module is not None}
 
 
 def build_dir() -> BuildDir:

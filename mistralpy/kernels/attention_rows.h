@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "attention_scores.h"
-#if defined(__AVX512F__)
+#if defined(MISTRALPY_AVX512)
 #include "vec_exp.h"
 #endif
 
@@ -48,7 +48,7 @@ struct Scratch {  // one per thread, reused across calls
   std::vector<int8_t> codes;
 };
 
-#if defined(__AVX512F__)
+#if defined(MISTRALPY_AVX512)
 inline __m512 tanh16(__m512 x) {  // 1 - 2 / (e^2x + 1)
   const __m512 one = _mm512_set1_ps(1.0f);
   const __m512 e = exp16(_mm512_add_ps(x, x));
@@ -58,7 +58,7 @@ inline __m512 tanh16(__m512 x) {  // 1 - 2 / (e^2x + 1)
 
 // s[i] (i in [lo, hi)) -> exp(s[i] - max) after the soft-cap; returns their sum, taken in key order.
 inline float exp_scores(float* s, int64_t lo, int64_t hi, float cap) {
-#if defined(__AVX512F__)
+#if defined(MISTRALPY_AVX512)
   if (cap > 0.0f) {
     const __m512 vcap = _mm512_set1_ps(cap), inv = _mm512_set1_ps(1.0f / cap);
     for (int64_t i = lo; i < hi; i += 16) {
@@ -74,7 +74,7 @@ inline float exp_scores(float* s, int64_t lo, int64_t hi, float cap) {
 #endif
   float mx = -std::numeric_limits<float>::infinity();
   for (int64_t i = lo; i < hi; ++i) mx = std::max(mx, s[i]);
-#if defined(__AVX512F__)
+#if defined(MISTRALPY_AVX512)
   exp_inplace(s + lo, hi - lo, -mx);
 #else
   for (int64_t i = lo; i < hi; ++i) s[i] = std::exp(s[i] - mx);
@@ -115,7 +115,7 @@ void row_weights(const Context<KV>& c, const Query& q, int64_t lo, int64_t hi, i
   std::fill(s + hi, w + width, 0.0f);
 }
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#if defined(MISTRALPY_AVX512)
 // A V row's 16 values from dim d (fewer at the row's end: the rest 0) as float32, exactly.
 inline __m512 values16(const uint8_t* row, int64_t d, __mmask16 m) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, row + d)));

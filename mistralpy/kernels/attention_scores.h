@@ -17,7 +17,7 @@
 
 #include "isa.h"
 #include "kv_cache.h"
-#if defined(__AVX512F__)
+#if defined(MISTRALPY_AVX512)
 #include <immintrin.h>
 #endif
 
@@ -51,7 +51,7 @@ Query quantize_query(const T* q, int64_t D, float scale, int8_t* codes) {
   return {codes, sum, nullptr, q_scale * scale};
 }
 
-#if defined(__AVX512F__)
+#if defined(MISTRALPY_AVX512)
 // Key j of a tile goes into slot 4 (j % 4) + j / 4 of a sum tree's input, which returns key j's sum in lane j.
 constexpr int kSlot[kTile] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
 
@@ -173,7 +173,7 @@ template <>
 inline void score_tile<float>(const float* k, const int64_t* offsets, int64_t n, int64_t D, const Query& q,
                               const float*, float* scores) {
   const auto* qv = static_cast<const float*>(q.values);
-#if defined(__AVX512F__)
+#if defined(MISTRALPY_AVX512)
   __m512 s[kTile];
   for (int j = 0; j < kTile; ++j) {
     __m512 acc = _mm512_setzero_ps();

@@ -8,10 +8,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "decode attention over the paged KV cache, read in place");
   m.def("write_kv", &write_kv, "a step's K/V rows into their cache slots (quantized for an int8 cache)");
   m.def("prefill_attention", &prefill_attention, "causal attention of a sequence's new tokens over its paged KV");
-  m.def("has_qmatmul", &has_qmatmul, "whether qmatmul was built (it needs AVX-512 BF16 and VNNI)");
+  m.def("has_qmatmul", &has_qmatmul, "whether qmatmul was built (every ISA level has it)");
+  m.def("isa_level", &isa_level, "the ISA level this build was made for: avx512, avx2 or portable");
   m.def("qmatmul", &qmatmul,
-        "x (M, K) bf16 times a group-quantized weight in panels of 16 rows, transposed -> (M, N) bf16 (float_out: "
-        "float32)");
+        "x (M, K) bf16 or float32 times a group-quantized weight in panels of 16 rows, transposed -> (M, N) in x's "
+        "dtype (float_out: float32)");
   m.def("rms_norm", &rms_norm, "bf16 RMSNorm of rows (Llama's rounding, or Gemma's 1 + weight)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 silu(gate) * up over [gate | up] rows");
   m.def("rotary", &rotary, "bf16 half-split rotary of q and k, from the step's cos/sin rows");

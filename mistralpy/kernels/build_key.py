@@ -1,11 +1,12 @@
 """The build's cache key: everything the compiled library depends on, hashed into its name.
 
-`-march=native` compiles for the CPU it runs on, so the CPU's features are part of the key: a cache shared by
-hosts with different CPUs (an NFS home, a baked container layer) holds one build for each, and a host never finds a
-build made for another (whose instructions it may lack: SIGILL). The sources are hashed by content, so an edit or a
-`git checkout` names a new build; the compiler, torch and Python's ABI complete the key. Computing it imports
-nothing heavy (no torch): a process that only loads a finished build pays a file read, one hash and one
-`c++ --version`.
+The build is for one ISA level (isa_level: `avx512` compiles with `-march=native`, for the CPU it runs on), so the
+level and the CPU's features are part of the key: a cache shared by hosts with different CPUs (an NFS home, a baked
+container layer) holds one build for each, a host never finds a build made for another (whose instructions it may
+lack: SIGILL), and each level forced with MISTRALPY_ISA has a build directory of its own. The sources are hashed by
+content, so an edit or a `git checkout` names a new build; the compiler, torch and Python's ABI complete the key.
+Computing it imports nothing heavy (no torch): a process that only loads a finished build pays a file read, one hash
+and one `c++ --version`.
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
+from . import isa_level
+
 SOURCE_DIR = Path(__file__).parent
-# OpenMP: at::parallel_for runs its loop on torch's threads (without it, serially), and `omp simd` vectorises the dots
-CFLAGS = ("-O3", "-march=native", "-fopenmp")
+# OpenMP: at::parallel_for runs its loop on torch's threads (without it, serially), and `omp simd` vectorises the dots;
+# the level adds its target flags (isa_level)
+CFLAGS = ("-O3", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
-_CPUINFO = Path("/proc/cpuinfo")
 
 
 @dataclass(frozen=True)
 class BuildKey:
     sources: str  # sha256 of every C++ source and header, names and contents
+    isa: str  # the ISA level (isa_level.LEVELS)
     cpu: str  # the machine and its CPU's feature flags: what -march=native compiles for
     compiler: str  # the C++ compiler torch's loader runs ($CXX or c++) and its version
     torch: str
@@ -62,14 +66,9 @@ def sources_digest() -> str:
 def cpu_features() -> str:
     """`<machine>: <sorted feature flags>` from the kernel's view of the first CPU (x86 `flags`, Arm `Features`);
     without /proc/cpuinfo, the machine and processor names only."""
-    try:
-        lines = _CPUINFO.read_text(errors="replace").splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        field, _, value = line.partition(":")
-        if field.strip() in ("flags", "Features"):
-            return f"{platform.machine()}: {' '.join(sorted(set(value.split())))}"
+    flags = isa_level.cpu_flags()
+    if flags:
+        return f"{platform.machine()}: {' '.join(sorted(flags))}"
     return f"{platform.machine()}: {platform.processor()}"
 
 
@@ -98,5 +97,11 @@ def torch_version() -> str:
 
 
 def current_key() -> BuildKey:
+    """The key of this process's build: of its ISA level (isa_level.current_level; IsaLevelError if MISTRALPY_ISA
+    names one this CPU lacks)."""
+    level = isa_level.current_level()
     python = sysconfig.get_config_var("SOABI") or sys.implementation.cache_tag
-    return BuildKey(sources_digest(), cpu_features(), compiler_version(), torch_version(), python, CFLAGS, LDFLAGS)
+    cflags = CFLAGS + level.cflags
+    return BuildKey(
+        sources_digest(), level.name, cpu_features(), compiler_version(), torch_version(), python, cflags, LDFLAGS
+    )

@@ -6,8 +6,9 @@
 
 #include <cmath>
 
+#include "isa.h"
 #include "ops.h"
-#ifdef __AVX512F__
+#ifdef MISTRALPY_AVX512
 #include "vec_exp.h"
 #endif
 
@@ -48,7 +49,7 @@ void silu_mul_rows(const bf16* x, int64_t x_stride, bf16* out, int64_t n, int64_
       const int64_t len = std::min(kChunk, n - i0);
       float s[kChunk];
       for (int64_t i = 0; i < len; ++i) s[i] = static_cast<float>(gate[i0 + i]);
-#ifdef __AVX512F__
+#ifdef MISTRALPY_AVX512
       for (int64_t i = 0; i < len; i += 16) {
         const __mmask16 m = len - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (len - i)) - 1);
         const __m512 v = _mm512_maskz_loadu_ps(m, s + i);

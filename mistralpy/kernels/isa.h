@@ -1,12 +1,34 @@
-// Which vector instructions this build may use (-march=native decides).
+// Which vector instructions this build may use: its ISA level (kernels/isa_level.py passes -DMISTRALPY_LEVEL_*, and
+// the level's target flags, which the compiler turns into the __AVX*__ macros checked here). The sources branch on
+// the MISTRALPY_* macros below, never on the compiler's macros directly.
 #pragma once
 
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#if defined(MISTRALPY_LEVEL_AVX512) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define MISTRALPY_AVX512 1  // AVX-512 F, BW and VL: the attention and element-wise kernels' 16-lane paths
+#endif
+#if defined(MISTRALPY_AVX512) && defined(__AVX512BF16__)
 #define MISTRALPY_AVX512_BF16 1  // AVX-512 with bf16 dot products (vdpbf16ps)
 #endif
 #if defined(MISTRALPY_AVX512_BF16) && defined(__AVX512VNNI__)
 #define MISTRALPY_AVX512_VNNI 1  // and u8 x s8 dot products (vpdpbusd)
 #endif
+#if defined(MISTRALPY_LEVEL_AVX2) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define MISTRALPY_AVX2 1  // x86-64-v3: 8-lane float32 FMA, u8 x s8 pair products (vpmaddubsw), f16 conversions
+#endif
+#if !defined(MISTRALPY_LEVEL_AVX512) && !defined(MISTRALPY_LEVEL_AVX2) && !defined(MISTRALPY_LEVEL_PORTABLE)
+#error "build with the flags of an ISA level (kernels/isa_level.py)"
+#endif
+
+// The level this build was made for, as isa_level.py names it.
+inline const char* isa_level_name() {
+#if defined(MISTRALPY_LEVEL_AVX512)
+  return "avx512";
+#elif defined(MISTRALPY_LEVEL_AVX2)
+  return "avx2";
+#else
+  return "portable";
+#endif
+}
 
 // Request the cache line at p into L1. Not _mm_prefetch: GCC deletes a loop whose only statements are
 // _mm_prefetch calls (it counts them as having no effect), and a volatile asm statement is never deleted.

@@ -33,13 +33,14 @@ def load_library(where: BuildDir, key: BuildKey) -> ModuleType:
     spec = importlib.util.spec_from_file_location(where.name, where.library)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if module.isa_level() != key.isa:  # the key's level names the macros it was compiled with: a mismatch is a bug
+        raise ForeignBuildError(f"{where.library} was compiled for the {module.isa_level()} level, not {key.isa}")
     return module
 
 
 # what the torch paths do instead of a kernel that a build may lack, by the probe that says whether it has it
 _FALLBACKS = {
-    "has_qmatmul": "no quantized matmul (it needs AVX-512 BF16 and VNNI; torch's int4 kernel or dense weights run "
-    "instead)",
+    "has_qmatmul": "no quantized matmul (torch's int4 kernel or dense weights run instead)",
 }
 
 

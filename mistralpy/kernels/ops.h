@@ -14,7 +14,10 @@ void write_kv(torch::Tensor kv, torch::Tensor k, torch::Tensor v, torch::Tensor 
 torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor table, int64_t context_len,
                                 double scale, int64_t window, double softcap);
 bool has_qmatmul();
-// x (M, K) bf16 times the weight in panels (quant_common.h) of N rows, transposed -> (M, N) bf16 (float32: float_out)
+// the ISA level this build was made for (kernels/isa_level.py)
+const char* isa_level();
+// x (M, K) bf16 or float32 times the weight in panels (quant_common.h) of N rows, transposed -> (M, N) in x's dtype
+// (float32: float_out)
 torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias,
                       int64_t bits, double offset, int64_t N, bool float_out);
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps, bool gemma);

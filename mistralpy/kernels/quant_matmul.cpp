@@ -9,221 +9,72 @@
 // An x row's sums are formed in the same order whatever the number of rows: results do not depend on the batch.
 // The result is stored as bf16, or as float32 (logits: a greedy choice is not left to ties at bf16's resolution).
 // quant/qmatmul_reference.py spells the same arithmetic in torch, operation for operation.
-#include <ATen/Parallel.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
-#include <type_traits>
-#include <vector>
-
-#include "quant_common.h"
+// Per ISA level (isa.h): avx512 (qmatmul_avx512.h, vpdpbusd), avx2 (qmatmul_avx2.h, vpmaddubsw + vpmaddwd) and
+// portable (qmatmul_portable.h, plain C++): the same results, bit for bit. x may be bf16 or float32 (the avx2 and
+// portable levels' compute dtype); float32 rows are quantized by quant_x.h on every level.
 #include "ops.h"
-
-using quant::kPanel;
+#include "qmatmul_avx2.h"
+#include "qmatmul_avx512.h"
+#include "qmatmul_portable.h"
+#include "quant_common.h"
+#include "quant_x.h"
 
 namespace {
 
+template <int kBits, int kG, typename P, typename O>
+void run_level(const torch::Tensor& x, int64_t M, int64_t K, const uint8_t* codes, const P* scale, const P* bias,
+               double offset, O* out, int64_t N) {
 #ifdef MISTRALPY_AVX512_VNNI
-constexpr bool kFast = true;
-constexpr int kMaxRows = 8;  // x rows per pass over a panel: their sums stay in registers
-// x rows per sweep over the panels: a block's codes stay in L2 while the weight streams past them
-constexpr int64_t kRowBlock = 64;
-
-// x quantized, per row: K / 4 u32 of four s8 codes each, in the weight lanes' order; per row and group: d and d Q.
-struct QuantizedX {
-  std::vector<uint32_t> q;
-  std::vector<float> d, dq;
-};
-
-// Where the codes of a group's k sit in the lanes of its 64-byte blocks (quant_common.h), per 8 k: a 4-bit lane's
-// low nibbles are k0 k4 k1 k5 and its high nibbles k2 k6 k3 k7; an 8-bit lane's bytes are k0 k2 k1 k3.
-inline __m128i lane_order(int bits) {
-  return bits == 4 ? _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15)
-                   : _mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15);
-}
-
-// 16 bf16 as float32 (exact).
-inline __m512 load_bf16(const uint16_t* x) {
-  return _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))), 16));
-}
-
-// Rows [begin, end) of x quantized into `out`, per group of kG (16 or 32: one or two zmm of 16 values).
-template <int kG>
-void quantize_rows(const uint16_t* x, int64_t begin, int64_t end, int64_t K, int bits, QuantizedX& out) {
-  constexpr int kParts = kG / 16;
-  const int64_t groups = K / kG;
-  const __m128i order = lane_order(bits);
-  auto* q = reinterpret_cast<__m128i*>(out.q.data());
-  for (int64_t i = begin * groups; i < end * groups; ++i) {
-    __m512 v[kParts];
-    __m512 amax16 = _mm512_setzero_ps();
-    for (int h = 0; h < kParts; ++h) {
-      v[h] = load_bf16(x + i * kG + 16 * h);
-      amax16 = _mm512_max_ps(amax16, _mm512_abs_ps(v[h]));
-    }
-    const float amax = _mm512_reduce_max_ps(amax16);
-    const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
-    __m512i sum = _mm512_setzero_si512();
-    for (int h = 0; h < kParts; ++h) {
-      const __m512i codes = _mm512_cvtps_epi32(_mm512_mul_ps(v[h], inv));
-      sum = _mm512_add_epi32(sum, codes);
-      _mm_storeu_si128(q + kParts * i + h, _mm_shuffle_epi8(_mm512_cvtepi32_epi8(codes), order));
-    }
-    const float d = amax / 127.0f;
-    out.d[i] = d;
-    out.dq[i] = d * static_cast<float>(_mm512_reduce_add_epi32(sum));
-  }
-}
-
-template <int kG>
-QuantizedX quantize_x(const uint16_t* x, int64_t M, int64_t K, int bits) {
-  const int64_t groups = K / kG;
-  QuantizedX out{std::vector<uint32_t>(M * K / 4), std::vector<float>(M * groups), std::vector<float>(M * groups)};
-  // a group takes ~6 ns: threads start to pay from a few hundred groups on
-  at::parallel_for(0, M, std::max<int64_t>(1, 512 / groups),
-                   [&](int64_t begin, int64_t end) { quantize_rows<kG>(x, begin, end, K, bits, out); });
-  return out;
-}
-
-// The inputs of one call (per x row m and group g: d[m * groups + g], dq[...]).
-template <typename P, typename O>
-struct Operands {
-  const uint32_t* q;
-  const float* d;
-  const float* dq;
-  const uint8_t* codes;
-  const P* scale;
-  const P* bias;
-  int64_t K, groups, panel_bytes, N;
-  float offset;
-  O* out;
-};
-
-// Rows [m, m + MR) of x times panel p: out[m + j, 16 p .. 16 p + 16). Groups of kG weights.
-template <int kBits, int kG, int MR, typename P, typename O>
-void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
-  constexpr int kBlocks = kG * kBits / 32;  // 64-byte blocks of codes per group: 8 (4 bits) or 4 (8 bits) k each
-  constexpr int kChains = MR <= 2 ? 2 : 1;     // independent dot-product chains per x row
-  const int64_t G = o.groups;
-  const uint8_t* codes = o.codes + p * o.panel_bytes;
-  const P* scale = o.scale + p * G * kPanel;
-  const P* bias = o.bias != nullptr ? o.bias + p * G * kPanel : nullptr;
-  const __m512i nibble = _mm512_set1_epi8(0x0F);
-  const __m512 offset = _mm512_set1_ps(o.offset);
-  __m512 acc[MR];
-  const uint32_t* x[MR];  // row j's codes of group g, four to a u32
-  for (int j = 0; j < MR; ++j) acc[j] = _mm512_setzero_ps(), x[j] = o.q + (m + j) * (o.K / 4);
-  for (int64_t g = 0; g < G; ++g) {
-    __m512i dot[kChains][MR];
-    for (int c = 0; c < kChains; ++c)
-      for (int j = 0; j < MR; ++j) dot[c][j] = _mm512_setzero_si512();
-    for (int b = 0; b < kBlocks; ++b) {
-      const __m512i block = _mm512_loadu_si512(codes + (g * kBlocks + b) * 64);
-      if constexpr (kBits == 4) {
-        const __m512i low = _mm512_and_si512(block, nibble);
-        const __m512i high = _mm512_and_si512(_mm512_srli_epi32(block, 4), nibble);
-        for (int j = 0; j < MR; ++j) {
-          dot[0][j] = _mm512_dpbusd_epi32(dot[0][j], low, _mm512_set1_epi32(static_cast<int>(x[j][2 * b])));
-          dot[kChains - 1][j] =
-              _mm512_dpbusd_epi32(dot[kChains - 1][j], high, _mm512_set1_epi32(static_cast<int>(x[j][2 * b + 1])));
-        }
-      } else {
-        for (int j = 0; j < MR; ++j) {
-          dot[b % kChains][j] =
-              _mm512_dpbusd_epi32(dot[b % kChains][j], block, _mm512_set1_epi32(static_cast<int>(x[j][b])));
-        }
-      }
-    }
-    const __m512 a = quant::load16(scale + g * kPanel);
-    const __m512 b_g = bias != nullptr ? quant::load16(bias + g * kPanel) : _mm512_setzero_ps();
-    const __m512 z = _mm512_fmadd_ps(a, offset, b_g);  // a c + b
-    for (int j = 0; j < MR; ++j) {
-      const __m512i s = kChains == 2 ? _mm512_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
-      const int64_t i = (m + j) * G + g;
-      acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
-      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), _mm512_cvtepi32_ps(s), acc[j]);
-      x[j] += kG / 4;
-    }
-  }
-  const int64_t cols = std::min(kPanel, o.N - p * kPanel);
-  const __mmask16 mask = cols >= kPanel ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-  for (int j = 0; j < MR; ++j) {
-    O* out = o.out + (m + j) * o.N + p * kPanel;
-    if constexpr (std::is_same_v<O, float>) {
-      _mm512_mask_storeu_ps(out, mask, acc[j]);
-    } else {
-      _mm256_mask_storeu_epi16(out, mask, (__m256i)_mm512_cvtneps_pbh(acc[j]));
-    }
-  }
-}
-
-// Rows [m, M) of x times panel p, kMaxRows at a time, then passes of 4, 2 and 1 rows.
-template <int kBits, int kG, typename P, typename O>
-void panel_passes(const Operands<P, O>& o, int64_t m, int64_t M, int64_t p) {
-  for (; m + kMaxRows <= M; m += kMaxRows) panel_pass<kBits, kG, kMaxRows>(o, p, m);
-  if (M - m >= 4) panel_pass<kBits, kG, 4>(o, p, m), m += 4;
-  if (M - m >= 2) panel_pass<kBits, kG, 2>(o, p, m), m += 2;
-  if (M - m >= 1) panel_pass<kBits, kG, 1>(o, p, m);
-}
-
-template <int kBits, int kG, typename P, typename O>
-void qmatmul_impl(const uint16_t* x, int64_t M, int64_t K, const uint8_t* codes, const P* scale, const P* bias,
-                  double offset, O* out, int64_t N) {
-  const int64_t groups = K / kG, panels = (N + kPanel - 1) / kPanel;
-  const QuantizedX qx = quantize_x<kG>(x, M, K, kBits);
-  const int64_t panel_bytes = kPanel * K * kBits / 8;
-  const Operands<P, O> o{qx.q.data(), qx.d.data(),       qx.dq.data(), codes, scale, bias, K, groups, panel_bytes,
-                      N,           static_cast<float>(offset), out};
-  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t m = 0; m < M; m += kRowBlock) {
-      for (int64_t p = begin; p < end; ++p) {
-        // the next panel's codes and group parameters are requested while this one is multiplied: the hardware
-        // prefetchers alone leave a one-row matmul waiting on memory
-        if (p + 1 < end) quant::prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
-        panel_passes<kBits, kG>(o, m, std::min(M, m + kRowBlock), p);
-      }
-    }
-  });
-}
+  const quant::QuantizedX qx =
+      x.scalar_type() == torch::kBFloat16
+          ? avx512::quantize_x<kG>(reinterpret_cast<const uint16_t*>(x.data_ptr<c10::BFloat16>()), M, K, kBits)
+          : quant::quantize_x_f32<kG>(x.data_ptr<float>(), M, K, kBits);
+  avx512::qmatmul_impl<kBits, kG>(qx, M, K, codes, scale, bias, offset, out, N);
 #else
-constexpr bool kFast = false;
+#ifdef MISTRALPY_AVX2
+  using Pass = quant::Avx2Pass;
+#else
+  using Pass = quant::PortablePass;
 #endif
+  const torch::Tensor xf = x.to(torch::kFloat32).contiguous();  // bf16 -> float32 is exact
+  quant::qmatmul_rows<Pass, kBits, kG>(xf.data_ptr<float>(), M, K, codes, scale, bias, offset, out, N);
+#endif
+}
 
 }  // namespace
 
-bool has_qmatmul() { return kFast; }
+bool has_qmatmul() { return true; }
 
-// x: (M, K) bf16 -> (M, N) bf16, or float32 with float_out. offset: c, added to every code before the scale.
+const char* isa_level() { return isa_level_name(); }
+
+// x: (M, K) bf16 or float32 -> (M, N) in x's dtype, or float32 with float_out. offset: c, added to every code before
+// the scale.
 torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias,
                       int64_t bits, double offset, int64_t N, bool float_out) {
-  TORCH_CHECK(kFast, "qmatmul needs AVX-512 BF16 and VNNI (built without them)");
-  TORCH_CHECK(x.scalar_type() == torch::kBFloat16 && x.dim() == 2, "x must be 2-D bf16");
+  TORCH_CHECK((x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kFloat32) && x.dim() == 2,
+              "x must be 2-D bf16 or float32");
   const quant::Shape shape = quant::check_params(codes, scale, bias, bits, N);
   const int64_t M = x.size(0), K = shape.K, group = shape.group;
   TORCH_CHECK(x.size(1) == K, "x has ", x.size(1), " features, the weight ", K);
   x = x.contiguous();
-  auto out = torch::empty({M, N}, x.options().dtype(float_out ? torch::kFloat32 : torch::kBFloat16));
-#ifdef MISTRALPY_AVX512_VNNI
-  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<c10::BFloat16>());
+  const bool to_float = float_out || x.scalar_type() == torch::kFloat32;
+  auto out = torch::empty({M, N}, x.options().dtype(to_float ? torch::kFloat32 : torch::kBFloat16));
   quant::with_param_type(scale, [&](auto tag) {
     using P = decltype(tag);
     const P* bp = bias.has_value() ? bias->data_ptr<P>() : nullptr;
     auto run = [&](auto* op) {
       const uint8_t* cp = codes.data_ptr<uint8_t>();
       const P* sp = scale.data_ptr<P>();
-      if (bits == 4 && group == 32) qmatmul_impl<4, 32, P>(xp, M, K, cp, sp, bp, offset, op, N);
-      if (bits == 4 && group == 16) qmatmul_impl<4, 16, P>(xp, M, K, cp, sp, bp, offset, op, N);
-      if (bits == 8 && group == 32) qmatmul_impl<8, 32, P>(xp, M, K, cp, sp, bp, offset, op, N);
-      if (bits == 8 && group == 16) qmatmul_impl<8, 16, P>(xp, M, K, cp, sp, bp, offset, op, N);
+      if (bits == 4 && group == 32) run_level<4, 32, P>(x, M, K, cp, sp, bp, offset, op, N);
+      if (bits == 4 && group == 16) run_level<4, 16, P>(x, M, K, cp, sp, bp, offset, op, N);
+      if (bits == 8 && group == 32) run_level<8, 32, P>(x, M, K, cp, sp, bp, offset, op, N);
+      if (bits == 8 && group == 16) run_level<8, 16, P>(x, M, K, cp, sp, bp, offset, op, N);
     };
-    if (float_out) {
+    if (to_float) {
       run(out.data_ptr<float>());
     } else {
       run(out.data_ptr<c10::BFloat16>());
     }
   });
-#endif
   return out;
 }

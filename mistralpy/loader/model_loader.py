@@ -49,7 +49,8 @@ def load_model(
     between_modules: Callable[[], object] | None = None,
 ) -> torch.nn.Module:
     """`weights`: "quantized" keeps quantized weights quantized, "dequantized" turns every weight into a dense
-    `dtype` tensor (their float reference), "auto" is "quantized" for bfloat16 compute and "dequantized" otherwise.
+    `dtype` tensor (their float reference), "auto" is "quantized" for bfloat16 and float32 compute and "dequantized"
+    for float16.
     `quantization`: an ISQ type (see `quant.isq.ISQ_TYPES`) for full-precision Linear weights, or None.
     `between_modules`: called after each quantized module is built (the engine's thread policy re-decides there)."""
     cfg: ModelConfig = source.model_config()

@@ -35,10 +35,11 @@ def check_supported(name: str, qtype: GGMLQuantizationType) -> None:
 
 
 def keep_quantized(weights: str, dtype: torch.dtype) -> bool:
-    """Whether weights stay quantized: "auto" keeps them so when the compute dtype is the quantized kernels' (bf16)."""
+    """Whether weights stay quantized: "auto" keeps them so when the compute dtype is one the quantized kernels take
+    (bf16, or float32: the dtype of the ISA levels without AVX-512 BF16), on every level."""
     if weights not in WEIGHT_MODES:
         raise InvalidRequestError(f"unknown weights mode {weights!r}; choose one of: {', '.join(WEIGHT_MODES)}")
-    return weights == "quantized" or (weights == "auto" and dtype == torch.bfloat16)
+    return weights == "quantized" or (weights == "auto" and dtype in (torch.bfloat16, torch.float32))
 
 
 def concat_parts(parts: list[RawPart]) -> list[RawPart]:

@@ -1,10 +1,11 @@
-"""NativeQuantLinear: GGUF types with groups of 32 or 16 on the native AVX-512 VNNI kernel (kernels/quant_matmul.cpp).
+"""NativeQuantLinear: GGUF types with groups of 32 or 16 on the native kernel (kernels/quant_matmul.cpp), on every ISA
+level (AVX-512 VNNI, AVX2, portable C++: kernels/isa_level.py).
 
 The weight stays as its GGUF codes and per-group parameters, w = a * (q + c) + b, exactly (no requantization):
 codes of up to 4 bits are packed two to a byte, wider ones (Q5_*, Q6_K, Q8_0) take a byte each, in panels of 16
 rows, the u8 operands of the kernel's dot products. The kernel quantizes x per weight group (32; 16 for Q2_K, Q3_K
 and Q6_K, whose scales are per 16 weights) to int8 (as llama.cpp does for its quantized dot products): integer sums,
-exact, scaled per group in float32. It serves decode steps and prefill alike.
+exact, scaled per group in float32. It serves decode steps and prefill alike, x in bf16 or float32.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ NATIVE_TYPES: frozenset[GGMLQuantizationType] = frozenset(
 
 
 def native_qmatmul():
-    """The native kernels if they are built with qmatmul (it needs AVX-512 BF16 and VNNI), else None."""
+    """The native kernels if they are built (every level has qmatmul), else None."""
     native = kernels.native_module()
     return native if native is not None and native.has_qmatmul() else None
 
 
+_KERNEL_DTYPES = (torch.bfloat16, torch.float32)  # x's dtypes the kernel takes (float16 dequantizes per call)
 PANEL = 16  # weight rows per panel: the kernel's 16 output lanes
 _PACK_PANELS = 256
 # A panel's 64-byte block holds 32 // width codes of each of its 16 rows in one u32 lane, in this order along k:
@@ -150,7 +152,7 @@ class NativeQuantLinear(QuantizedLinear):
         return self._matmul(x, True)
 
     def _matmul(self, x: torch.Tensor, float_out: bool) -> torch.Tensor:
-        if x.dtype != torch.bfloat16:
+        if x.dtype not in _KERNEL_DTYPES:
             y = self._reference(x)
             return y.float() if float_out else y
         if x.dim() != 2:

@@ -32,7 +32,8 @@ def quantize_activations(x: torch.Tensor, group: int) -> tuple[torch.Tensor, tor
 
 
 def qmatmul_reference(x: torch.Tensor, weight: GroupAffine, float_out: bool = False) -> torch.Tensor:
-    """x (M, K) bf16 times the weight transposed -> (M, N) bf16 (float32 with float_out), as the kernel computes it."""
+    """x (M, K) bf16 or float32 times the weight transposed -> (M, N) in x's dtype (float32 with float_out), as the
+    kernel computes it on every ISA level."""
     if weight.group not in (16, 32):
         raise ValueError(f"the kernel's groups are of 32 or 16 weights, not {weight.group}")
     rows, cols = weight.q.shape
@@ -42,7 +43,7 @@ def qmatmul_reference(x: torch.Tensor, weight: GroupAffine, float_out: bool = Fa
     step = max(1, _SUMS // (rows * cols // weight.group))
     parts = [_rows(x[i : i + step], codes, a, z) for i in range(0, x.shape[0], step)]
     out = torch.cat(parts) if parts else torch.empty(0, rows)
-    return out if float_out else out.to(torch.bfloat16)
+    return out if float_out else out.to(x.dtype)
 
 
 def _rows(x: torch.Tensor, codes: torch.Tensor, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

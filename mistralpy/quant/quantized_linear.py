@@ -10,7 +10,9 @@ Contract (every implementation):
   `factory.linear_from_gguf(raw, qtype, shape, bias=None, dtype=...)`;
 - `nbytes`: the memory its tensors hold.
 A fast path computes the same function as dequantize-then-matmul, up to float rounding in the activation dtype, or,
-on the native kernel, up to rounding x to int8 per group of 32 first (its exact reference: qmatmul_reference.py).
+on the native kernel, up to rounding x to int8 per group of 32 first (its exact reference: qmatmul_reference.py), for
+bf16 and float32 x alike; torch's int4 kernel takes float32 x rounded to bf16. The float32 reference of a quantized
+model is its dequantized weights (weights="dequantized").
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
+from .. import __version__, kernels
 from ..engine.async_engine import AsyncEngine
 from ..errors import InvalidRequestError
 from .auth import ApiKeyMiddleware
@@ -115,7 +115,7 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
         return Response(status_code=200)
 
     async def version(_: Request) -> JSONResponse:
-        return JSONResponse({"version": __version__})
+        return JSONResponse({"version": __version__, **kernels.isa_report()})
 
     async def tokenize(request: Request) -> JSONResponse:
         body = await parse_body(request, TokenizeRequest)

@@ -1,0 +1,100 @@
+// The avx2 level's pass of the quantized matmul (qmatmul_rows.h), llama.cpp's AVX2 integer dot products on this
+// project's panels: a 64-byte block is two ymm of 8 lanes (rows 0-7, 8-15), each lane four u8 codes of its row.
+// vpmaddubsw multiplies them by four s8 codes of x (broadcast) into two s16 pair sums a lane, vpmaddwd with ones adds
+// the pair into one s32: vpdpbusd in two steps.
+//   4 bits: a pair sum is at most 2 * 15 * 127 = 3810, so a group's 8 (or 4) products add up in s16 without overflow
+//     (30480 < 32767) before one vpmaddwd.
+//   8 bits: codes up to 255 would overflow a pair (2 * 255 * 127); the weight is taken signed, w = code - 128, and
+//     |w| (u8, up to 128) multiplies x times w's sign (x is in [-127, 127]: pairs at most 2 * 128 * 127), as
+//     llama.cpp's sign trick; S = S' + 128 Q after.
+// Then per group, as every level: acc = fma(a c + b, d Q, acc), acc = fma(a d, float(S), acc).
+#pragma once
+#include "isa.h"
+#ifdef MISTRALPY_AVX2
+#include <immintrin.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "qmatmul_rows.h"
+
+namespace quant {
+
+struct Avx2Pass {
+  static constexpr int kMaxRows = 4;
+
+  static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+  static __m256 load8(const c10::Half* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+
+  template <int kBits, int kG, int MR, typename P>
+  static void run(const PanelArgs<P>& o, int64_t p, int64_t m, float (*out)[kPanel]) {
+    constexpr int kBlocks = kG * kBits / 32;
+    const int64_t G = o.groups;
+    const uint8_t* codes = o.codes + p * o.panel_bytes;
+    const P* scale = o.scale + p * G * kPanel;
+    const P* bias = o.bias != nullptr ? o.bias + p * G * kPanel : nullptr;
+    const __m256i nibble = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256 offset = _mm256_set1_ps(o.offset);
+    __m256 acc[MR][2];
+    const uint32_t* x[MR];
+    for (int j = 0; j < MR; ++j) {
+      acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+      x[j] = o.x.q.data() + (m + j) * (o.K / 4);
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      __m256i s[MR][2];
+      for (int j = 0; j < MR; ++j) s[j][0] = s[j][1] = _mm256_setzero_si256();
+      for (int b = 0; b < kBlocks; ++b) {
+        const uint8_t* block = codes + (g * kBlocks + b) * 64;
+        for (int h = 0; h < 2; ++h) {
+          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32 * h));
+          if constexpr (kBits == 4) {
+            const __m256i low = _mm256_and_si256(w, nibble);
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
+            for (int j = 0; j < MR; ++j) {
+              const __m256i xl = _mm256_set1_epi32(static_cast<int>(x[j][2 * b]));
+              const __m256i xh = _mm256_set1_epi32(static_cast<int>(x[j][2 * b + 1]));
+              s[j][h] = _mm256_add_epi16(s[j][h], _mm256_maddubs_epi16(low, xl));
+              s[j][h] = _mm256_add_epi16(s[j][h], _mm256_maddubs_epi16(high, xh));
+            }
+          } else {
+            const __m256i signed_w = _mm256_xor_si256(w, flip);  // code - 128 as s8
+            const __m256i magnitude = _mm256_abs_epi8(signed_w);  // up to 128: as u8
+            for (int j = 0; j < MR; ++j) {
+              const __m256i xb = _mm256_set1_epi32(static_cast<int>(x[j][b]));
+              const __m256i pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(xb, signed_w));
+              s[j][h] = _mm256_add_epi32(s[j][h], _mm256_madd_epi16(pairs, ones));
+            }
+          }
+        }
+      }
+      for (int h = 0; h < 2; ++h) {
+        const __m256 a = load8(scale + g * kPanel + 8 * h);
+        const __m256 b_g = bias != nullptr ? load8(bias + g * kPanel + 8 * h) : _mm256_setzero_ps();
+        const __m256 z = _mm256_fmadd_ps(a, offset, b_g);  // a c + b
+        for (int j = 0; j < MR; ++j) {
+          const int64_t i = (m + j) * G + g;
+          __m256i sum = s[j][h];
+          if constexpr (kBits == 4) {
+            sum = _mm256_madd_epi16(sum, ones);
+          } else {
+            sum = _mm256_add_epi32(sum, _mm256_set1_epi32(128 * o.x.sum[i]));
+          }
+          acc[j][h] = _mm256_fmadd_ps(z, _mm256_set1_ps(o.x.dq[i]), acc[j][h]);
+          acc[j][h] = _mm256_fmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(o.x.d[i])), _mm256_cvtepi32_ps(sum), acc[j][h]);
+        }
+      }
+      for (int j = 0; j < MR; ++j) x[j] += kG / 4;
+    }
+    for (int j = 0; j < MR; ++j) {
+      _mm256_storeu_ps(out[j], acc[j][0]);
+      _mm256_storeu_ps(out[j] + 8, acc[j][1]);
+    }
+  }
+};
+
+}  // namespace quant
+#endif
