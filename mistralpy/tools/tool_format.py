@@ -4,6 +4,7 @@ and the grammar (Lark) that makes the model write one."""
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from .calls import ParsedCall
@@ -18,7 +19,7 @@ class CallMatch:
     end: int
 
 
-class ToolFormat:
+class ToolFormat(ABC):
     """A format whose calls start with a marker text (Hermes' `<tool_call>`, Mistral's `[TOOL_CALLS]`)."""
 
     name = ""
@@ -43,14 +44,14 @@ class ToolFormat:
                 return size
         return 0
 
+    @abstractmethod
     def take(self, text: str, final: bool) -> CallMatch | None:
         """`text` starts at a call: the call(s) it makes and their end; None while the call is still incomplete."""
-        raise NotImplementedError
 
+    @abstractmethod
     def grammar(self, body: str, parallel: bool, optional: bool) -> str:
         """Lark rules (a `start` rule) for the calls, `body` being the rule of one call's JSON object. `optional`:
         the model may answer in text instead, or say some text before its calls."""
-        raise NotImplementedError
 
     arguments_key = "arguments"
 
