@@ -33,6 +33,11 @@ class PromptTooLongError(InvalidRequestError):
     """The prompt (plus the tokens to generate) does not fit in the model's context."""
 
 
+class GenerationError(MistralpyError):
+    """A request failed while it was being generated, through no fault of the others in its batch (e.g. its
+    structured-output grammar reached a state llguidance cannot go on from); the server answers 500."""
+
+
 class UnknownModelError(InvalidRequestError):
     """A request names a model other than the one being served (HTTP 404 at the server)."""
 

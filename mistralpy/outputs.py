@@ -26,12 +26,13 @@ class CompletionOutput:
     index: int
     text: str
     token_ids: list[int]
-    finish_reason: str | None = None  # "stop", "length", "abort" or None while running
+    finish_reason: str | None = None  # "stop", "length", "abort", "error" (see `error`) or None while running
     stop_reason: int | str | None = None
     logprobs: SampleLogprobs | None = None
     cumulative_logprob: float | None = None
     tool_calls: list[ToolCall] | None = None  # LLM.chat with tools: the calls read from `text` (which keeps them)
     reasoning_content: str | None = None  # LLM.chat with a thinking model's template: its think block's text
+    error: str | None = None  # why the sequence failed, where finish_reason is "error"
 
     @property
     def finished(self) -> bool:

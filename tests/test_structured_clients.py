@@ -189,3 +189,62 @@ def test_bad_specs_are_400s_on_every_route_and_the_server_keeps_serving(embedded
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]
     assert (choice["message"]["content"] if "message" in choice else choice["text"]) in ("up", "down")
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def _worked_examples() -> list[dict]:
+    """Two earlier turns in which the assistant called the tool: with them, the embedded model calls it by itself."""
+    turns = []
+    for i, (city, result) in enumerate([("Rome", "sunny, 25 C"), ("Oslo", "snow, -3 C")]):
+        call = {
+            "id": f"call{i}",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps({"city": city})},
+        }
+        turns += [
+            {"role": "user", "content": f"What is the weather in {city}?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"call{i}", "content": result},
+            {"role": "assistant", "content": f"It is {result} in {city}."},
+        ]
+    return turns + [{"role": "user", "content": "And in Berlin?"}]
+
+
+def test_auto_tool_choice_a_call_the_model_writes_itself_is_a_tool_call_never_content(oai):
+    """tool_choice "auto" forces nothing: the model (greedy) writes the call in the generic format's <tool_call> block
+    by itself. It must come back as a tool call with schema-valid arguments, and no part of the block as content,
+    streamed (OpenAI's deltas: index, id and name first, then argument fragments) or not."""
+    body = dict(
+        model=MODEL, messages=_worked_examples(), tools=[WEATHER], tool_choice="auto", temperature=0, max_tokens=60
+    )
+    res = oai.chat.completions.create(**body)
+    choice = res.choices[0]
+    assert choice.finish_reason == "tool_calls" and not choice.message.content
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather" and call.id
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+
+    content, fragments, heads, finish = [], [], [], None
+    for chunk in oai.chat.completions.create(**body, stream=True):
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        content.append(delta.content or "")
+        for part in delta.tool_calls or []:
+            assert part.index == 0
+            if part.id is not None:
+                heads.append((part.id, part.function.name))
+            fragments.append(part.function.arguments or "")
+        finish = chunk.choices[0].finish_reason or finish
+    assert "".join(content) == "" and finish == "tool_calls"
+    assert [name for _, name in heads] == ["get_weather"] and fragments[0] == ""  # the head comes before any argument
+    assert "".join(fragments) == call.function.arguments

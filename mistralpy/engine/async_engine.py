@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..config import EngineConfig
-from ..errors import MistralpyError
+from ..errors import GenerationError, MistralpyError
 from ..heap import trim_heap
 from ..outputs import RequestOutput
 from ..sampling_params import SamplingParams
@@ -101,7 +101,7 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._stop_reason = "the engine has stopped"
-        self.finished_counts: Counter[str] = Counter()  # requests by finish reason: "stop", "length", "abort"
+        self.finished_counts: Counter[str] = Counter()  # requests by finish reason: "stop", "length", "abort", "error"
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> AsyncEngine:
@@ -235,6 +235,13 @@ class AsyncEngine:
     def _dispatch(self, out: RequestOutput) -> None:
         stream = self._streams.get(out.request_id)
         if stream is None:
+            return
+        failed = next((o for o in out.outputs if o.finish_reason == "error"), None)
+        if failed is not None:  # the request fails alone (its other samples too); the batch went on
+            del self._streams[out.request_id]
+            self.engine.abort_request(out.request_id)
+            self.finished_counts["error"] += 1
+            self._put(stream, GenerationError(failed.error or "generation failed"))
             return
         if out.finished:
             del self._streams[out.request_id]

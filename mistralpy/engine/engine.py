@@ -170,6 +170,7 @@ class Engine:
             entries = result.prompt_logprobs.get(s.request.request_id)
             if entries is not None:
                 merge_prompt_logprobs(s.request, s.start, entries)
+        failed = _take_dead_grammars(sched, result.sampled)
         touched = {}
         for req in self.scheduler.update_from_output(sched, result.sampled):
             if req.request_id in result.logprobs:
@@ -183,7 +184,23 @@ class Engine:
                     self.scheduler.finish_request(req, RequestStatus.FINISHED_STOPPED)
             parent, _ = self.output_processor.child_to_parent[req.request_id]
             touched[parent.request_id] = parent
+        for req in failed:
+            self.scheduler.finish_request(req, RequestStatus.FINISHED_ERROR)
+            touched.setdefault(*self.output_processor.process_end(req))
         return [self.output_processor.make_output(p, delta) for p in touched.values()]
+
+
+def _take_dead_grammars(sched: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
+    """The requests whose grammar cannot go on (llguidance refused the drawn token, or ran past one of its parser
+    limits while masking): their token is dropped from `sampled`; they fail alone, with llguidance's message."""
+    failed = []
+    for s in sched.scheduled:
+        req = s.request
+        if req.matcher is not None and req.request_id in sampled and req.matcher.error is not None:
+            del sampled[req.request_id]
+            req.error = f"structured output failed: {req.matcher.error}"
+            failed.append(req)
+    return failed
 
 
 def merge_prompt_logprobs(req: Request, start: int, entries: list) -> None:

@@ -59,6 +59,12 @@ class OutputProcessor:
         parent.deltas[i] += detok.get_next_delta(finished=req.is_finished)
         return stop
 
+    def process_end(self, req: Request) -> tuple[str, ParentRequest]:
+        """A request finished without a new token (it failed): the text its detokenizer held back goes out."""
+        parent, i = self.child_to_parent[req.request_id]
+        parent.deltas[i] += parent.detokenizers[i].get_next_delta(finished=True)
+        return parent.request_id, parent
+
     def make_output(self, parent: ParentRequest, delta: bool = False) -> RequestOutput:
         """The request so far, or with `delta` what is new since its last delta output: each child's new text,
         tokens and logprobs (a child with nothing new left out, its finish reported once), the prompt's logprobs
@@ -107,6 +113,7 @@ class OutputProcessor:
             token_ids=req.output_token_ids[start:],
             finish_reason=req.finish_reason,
             stop_reason=req.stop_reason,
+            error=req.error,
             logprobs=None if logprobs is None else logprobs[start:],
             cumulative_logprob=cumulative,
         )

@@ -19,6 +19,7 @@ class RequestStatus(enum.Enum):
     FINISHED_STOPPED = "stop"
     FINISHED_LENGTH = "length"
     FINISHED_ABORTED = "abort"
+    FINISHED_ERROR = "error"  # this request failed alone (Request.error says why); the batch went on
 
     @property
     def is_finished(self) -> bool:
@@ -40,6 +41,7 @@ class Request:
     stop_reason: int | str | None = None  # the stop token id or stop string that finished it
     num_preemptions: int = 0
     matcher: RequestMatcher | None = None  # llguidance's state where sampling_params.structured_outputs is set
+    error: str | None = None  # why it finished with FINISHED_ERROR
     generator: Any = None  # torch.Generator owned by this request when sampling_params.seed is set
     logprobs: list[dict[int, Logprob]] = field(default_factory=list)  # one entry per output token
     prompt_logprobs: list[dict[int, Logprob] | None] = field(default_factory=list)  # one per prompt token

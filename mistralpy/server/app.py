@@ -20,6 +20,7 @@ from starlette.routing import Route
 from .. import __version__, kernels
 from ..engine.async_engine import AsyncEngine
 from ..errors import InvalidRequestError
+from .anthropic import routes as anthropic
 from .auth import ApiKeyMiddleware
 from .context import ServerContext
 from .errors import exception_handlers
@@ -98,6 +99,12 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
     async def completions(request: Request) -> Response:
         return await create_completion(ctx, request)
 
+    async def messages(request: Request) -> Response:
+        return await anthropic.create_message(ctx, request)
+
+    async def message_tokens(request: Request) -> Response:
+        return await anthropic.count_tokens(ctx, request)
+
     def model_card() -> ModelCard:
         engine = ctx.engine
         root = Path(engine.engine.model_path).name  # the file or folder's name: the server's paths stay private
@@ -150,6 +157,8 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
     return [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", message_tokens, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),

@@ -13,8 +13,9 @@ OPEN_PATHS = frozenset({"/health"})
 
 
 class ApiKeyMiddleware:
-    """Every HTTP route except /health needs `Authorization: Bearer <key>` (the scheme in any case, RFC 7235);
-    otherwise 401 with an OpenAI body, sent from the headers alone: the request's body is never read."""
+    """Every HTTP route except /health needs `Authorization: Bearer <key>` (the scheme in any case, RFC 7235) or
+    `x-api-key: <key>` (Anthropic's); otherwise 401 with an OpenAI body (Anthropic's on its routes), sent from the
+    headers alone: the request's body is never read."""
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
@@ -24,12 +25,14 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorized(scope):
             await self.app(scope, receive, send)
             return
-        response = error_response(401, "missing or incorrect API key", code="invalid_api_key")
+        response = error_response(401, "missing or incorrect API key", code="invalid_api_key", path=scope["path"])
         response.headers["WWW-Authenticate"] = "Bearer"
         await answer_before_body(response, scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
-        header = next((value for name, value in scope.get("headers", ()) if name == b"authorization"), b"")
-        scheme, _, credential = header.partition(b" ")
+        headers = dict(scope.get("headers", ()))
+        scheme, _, credential = headers.get(b"authorization", b"").partition(b" ")
         # compare_digest takes as long whatever the credential's content: only its length can show through timing.
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credential.lstrip(b" "), self._expected)
+        if scheme.lower() == b"bearer" and hmac.compare_digest(credential.lstrip(b" "), self._expected):
+            return True
+        return hmac.compare_digest(headers.get(b"x-api-key", b""), self._expected)  # Anthropic's clients' header

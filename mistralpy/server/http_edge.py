@@ -19,10 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ..engine.async_engine import EngineDeadError
 from ..errors import MistralpyError
 from .context import ServerContext
-from .errors import APIError, ClientDisconnected, error_body
+from .errors import APIError, ClientDisconnected, error_body, status_of
 from .protocol import ChatCompletionRequest, CompletionRequest
 from .serving_chat import chat_completion
 from .serving_completion import completion
@@ -110,12 +109,10 @@ def sse(payload: BaseModel | dict[str, Any], with_usage: bool = True) -> str:
 
 def sse_error(error: Exception) -> str:
     """An error after the 200 header went out: sent as an SSE event with an OpenAI error body."""
-    if isinstance(error, EngineDeadError):
-        return sse(error_body(503, str(error)))
-    if isinstance(error, MistralpyError):
-        return sse(error_body(400, str(error)))
-    logger.error("generation failed", exc_info=error)
-    return sse(error_body(500, "internal server error; see the server log"))
+    status, message = status_of(error)
+    if status == 500 and not isinstance(error, MistralpyError):
+        logger.error("generation failed", exc_info=error)
+    return sse(error_body(status, message))
 
 
 class SSEResponse(StreamingResponse):

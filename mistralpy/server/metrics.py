@@ -124,7 +124,8 @@ class ServerMetrics:
             lines += [*_header(f"{PREFIX}{name}_total", doc, "counter"), f"{PREFIX}{name}_total {_number(value)}"]
         finished = f"{PREFIX}request_finished_total"
         lines += _header(finished, "Finished requests by reason.", "counter")
-        lines += [f'{finished}{{reason="{r}"}} {_number(s.finished.get(r, 0))}' for r in ("stop", "length", "abort")]
+        reasons = ("stop", "length", "abort", "error")
+        lines += [f'{finished}{{reason="{r}"}} {_number(s.finished.get(r, 0))}' for r in reasons]
         for histogram in (self.ttft, self.itl, self.e2e):
             lines += histogram.lines()
         return ("\n".join(lines) + "\n").encode()

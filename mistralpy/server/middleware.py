@@ -93,7 +93,8 @@ class BodyLimitMiddleware:
 
     async def _reject(self, what: str, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"the request body {what}; the limit is {self.max_bytes} (max_body_bytes)"
-        await answer_before_body(error_response(413, message, code="request_too_large"), scope, receive, send)
+        response = error_response(413, message, code="request_too_large", path=scope["path"])
+        await answer_before_body(response, scope, receive, send)
 
 
 class ReadinessMiddleware:
@@ -107,7 +108,8 @@ class ReadinessMiddleware:
         if scope["type"] != "http" or self.is_ready():
             await self.app(scope, receive, send)
             return
-        response = error_response(503, "the model is still loading; retry shortly", code="model_loading")
+        message = "the model is still loading; retry shortly"
+        response = error_response(503, message, code="model_loading", path=scope["path"])
         response.headers["Retry-After"] = "1"
         await answer_before_body(response, scope, receive, send)
 

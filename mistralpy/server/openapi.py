@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from .anthropic.protocol import CountTokensRequest, MessagesRequest
 from .protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from .responses import (
     ChatCompletionChunk,
@@ -26,6 +27,9 @@ _OPERATIONS: tuple[tuple[str, str, str, Model, Model, Model], ...] = (
     ("/v1/chat/completions", "post", "Chat completion", ChatCompletionRequest, ChatCompletionResponse,
      ChatCompletionChunk),
     ("/v1/completions", "post", "Text completion", CompletionRequest, CompletionResponse, CompletionResponse),
+    ("/v1/messages", "post", "Anthropic's Messages API (a Message, or its events)", MessagesRequest, None, None),
+    ("/v1/messages/count_tokens", "post", "Anthropic's token count of a Messages request", CountTokensRequest, None,
+     None),
     ("/v1/models", "get", "The served model", None, ModelList, None),
     ("/v1/models/{model_id}", "get", "One model", None, ModelCard, None),
     ("/tokenize", "post", "Text or chat messages to token ids", TokenizeRequest, TokenizeResponse, None),

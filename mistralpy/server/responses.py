@@ -90,6 +90,7 @@ class ChatChoice(BaseModel):
     message: ChatMessageOut
     logprobs: ChatLogprobs | None
     finish_reason: str | None
+    stop_reason: int | str | None = None  # vLLM's field: the stop string or token id that ended the choice
 
 
 class ChatCompletionResponse(BaseModel):
@@ -107,6 +108,7 @@ class ChatChunkChoice(BaseModel):
     delta: dict[str, Any]  # {"role": "assistant", "content": ""} first, then {"content": ...}, {} at the finish
     logprobs: ChatLogprobs | None
     finish_reason: str | None
+    stop_reason: int | str | None = None
 
 
 class ChatCompletionChunk(BaseModel):

@@ -41,12 +41,8 @@ async def chat_completion(
     ctx: ServerContext, body: ChatCompletionRequest
 ) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
-    ctx.check_model(body.model)
-    ctx.limits.check_chat(body)
+    tools, prompt = await chat_prompt(ctx, body)
     tokenizer = ctx.engine.tokenizer
-    tools = ToolUse(body.tools_spec(), tokenizer.chat_template)
-    render = functools.partial(tools.render, variables=body.template_kwargs())
-    prompt = await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], render)
     # after rendering: a call's grammar depends on how the prompt ends (a think block opened or not)
     adjust = functools.partial(tools.sampling_params, tokenizer=tokenizer)
     params, grammar = await sampling_params(ctx, body, adjust, off_loop=tools.may_constrain)
@@ -55,7 +51,7 @@ async def chat_completion(
     streams = await add_streams(ctx.engine, [TokenizedPrompt(prompt)], params, request_id, body.cache_salt, grammar)
     if body.stream:
         chunks = ChatChunks(ctx, body, request_id, len(prompt), tools)
-        return ChunkStream(chunks.run(streams[0], params.n), streams)
+        return ChunkStream(chunks.run(streams[0], params.n), streams, num_prompt_tokens=len(prompt))
     [result] = await collect(streams, params.n)
     choices = [_choice(ctx, body, tools, i, c) for i, c in enumerate(result.choices)]
     return ChatCompletionResponse(
@@ -69,6 +65,16 @@ async def chat_completion(
     )
 
 
+async def chat_prompt(ctx: ServerContext, body: ChatCompletionRequest) -> tuple[ToolUse, list[int]]:
+    """The request checked, its tools bound to the template, and its prompt's token ids (rendered off the loop)."""
+    ctx.check_model(body.model)
+    ctx.limits.check_chat(body)
+    tokenizer = ctx.engine.tokenizer
+    tools = ToolUse(body.tools_spec(), tokenizer.chat_template)
+    render = functools.partial(tools.render, variables=body.template_kwargs())
+    return tools, await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], render)
+
+
 def _choice(ctx: ServerContext, body: ChatCompletionRequest, tools: ToolUse, index: int, c: Any) -> ChatChoice:
     parsed = tools.parse(c.text)
     calls = [ToolCallOut(id=t.id, function=FunctionCallOut(name=t.name, arguments=t.arguments)) for t in parsed.calls]
@@ -77,6 +83,7 @@ def _choice(ctx: ServerContext, body: ChatCompletionRequest, tools: ToolUse, ind
         message=ChatMessageOut(content=parsed.content, tool_calls=calls or None, reasoning_content=parsed.reasoning),
         logprobs=_logprobs(ctx, body, c.logprobs, c.token_ids),
         finish_reason=finish_reason(c.finish_reason, parsed),
+        stop_reason=c.stop_reason,
     )
 
 
@@ -107,9 +114,10 @@ class ChatChunks:
         )
 
     def choice(
-        self, index: int, delta: dict[str, Any], logprobs: Any = None, finish: str | None = None
+        self, index: int, delta: dict[str, Any], logprobs: Any = None, finish: str | None = None, stop: Any = None
     ) -> ChatCompletionChunk:
-        return self.chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish)])
+        choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish, stop_reason=stop)
+        return self.chunk([choice])
 
     async def run(self, stream: RequestStream, n: int) -> AsyncIterator[ChatCompletionChunk]:
         try:
@@ -142,7 +150,7 @@ class ChatChunks:
             out.append(self.choice(c.index, {"tool_calls": [{"index": k, "function": {"arguments": call.arguments}}]}))
         if c.finish_reason is not None:
             reason = "tool_calls" if self.num_calls[c.index] and c.finish_reason == "stop" else c.finish_reason
-            out.append(self.choice(c.index, {}, None, reason))
+            out.append(self.choice(c.index, {}, None, reason, c.stop_reason))
         return out
 
     def parse(self, c: CompletionOutput) -> ParsedDelta:

@@ -54,9 +54,12 @@ class ChunkStream(Generic[T]):
     """The response chunks of one streamed request. `abort()` (safe to call at any time, from the event loop's
     thread) stops generation and frees the KV blocks; `aclose()` also finishes the chunk generator."""
 
-    def __init__(self, chunks: AsyncIterator[T], streams: list[RequestStream]) -> None:
+    def __init__(
+        self, chunks: AsyncIterator[T], streams: list[RequestStream], num_prompt_tokens: int | None = None
+    ) -> None:
         self._chunks = chunks
         self._streams = streams
+        self.num_prompt_tokens = num_prompt_tokens  # known before the first chunk (a chat's one prompt)
 
     def __aiter__(self) -> ChunkStream[T]:
         return self
@@ -117,6 +120,7 @@ class Choice:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict[int, Logprob]] = field(default_factory=list)
     finish_reason: str | None = None
+    stop_reason: int | str | None = None  # the stop string or token id that ended it
 
 
 @dataclass
@@ -144,6 +148,7 @@ class Collected:
             choice.token_ids += c.token_ids
             choice.logprobs += c.logprobs or []
             choice.finish_reason = c.finish_reason or choice.finish_reason
+            choice.stop_reason = c.stop_reason if c.finish_reason else choice.stop_reason
 
 
 async def collect(streams: list[RequestStream], n: int) -> list[Collected]:

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 import llguidance
 
-from ..errors import MistralpyError
-
 
 class RequestMatcher:
+    """A matcher that cannot go on (llguidance refused a token or ran past one of its parser limits) keeps its
+    message in `error` rather than raising: the request fails alone, and the batch it is in goes on."""
+
     def __init__(self, matcher: llguidance.LLMatcher) -> None:
         self.matcher = matcher
         self.num_consumed = 0
@@ -18,20 +19,22 @@ class RequestMatcher:
         """Make the matcher's state that after `output_token_ids`: consume the tokens it has not seen, or roll back
         the ones the request no longer has. A token is never consumed twice (preemption recomputes the KV only)."""
         n = len(output_token_ids)
+        if self.error is not None:
+            return
         if self.num_consumed > n:
-            self._check(self.matcher.rollback(self.num_consumed - n), "roll back")
+            self.matcher.rollback(self.num_consumed - n)
         elif self.num_consumed < n:
-            self._check(self.matcher.consume_tokens(list(output_token_ids[self.num_consumed :])), "consume")
+            self.matcher.consume_tokens(list(output_token_ids[self.num_consumed :]))
         self.num_consumed = n
 
     def consume(self, token_id: int) -> None:
-        self._check(self.matcher.consume_token(token_id), "consume")
+        if self.error is None:
+            self.matcher.consume_token(token_id)
         self.num_consumed += 1
 
-    def is_stopped(self) -> bool:
-        return self.matcher.is_stopped()
-
-    def _check(self, ok: bool, what: str) -> None:
-        # the mask only lets through tokens the grammar allows, so this is an engine bug, not a request's fault
-        if not ok:
-            raise MistralpyError(f"the structured-output matcher could not {what} a token: {self.matcher.get_error()}")
+    @property
+    def error(self) -> str | None:
+        """llguidance's message once the matcher cannot go on, its state dump left out."""
+        if not self.matcher.is_error():
+            return None
+        return self.matcher.get_error().split("\n<state>", 1)[0]

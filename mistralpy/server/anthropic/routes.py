@@ -1,0 +1,28 @@
+"""The routes of Anthropic's Messages API: POST /v1/messages (a Message, or its events when stream is true) and
+POST /v1/messages/count_tokens. Errors leave in Anthropic's shape (server/errors.py picks it by the path)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..context import ServerContext
+from ..http_edge import SSEResponse, parse_body, until_disconnect
+from ..serving_chat import chat_completion, chat_prompt
+from ..streaming import ChunkStream
+from .convert import chat_request, message_of
+from .events import message_events
+from .protocol import CountTokensRequest, MessagesRequest
+
+
+async def create_message(ctx: ServerContext, raw: Request) -> Response:
+    body = chat_request(await parse_body(raw, MessagesRequest))
+    result = await until_disconnect(raw, chat_completion(ctx, body))
+    if isinstance(result, ChunkStream):
+        return SSEResponse(message_events(result, ctx.model_name), on_close=result.abort)
+    return JSONResponse(message_of(result))
+
+
+async def count_tokens(ctx: ServerContext, raw: Request) -> JSONResponse:
+    _, prompt = await chat_prompt(ctx, chat_request(await parse_body(raw, CountTokensRequest)))
+    return JSONResponse({"input_tokens": len(prompt)})
