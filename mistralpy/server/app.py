@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from .. import __version__, kernels
 from ..engine.async_engine import AsyncEngine
 from ..errors import InvalidRequestError
+from ..tokenizer import Tokenizer
 from .anthropic import routes as anthropic
 from .auth import ApiKeyMiddleware
 from .context import ServerContext
@@ -131,6 +133,8 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
             ctx.limits.check_messages(body.messages)
         engine = ctx.engine
         ids, strs = await tokenize_request(engine.tokenizer, body)
+        if body.content is not None:  # llama.cpp's answer
+            return JSONResponse({"tokens": _pieces(engine.tokenizer, ids) if body.with_pieces else ids})
         response = TokenizeResponse(count=len(ids), max_model_len=engine.max_model_len, tokens=ids, token_strs=strs)
         return JSONResponse(response.model_dump())
 
@@ -144,7 +148,7 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
         if bad:
             raise InvalidRequestError(f"token ids {bad[:5]} are outside the vocabulary (size {vocab})")
         text = await asyncio.to_thread(engine.tokenizer.decode, body.tokens)
-        return JSONResponse(DetokenizeResponse(prompt=text).model_dump())
+        return JSONResponse(DetokenizeResponse(prompt=text, content=text).model_dump())
 
     async def metrics_route(_: Request) -> Response:
         engine = ctx.engine
@@ -183,3 +187,8 @@ async def _load(
     engine.observer = metrics
     engine.start()
     ctx.engine = engine
+
+
+def _pieces(tokenizer: Tokenizer, ids: list[int]) -> list[dict[str, Any]]:
+    """llama.cpp's with_pieces: each id with its text alone (a token holding part of a character shows U+FFFD)."""
+    return [{"id": i, "piece": tokenizer.decode([i], skip_special_tokens=False)} for i in ids]

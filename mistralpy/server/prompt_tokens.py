@@ -59,7 +59,8 @@ async def chat_prompt_ids(
 async def tokenize_request(tokenizer: Tokenizer, body: TokenizeRequest) -> tuple[list[int], list[str | None] | None]:
     """vLLM's /tokenize: the prompt, or the messages rendered with the chat template; and each id's token string
     when return_token_strs asks for them."""
-    size = len(body.prompt or "") + sum(len(str(m.to_template()["content"])) for m in body.messages or ())
+    messages = body.messages or ()
+    size = len(body.prompt or body.content or "") + sum(len(str(m.to_template()["content"])) for m in messages)
     return await off_loop(size, lambda: _tokenize(tokenizer, body))
 
 
@@ -82,6 +83,8 @@ def _tokenize(tokenizer: Tokenizer, body: TokenizeRequest) -> tuple[list[int], l
         messages = [m.to_template() for m in body.messages]
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=body.add_generation_prompt)
         ids = tokenizer.encode(text, add_special_tokens=bool(body.add_special_tokens))
+    elif body.content is not None:
+        ids = tokenizer.encode(body.content, add_special_tokens=body.add_special)
     else:
         add_special = body.add_special_tokens is None or body.add_special_tokens
         ids = tokenizer.encode(body.prompt, add_special_tokens=add_special)

@@ -243,7 +243,8 @@ class CompletionRequest(SamplingRequest):
 
 
 class TokenizeRequest(OpenAIModel):
-    """vLLM's /tokenize: either a prompt or chat messages (rendered with the chat template)."""
+    """vLLM's /tokenize: either a prompt or chat messages (rendered with the chat template); or llama.cpp's: `content`
+    (answered in llama.cpp's shape)."""
 
     model: str | None = None
     prompt: str | None = None
@@ -251,11 +252,16 @@ class TokenizeRequest(OpenAIModel):
     add_generation_prompt: bool = True
     add_special_tokens: bool | None = None  # default: True for a prompt, False for messages (the template has BOS)
     return_token_strs: bool = False
+    # llama.cpp's shape
+    content: str | None = None
+    add_special: bool = False
+    with_pieces: bool = False
+    parse_special: Literal[True] = True  # special tokens' text is always read as those tokens
 
     @model_validator(mode="after")
     def _one_input(self) -> TokenizeRequest:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of prompt or messages")
+        if sum(x is not None for x in (self.prompt, self.messages, self.content)) != 1:
+            raise ValueError("give exactly one of prompt, messages or content")
         return self
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ..errors import InvalidRequestError
 from .validation import describe_validation_errors
@@ -28,6 +28,26 @@ class OpenAIModel(BaseModel):
             message, _ = describe_validation_errors(list(e.errors()))
             raise InvalidRequestError(f"invalid {type(self).__name__}: {message}") from None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        """An explicit null means "not set", as OpenAI's schema allows: clients (the openai package, LangChain) send
+        `"n": null` whenever a caller passes None, also for fields we do not implement (`best_of`, `suffix`: unset,
+        they ask for nothing). A required field's null stays an error."""
+        if not isinstance(data, dict) or None not in data.values():
+            return data
+        required = _required_keys(cls)
+        return {k: v for k, v in data.items() if v is not None or k in required}
+
     # Tell pydantic this is a plain validating __init__ (as RootModel does), so validation itself (the server's request
     # bodies, model_validate, nested models) never calls it: the HTTP edge keeps pydantic's errors and its 400s.
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+
+def _required_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The names and aliases of the fields without a default."""
+    keys = set()
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            keys.update({name, field.alias} - {None})
+    return frozenset(keys)

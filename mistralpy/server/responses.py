@@ -170,4 +170,5 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeResponse(BaseModel):
-    prompt: str
+    prompt: str  # vLLM's name
+    content: str  # llama.cpp's
