@@ -34,6 +34,7 @@ from .openapi import openapi_document
 from .prompt_tokens import tokenize_request
 from .protocol import DetokenizeRequest, TokenizeRequest
 from .responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse, now
+from .responses_api.routes import ResponsesRoutes
 
 logger = logging.getLogger(__name__)
 EngineLoader = Callable[[], AsyncEngine]
@@ -94,6 +95,7 @@ def _middleware(ctx: ServerContext, api_key: str | None, cors_allowed_origins: S
 
 def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
     created = now()
+    responses = ResponsesRoutes(ctx)
 
     async def chat_completions(request: Request) -> Response:
         return await create_chat_completion(ctx, request)
@@ -162,6 +164,10 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/responses", responses.create, methods=["POST"]),
+        Route("/v1/responses/{response_id}", responses.get, methods=["GET"]),
+        Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/cancel", responses.cancel, methods=["POST"]),
         Route("/v1/messages/count_tokens", message_tokens, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", model, methods=["GET"]),

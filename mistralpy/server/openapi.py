@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,6 +21,7 @@ from .responses import (
     ModelList,
     TokenizeResponse,
 )
+from .responses_api.protocol import ResponsesRequest
 
 # (path, method, summary, request body, JSON answer, SSE chunk when the request asks for a stream)
 Model = type[BaseModel] | None
@@ -30,6 +32,11 @@ _OPERATIONS: tuple[tuple[str, str, str, Model, Model, Model], ...] = (
     ("/v1/messages", "post", "Anthropic's Messages API (a Message, or its events)", MessagesRequest, None, None),
     ("/v1/messages/count_tokens", "post", "Anthropic's token count of a Messages request", CountTokensRequest, None,
      None),
+    ("/v1/responses", "post", "OpenAI's Responses API (a Response, its events, or a background run)",
+     ResponsesRequest, None, None),
+    ("/v1/responses/{response_id}", "get", "A stored response", None, None, None),
+    ("/v1/responses/{response_id}", "delete", "Delete a stored response", None, None, None),
+    ("/v1/responses/{response_id}/cancel", "post", "Cancel a background response", None, None, None),
     ("/v1/models", "get", "The served model", None, ModelList, None),
     ("/v1/models/{model_id}", "get", "One model", None, ModelCard, None),
     ("/tokenize", "post", "Text or chat messages to token ids", TokenizeRequest, TokenizeResponse, None),
@@ -54,9 +61,11 @@ def openapi_document(version: str) -> dict[str, Any]:
             body = {"application/json": {"schema": refs[request, "validation"]}}
             operation["requestBody"] = {"required": True, "content": body}
             operation["responses"]["400"] = _error(refs, "Invalid request")
-        if "{model_id}" in path:
-            parameter = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
-            operation["parameters"] = [parameter]
+        names = re.findall(r"{(\w+)}", path)
+        if names:
+            operation["parameters"] = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names
+            ]
         operation["responses"]["503"] = _error(refs, "The model is still loading, or the engine stopped")
         paths.setdefault(path, {})[method] = operation
     return {
