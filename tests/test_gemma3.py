@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from mistralpy.config import ModelConfig
+from mistralpy.engine.engine import load_tokenizer
 from mistralpy.errors import ModelLoadError, UnsupportedArchitectureError
 from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
 from mistralpy.models.gemma3 import sliding_layers
 
 from .test_families import reference_logits
+from .test_family_chat_templates import template, write_tokenizer_gguf
 from .test_gemma2 import ATOL, PROMPT, STEPS, assert_matches, build_random_norms
 
 WINDOW = 12
@@ -135,3 +137,17 @@ def test_layer_patterns():
             sliding_layers(_config(sliding_window_pattern=bad))
     with pytest.raises(ModelLoadError, match="layer_types"):
         sliding_layers(_config(layer_types=["sliding_attention"] * 6))
+
+
+def test_family_chat_template_for_files_without_one(tmp_path):
+    """A gemma3 GGUF file without tokenizer.chat_template chats with Gemma 3's released template (the test's own copy,
+    tests/chat_templates/gemma3.jinja); another architecture's file still has none; a template given wins."""
+    released = template("gemma3")
+    gemma3 = write_tokenizer_gguf(tmp_path / "gemma3.gguf", None, "gemma3")
+    assert load_tokenizer(open_model_source(gemma3), str(gemma3)).chat_template == released
+    llama = write_tokenizer_gguf(tmp_path / "llama.gguf", None, "llama")
+    assert load_tokenizer(open_model_source(llama), str(llama)).chat_template is None
+    given = "{{ messages[0]['content'] }}"
+    assert load_tokenizer(open_model_source(gemma3), str(gemma3), given).chat_template == given
+    own = write_tokenizer_gguf(tmp_path / "own.gguf", given, "gemma3")
+    assert load_tokenizer(open_model_source(own), str(own)).chat_template == given
