@@ -9,6 +9,7 @@ from typing import Any
 from tokenizers import Tokenizer as HFTokenizer
 
 from .chat_template import render_chat_template
+from .chat_template.family_defaults import family_chat_template
 from .errors import ModelLoadError
 from .gguf_tokenizer import bos_eos_processor, call_tokenizers, gguf_backend
 from .gguf_vocab import read_vocab
@@ -49,14 +50,16 @@ class Tokenizer:
 
     @classmethod
     def from_gguf_metadata(cls, metadata: dict[str, Any], chat_template: str | None = None) -> Tokenizer:
-        """The GGUF file's vocabulary; `chat_template` replaces its template."""
+        """The GGUF file's vocabulary; `chat_template` replaces its template, which, where the file has none, is its
+        family's released one (chat_template/family_defaults.py)."""
         vocab = read_vocab(metadata)
+        own = vocab.chat_template or family_chat_template(metadata.get("general.architecture"))
         return cls(
             gguf_backend(vocab),
             bos_token_id=vocab.ids["bos"],
             eos_token_id=vocab.ids["eos"],
             extra_eos_token_ids=[vocab.ids["eot"], vocab.ids["eom"]],
-            chat_template=chat_template if chat_template is not None else vocab.chat_template,
+            chat_template=chat_template if chat_template is not None else own,
             vocab_size=len(vocab.tokens),
         )
 

@@ -53,13 +53,14 @@ def test_logits_match_transformers(family, fmt):
 
 def test_q8_0_close_to_transformers(family):
     """Q8_0 weights (kept quantized when computing in bf16, dequantized in fp32 here): every logit within 2% of the
-    reference's logit range, and the same argmax at 90% of positions or more."""
+    reference's logit range, and the same argmax at 90% of positions or more (or the family's own bounds)."""
     ref = reference_logits(family.reference, PROMPT + STEPS)
     pre, dec = engine_logits(family.gguf_q8, PROMPT, STEPS)
     ours = torch.cat([pre, dec])
     spread = (ref.max() - ref.min()).item()
-    assert (ours - ref).abs().max().item() <= 0.02 * spread
-    assert (ours.argmax(-1) == ref.argmax(-1)).double().mean().item() >= 0.9  # double: 27 / 30 is 0.9 exactly
+    assert (ours - ref).abs().max().item() <= family.spec.q8_0_tolerance * spread
+    # double: 27 / 30 is 0.9 exactly
+    assert (ours.argmax(-1) == ref.argmax(-1)).double().mean().item() >= family.spec.q8_0_argmax
 
 
 @pytest.mark.parametrize("fmt", ["hf", "gguf"])

@@ -27,7 +27,7 @@ from .helpers import llama_to_gguf
 from .test_tokenizer import copy_folder
 
 TEMPLATES = Path(__file__).parent / "chat_templates"
-FAMILIES = ["llama", "mistral", "mistral-v0.1", "mixtral", "gemma", "gemma2", "phi3", "qwen2", "qwen3"]
+FAMILIES = ["llama", "mistral", "mistral-v0.1", "mixtral", "gemma", "gemma2", "gemma3", "phi3", "qwen2", "qwen3"]
 NO_SYSTEM_ROLE = {"mistral-v0.1", "gemma", "gemma2"}  # their templates reject a system message
 
 
@@ -79,6 +79,11 @@ EXPECTED = [
      "assistant   </s> [INST] Another question [/INST]"),
     ("gemma", "<bos>", "<eos>", CONVERSATION[1:], GEMMA),
     ("gemma2", "<bos>", "<eos>", CONVERSATION[1:], GEMMA),  # Gemma 2 ships Gemma's template
+    # Gemma 3's template: Gemma's turns, the system message folded into the first user turn (its rule, by hand)
+    ("gemma3", "<bos>", "<eos>", CONVERSATION,
+     "<bos><start_of_turn>user\nYou are a helpful assistant\n\nHello<end_of_turn>\n<start_of_turn>model\nHi there"
+     "<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n<start_of_turn>model\nI am an assistant"
+     "<end_of_turn>\n<start_of_turn>user\nAnother question<end_of_turn>\n<start_of_turn>model\n"),
     # llama.cpp, "Phi-3-small": the Phi-3 format, which the Phi-3 mini template writes for these roles too
     ("phi3", "", "<|endoftext|>", CONVERSATION,
      "<|system|>\nYou are a helpful assistant<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi there<|end|>\n"
@@ -131,6 +136,7 @@ def _oracle(source: str, messages, add_generation_prompt: bool, **variables) -> 
 
 
 TOKENS = {"llama": ("<|begin_of_text|>", "<|eot_id|>"), "gemma": ("<bos>", "<eos>"), "gemma2": ("<bos>", "<eos>"),
+          "gemma3": ("<bos>", "<eos>"),
           "phi3": ("<s>", "<|endoftext|>"), "qwen2": ("", "<|im_end|>"), "qwen3": ("", "<|im_end|>")}  # fmt: skip
 CONVERSATIONS = {
     "system": CONVERSATION,
@@ -182,9 +188,9 @@ def _vocabulary() -> dict:
     return {k: f.contents() for k, f in fields.items() if k.startswith("tokenizer.") and k != "tokenizer.chat_template"}
 
 
-def write_tokenizer_gguf(path: Path, chat_template: str | None) -> Path:
+def write_tokenizer_gguf(path: Path, chat_template: str | None, architecture: str = "llama") -> Path:
     """A GGUF file holding only the embedded model's vocabulary and, unless None, `chat_template`."""
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), architecture)
     for add, key in [(writer.add_tokenizer_model, "model"), (writer.add_tokenizer_pre, "pre"),
                      (writer.add_token_list, "tokens"), (writer.add_token_types, "token_type"),
                      (writer.add_token_merges, "merges"), (writer.add_bos_token_id, "bos_token_id"),

@@ -29,6 +29,8 @@ _HF_EXTRA_NAMES = {
     "expert_count": "num_local_experts",
     "expert_used_count": "num_experts_per_tok",
     "attention.layer_norm_epsilon": "layer_norm_eps",
+    "rope.freq_base_swa": "rope_local_base_freq",
+    "attention.sliding_window_pattern": "sliding_window_pattern",
 }
 # The extra keys models read, and the (low, high) of an integer one or None for a number.
 _TYPED_EXTRAS: dict[str, tuple[int, int] | None] = {
@@ -45,6 +47,7 @@ _TYPED_EXTRAS: dict[str, tuple[int, int] | None] = {
     "rope.scaling.factor": None,
     "rope.scaling.attn_factor": None,
     "rope.scale_linear": None,
+    "rope.freq_base_swa": None,
 }
 
 

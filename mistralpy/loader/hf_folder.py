@@ -42,8 +42,10 @@ def _id_list(value: Any) -> list[int]:
 
 
 def _rope(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
-    """(rope_theta, rope_scaling) from rope_theta + rope_scaling (transformers 4) or rope_parameters (5)."""
-    params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    """(rope_theta, rope_scaling) from rope_theta + rope_scaling (transformers 4) or rope_parameters (5); with
+    parameters per layer type (Gemma 3), those of the full-attention layers."""
+    params = dict(_per_layer_type(config).get("full_attention") or config.get("rope_parameters") or {})
+    params = params or dict(config.get("rope_scaling") or {})
     theta = float(params.pop("rope_theta", config.get("rope_theta", 10000.0)))
     rope_type = params.pop("rope_type", None) or params.pop("type", None)
     params.pop("type", None)
@@ -52,10 +54,23 @@ def _rope(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     return theta, {"rope_type": rope_type, **params}
 
 
-def _rope_extra(config: dict[str, Any]) -> dict[str, Any]:
-    """Fields of rope_parameters that are not about scaling (transformers 5 moved partial_rotary_factor there)."""
+def _per_layer_type(config: dict[str, Any]) -> dict[str, Any]:
+    """transformers 5's rope_parameters keyed by layer type ({"full_attention": {...}, "sliding_attention": {...}}),
+    or {} for one set of parameters."""
     params = config.get("rope_parameters") or {}
-    return {key: params[key] for key in ("partial_rotary_factor",) if key in params}
+    return params if isinstance(params.get("full_attention"), dict) else {}
+
+
+def _rope_extra(config: dict[str, Any]) -> dict[str, Any]:
+    """Fields of rope_parameters that are not about scaling (transformers 5 moved partial_rotary_factor there), and
+    the sliding layers' own rotary (Gemma 3) under transformers 4's names: rope_local_base_freq, rope_local_scaling."""
+    params = config.get("rope_parameters") or {}
+    extra = {key: params[key] for key in ("partial_rotary_factor",) if key in params}
+    local = _per_layer_type(config).get("sliding_attention")
+    if isinstance(local, dict):
+        theta, scaling = _rope({"rope_parameters": local})
+        extra.update(rope_local_base_freq=theta, rope_local_scaling=scaling)
+    return extra
 
 
 class HFFolder:

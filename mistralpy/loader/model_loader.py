@@ -17,6 +17,7 @@ from .. import kernels
 from ..config import ModelConfig
 from ..errors import InvalidRequestError, ModelLoadError
 from ..layers.native import bind_native
+from ..layers.rotary import RotaryEmbedding
 from ..models import resolve_model_class
 from ..quant import isq
 from .gguf import GGUFFile
@@ -75,7 +76,9 @@ def load_model(
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
     model.load_state_dict(state, strict=False, assign=True)
-    model.rotary.build_cache()
+    for module in model.modules():  # the engine's `model.rotary`, and any other (Gemma 3's local layers' own)
+        if isinstance(module, RotaryEmbedding):
+            module.build_cache()
     bind_native(model, kernels.native_module())
     release_load_memory(source)
     return model.eval()

@@ -17,6 +17,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "GemmaForCausalLM": ("gemma", "GemmaForCausalLM"),
     "gemma2": ("gemma2", "Gemma2ForCausalLM"),
     "Gemma2ForCausalLM": ("gemma2", "Gemma2ForCausalLM"),
+    "gemma3": ("gemma3", "Gemma3ForCausalLM"),
+    "Gemma3ForCausalLM": ("gemma3", "Gemma3ForCausalLM"),
     "phi2": ("phi2", "Phi2ForCausalLM"),
     "PhiForCausalLM": ("phi2", "Phi2ForCausalLM"),
     "phi3": ("phi3", "Phi3ForCausalLM"),

@@ -71,10 +71,11 @@ class Gemma2ForCausalLM(GemmaForCausalLM):
     model_cls = Gemma2Model
     activation_key = "hidden_activation"
     tanh_gelu_names = frozenset({"gelu_pytorch_tanh", "gelu_new"})
+    default_final_softcap: float | None = DEFAULT_FINAL_SOFTCAP  # where the config has no final_logit_softcapping
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
-        self.final_softcap = cfg.extra.get("final_logit_softcapping", DEFAULT_FINAL_SOFTCAP)
+        self.final_softcap = cfg.extra.get("final_logit_softcapping", self.default_final_softcap)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = super().compute_logits(hidden)

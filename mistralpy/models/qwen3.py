@@ -21,10 +21,12 @@ QWEN3_GGUF_TO_HF = {
 
 
 class Qwen3Attention(LlamaAttention):
+    qk_norm_cls: type[RMSNorm] = RMSNorm
+
     def __init__(self, cfg: ModelConfig, rotary, layer_idx: int) -> None:
         super().__init__(cfg, rotary, layer_idx)
-        self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
-        self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        self.q_norm = self.qk_norm_cls(self.head_dim, cfg.rms_norm_eps)
+        self.k_norm = self.qk_norm_cls(self.head_dim, cfg.rms_norm_eps)
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata

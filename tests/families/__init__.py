@@ -12,7 +12,7 @@ from typing import Any
 import gguf
 import torch
 
-FAMILIES = ["llama", "mistral", "mixtral", "gemma", "gemma2", "phi2", "phi3", "qwen2", "qwen3"]
+FAMILIES = ["llama", "mistral", "mixtral", "gemma", "gemma2", "gemma3", "phi2", "phi3", "qwen2", "qwen3"]
 
 # Shared by every tiny model: the embedded model's vocabulary, so the real tokenizer works with it.
 BASE_CONFIG = dict(
@@ -49,6 +49,9 @@ class FamilySpec:
     convert: Callable[[dict[str, torch.Tensor], Any], dict[str, torch.Tensor]] = _no_conversion
     metadata: Callable[[gguf.GGUFWriter, Any], None] = _no_metadata  # family-specific GGUF keys
     chat_template: str | None = None  # the family's real chat template (tokenizer_config.json / GGUF)
+    # test_q8_0_close_to_transformers' bound on |Q8_0 logits - reference|, as a fraction of the reference's range
+    q8_0_tolerance: float = 0.02
+    q8_0_argmax: float = 0.9  # and the least share of positions whose top token is the reference's
     extra_files: dict[str, str] = field(default_factory=dict)
 
 

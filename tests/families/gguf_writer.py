@@ -51,7 +51,9 @@ def write_gguf(
 
 
 def rope_theta(cfg: Any) -> float:
+    """The base of the (global layers') rotary embedding: Gemma 3's rope_parameters are keyed by layer type."""
     params = getattr(cfg, "rope_parameters", None) or {}
+    params = params.get("full_attention", params)
     return float(params.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
 
 
