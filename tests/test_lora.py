@@ -93,7 +93,7 @@ def test_many_adapters_in_one_batch(family_files, tmp_path, monkeypatch):
     """Four prompts under adapters A, B, none and A, added together: the first step runs them in one batch (three
     groups); each output equals PEFT with its adapter alone, the base one equals the base model."""
     files = family_files("qwen2")
-    refs = {i: make_adapter(files.reference, tmp_path / f"a{i}", seed=10 + i, r=4 + 4 * i) for i in (1, 2)}
+    refs = {i: make_adapter(files.reference, tmp_path / f"a{i}", seed=10 + i, r=4 * i) for i in (1, 2)}
     reqs = {i: LoRARequest(f"a{i}", i, str(tmp_path / f"a{i}")) for i in (1, 2)}
     steps: list[list[int]] = []
     begin = LoRAManager.begin_step
@@ -147,9 +147,8 @@ def test_prefix_cache_keeps_adapters_apart(family_files, tmp_path):
     reqs = {i: LoRARequest(f"a{i}", i, str(tmp_path / f"a{i}")) for i in (1, 2)}
     llm = LLM(str(files.folder), dtype="float32", enable_lora=True, max_loras=2, max_lora_rank=4, block_size=4)
     params = SamplingParams(temperature=0, max_tokens=2, logprobs=2, ignore_eos=True)
-    first = llm.generate([PROMPT], params, lora_request=reqs[1])[0]
-    other = llm.generate([PROMPT], params, lora_request=reqs[2])[0]
-    base = llm.generate([PROMPT], params)[0]
+    # admitted in this order in one step: the blocks of the first are registered before the others look theirs up
+    first, other, base = llm.generate([PROMPT] * 3, params, lora_request=[reqs[1], reqs[2], None])
     again = llm.generate([PROMPT], params, lora_request=reqs[1])[0]
     assert (first.num_cached_tokens, other.num_cached_tokens, base.num_cached_tokens) == (0, 0, 0)
     assert again.num_cached_tokens == 12  # the three full blocks of the prompt, cached under adapter 1
@@ -162,3 +161,31 @@ def test_root_key_covers_the_adapter():
     model = b"m"
     keys = {root_key(model), root_key(model, adapter=b"a"), root_key(model, adapter=b"b"), root_key(model, salt="a")}
     assert len(keys) == 4
+
+
+@pytest.mark.parametrize("num_tokens", [7, 45])  # the masked form (few tokens) and the segments (many)
+def test_layer_rows_take_their_own_adapter(num_tokens):
+    """Each row of a LoRALinear equals x W^T + x A_s^T B_s^T scale_s of its own slot s (none for -1), computed
+    row by row in float64; slot 1 holds two parts at other rows of the output, slot 2 targets nothing here."""
+    from mistralpy.layers.linear import Linear
+    from mistralpy.lora.layer import LoRAState, LoRAStep
+
+    gen = torch.Generator().manual_seed(0)
+    base = Linear(16, 24)
+    base.weight.data = torch.randn(24, 16, generator=gen)
+    state = LoRAState()
+    layer = LoRALinear(base, max_loras=3, max_rank=8, dtype=torch.float32, state=state)
+    parts = {0: [(0, 4, 24)], 1: [(0, 3, 8), (16, 2, 8)], 2: []}  # (first row, rank, rows)
+    adapters = {s: [(row, torch.randn(r, 16, generator=gen), torch.randn(n, r, generator=gen)) for row, r, n in p]
+                for s, p in parts.items()}  # fmt: skip
+    for slot, ps in adapters.items():
+        layer.set_slot(slot, ps)
+    slots = torch.randint(-1, 3, (num_tokens,), generator=gen).tolist()
+    x = torch.randn(num_tokens, 16, generator=gen)
+    state.step = LoRAStep.from_slots(slots)
+    got = layer(x)
+    expected = x.double() @ base.weight.double().T
+    for t, s in enumerate(slots):
+        for row, a, b in adapters.get(s, []):
+            expected[t, row : row + b.shape[0]] += b.double() @ (a.double() @ x[t].double())
+    torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=0)

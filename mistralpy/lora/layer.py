@@ -1,24 +1,32 @@
 """LoRALinear: a base linear (dense or quantized, untouched) plus the deltas of the adapters loaded in its slots.
 
-Each slot holds one adapter's A (rank, in) and scale * B (out, rank) in the compute dtype; a fused linear's parts
-(q, k, v of qkv_proj) sit side by side along the rank, with B's rows of each part in its own output rows. A step's
-tokens come grouped by slot (`LoRAStep`, built once per step for every layer); each group is one gathered matmul pair,
-Punica/S-LoRA's segment computation: the Python loop runs over the step's adapters, never over its requests.
+Each slot holds one adapter's A (rank, in) and (scale * B)^T (rank, out) in the compute dtype; a fused linear's parts
+(q, k, v of qkv_proj) sit side by side along the rank, each part's B in its own output columns. A step's tokens come
+with their slots (`LoRAStep`, built once per step for every layer), and never cost a Python loop per request:
+- few tokens (decode): one matmul of x against every active slot's A at once, the columns of other slots' ranks
+  zeroed by the step's mask, one matmul against their B^T: Punica's gathered matmul with the gather as a mask;
+- many tokens (prefill): rows grouped by slot, one gathered matmul pair per adapter (S-LoRA's segments).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+MASKED_MAX_TOKENS = 32  # up to here the masked form's extra work over inactive slots costs less than a loop
+
 
 @dataclass
 class LoRAStep:
-    """A step's adapter groups: (slot, the token rows that use it, or None where every row does)."""
+    """A step's tokens by adapter slot: groups of (slot, its rows, or None where every row uses it); for a few tokens,
+    the (tokens, slots) 0/1 mask of the masked form."""
 
     groups: list[tuple[int, torch.Tensor | None]]
+    slots: torch.Tensor | None = None  # (T,) long, where the masked form runs
+    num_slots: int = 0  # slots 0 .. num_slots - 1 cover every active one
+    _masks: dict[torch.dtype, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_slots(cls, slots: list[int]) -> LoRAStep | None:
@@ -29,7 +37,16 @@ class LoRAStep:
         if len(active) == 1 and -1 not in slots:
             return cls([(active[0], None)])
         index = torch.tensor(slots)
+        if len(slots) <= MASKED_MAX_TOKENS:
+            return cls([], index, active[-1] + 1)
         return cls([(s, (index == s).nonzero().squeeze(1)) for s in active])
+
+    def mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """(T, num_slots, 1): 1 where the token uses the slot."""
+        if dtype not in self._masks:
+            onehot = self.slots.unsqueeze(1) == torch.arange(self.num_slots).unsqueeze(0)
+            self._masks[dtype] = onehot.to(dtype).unsqueeze(2)
+        return self._masks[dtype]
 
 
 class LoRAState:
@@ -46,23 +63,24 @@ class LoRALinear(nn.Module):
         self.in_features, self.out_features = base.in_features, base.out_features
         self.max_rank, self.state = max_rank, state
         self.register_buffer("lora_a", torch.zeros(max_loras, max_rank, self.in_features, dtype=dtype), False)
-        self.register_buffer("lora_b", torch.zeros(max_loras, self.out_features, max_rank, dtype=dtype), False)
+        self.register_buffer("lora_bt", torch.zeros(max_loras, max_rank, self.out_features, dtype=dtype), False)
         self.ranks = [0] * max_loras  # a slot's rank in this layer (0: its adapter does not target this layer)
 
     def set_slot(self, slot: int, parts: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
         """The slot's adapter here: parts of (first output row, A (r, in), scale * B (rows, r)), float32."""
-        a, b = self.lora_a[slot], self.lora_b[slot]
-        a.zero_()
-        b.zero_()
+        self.clear_slot(slot)
+        a, bt = self.lora_a[slot], self.lora_bt[slot]
         rank = 0
         for row, part_a, part_b in parts:
             r = part_a.shape[0]
             a[rank : rank + r] = part_a.to(a.dtype)
-            b[row : row + part_b.shape[0], rank : rank + r] = part_b.to(b.dtype)
+            bt[rank : rank + r, row : row + part_b.shape[0]] = part_b.T.to(bt.dtype)
             rank += r
         self.ranks[slot] = rank
 
     def clear_slot(self, slot: int) -> None:
+        self.lora_a[slot].zero_()  # zeros: the masked form multiplies every slot's rows
+        self.lora_bt[slot].zero_()
         self.ranks[slot] = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,16 +88,26 @@ class LoRALinear(nn.Module):
         step = self.state.step
         if step is None:
             return y
+        if step.slots is not None:
+            return self._masked(x, y, step)
         for slot, rows in step.groups:
             r = self.ranks[slot]
             if r == 0:
                 continue
-            a, b = self.lora_a[slot, :r], self.lora_b[slot, :, :r]
+            a, bt = self.lora_a[slot, :r], self.lora_bt[slot, :r]
             if rows is None:
-                y.add_((x @ a.T) @ b.T)
+                y.add_((x @ a.T) @ bt)
             else:
-                y.index_add_(0, rows, (x.index_select(0, rows) @ a.T) @ b.T)
+                y.index_add_(0, rows, (x.index_select(0, rows) @ a.T) @ bt)
         return y
+
+    def _masked(self, x: torch.Tensor, y: torch.Tensor, step: LoRAStep) -> torch.Tensor:
+        s, r = step.num_slots, max(self.ranks[: step.num_slots])
+        if r == 0:
+            return y
+        a, bt = self.lora_a[:s, :r], self.lora_bt[:s, :r]
+        h = torch.einsum("ti,sri->tsr", x, a) * step.mask(x.dtype)
+        return y.add_(h.flatten(1) @ bt.reshape(s * r, -1))
 
     def extra_repr(self) -> str:
         return f"slots={len(self.ranks)}, max_rank={self.max_rank}"

@@ -113,14 +113,15 @@ class LoRAManager:
 def wrap_linears(
     model: nn.Module, max_loras: int, max_rank: int, dtype: torch.dtype, state: LoRAState
 ) -> dict[str, LoRALinear]:
-    """Every linear of the decoder layers wrapped in place; a fused linear's rank room is one rank per part."""
+    """Every linear of the decoder layers wrapped in place; a fused linear's rank room is one rank per part. MoE
+    experts are left out: each sees only its routed tokens, not the step's rows the slots index."""
     parts = {}
     for target, _ in type(model).fused.values():
         parts[target] = parts.get(target, 0) + 1
     names = [
         name
         for name, m in model.named_modules()
-        if name.startswith("model.layers.") and isinstance(m, Linear | QuantizedLinear)
+        if name.startswith("model.layers.") and isinstance(m, Linear | QuantizedLinear) and ".experts." not in name
         and not isinstance(m, LoRALinear) and not _inside_quantized(model, name)
     ]  # fmt: skip
     layers = {}
