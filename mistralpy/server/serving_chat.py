@@ -41,7 +41,7 @@ async def chat_completion(
     ctx: ServerContext, body: ChatCompletionRequest
 ) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
-    ctx.check_model(body.model)
+    lora = ctx.lora_request(body.model)
     ctx.limits.check_chat(body)
     tokenizer = ctx.engine.tokenizer
     tools = ToolUse(body.tools_spec(), tokenizer.chat_template)
@@ -52,7 +52,8 @@ async def chat_completion(
     params, grammar = await sampling_params(ctx, body, adjust, off_loop=tools.may_constrain)
     ctx.limits.check_tokens([len(prompt)], params.n, "messages")
     request_id = random_id("chatcmpl")
-    streams = await add_streams(ctx.engine, [TokenizedPrompt(prompt)], params, request_id, body.cache_salt, grammar)
+    prompts = [TokenizedPrompt(prompt)]
+    streams = await add_streams(ctx.engine, prompts, params, request_id, body.cache_salt, grammar, lora)
     if body.stream:
         chunks = ChatChunks(ctx, body, request_id, len(prompt), tools)
         return ChunkStream(chunks.run(streams[0], params.n), streams)
