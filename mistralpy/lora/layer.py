@@ -41,10 +41,10 @@ class LoRAStep:
             return cls([], index, active[-1] + 1)
         return cls([(s, (index == s).nonzero().squeeze(1)) for s in active])
 
-    def mask(self, dtype: torch.dtype) -> torch.Tensor:
+    def mask(self, dtype: torch.dtype, num_slots: int) -> torch.Tensor:
         """(T, num_slots, 1): 1 where the token uses the slot."""
         if dtype not in self._masks:
-            onehot = self.slots.unsqueeze(1) == torch.arange(self.num_slots).unsqueeze(0)
+            onehot = self.slots.unsqueeze(1) == torch.arange(num_slots).unsqueeze(0)
             self._masks[dtype] = onehot.to(dtype).unsqueeze(2)
         return self._masks[dtype]
 
@@ -62,24 +62,26 @@ class LoRALinear(nn.Module):
         self.base = base
         self.in_features, self.out_features = base.in_features, base.out_features
         self.max_rank, self.state = max_rank, state
-        self.register_buffer("lora_a", torch.zeros(max_loras, max_rank, self.in_features, dtype=dtype), False)
+        # A^T as (in, slot, rank) and (scale * B)^T as (slot, rank, out): both matmuls of the masked form read a
+        # contiguous right operand (oneDNN reorders a transposed one on every call)
+        self.register_buffer("lora_at", torch.zeros(self.in_features, max_loras, max_rank, dtype=dtype), False)
         self.register_buffer("lora_bt", torch.zeros(max_loras, max_rank, self.out_features, dtype=dtype), False)
         self.ranks = [0] * max_loras  # a slot's rank in this layer (0: its adapter does not target this layer)
 
     def set_slot(self, slot: int, parts: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
         """The slot's adapter here: parts of (first output row, A (r, in), scale * B (rows, r)), float32."""
         self.clear_slot(slot)
-        a, bt = self.lora_a[slot], self.lora_bt[slot]
+        at, bt = self.lora_at[:, slot], self.lora_bt[slot]
         rank = 0
         for row, part_a, part_b in parts:
             r = part_a.shape[0]
-            a[rank : rank + r] = part_a.to(a.dtype)
+            at[:, rank : rank + r] = part_a.T.to(at.dtype)
             bt[rank : rank + r, row : row + part_b.shape[0]] = part_b.T.to(bt.dtype)
             rank += r
         self.ranks[slot] = rank
 
     def clear_slot(self, slot: int) -> None:
-        self.lora_a[slot].zero_()  # zeros: the masked form multiplies every slot's rows
+        self.lora_at[:, slot].zero_()  # zeros: the masked form multiplies every slot's rows
         self.lora_bt[slot].zero_()
         self.ranks[slot] = 0
 
@@ -94,20 +96,21 @@ class LoRALinear(nn.Module):
             r = self.ranks[slot]
             if r == 0:
                 continue
-            a, bt = self.lora_a[slot, :r], self.lora_bt[slot, :r]
+            at, bt = self.lora_at[:, slot, :r], self.lora_bt[slot, :r]
             if rows is None:
-                y.add_((x @ a.T) @ bt)
+                y.add_((x @ at) @ bt)
             else:
-                y.index_add_(0, rows, (x.index_select(0, rows) @ a.T) @ bt)
+                y.index_add_(0, rows, (x.index_select(0, rows) @ at) @ bt)
         return y
 
     def _masked(self, x: torch.Tensor, y: torch.Tensor, step: LoRAStep) -> torch.Tensor:
-        s, r = step.num_slots, max(self.ranks[: step.num_slots])
-        if r == 0:
+        if not any(self.ranks[: step.num_slots]):
             return y
-        a, bt = self.lora_a[:s, :r], self.lora_bt[:s, :r]
-        h = torch.einsum("ti,sri->tsr", x, a) * step.mask(x.dtype)
-        return y.add_(h.flatten(1) @ bt.reshape(s * r, -1))
+        # every slot's full rank room (zeros past its rank, and in empty slots): views of the buffers, never a copy
+        slots = len(self.ranks)
+        h = (x @ self.lora_at.view(self.in_features, -1)).view(x.shape[0], slots, self.max_rank)
+        h = h * step.mask(x.dtype, slots)
+        return y.add_(h.view(x.shape[0], -1) @ self.lora_bt.view(slots * self.max_rank, -1))
 
     def extra_repr(self) -> str:
         return f"slots={len(self.ranks)}, max_rank={self.max_rank}"
