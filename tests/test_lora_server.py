@@ -52,6 +52,7 @@ def test_model_field_selects_the_adapter(lora_server, tiny_llama, adapters):
             model=name, prompt=PROMPT, max_tokens=4, temperature=0, extra_body={"ignore_eos": True}
         )
         assert response.choices[0].text == tokenizer.decode(_greedy(reference, 4)), name
+        assert response.model == name
 
 
 def test_models_lists_adapters_with_parent(lora_server, adapters):

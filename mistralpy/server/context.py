@@ -34,6 +34,10 @@ class ServerContext:
         if name is not None and name != self.model_name and name not in self.lora_modules:
             raise UnknownModelError(name, self.model_name, self.server)
 
+    def response_model(self, name: str | None) -> str:
+        """The `model` a response names: the adapter a request selected (as vLLM answers), else the served model."""
+        return name if name in self.lora_modules else self.model_name
+
     def lora_request(self, name: str | None) -> LoRARequest | None:
         """The adapter a request's `model` names (vLLM's way), None for the base model; another name is a 404."""
         self.check_model(name)

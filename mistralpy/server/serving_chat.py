@@ -62,7 +62,7 @@ async def chat_completion(
     return ChatCompletionResponse(
         id=request_id,
         created=now(),
-        model=ctx.model_name,
+        model=ctx.response_model(body.model),
         choices=choices,
         usage=UsageInfo.of(
             len(result.prompt_token_ids), sum(len(c.token_ids) for c in result.choices), result.num_cached_tokens
@@ -104,7 +104,11 @@ class ChatChunks:
 
     def chunk(self, choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
-            id=self.request_id, created=self.created, model=self.ctx.model_name, choices=choices, usage=usage
+            id=self.request_id,
+            created=self.created,
+            model=self.ctx.response_model(self.body.model),
+            choices=choices,
+            usage=usage,
         )
 
     def choice(

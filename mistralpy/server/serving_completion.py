@@ -47,7 +47,7 @@ async def completion(
     return CompletionResponse(
         id=request_id,
         created=now(),
-        model=ctx.model_name,
+        model=ctx.response_model(body.model),
         choices=choices,
         usage=UsageInfo.of(num_prompt, num_generated, num_cached),
     )
@@ -96,7 +96,11 @@ class CompletionChunks:
 
     def chunk(self, choices: list[CompletionChoice], usage: UsageInfo | None = None) -> CompletionResponse:
         return CompletionResponse(
-            id=self.request_id, created=self.created, model=self.ctx.model_name, choices=choices, usage=usage
+            id=self.request_id,
+            created=self.created,
+            model=self.ctx.response_model(self.body.model),
+            choices=choices,
+            usage=usage,
         )
 
     async def run(self, streams: list[RequestStream]) -> AsyncIterator[CompletionResponse]:
