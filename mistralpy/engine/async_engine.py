@@ -26,6 +26,8 @@ from .engine import Engine
 if TYPE_CHECKING:
     import llguidance
 
+    from ..lora.request import LoRARequest
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -150,12 +152,13 @@ class AsyncEngine:
         prompt_token_ids: list[int] | None = None,
         cache_salt: str | None = None,
         grammar: llguidance.LLMatcher | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> RequestStream:
         """Admit a request (validation errors are raised here, before any output) and return its stream.
-        `prompt_token_ids`, `cache_salt`, `grammar`: see Engine.add_request."""
+        `prompt_token_ids`, `cache_salt`, `grammar`, `lora_request`: see Engine.add_request."""
 
         def add(engine: Engine) -> RequestStream:
-            rid = engine.add_request(prompt, params, request_id, prompt_token_ids, cache_salt, grammar)
+            rid = engine.add_request(prompt, params, request_id, prompt_token_ids, cache_salt, grammar, lora_request)
             stream = RequestStream(rid, self)
             self._streams[rid] = stream
             return stream

@@ -19,9 +19,13 @@ def model_key(*parts: object) -> bytes:
     return _digest(_VERSION, *(repr(p).encode() for p in parts))
 
 
-def root_key(model: bytes, rotary_table: int | None = None, salt: str | None = None) -> bytes:
-    """The key a request's chain starts from: equal tokens under different roots never share K/V."""
-    return _digest(model, repr(rotary_table).encode(), b"" if salt is None else b"salt:" + salt.encode())
+def root_key(
+    model: bytes, rotary_table: int | None = None, salt: str | None = None, adapter: bytes | None = None
+) -> bytes:
+    """The key a request's chain starts from: equal tokens under different roots never share K/V. `adapter`: the
+    digest of a request's LoRA adapter, which changes every layer's K/V."""
+    parts = [model, repr(rotary_table).encode(), b"" if salt is None else b"salt:" + salt.encode()]
+    return _digest(*parts, *([] if adapter is None else [b"lora:" + adapter]))
 
 
 def block_key(parent: bytes, token_ids: list[int] | tuple[int, ...]) -> bytes:

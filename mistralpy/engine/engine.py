@@ -11,6 +11,8 @@ from ..layers.kv_cache import default_kv_cache_dtype
 from ..loader import GGMLParams, open_model_source
 from ..loader.default_model import default_model_path
 from ..loader.model_loader import load_model
+from ..lora.manager import LoRAManager
+from ..lora.request import LoRARequest
 from ..models import resolve_model_class
 from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
@@ -61,7 +63,12 @@ class Engine:
         self.scheduler = Scheduler(self.scheduler_config, self.block_manager)
         quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())
         self.kv_cache_dtype = config.kv_cache_dtype or default_kv_cache_dtype(self.dtype, quantized)
-        self.model_runner = ModelRunner(model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype)
+        self.lora = (
+            LoRAManager(model, config.max_loras, config.max_lora_rank, self.dtype) if config.enable_lora else None
+        )
+        self.model_runner = ModelRunner(
+            model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype, lora=self.lora
+        )
         # what makes the K/V of equal tokens: the prefix cache's keys start from it
         self.model_key = model_key(
             self.model_path, self.dtype, self.kv_cache_dtype, config.weights, config.quantization,
@@ -84,12 +91,14 @@ class Engine:
         prompt_token_ids: list[int] | None = None,
         cache_salt: str | None = None,
         grammar: llguidance.LLMatcher | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> str:
         """`prompt_token_ids`: a text prompt's tokens, when the caller tokenized it (the server does, off this
         thread); `prompt` is then kept as its text. `cache_salt` (vLLM's name): requests share prefix-cache blocks
         only with requests of the same salt, e.g. one salt per tenant, so that no tenant can probe another's prompts
         through cache hits. `grammar`: `params.structured_outputs` compiled by `self.grammar_compiler.template`,
-        when the caller compiled it (the server does, off this thread, which then only copies it)."""
+        when the caller compiled it (the server does, off this thread, which then only copies it).
+        `lora_request`: the LoRA adapter the request runs with (needs enable_lora), loaded into a slot if needed."""
         if cache_salt is not None and (not isinstance(cache_salt, str) or not cache_salt):
             raise InvalidRequestError("cache_salt must be a non-empty string")
         request_id = request_id if request_id is not None else str(next(self._ids))
@@ -102,10 +111,14 @@ class Engine:
             ids = self.tokenizer.encode(prompt) if text is not None else list(prompt)
         self._validate_prompt(ids, params)
         children = []
-        root = root_key(self.model_key, self.model_runner.rotary_table(len(ids)), cache_salt)
+        slot = self._lora_slot(lora_request)
+        adapter = None if slot < 0 else self.lora.digest(slot)
+        root = root_key(self.model_key, self.model_runner.rotary_table(len(ids)), cache_salt, adapter)
         for i in range(params.n):
             child_id = request_id if params.n == 1 else f"{request_id}-{i}"
-            children.append(Request(child_id, ids, child_params(params, i), self.eos_token_ids, prefix_root=root))
+            child = Request(child_id, ids, child_params(params, i), self.eos_token_ids, prefix_root=root)
+            child.lora_slot = slot
+            children.append(child)
         if params.structured_outputs is not None:
             template = grammar if grammar is not None else self.grammar_compiler.template(params.structured_outputs)
             for child in children:  # one matcher each: the n samples follow the grammar apart
@@ -124,6 +137,25 @@ class Engine:
         for child in children:
             self.scheduler.add_request(child)
         return request_id
+
+    def _lora_slot(self, lora_request: LoRARequest | None) -> int:
+        if lora_request is None:
+            return -1
+        if self.lora is None:
+            raise InvalidRequestError("a lora_request needs an engine started with enable_lora=True")
+        if not isinstance(lora_request, LoRARequest):
+            raise InvalidRequestError(f"lora_request must be a LoRARequest, got {type(lora_request).__name__}")
+        return self.lora.acquire(lora_request, self._busy_lora_slots())
+
+    def release_lora(self, lora_int_id: int) -> None:
+        """Unload an adapter now if no unfinished request uses it (else LRU eviction frees its slot later)."""
+        busy = self._busy_lora_slots()
+        slot = None if self.lora is None else self.lora.slot_of(lora_int_id)
+        if slot is not None and slot not in busy:
+            self.lora.unload(lora_int_id, busy)
+
+    def _busy_lora_slots(self) -> set[int]:
+        return {r.lora_slot for r in (*self.scheduler.running, *self.scheduler.waiting)}
 
     def _validate_prompt(self, ids: list[int], params: SamplingParams) -> None:
         if not ids:

@@ -6,6 +6,7 @@ import math
 import mmap
 from concurrent.futures import wait
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,6 +18,9 @@ from ..outputs import Logprob
 from ..structured.step_masks import start_step_masks
 from .sampler import Sampler, compute_prompt_logprobs
 from .scheduler import ScheduledRequest, SchedulerOutput
+
+if TYPE_CHECKING:
+    from ..lora.manager import LoRAManager
 
 
 @dataclass
@@ -34,13 +38,20 @@ class StepInputs:
     meta: AttentionMetadata
     logits_index: list[int]  # token index of each sampled request's last token, in `samplers` order
     samplers: list[ScheduledRequest]
+    lora_slots: list[int] = field(default_factory=list)  # each token's LoRA slot (-1: none), with a LoRAManager
 
 
 class ModelRunner:
     def __init__(
-        self, model: torch.nn.Module, num_blocks: int, block_size: int, dtype: torch.dtype, kv_cache_dtype: str = "auto"
+        self,
+        model: torch.nn.Module,
+        num_blocks: int,
+        block_size: int,
+        dtype: torch.dtype,
+        kv_cache_dtype: str = "auto",
+        lora: LoRAManager | None = None,
     ) -> None:
-        self.model = model
+        self.model, self.lora = model, lora
         self.block_size = block_size
         cfg = model.config
         shape = cache_shape(
@@ -68,6 +79,8 @@ class ModelRunner:
         inputs = self._prepare(sched)
         requests = [s.request for s in inputs.samplers]
         masks = start_step_masks(requests, self.model.config.vocab_size, self.overlap_masks)
+        if self.lora is not None:
+            self.lora.begin_step(inputs.lora_slots)
         try:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
             out = ModelRunnerOutput()
@@ -77,6 +90,9 @@ class ModelRunner:
             if masks is not None:  # a failed step still waits for its masks: no thread may hold a matcher after it
                 wait([masks])
             raise
+        finally:
+            if self.lora is not None:
+                self.lora.end_step()
         if logits is not None:
             result = self.sampler.sample(logits, requests, None if masks is None else masks.result())
             for s, token, lp in zip(inputs.samplers, result.token_ids, result.logprobs, strict=True):
@@ -90,13 +106,15 @@ class ModelRunner:
         order = sorted(sched.scheduled, key=lambda s: s.num_new_tokens > 1)
         ids, positions, slots, samplers, logits_index = [], [], [], [], []
         prefills: list[PrefillSpan] = []
-        decode_tables, decode_lens, prompt_lens = [], [], []
+        decode_tables, decode_lens, prompt_lens, lora_slots = [], [], [], []
         offset = 0
         for s in order:
             req, n = s.request, s.num_new_tokens
             ids.extend(_tokens(req.prompt_token_ids, req.output_token_ids, s.start, n))
             if self.needs_prompt_lens:
                 prompt_lens.extend([req.num_prompt_tokens] * n)
+            if self.lora is not None:
+                lora_slots.extend([req.lora_slot] * n)
             pos = torch.arange(s.start, s.start + n)
             table = torch.tensor(req.block_ids[: -(-(s.start + n) // self.block_size)], dtype=torch.long)
             positions.append(pos)
@@ -123,7 +141,7 @@ class ModelRunner:
             meta.decode_block_tables = torch.nn.utils.rnn.pad_sequence(decode_tables, batch_first=True)
             meta.decode_lens = torch.tensor(decode_lens)
             meta.decode_kernel = self.decode_kernel
-        return StepInputs(order, torch.tensor(ids), torch.cat(positions), meta, logits_index, samplers)
+        return StepInputs(order, torch.tensor(ids), torch.cat(positions), meta, logits_index, samplers, lora_slots)
 
     def _prompt_logprobs(self, inputs: StepInputs, hidden: torch.Tensor, out: ModelRunnerOutput) -> None:
         offset = 0

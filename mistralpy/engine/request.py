@@ -48,6 +48,7 @@ class Request:
     # The prefix-cache key chain starts here (block_hash.root_key): it covers the model, the rotary table (LongRoPE's
     # long rows give equal tokens other K) and the caller's cache_salt, so requests under different roots never share
     prefix_root: bytes = b""
+    lora_slot: int = -1  # the LoRA slot of this request's adapter (mistralpy.lora), -1 for none
 
     @property
     def num_prompt_tokens(self) -> int:

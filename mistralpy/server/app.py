@@ -21,6 +21,7 @@ from starlette.routing import Route
 from .. import __version__, kernels
 from ..engine.async_engine import AsyncEngine
 from ..errors import InvalidRequestError
+from ..lora.request import LoRARequest
 from ..tokenizer import Tokenizer
 from .anthropic import routes as anthropic
 from .auth import ApiKeyMiddleware
@@ -28,6 +29,7 @@ from .context import ServerContext
 from .errors import exception_handlers
 from .http_edge import create_chat_completion, create_completion, parse_body
 from .limits import RequestLimits
+from .lora_routes import lora_routes
 from .metrics import EngineSnapshot, ServerMetrics
 from .middleware import BodyLimitMiddleware, ReadinessMiddleware, RequestIdMiddleware
 from .openapi import openapi_document
@@ -47,12 +49,17 @@ def create_app(
     cors_allowed_origins: Sequence[str] = (),
     limits: RequestLimits | None = None,
     on_load_error: Callable[[BaseException], None] | None = None,
+    lora_modules: dict[str, LoRARequest] | None = None,
+    lora_runtime_updates: bool = False,
 ) -> Starlette:
     """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup: until it returns, every
     route (and /health) answers 503. A loader failure is passed to on_load_error (serve uses it to exit).
-    The app's ServerContext is `app.state.context` (serve stops its engine on shutdown)."""
+    The app's ServerContext is `app.state.context` (serve stops its engine on shutdown).
+    `lora_modules`: LoRA adapters by name, selected by a request's `model` and listed by /v1/models;
+    `lora_runtime_updates`: serve vLLM's routes that load and unload adapters (server/lora_routes.py)."""
     loader = None if isinstance(engine, AsyncEngine) else engine
     ctx = ServerContext(None if loader else engine, served_model_name, limits=limits or RequestLimits())
+    ctx.lora_modules, ctx.lora_runtime_updates = dict(lora_modules or {}), lora_runtime_updates
     metrics = ServerMetrics()
 
     @asynccontextmanager
@@ -109,17 +116,22 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
     async def message_tokens(request: Request) -> Response:
         return await anthropic.count_tokens(ctx, request)
 
-    def model_card() -> ModelCard:
+    def model_card(name: str | None = None) -> ModelCard:
         engine = ctx.engine
         root = Path(engine.engine.model_path).name  # the file or folder's name: the server's paths stay private
+        if name is not None and name != ctx.model_name:  # a LoRA adapter: its parent is the base model
+            root = Path(ctx.lora_modules[name].lora_path).name
+            return ModelCard(id=name, created=created, root=root, parent=ctx.model_name)
         return ModelCard(id=ctx.model_name, created=created, root=root, max_model_len=engine.max_model_len)
 
     async def models(_: Request) -> JSONResponse:
-        return JSONResponse(ModelList(data=[model_card()]).model_dump())
+        cards = [model_card(), *map(model_card, ctx.lora_modules)]
+        return JSONResponse(ModelList(data=cards).model_dump())
 
     async def model(request: Request) -> JSONResponse:
-        ctx.check_model(request.path_params["model_id"])
-        return JSONResponse(model_card().model_dump())
+        name = request.path_params["model_id"]
+        ctx.check_model(name)
+        return JSONResponse(model_card(name).model_dump())
 
     async def health(_: Request) -> Response:
         await ctx.engine.call(lambda _: None)  # the loop thread answers between steps: it is alive
@@ -177,6 +189,7 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
         Route("/detokenize", detokenize, methods=["POST"]),
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *(lora_routes(ctx) if ctx.lora_runtime_updates else []),
     ]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..engine.async_engine import AsyncEngine
 from ..errors import UnknownModelError
+from ..lora.request import LoRARequest
 from .limits import RequestLimits
 
 
@@ -20,6 +21,8 @@ class ServerContext:
     model_name: str
     server: str = "this server"  # how errors name who serves the model
     limits: RequestLimits = field(default_factory=RequestLimits)
+    lora_modules: dict[str, LoRARequest] = field(default_factory=dict)  # adapter name -> adapter (serve --lora)
+    lora_runtime_updates: bool = False  # POST /v1/load_lora_adapter and /v1/unload_lora_adapter are served
 
     @property
     def generation_defaults(self) -> dict[str, Any]:
@@ -28,5 +31,14 @@ class ServerContext:
 
     def check_model(self, name: str | None) -> None:
         """A request may omit `model`; naming any model but the served one is an error (404 at the server)."""
-        if name is not None and name != self.model_name:
+        if name is not None and name != self.model_name and name not in self.lora_modules:
             raise UnknownModelError(name, self.model_name, self.server)
+
+    def response_model(self, name: str | None) -> str:
+        """The `model` a response names: the adapter a request selected (as vLLM answers), else the served model."""
+        return name if name in self.lora_modules else self.model_name
+
+    def lora_request(self, name: str | None) -> LoRARequest | None:
+        """The adapter a request's `model` names (vLLM's way), None for the base model; another name is a 404."""
+        self.check_model(name)
+        return self.lora_modules.get(name) if name is not None else None

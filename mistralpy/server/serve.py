@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..cli_args import engine_options
+from ..lora.cli import add_lora_args, lora_modules, lora_options, runtime_updates
 from .limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "(default 0: at once, as vLLM)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_lora_args(p)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -80,13 +82,17 @@ def serve_command(args: argparse.Namespace) -> int:
         max_num_seqs=args.max_num_seqs,
         show_progress=sys.stderr.isatty(),
         **engine_options(args),
+        **lora_options(args),
     )
+    adapters = lora_modules(args, args.served_model_name)
     model_path = check_model(config)
     origins = [o.strip() for o in args.cors_allowed_origins.split(",") if o.strip()]
     failure: list[BaseException] = []
 
     def load() -> AsyncEngine:
         engine = AsyncEngine.from_config(config)
+        for adapter in adapters.values():  # each read and checked against the model before the server is ready
+            engine.engine.lora.read(adapter)
         print(
             f"mistralpy: serving {model_path} as '{args.served_model_name}' on http://{args.host}:{args.port}/v1 "
             f"(context {engine.max_model_len})",
@@ -99,7 +105,10 @@ def serve_command(args: argparse.Namespace) -> int:
         failure.append(error)
         server.should_exit = True
 
-    app = create_app(load, args.served_model_name, args.api_key or None, origins, limits, on_load_error)
+    app = create_app(
+        load, args.served_model_name, args.api_key or None, origins, limits, on_load_error,
+        lora_modules=adapters, lora_runtime_updates=runtime_updates(args),
+    )  # fmt: skip
 
     async def stop_requests() -> None:
         engine = app.state.context.engine

@@ -41,6 +41,7 @@ async def chat_completion(
     ctx: ServerContext, body: ChatCompletionRequest
 ) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
+    lora = ctx.lora_request(body.model)
     tools, prompt = await chat_prompt(ctx, body)
     tokenizer = ctx.engine.tokenizer
     # after rendering: a call's grammar depends on how the prompt ends (a think block opened or not)
@@ -48,7 +49,8 @@ async def chat_completion(
     params, grammar = await sampling_params(ctx, body, adjust, off_loop=tools.may_constrain)
     ctx.limits.check_tokens([len(prompt)], params.n, "messages")
     request_id = random_id("chatcmpl")
-    streams = await add_streams(ctx.engine, [TokenizedPrompt(prompt)], params, request_id, body.cache_salt, grammar)
+    prompts = [TokenizedPrompt(prompt)]
+    streams = await add_streams(ctx.engine, prompts, params, request_id, body.cache_salt, grammar, lora)
     if body.stream:
         chunks = ChatChunks(ctx, body, request_id, len(prompt), tools)
         return ChunkStream(chunks.run(streams[0], params.n), streams, num_prompt_tokens=len(prompt))
@@ -57,7 +59,7 @@ async def chat_completion(
     return ChatCompletionResponse(
         id=request_id,
         created=now(),
-        model=ctx.model_name,
+        model=ctx.response_model(body.model),
         choices=choices,
         usage=UsageInfo.of(
             len(result.prompt_token_ids), sum(len(c.token_ids) for c in result.choices), result.num_cached_tokens
@@ -110,7 +112,11 @@ class ChatChunks:
 
     def chunk(self, choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
-            id=self.request_id, created=self.created, model=self.ctx.model_name, choices=choices, usage=usage
+            id=self.request_id,
+            created=self.created,
+            model=self.ctx.response_model(self.body.model),
+            choices=choices,
+            usage=usage,
         )
 
     def choice(

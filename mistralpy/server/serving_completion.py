@@ -25,13 +25,13 @@ async def completion(
     ctx: ServerContext, body: CompletionRequest
 ) -> CompletionResponse | ChunkStream[CompletionResponse]:
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
-    ctx.check_model(body.model)
+    lora = ctx.lora_request(body.model)
     ctx.limits.check_completion(body)
     params, grammar = await sampling_params(ctx, body)
     prompts = await tokenize_prompts(ctx.engine.tokenizer, body.prompts())
     ctx.limits.check_tokens((len(p.ids) for p in prompts), params.n)
     request_id = random_id("cmpl")
-    streams = await add_streams(ctx.engine, prompts, params, request_id, body.cache_salt, grammar)
+    streams = await add_streams(ctx.engine, prompts, params, request_id, body.cache_salt, grammar, lora)
     if body.stream:
         return ChunkStream(CompletionChunks(ctx, body, request_id).run(streams), streams)
     results = await collect(streams, params.n)
@@ -47,7 +47,7 @@ async def completion(
     return CompletionResponse(
         id=request_id,
         created=now(),
-        model=ctx.model_name,
+        model=ctx.response_model(body.model),
         choices=choices,
         usage=UsageInfo.of(num_prompt, num_generated, num_cached),
     )
@@ -96,7 +96,11 @@ class CompletionChunks:
 
     def chunk(self, choices: list[CompletionChoice], usage: UsageInfo | None = None) -> CompletionResponse:
         return CompletionResponse(
-            id=self.request_id, created=self.created, model=self.ctx.model_name, choices=choices, usage=usage
+            id=self.request_id,
+            created=self.created,
+            model=self.ctx.response_model(self.body.model),
+            choices=choices,
+            usage=usage,
         )
 
     async def run(self, streams: list[RequestStream]) -> AsyncIterator[CompletionResponse]:

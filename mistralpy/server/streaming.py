@@ -19,6 +19,8 @@ from .prompt_tokens import TokenizedPrompt
 if TYPE_CHECKING:
     import llguidance
 
+    from ..lora.request import LoRARequest
+
 T = TypeVar("T")
 
 
@@ -29,6 +31,7 @@ async def add_streams(
     request_id: str,
     cache_salt: str | None = None,
     grammar: llguidance.LLMatcher | None = None,
+    lora_request: LoRARequest | None = None,
 ) -> list[RequestStream]:
     """Admit every prompt, or none: if one is rejected the ones already admitted are aborted. The engine gets
     token ids only (see prompt_tokens.py) and each text prompt's text; `grammar`, the compiled constraint
@@ -38,7 +41,8 @@ async def add_streams(
         for i, prompt in enumerate(prompts):
             rid = request_id if len(prompts) == 1 else f"{request_id}-{i}"
             text_or_ids = prompt.text if prompt.text is not None else prompt.ids
-            streams.append(await engine.add_request(text_or_ids, params, rid, prompt.ids, cache_salt, grammar))
+            stream = await engine.add_request(text_or_ids, params, rid, prompt.ids, cache_salt, grammar, lora_request)
+            streams.append(stream)
     except BaseException:
         abort_all(streams)
         raise

@@ -1,0 +1,144 @@
+"""LoRAManager: a model's linears wrapped as LoRALinear, and the adapters loaded into their `max_loras` slots.
+
+A request's adapter gets a slot when the request is added: the slot it already has, a free one, or the least recently
+used slot that no unfinished request uses (that adapter is unloaded). Adapter identity (its files' digest) keys the
+prefix cache, so equal prompts under different adapters never share K/V.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import check_lora_limits
+from ..errors import InvalidRequestError, LoRAAdapterError
+from ..layers.linear import Linear
+from ..quant.quantized_linear import QuantizedLinear
+from .adapter import LoRAAdapter, read_adapter
+from .layer import LoRALinear, LoRAState, LoRAStep
+from .request import LoRARequest
+from .targets import map_adapter
+
+
+@dataclass
+class LoadedAdapter:
+    request: LoRARequest
+    adapter: LoRAAdapter
+    last_used: int
+
+
+class LoRAManager:
+    def __init__(self, model: nn.Module, max_loras: int, max_lora_rank: int, dtype: torch.dtype) -> None:
+        check_lora_limits(True, max_loras, max_lora_rank)
+        self.model, self.max_loras, self.max_lora_rank = model, max_loras, max_lora_rank
+        self.state = LoRAState()
+        self.layers = wrap_linears(model, max_loras, max_lora_rank, dtype, self.state)
+        self.slots: list[LoadedAdapter | None] = [None] * max_loras
+        self._clock = itertools.count()
+
+    def acquire(self, request: LoRARequest, busy: set[int]) -> int:
+        """The slot holding `request`'s adapter, loading it if needed; `busy`: slots of unfinished requests."""
+        slot = self.slot_of(request.lora_int_id)
+        if slot is not None:
+            loaded = self.slots[slot]
+            if loaded.request.lora_path != request.lora_path:
+                raise InvalidRequestError(
+                    f"lora_int_id {request.lora_int_id} is loaded from {loaded.request.lora_path}, "
+                    f"not {request.lora_path}"
+                )
+            loaded.last_used = next(self._clock)
+            return slot
+        adapter = self.read(request)
+        slot = self._free_slot(busy)
+        self.load(slot, request, adapter)
+        return slot
+
+    def read(self, request: LoRARequest) -> LoRAAdapter:
+        """The adapter's files read and checked against this model, before any slot changes."""
+        adapter = read_adapter(request.lora_path)
+        if adapter.rank > self.max_lora_rank:
+            raise LoRAAdapterError(f"{adapter.path}: rank {adapter.rank} exceeds max_lora_rank {self.max_lora_rank}")
+        map_adapter(adapter, self.model, self.layers)
+        return adapter
+
+    def load(self, slot: int, request: LoRARequest, adapter: LoRAAdapter) -> None:
+        targets = map_adapter(adapter, self.model, self.layers)
+        for name, layer in self.layers.items():
+            parts = [(p.row_offset, p.weights.a, p.weights.b * p.weights.scale) for p in targets.get(name, [])]
+            layer.set_slot(slot, parts)
+        self.slots[slot] = LoadedAdapter(request, adapter, next(self._clock))
+
+    def unload(self, lora_int_id: int, busy: set[int]) -> None:
+        slot = self.slot_of(lora_int_id)
+        if slot is None:
+            raise InvalidRequestError(f"no LoRA adapter with id {lora_int_id} is loaded")
+        if slot in busy:
+            raise InvalidRequestError(f"LoRA adapter {lora_int_id} is in use by unfinished requests")
+        for layer in self.layers.values():
+            layer.clear_slot(slot)
+        self.slots[slot] = None
+
+    def slot_of(self, lora_int_id: int) -> int | None:
+        ids = [None if s is None else s.request.lora_int_id for s in self.slots]
+        return ids.index(lora_int_id) if lora_int_id in ids else None
+
+    def digest(self, slot: int) -> bytes:
+        return self.slots[slot].adapter.digest
+
+    def loaded(self) -> list[LoRARequest]:
+        return [s.request for s in self.slots if s is not None]
+
+    def begin_step(self, slots: list[int]) -> None:
+        self.state.step = LoRAStep.from_slots(slots)
+
+    def end_step(self) -> None:
+        self.state.step = None
+
+    def _free_slot(self, busy: set[int]) -> int:
+        free = [i for i, s in enumerate(self.slots) if s is None]
+        if free:
+            return free[0]
+        idle = [i for i in range(self.max_loras) if i not in busy]
+        if not idle:
+            raise InvalidRequestError(
+                f"all {self.max_loras} LoRA slots (max_loras) hold adapters of unfinished requests; retry later or "
+                "raise max_loras"
+            )
+        return min(idle, key=lambda i: self.slots[i].last_used)
+
+
+def wrap_linears(
+    model: nn.Module, max_loras: int, max_rank: int, dtype: torch.dtype, state: LoRAState
+) -> dict[str, LoRALinear]:
+    """Every linear of the decoder layers wrapped in place; a fused linear's rank room is one rank per part. MoE
+    experts are left out: each sees only its routed tokens, not the step's rows the slots index."""
+    parts = {}
+    for target, _ in type(model).fused.values():
+        parts[target] = parts.get(target, 0) + 1
+    names = [
+        name
+        for name, m in model.named_modules()
+        if name.startswith("model.layers.") and isinstance(m, Linear | QuantizedLinear) and ".experts." not in name
+        and not isinstance(m, LoRALinear) and not _inside_quantized(model, name)
+    ]  # fmt: skip
+    layers = {}
+    for name in names:
+        parent_name, _, leaf = name.rpartition(".")
+        base = model.get_submodule(name)
+        layer = LoRALinear(base, max_loras, max_rank * parts.get(leaf, 1), dtype, state)
+        setattr(model.get_submodule(parent_name), leaf, layer)
+        layers[name] = layer
+    return layers
+
+
+def _inside_quantized(model: nn.Module, name: str) -> bool:
+    """A part of a FusedQuantizedLinear is not a model projection of its own."""
+    parent = name.rpartition(".")[0]
+    while parent:
+        if isinstance(model.get_submodule(parent), QuantizedLinear):
+            return True
+        parent = parent.rpartition(".")[0]
+    return False
