@@ -12,6 +12,7 @@ from .errors import InvalidRequestError
 from .kernels import isa_level
 from .layers.kv_cache import check_kv_cache_dtype
 from .quant.isq import resolve_isq
+from .spec_decode.config import SpeculativeConfig
 from .threads import check_num_threads
 
 
@@ -128,8 +129,11 @@ class EngineConfig:
     chat_template: str | None = None  # a Jinja template's text, used in place of the model's own
     # CPU threads: None adapts to the cores other processes leave idle (threads.ThreadPolicy), an int fixes them
     num_threads: int | None = None
+    # speculative decoding (spec_decode.config.SpeculativeConfig, or vLLM's dict form of it); None: off
+    speculative_config: Any = None
 
     def __post_init__(self) -> None:
+        self.speculative_config = SpeculativeConfig.of(self.speculative_config)
         resolve_dtype(self.dtype)
         if self.chat_template is not None:
             check_chat_template(self.chat_template)

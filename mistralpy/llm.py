@@ -40,6 +40,8 @@ class LLM:
     op waits for its slowest thread, so fewer threads go faster. An integer (or the environment variable
     MISTRALPY_NUM_THREADS, where None is given) fixes them: float32 results depend on it. Either way the engine sets
     torch's thread count (`torch.set_num_threads`) on the threads that load the model and run its steps.
+    `speculative_config`: speculative decoding, vLLM's form: {"method": "ngram", "num_speculative_tokens": K,
+    "prompt_lookup_min": .., "prompt_lookup_max": ..} (spec_decode.config.SpeculativeConfig); output is unchanged.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class LLM:
         rms_norm_eps: float | None = None,
         chat_template: str | None = None,
         num_threads: int | None = None,
+        speculative_config: dict[str, Any] | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -83,6 +86,7 @@ class LLM:
             rms_norm_eps=rms_norm_eps,
             chat_template=chat_template,
             num_threads=num_threads,
+            speculative_config=speculative_config,
         )
         self.engine = Engine(self.config)
 

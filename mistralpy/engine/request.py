@@ -46,6 +46,7 @@ class Request:
     # The prefix-cache key chain starts here (block_hash.root_key): it covers the model, the rotary table (LongRoPE's
     # long rows give equal tokens other K) and the caller's cache_salt, so requests under different roots never share
     prefix_root: bytes = b""
+    spec_token_ids: list[int] = field(default_factory=list)  # draft tokens to verify next step (spec_decode)
 
     @property
     def num_prompt_tokens(self) -> int:
