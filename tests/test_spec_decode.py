@@ -5,6 +5,7 @@ greedy and seeded output must be token-identical, sampled output must have the s
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -13,10 +14,13 @@ import torch
 
 from mistralpy import LLM, SamplingParams
 from mistralpy.errors import InvalidRequestError
+from mistralpy.server.metrics import PREFIX, EngineSnapshot, ServerMetrics
 from mistralpy.spec_decode.config import SpeculativeConfig
 from mistralpy.spec_decode.ngram_proposer import NgramProposer
+from mistralpy.spec_decode.speculator import SpecDecodeStats
 
 from .helpers import make_tiny_llama, save_tokenizer
+from .test_cli import run_cli
 
 NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1, "prompt_lookup_max": 3}
 GREEDY = dict(temperature=0, ignore_eos=True)
@@ -170,3 +174,28 @@ def test_sampled_distribution_is_the_target_models(tiny16, sampling):
     table = [[p, s] for p, s in zip(plain, spec, strict=True) if p + s > 0]
     p_value = scipy.stats.chi2_contingency(table).pvalue
     assert p_value > 0.01, (plain, spec, p_value)
+
+
+def test_metrics_lines():
+    stats = SpecDecodeStats(num_drafts=4, num_draft_tokens=10, num_accepted_tokens=5, num_emitted_tokens=9)
+    lines = ServerMetrics().render(EngineSnapshot(spec_decode=stats)).decode().splitlines()
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in lines if not line.startswith("#")}
+    name = f"{PREFIX}spec_decode_"
+    assert values[f"{name}num_draft_tokens_total"] == 10 and values[f"{name}num_accepted_tokens_total"] == 5
+    assert values[f"{name}num_emitted_tokens_total"] == 9 and values[f"{name}num_drafts_total"] == 4
+    assert values[f"{name}acceptance_rate"] == 0.5 and values[f"{name}mean_accepted_length"] == 2.25
+    plain = ServerMetrics().render(EngineSnapshot()).decode()
+    assert "spec_decode" not in plain
+
+
+def test_bench_reports_speculation_and_flags_are_checked(tiny_llama):
+    args = ["bench", "-m", str(tiny_llama[2]), "-p", "8", "-n", "6", "--concurrency", "1", "-r", "1"]
+    out = run_cli(*args, "--speculative-method", "ngram", "--num-speculative-tokens", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    spec = json.loads(out.stdout)["meta"]["spec_decode"]
+    assert set(spec) == {"draft_tokens", "accepted_tokens", "emitted_tokens", "acceptance_rate", "mean_accepted_length"}
+    assert spec["emitted_tokens"] >= spec["accepted_tokens"] and spec["draft_tokens"] >= spec["accepted_tokens"]
+    bad = run_cli(*args, "--num-speculative-tokens", "2")
+    assert bad.returncode == 1 and "--num-speculative-tokens needs --speculative-method" in bad.stderr
+    bad = run_cli(*args, "--speculative-model", str(tiny_llama[2]))
+    assert bad.returncode == 1 and "draft model" in bad.stderr
