@@ -82,17 +82,17 @@ def test_speculative_config_errors(value, message):
 
 def test_greedy_identity_alone_batched_and_under_preemption(tiny_llama):
     prompts = _repetitive_prompts(16)
-    params = [SamplingParams(max_tokens=random.Random(i).randrange(8, 25), **GREEDY) for i in range(16)]
+    params = [SamplingParams(max_tokens=random.Random(i).randrange(6, 17), **GREEDY) for i in range(16)]
     plain = LLM(str(tiny_llama[1]), dtype="float32", block_size=4)
     expected = _texts(plain.generate(prompts, params))
     spec = LLM(str(tiny_llama[1]), dtype="float32", block_size=4, speculative_config=NGRAM)
-    alone = [_texts(spec.generate([p], [sp]))[0] for p, sp in zip(prompts[:4], params[:4], strict=True)]
-    assert alone == expected[:4]
+    alone = [_texts(spec.generate([p], [sp]))[0] for p, sp in zip(prompts[:2], params[:2], strict=True)]
+    assert alone == expected[:2]
     assert _texts(spec.generate(prompts, params)) == expected
     stats = spec.engine.speculator.stats
     assert stats.num_accepted_tokens > 0 and stats.num_draft_tokens > stats.num_accepted_tokens
     _assert_no_leak(spec)
-    # 32 blocks of 4 tokens cannot hold 16 requests of up to 85 tokens: requests get preempted mid-speculation
+    # 32 blocks of 4 tokens cannot hold 16 requests of up to 49 tokens: requests get preempted mid-speculation
     small = LLM(str(tiny_llama[1]), dtype="float32", block_size=4, num_kv_blocks=32, max_model_len=128,
                 speculative_config=NGRAM)  # fmt: skip
     assert _texts(small.generate(prompts, params)) == expected
@@ -104,7 +104,7 @@ def test_stop_conditions_on_accepted_tokens(tiny_llama):
     """Stop tokens, stop strings and max_tokens end a verify step's tokens where plain decoding would end."""
     plain = LLM(str(tiny_llama[1]), dtype="float32", block_size=4)
     spec = LLM(str(tiny_llama[1]), dtype="float32", block_size=4, speculative_config=NGRAM)
-    prompts = _repetitive_prompts(6, seed=1)
+    prompts = _repetitive_prompts(4, seed=1)
     full = plain.generate(prompts, SamplingParams(max_tokens=24, **GREEDY))
     cases = []
     for out in full:
@@ -147,6 +147,7 @@ def test_seeded_sampling_same_text_alone_in_a_batch_and_without_speculation(tiny
     batch = spec.generate([[4, 5, 4, 5], prompt, prompt[3:]], [others, seeded, others])
     assert _texts(batch)[1] == expected
     assert engine.speculator.stats.num_accepted_tokens > 0
+    assert EngineSnapshot.of(engine, {}).spec_decode == engine.speculator.stats  # what /metrics shows
     _assert_no_leak(spec)
 
 
@@ -170,7 +171,7 @@ def test_sampled_distribution_is_the_target_models(tiny16, sampling):
     plain = _token_counts(LLM(str(tiny16), **options), prompt, params, 20000, 2)
     spec_llm = LLM(str(tiny16), speculative_config=NGRAM, **options)
     spec = _token_counts(spec_llm, prompt, params, 20000, 2)
-    assert spec_llm.engine.speculator.stats.num_accepted_tokens > 1000
+    assert spec_llm.engine.speculator.stats.num_accepted_tokens > 500  # draws of row 1 enter the counts
     table = [[p, s] for p, s in zip(plain, spec, strict=True) if p + s > 0]
     p_value = scipy.stats.chi2_contingency(table).pvalue
     assert p_value > 0.01, (plain, spec, p_value)
@@ -199,3 +200,30 @@ def test_bench_reports_speculation_and_flags_are_checked(tiny_llama):
     assert bad.returncode == 1 and "--num-speculative-tokens needs --speculative-method" in bad.stderr
     bad = run_cli(*args, "--speculative-model", str(tiny_llama[2]))
     assert bad.returncode == 1 and "draft model" in bad.stderr
+
+
+@pytest.mark.slow
+def test_embedded_model_greedy_identity_alone_and_under_preemption():
+    """The embedded model's default settings (quantized weights, bf16, int8 K/V) on prompts the answer copies from."""
+    texts = [
+        "The keeper's cottage has two rooms, a kitchen with an iron stove and a cellar cut into the rock.",
+        "Sheep graze on the slopes between the tower and the harbour; guillemots crowd the western cliffs.",
+        "Visitors climb the one hundred and twelve steps of the staircase to the gallery above the light.",
+    ]
+    plain = LLM()
+    tokenizer = plain.get_tokenizer()
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"Repeat the following text exactly, twice.\n\n{t}"}], tokenize=True
+        )
+        for t in texts
+    ]
+    params = SamplingParams(temperature=0, max_tokens=40)
+    expected = _texts(plain.generate(prompts, params))
+    spec = LLM(speculative_config=NGRAM)
+    assert [_texts(spec.generate([p], params))[0] for p in prompts] == expected
+    assert spec.engine.speculator.stats.mean_accepted_length > 1.5
+    small = LLM(num_kv_blocks=12, max_model_len=192, speculative_config=NGRAM)
+    assert _texts(small.generate(prompts, params)) == expected
+    assert small.engine.scheduler.stats.num_preemptions > 0
+    _assert_no_leak(small)
