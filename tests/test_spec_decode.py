@@ -171,7 +171,8 @@ def test_sampled_distribution_is_the_target_models(tiny16, sampling):
     plain = _token_counts(LLM(str(tiny16), **options), prompt, params, 20000, 2)
     spec_llm = LLM(str(tiny16), speculative_config=NGRAM, **options)
     spec = _token_counts(spec_llm, prompt, params, 20000, 2)
-    assert spec_llm.engine.speculator.stats.num_accepted_tokens > 500  # draws of row 1 enter the counts
+    # K is 1 at output token 1 (max_tokens caps it): draws of row 1 enter the counts where that draft was accepted
+    assert spec_llm.engine.speculator.stats.num_accepted_tokens > 200
     table = [[p, s] for p, s in zip(plain, spec, strict=True) if p + s > 0]
     p_value = scipy.stats.chi2_contingency(table).pvalue
     assert p_value > 0.01, (plain, spec, p_value)
@@ -223,7 +224,7 @@ def test_embedded_model_greedy_identity_alone_and_under_preemption():
     spec = LLM(speculative_config=NGRAM)
     assert [_texts(spec.generate([p], params))[0] for p in prompts] == expected
     assert spec.engine.speculator.stats.mean_accepted_length > 1.5
-    small = LLM(num_kv_blocks=12, max_model_len=192, speculative_config=NGRAM)
+    small = LLM(num_kv_blocks=8, max_model_len=128, speculative_config=NGRAM)
     assert _texts(small.generate(prompts, params)) == expected
     assert small.engine.scheduler.stats.num_preemptions > 0
     _assert_no_leak(small)

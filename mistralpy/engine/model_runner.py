@@ -98,7 +98,8 @@ class ModelRunner:
         offset = 0
         for s in order:
             req, n = s.request, s.num_new_tokens
-            ids.extend(_tokens(req.prompt_token_ids, req.output_token_ids + s.spec_token_ids, s.start, n))
+            output = req.output_token_ids + s.spec_token_ids if s.spec_token_ids else req.output_token_ids
+            ids.extend(_tokens(req.prompt_token_ids, output, s.start, n))
             if self.needs_prompt_lens:
                 prompt_lens.extend([req.num_prompt_tokens] * n)
             pos = torch.arange(s.start, s.start + n)
