@@ -42,6 +42,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--rms-norm-eps", type=float, default=None,
         help=f"RMSNorm epsilon: 1e-5 for LLaMA-2, 1e-6 for LLaMA-1 (default 5e-6; {ggml})",
     )  # fmt: skip
+    add_speculative_args(p)
+
+
+def add_speculative_args(p: argparse.ArgumentParser) -> None:
+    """vLLM's speculative decoding flags (spec_decode.config.SpeculativeConfig)."""
+    p.add_argument("--speculative-method", default=None, choices=["ngram"], help="speculative decoding: ngram")
+    p.add_argument("--speculative-model", default=None, help="a draft model (not supported yet: an error)")
+    p.add_argument("--num-speculative-tokens", type=int, default=None, help="draft tokens per step, K (default 4)")
+    p.add_argument("--prompt-lookup-min", type=int, default=None, help="ngram: shortest suffix matched (default 1)")
+    p.add_argument("--prompt-lookup-max", type=int, default=None, help="ngram: longest suffix matched (default 4)")
 
 
 def add_chat_template_arg(p: argparse.ArgumentParser) -> None:
@@ -62,8 +72,30 @@ def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | No
         "kv_cache_dtype": args.kv_cache_dtype,
         "kv_cache_tokens": args.kv_cache_tokens,
         "chat_template": read_chat_template(template) if template is not None else None,
+        "speculative_config": speculative_options(args),
         **ggml_options(args),
     }
+
+
+def speculative_options(args: argparse.Namespace) -> dict[str, int | str] | None:
+    """The --speculative-* flags as a speculative_config dict; None where speculation is off. A K or lookup size
+    without a method or model is an error, never ignored."""
+    from .errors import InvalidRequestError
+
+    names = ("num_speculative_tokens", "prompt_lookup_min", "prompt_lookup_max")
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    method, model = getattr(args, "speculative_method", None), getattr(args, "speculative_model", None)
+    if method is None and model is None:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise InvalidRequestError(f"{flags} needs --speculative-method or --speculative-model")
+        return None
+    config: dict[str, int | str] = dict(given)
+    if method is not None:
+        config["method"] = method
+    if model is not None:
+        config["model"] = model
+    return config
 
 
 def ggml_options(args: argparse.Namespace) -> dict[str, float | int | None]:

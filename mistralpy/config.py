@@ -12,6 +12,7 @@ from .errors import InvalidRequestError
 from .kernels import isa_level
 from .layers.kv_cache import check_kv_cache_dtype
 from .quant.isq import resolve_isq
+from .spec_decode.config import SpeculativeConfig
 from .threads import check_num_threads
 
 
@@ -132,8 +133,11 @@ class EngineConfig:
     enable_lora: bool = False
     max_loras: int = 4
     max_lora_rank: int = 16
+    # speculative decoding (spec_decode.config.SpeculativeConfig, or vLLM's dict form of it); None: off
+    speculative_config: Any = None
 
     def __post_init__(self) -> None:
+        self.speculative_config = SpeculativeConfig.of(self.speculative_config)
         resolve_dtype(self.dtype)
         check_lora_limits(self.enable_lora, self.max_loras, self.max_lora_rank)
         if self.chat_template is not None:

@@ -43,6 +43,8 @@ class LLM:
     torch's thread count (`torch.set_num_threads`) on the threads that load the model and run its steps.
     `enable_lora`: requests may name a LoRA adapter (`generate(..., lora_request=LoRARequest(...))`); up to
     `max_loras` adapters of rank up to `max_lora_rank` are loaded at once (an idle one is unloaded for a new one).
+    `speculative_config`: speculative decoding, vLLM's form: {"method": "ngram", "num_speculative_tokens": K,
+    "prompt_lookup_min": .., "prompt_lookup_max": ..} (spec_decode.config.SpeculativeConfig); output is unchanged.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class LLM:
         enable_lora: bool = False,
         max_loras: int = 4,
         max_lora_rank: int = 16,
+        speculative_config: dict[str, Any] | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -92,6 +95,7 @@ class LLM:
             enable_lora=enable_lora,
             max_loras=max_loras,
             max_lora_rank=max_lora_rank,
+            speculative_config=speculative_config,
         )
         self.engine = Engine(self.config)
 

@@ -82,8 +82,32 @@ def bench_command(args: argparse.Namespace) -> int:
         backends.append(TransformersBackend(model, args.dtype))
     results = run_benchmarks(backends, tests, args.repetitions, progress=not args.json and sys.stderr.isatty())
     meta = _meta(args, model)
-    print(to_json(results, meta) if args.json else f"{_isa_line(meta)}\n{format_table(results)}")
+    speculator = backends[0].llm.engine.speculator
+    if speculator is not None:
+        meta["spec_decode"] = spec_decode_report(speculator.stats)
+    print(to_json(results, meta) if args.json else f"{_isa_line(meta)}\n{format_table(results)}{_spec_line(meta)}")
     return 0
+
+
+def spec_decode_report(stats) -> dict:
+    """Speculation over the whole bench run (every test and repetition): the counts, acceptance rate and mean
+    accepted length (tokens a verify step produced)."""
+    return {
+        "draft_tokens": stats.num_draft_tokens, "accepted_tokens": stats.num_accepted_tokens,
+        "emitted_tokens": stats.num_emitted_tokens, "acceptance_rate": round(stats.acceptance_rate, 4),
+        "mean_accepted_length": round(stats.mean_accepted_length, 3),
+    }  # fmt: skip
+
+
+def _spec_line(meta: dict) -> str:
+    spec = meta.get("spec_decode")
+    if spec is None:
+        return ""
+    return (
+        f"\nspeculative decoding: {spec['draft_tokens']} draft tokens proposed, {spec['accepted_tokens']} accepted "
+        f"(rate {spec['acceptance_rate']:.3f}), {spec['emitted_tokens']} emitted by verify steps, mean accepted "
+        f"length {spec['mean_accepted_length']:.2f}"
+    )
 
 
 def structured_command(args: argparse.Namespace) -> int:

@@ -101,6 +101,17 @@ class BlockManager:
                 self.free_ids[block_id] = None
         request.block_ids = []
 
+    def trim(self, request: Request, num_tokens: int) -> None:
+        """Free the request's blocks past those num_tokens tokens need (rejected draft tokens' slots). Such blocks
+        never held a full block of known tokens, so none of them is in the prefix cache."""
+        keep = self.blocks_needed(num_tokens)
+        for block_id in reversed(request.block_ids[keep:]):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free_ids[block_id] = None
+        del request.block_ids[keep:]
+
     def _touch(self, block_id: int) -> None:
         block = self.blocks[block_id]
         if block.ref_count == 0:

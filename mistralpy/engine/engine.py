@@ -18,6 +18,7 @@ from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
 from ..quant.quantized_linear import QuantizedLinear
 from ..sampling_params import SamplingParams
+from ..spec_decode.speculator import Speculator
 from ..structured.compile_cache import GrammarCompiler
 from ..threads import ThreadPolicy
 from ..tokenizer import Tokenizer
@@ -77,6 +78,8 @@ class Engine:
         self.output_processor = OutputProcessor(self.tokenizer)
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids) | frozenset(self.model_config.eos_token_ids)
         self.grammar_compiler = GrammarCompiler(self.tokenizer, self.eos_token_ids, self.model_config.vocab_size)
+        spec = config.speculative_config
+        self.speculator = None if spec is None else Speculator(spec, max_model_len)
         self._ids = itertools.count()
 
     @property
@@ -190,6 +193,8 @@ class Engine:
     def step(self, delta: bool = False) -> list[RequestOutput]:
         """One engine step: the outputs of the requests it advanced, each whole so far, or with `delta` only what is
         new since that request's last delta output (text, tokens, logprobs; see OutputProcessor.make_output)."""
+        if self.speculator is not None:
+            self.speculator.propose(self.scheduler.running)
         sched = self.scheduler.schedule()
         if sched.is_empty:
             return []
@@ -204,22 +209,38 @@ class Engine:
                 merge_prompt_logprobs(s.request, s.start, entries)
         failed = _take_dead_grammars(sched, result.sampled)
         touched = {}
-        for req in self.scheduler.update_from_output(sched, result.sampled):
-            if req.request_id in result.logprobs:
-                req.logprobs.append(result.logprobs[req.request_id])
-            stop = self.output_processor.process_token(req)
-            if stop is not None:
-                req.stop_reason = stop
-                if req.is_finished:  # also hit max_tokens this step: the stop string wins, as text was cut
-                    req.status = RequestStatus.FINISHED_STOPPED
-                else:
-                    self.scheduler.finish_request(req, RequestStatus.FINISHED_STOPPED)
-            parent, _ = self.output_processor.child_to_parent[req.request_id]
-            touched[parent.request_id] = parent
+        for req in self.scheduler.update_from_output(sched, result.sampled, result.verified):
+            self._process_token(req, result.logprobs.get(req.request_id), touched)
+        for s in sched.scheduled:
+            emitted = result.verified.get(s.request.request_id)
+            if emitted is not None:
+                self.speculator.record(len(s.spec_token_ids), len(emitted))
+                self._process_verified(s.request, emitted, result.verified_logprobs[s.request.request_id], touched)
         for req in failed:
             self.scheduler.finish_request(req, RequestStatus.FINISHED_ERROR)
             touched.setdefault(*self.output_processor.process_end(req))
         return [self.output_processor.make_output(p, delta) for p in touched.values()]
+
+    def _process_verified(self, req: Request, tokens: list[int], logprobs: list, touched: dict) -> None:
+        """A verify step's tokens, in order, each checked for every stop condition before the next is taken."""
+        for token, lp in zip(tokens, logprobs, strict=True):
+            self.scheduler.append_token(req, token)
+            self._process_token(req, lp, touched)
+            if req.is_finished:
+                return
+
+    def _process_token(self, req: Request, logprob: dict | None, touched: dict) -> None:
+        if logprob is not None:
+            req.logprobs.append(logprob)
+        stop = self.output_processor.process_token(req)
+        if stop is not None:
+            req.stop_reason = stop
+            if req.is_finished:  # also hit max_tokens this step: the stop string wins, as text was cut
+                req.status = RequestStatus.FINISHED_STOPPED
+            else:
+                self.scheduler.finish_request(req, RequestStatus.FINISHED_STOPPED)
+        parent, _ = self.output_processor.child_to_parent[req.request_id]
+        touched[parent.request_id] = parent
 
 
 def _take_dead_grammars(sched: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:

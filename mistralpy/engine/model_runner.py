@@ -15,6 +15,7 @@ from ..layers.attention import AttentionMetadata, PrefillSpan
 from ..layers.kv_cache import cache_shape, storage_dtype
 from ..layers.native import bind_native
 from ..outputs import Logprob
+from ..spec_decode.verify_rows import VerifySpan, accept, expand
 from ..structured.step_masks import start_step_masks
 from .sampler import Sampler, compute_prompt_logprobs
 from .scheduler import ScheduledRequest, SchedulerOutput
@@ -28,6 +29,9 @@ class ModelRunnerOutput:
     sampled: dict[str, int] = field(default_factory=dict)
     logprobs: dict[str, dict[int, Logprob]] = field(default_factory=dict)
     prompt_logprobs: dict[str, list[dict[int, Logprob]]] = field(default_factory=dict)
+    # requests that verified draft tokens: the tokens they emit, in order, and those tokens' logprobs
+    verified: dict[str, list[int]] = field(default_factory=dict)
+    verified_logprobs: dict[str, list[dict[int, Logprob] | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -36,8 +40,10 @@ class StepInputs:
     input_ids: torch.Tensor
     positions: torch.Tensor
     meta: AttentionMetadata
-    logits_index: list[int]  # token index of each sampled request's last token, in `samplers` order
+    logits_index: list[int]  # token index of each logits row: a sampled request's last token, or its 1 + K
     samplers: list[ScheduledRequest]
+    rows: list  # the Request each logits row is sampled for (a verify step's rows are views: verify_rows.py)
+    spans: dict[str, VerifySpan]  # the verifying requests' rows
     lora_slots: list[int] = field(default_factory=list)  # each token's LoRA slot (-1: none), with a LoRAManager
 
 
@@ -77,7 +83,7 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         inputs = self._prepare(sched)
-        requests = [s.request for s in inputs.samplers]
+        requests = inputs.rows
         masks = start_step_masks(requests, self.model.config.vocab_size, self.overlap_masks)
         if self.lora is not None:
             self.lora.begin_step(inputs.lora_slots)
@@ -95,22 +101,21 @@ class ModelRunner:
                 self.lora.end_step()
         if logits is not None:
             result = self.sampler.sample(logits, requests, None if masks is None else masks.result())
-            for s, token, lp in zip(inputs.samplers, result.token_ids, result.logprobs, strict=True):
-                out.sampled[s.request.request_id] = token
-                if lp is not None:
-                    out.logprobs[s.request.request_id] = lp
+            _collect(inputs, result.token_ids, result.logprobs, out)
         return out
 
     def _prepare(self, sched: SchedulerOutput) -> StepInputs:
         # Single-token queries go first so attention can batch them in one call.
         order = sorted(sched.scheduled, key=lambda s: s.num_new_tokens > 1)
-        ids, positions, slots, samplers, logits_index = [], [], [], [], []
+        ids, positions, slots, samplers, logits_index, rows = [], [], [], [], [], []
+        spans: dict[str, VerifySpan] = {}
         prefills: list[PrefillSpan] = []
         decode_tables, decode_lens, prompt_lens, lora_slots = [], [], [], []
         offset = 0
         for s in order:
             req, n = s.request, s.num_new_tokens
-            ids.extend(_tokens(req.prompt_token_ids, req.output_token_ids, s.start, n))
+            output = req.output_token_ids + s.spec_token_ids if s.spec_token_ids else req.output_token_ids
+            ids.extend(_tokens(req.prompt_token_ids, output, s.start, n))
             if self.needs_prompt_lens:
                 prompt_lens.extend([req.num_prompt_tokens] * n)
             if self.lora is not None:
@@ -125,8 +130,13 @@ class ModelRunner:
             else:
                 prefills.append(PrefillSpan(n, s.start + n, table))
             offset += n
-            if s.samples:
+            if s.samples and s.spec_token_ids:
                 samplers.append(s)
+                spans[req.request_id] = expand(req, s.spec_token_ids, len(rows), rows)
+                logits_index.extend(range(offset - len(s.spec_token_ids) - 1, offset))
+            elif s.samples:
+                samplers.append(s)
+                rows.append(req)
                 logits_index.append(offset - 1)
         meta = AttentionMetadata(
             torch.cat(slots),
@@ -141,7 +151,9 @@ class ModelRunner:
             meta.decode_block_tables = torch.nn.utils.rnn.pad_sequence(decode_tables, batch_first=True)
             meta.decode_lens = torch.tensor(decode_lens)
             meta.decode_kernel = self.decode_kernel
-        return StepInputs(order, torch.tensor(ids), torch.cat(positions), meta, logits_index, samplers, lora_slots)
+        return StepInputs(
+            order, torch.tensor(ids), torch.cat(positions), meta, logits_index, samplers, rows, spans, lora_slots
+        )
 
     def _prompt_logprobs(self, inputs: StepInputs, hidden: torch.Tensor, out: ModelRunnerOutput) -> None:
         offset = 0
@@ -155,6 +167,24 @@ class ModelRunner:
                 targets = req.prompt_token_ids[s.start + 1 : end + 1]
                 out.prompt_logprobs[req.request_id] = compute_prompt_logprobs(logits, targets, num)
             offset += n
+
+
+def _collect(inputs: StepInputs, token_ids: list[int], logprobs: list, out: ModelRunnerOutput) -> None:
+    """The sampled rows -> each plain request's token, each verifying request's emitted tokens."""
+    row = 0
+    for s in inputs.samplers:
+        rid = s.request.request_id
+        span = inputs.spans.get(rid)
+        if span is None:
+            out.sampled[rid] = token_ids[row]
+            if logprobs[row] is not None:
+                out.logprobs[rid] = logprobs[row]
+            row += 1
+            continue
+        width = len(span.drafts) + 1
+        out.verified[rid] = emitted = accept(span, token_ids[row : row + width])
+        out.verified_logprobs[rid] = logprobs[row : row + len(emitted)]
+        row += width
 
 
 def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

@@ -49,6 +49,7 @@ class Request:
     # long rows give equal tokens other K) and the caller's cache_salt, so requests under different roots never share
     prefix_root: bytes = b""
     lora_slot: int = -1  # the LoRA slot of this request's adapter (mistralpy.lora), -1 for none
+    spec_token_ids: list[int] = field(default_factory=list)  # draft tokens to verify next step (spec_decode)
 
     @property
     def num_prompt_tokens(self) -> int:

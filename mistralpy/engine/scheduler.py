@@ -20,11 +20,12 @@ class ScheduledRequest:
     request: Request
     num_new_tokens: int
     start: int  # num_computed_tokens before this step
+    spec_token_ids: list[int] = field(default_factory=list)  # draft tokens computed after the last known token
 
     @property
     def samples(self) -> bool:
         """True when this step computes the request's last known token, so a new token gets sampled."""
-        return self.start + self.num_new_tokens == self.request.num_tokens
+        return self.start + self.num_new_tokens - len(self.spec_token_ids) == self.request.num_tokens
 
 
 @dataclass
@@ -78,14 +79,19 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
-            num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+            num_left = req.num_tokens - req.num_computed_tokens
+            drafts = req.spec_token_ids if num_left == 1 else []
+            num_new = min(num_left + len(drafts), budget)
+            drafts = drafts[: num_new - num_left]  # a verify step is a prefill of 1 + K tokens: the budget counts them
+            if drafts and not self.block_manager.allocate_slots(req, num_new):
+                drafts, num_new = [], num_left  # no room for drafts: decode plainly rather than preempt for them
             while not self.block_manager.allocate_slots(req, num_new):
                 victim = self.running.pop()
                 self._preempt(victim)
                 out.preempted.append(victim)
                 if victim is req:
                     return budget
-            out.scheduled.append(ScheduledRequest(req, num_new, req.num_computed_tokens))
+            out.scheduled.append(ScheduledRequest(req, num_new, req.num_computed_tokens, drafts))
             budget -= num_new
             i += 1
         return budget
@@ -107,30 +113,46 @@ class Scheduler:
     def _preempt(self, req: Request) -> None:
         self.block_manager.free(req)
         req.num_computed_tokens = 0
+        req.spec_token_ids = []
         req.status = RequestStatus.WAITING
         req.num_preemptions += 1
         self.stats.num_preemptions += 1
         self.waiting.appendleft(req)
 
-    def update_from_output(self, out: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
+    def update_from_output(
+        self, out: SchedulerOutput, sampled: dict[str, int], verified: dict[str, list[int]] | None = None
+    ) -> list[Request]:
         """Advance computed counts, append sampled tokens, finish requests that hit a stop condition.
-        Returns the requests that received a new token this step."""
+        Returns the requests that received a new token this step. A request that verified draft tokens gets its
+        tokens from `verified` through append_token, one at a time, by the caller; here its rejected drafts' slots
+        are rolled back (num_computed_tokens moved back, blocks past its tokens freed)."""
         advanced = []
         for s in out.scheduled:
             req = s.request
             req.num_computed_tokens += s.num_new_tokens
             prompt_done = min(req.num_computed_tokens, req.num_prompt_tokens)
             self.stats.num_prompt_tokens_computed += max(0, prompt_done - s.start)
+            req.spec_token_ids = []
+            emitted = verified.get(req.request_id) if verified else None
+            if emitted is not None:
+                # K/V stays valid for the last known token and the accepted drafts: len(emitted) - 1 of them
+                req.num_computed_tokens = s.start + len(emitted)
+                self.block_manager.trim(req, req.num_computed_tokens + 1)
+                continue
             token = sampled.get(req.request_id)
             if token is None:
                 continue
-            req.output_token_ids.append(token)
-            self.stats.num_generation_tokens += 1
+            self.append_token(req, token)
             advanced.append(req)
-            status = self._check_stop(req, token)
-            if status is not None:
-                self.finish_request(req, status)
         return advanced
+
+    def append_token(self, req: Request, token: int) -> None:
+        """One new output token; the request is finished if it hits a stop condition."""
+        req.output_token_ids.append(token)
+        self.stats.num_generation_tokens += 1
+        status = self._check_stop(req, token)
+        if status is not None:
+            self.finish_request(req, status)
 
     def _check_stop(self, req: Request, token: int) -> RequestStatus | None:
         params = req.sampling_params

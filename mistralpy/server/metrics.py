@@ -7,11 +7,13 @@ histograms are observed by the loop thread as outputs are delivered.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import threading
 from dataclasses import dataclass, field
 
 from ..engine.engine import Engine
+from ..spec_decode.speculator import SpecDecodeStats
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0)
 PREFIX = "mistralpy:"
@@ -33,6 +35,7 @@ class EngineSnapshot:
     grammars_compiled: int = 0
     grammar_cache_hits: int = 0
     finished: dict[str, int] = field(default_factory=dict)
+    spec_decode: SpecDecodeStats | None = None  # None where speculation is off
 
     @classmethod
     def of(cls, engine: Engine, finished: dict[str, int]) -> EngineSnapshot:
@@ -52,6 +55,7 @@ class EngineSnapshot:
             grammars_compiled=grammars.num_compiled,
             grammar_cache_hits=grammars.num_cache_hits,
             finished=dict(finished),
+            spec_decode=None if engine.speculator is None else dataclasses.replace(engine.speculator.stats),
         )
 
 
@@ -126,9 +130,32 @@ class ServerMetrics:
         lines += _header(finished, "Finished requests by reason.", "counter")
         reasons = ("stop", "length", "abort", "error")
         lines += [f'{finished}{{reason="{r}"}} {_number(s.finished.get(r, 0))}' for r in reasons]
+        if s.spec_decode is not None:
+            lines += _spec_decode_lines(s.spec_decode)
         for histogram in (self.ttft, self.itl, self.e2e):
             lines += histogram.lines()
         return ("\n".join(lines) + "\n").encode()
+
+
+def _spec_decode_lines(stats: SpecDecodeStats) -> list[str]:
+    """vLLM's spec_decode_* names; `emitted`: accepted drafts plus the token each verify step draws itself."""
+    lines = []
+    for name, doc, value in [
+        ("num_drafts", "Verify steps of a request with draft tokens.", stats.num_drafts),
+        ("num_draft_tokens", "Draft tokens proposed.", stats.num_draft_tokens),
+        ("num_accepted_tokens", "Draft tokens accepted.", stats.num_accepted_tokens),
+        ("num_emitted_tokens", "Tokens verify steps produced (accepted drafts + one drawn each).",
+         stats.num_emitted_tokens),
+    ]:  # fmt: skip
+        name = f"{PREFIX}spec_decode_{name}_total"
+        lines += [*_header(name, doc, "counter"), f"{name} {_number(value)}"]
+    for name, doc, value in [
+        ("acceptance_rate", "Accepted / proposed draft tokens (0..1).", stats.acceptance_rate),
+        ("mean_accepted_length", "Tokens a verify step produced on average.", stats.mean_accepted_length),
+    ]:
+        name = f"{PREFIX}spec_decode_{name}"
+        lines += [*_header(name, doc, "gauge"), f"{name} {_number(value)}"]
+    return lines
 
 
 def _header(name: str, doc: str, kind: str) -> list[str]:

@@ -1,0 +1,1 @@
+"""Speculative decoding: proposals (n-gram prompt lookup) verified inside the ordinary engine step."""
