@@ -128,6 +128,10 @@ class EngineConfig:
     chat_template: str | None = None  # a Jinja template's text, used in place of the model's own
     # CPU threads: None adapts to the cores other processes leave idle (threads.ThreadPolicy), an int fixes them
     num_threads: int | None = None
+    task: str | None = None  # "generate" or "embed"; None: "embed" for an encoder model, else "generate"
+    # embeddings' pooling: "mean", "cls" or "last"; None: the sentence-transformers folder's, else cls for an encoder
+    # and last for a decoder (llama.cpp's --pooling)
+    pooling: str | None = None
 
     def __post_init__(self) -> None:
         resolve_dtype(self.dtype)

@@ -8,6 +8,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .config import EngineConfig
+from .embed.outputs import EmbeddingRequestOutput
 from .engine.engine import Engine
 from .errors import InvalidRequestError
 from .outputs import RequestOutput
@@ -20,7 +21,7 @@ _GENERATION_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalt
 
 
 class LLM:
-    """Load a model (a GGUF file, a Hugging Face folder, or None for the embedded default) and generate.
+    """Load a model (a GGUF file, a Hugging Face folder, or None for the embedded default) and generate, or embed.
 
     `dtype` is the compute dtype: "auto" (fastest on this device), "float32", "bfloat16" or "float16".
     `weights`: "auto" keeps a GGUF file's quantized weights quantized when computing in bfloat16 or float32 (on every
@@ -40,6 +41,9 @@ class LLM:
     op waits for its slowest thread, so fewer threads go faster. An integer (or the environment variable
     MISTRALPY_NUM_THREADS, where None is given) fixes them: float32 results depend on it. Either way the engine sets
     torch's thread count (`torch.set_num_threads`) on the threads that load the model and run its steps.
+    `task`: "generate" or "embed" (`embed`); None is "embed" for an encoder (BERT) and "generate" else; with
+    "embed" and no model, the embedded all-MiniLM-L6-v2. `pooling` ("mean", "cls", "last"): how embeddings pool a
+    prompt's hidden states; None takes a sentence-transformers folder's own, else cls (encoders) or last (decoders).
     """
 
     def __init__(
@@ -63,6 +67,8 @@ class LLM:
         rms_norm_eps: float | None = None,
         chat_template: str | None = None,
         num_threads: int | None = None,
+        task: str | None = None,
+        pooling: str | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -83,6 +89,8 @@ class LLM:
             rms_norm_eps=rms_norm_eps,
             chat_template=chat_template,
             num_threads=num_threads,
+            task=task,
+            pooling=pooling,
         )
         self.engine = Engine(self.config)
 
@@ -155,8 +163,26 @@ class LLM:
                 output.tool_calls, output.reasoning_content = parsed.calls or None, parsed.reasoning
         return results
 
-    def _run(self, ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
-        finished: dict[str, RequestOutput] = {}
+    def embed(
+        self, prompts: PromptType | Sequence[PromptType], dimensions: int | None = None, use_tqdm: bool = False
+    ) -> list[EmbeddingRequestOutput]:
+        """One embedding per prompt (a string, token ids, or a list of them), in order: `out.outputs.embedding`.
+        The model must be served for embeddings: an encoder (task "embed" by default), or a decoder with
+        task="embed" (pooled by `pooling`). `dimensions`: a Matryoshka model's shorter vectors."""
+        ids = []
+        try:
+            for prompt, salt in _as_prompt_list(prompts):
+                if salt is not None:
+                    raise InvalidRequestError("cache_salt does not apply to embeddings: they never share cached blocks")
+                ids.append(self.engine.add_embed_request(prompt, dimensions))
+        except BaseException:
+            for rid in ids:
+                self.engine.abort_request(rid)
+            raise
+        return self._run(ids, use_tqdm)
+
+    def _run(self, ids: list[str], use_tqdm: bool) -> list:
+        finished: dict[str, RequestOutput | EmbeddingRequestOutput] = {}
         bar = tqdm(total=len(ids), desc="Generating", unit="req", disable=not use_tqdm)
         try:
             while self.engine.has_unfinished_requests():

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..embed.pooling import PoolingParams
     from ..outputs import Logprob
     from ..sampling_params import SamplingParams
     from ..structured.request_matcher import RequestMatcher
@@ -46,6 +47,8 @@ class Request:
     # The prefix-cache key chain starts here (block_hash.root_key): it covers the model, the rotary table (LongRoPE's
     # long rows give equal tokens other K) and the caller's cache_salt, so requests under different roots never share
     prefix_root: bytes = b""
+    # An embedding request: prefill only, scheduled whole; its output is its hidden states pooled, then it finishes
+    pooling: PoolingParams | None = None
 
     @property
     def num_prompt_tokens(self) -> int:

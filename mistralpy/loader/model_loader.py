@@ -75,7 +75,8 @@ def load_model(
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
     model.load_state_dict(state, strict=False, assign=True)
-    model.rotary.build_cache()
+    if hasattr(model, "rotary"):  # encoders have absolute positions
+        model.rotary.build_cache()
     bind_native(model, kernels.native_module())
     release_load_memory(source)
     return model.eval()
@@ -160,6 +161,8 @@ class _WeightReader:
 
     def _hf_name(self, name: str) -> str | None:
         if self.is_gguf and name in self.cls.gguf_ignored:
+            return None
+        if not self.is_gguf and name in getattr(self.cls, "hf_ignored", ()):
             return None
         hf_name = _gguf_to_hf(name, self.cls.gguf_to_hf) if self.is_gguf else name
         if hf_name is None:
