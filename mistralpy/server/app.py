@@ -22,8 +22,9 @@ from ..engine.async_engine import AsyncEngine
 from ..errors import InvalidRequestError
 from .auth import ApiKeyMiddleware
 from .context import ServerContext
+from .embedding_protocol import EmbeddingRequest
 from .errors import exception_handlers
-from .http_edge import create_chat_completion, create_completion, parse_body
+from .http_edge import create_chat_completion, create_completion, parse_body, until_disconnect
 from .limits import RequestLimits
 from .metrics import EngineSnapshot, ServerMetrics
 from .middleware import BodyLimitMiddleware, ReadinessMiddleware, RequestIdMiddleware
@@ -31,6 +32,7 @@ from .openapi import openapi_document
 from .prompt_tokens import tokenize_request
 from .protocol import DetokenizeRequest, TokenizeRequest
 from .responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse, now
+from .serving_embedding import embedding
 
 logger = logging.getLogger(__name__)
 EngineLoader = Callable[[], AsyncEngine]
@@ -98,6 +100,10 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
     async def completions(request: Request) -> Response:
         return await create_completion(ctx, request)
 
+    async def embeddings(request: Request) -> Response:
+        body = await parse_body(request, EmbeddingRequest)
+        return JSONResponse((await until_disconnect(request, embedding(ctx, body))).model_dump())
+
     def model_card() -> ModelCard:
         engine = ctx.engine
         root = Path(engine.engine.model_path).name  # the file or folder's name: the server's paths stay private
@@ -150,6 +156,7 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
     return [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
