@@ -42,9 +42,11 @@ def test_matches_sentence_transformers_in_one_batch(minilm, reference):
     assert minilm.engine.block_manager.num_free_blocks == minilm.engine.block_manager.num_blocks  # no KV kept
 
 
-def test_bfloat16_stays_close(reference):
+def test_bfloat16_projections_keep_the_cosine(reference):
+    # only the projections run in bfloat16 (the residual stream, norms, attention and pooling stay float32): measured
+    # 0.99986 at worst on these texts, where float32 above is ~1 - 1e-7
     ours = _vectors(LLM(task="embed", dtype="bfloat16").embed(TEXTS))
-    assert F.cosine_similarity(ours, reference).min().item() >= 0.999
+    assert F.cosine_similarity(ours, reference).min().item() >= 0.9998
 
 
 def test_token_ids_and_a_single_string(minilm, reference):

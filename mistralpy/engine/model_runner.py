@@ -142,7 +142,6 @@ class ModelRunner:
                 out.prompt_logprobs[req.request_id] = compute_prompt_logprobs(logits, targets, num)
             offset += n
 
-
     @staticmethod
     def _pool(inputs: StepInputs, hidden: torch.Tensor, out: ModelRunnerOutput) -> None:
         offset = 0

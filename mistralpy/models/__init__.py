@@ -7,7 +7,8 @@ import importlib
 from ..config import ModelConfig
 from ..errors import UnsupportedArchitectureError
 
-# name -> (module under mistralpy.models, class name). GGUF names are lower case, HF names end in "ForCausalLM" (encoders: "BertModel").
+# name -> (module under mistralpy.models, class name). GGUF names are lower case, HF names end in "ForCausalLM"
+# (encoders: "BertModel").
 _REGISTRY: dict[str, tuple[str, str]] = {
     "llama": ("llama", "LlamaForCausalLM"),
     "LlamaForCausalLM": ("llama", "LlamaForCausalLM"),
