@@ -29,7 +29,7 @@ from .limits import RequestLimits
 from .metrics import EngineSnapshot, ServerMetrics
 from .middleware import BodyLimitMiddleware, ReadinessMiddleware, RequestIdMiddleware
 from .openapi import openapi_document
-from .prompt_tokens import tokenize_request
+from .prompt_tokens import llama_cpp_tokens, tokenize_request
 from .protocol import DetokenizeRequest, TokenizeRequest
 from .responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse, now
 from .serving_embedding import embedding
@@ -130,6 +130,8 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
             ctx.limits.check_messages(body.messages)
         engine = ctx.engine
         ids, strs = await tokenize_request(engine.tokenizer, body)
+        if body.llama_cpp_shape:
+            return JSONResponse({"tokens": await llama_cpp_tokens(engine.tokenizer, ids, body.with_pieces)})
         response = TokenizeResponse(count=len(ids), max_model_len=engine.max_model_len, tokens=ids, token_strs=strs)
         return JSONResponse(response.model_dump())
 
@@ -143,7 +145,7 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
         if bad:
             raise InvalidRequestError(f"token ids {bad[:5]} are outside the vocabulary (size {vocab})")
         text = await asyncio.to_thread(engine.tokenizer.decode, body.tokens)
-        return JSONResponse(DetokenizeResponse(prompt=text).model_dump())
+        return JSONResponse(DetokenizeResponse(prompt=text, content=text).model_dump())
 
     async def metrics_route(_: Request) -> Response:
         engine = ctx.engine

@@ -168,4 +168,7 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeResponse(BaseModel):
+    """vLLM's `prompt` and llama.cpp's `content`: the same text under both names."""
+
     prompt: str
+    content: str
