@@ -132,6 +132,9 @@ class EngineConfig:
     # embeddings' pooling: "mean", "cls" or "last"; None: the sentence-transformers folder's, else cls for an encoder
     # and last for a decoder (llama.cpp's --pooling)
     pooling: str | None = None
+    # sampling defaults for fields a request leaves unset: "auto" (the folder's generation_config.json), "vllm" (none),
+    # or the path of a generation_config.json (or of its folder)
+    generation_config: str = "auto"
 
     def __post_init__(self) -> None:
         resolve_dtype(self.dtype)

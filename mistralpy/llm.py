@@ -44,6 +44,8 @@ class LLM:
     `task`: "generate" or "embed" (`embed`); None is "embed" for an encoder (BERT) and "generate" else; with
     "embed" and no model, the embedded all-MiniLM-L6-v2. `pooling` ("mean", "cls", "last"): how embeddings pool a
     prompt's hidden states; None takes a sentence-transformers folder's own, else cls (encoders) or last (decoders).
+    `generation_config`: the sampling defaults of `get_default_sampling_params` and the server: "auto" (the model
+    folder's generation_config.json), "vllm" (none), or a generation_config.json's path (or its folder's).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class LLM:
         num_threads: int | None = None,
         task: str | None = None,
         pooling: str | None = None,
+        generation_config: str = "auto",
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -91,6 +94,7 @@ class LLM:
             num_threads=num_threads,
             task=task,
             pooling=pooling,
+            generation_config=generation_config,
         )
         self.engine = Engine(self.config)
 

@@ -11,6 +11,7 @@ from ..embed.outputs import EmbeddingRequestOutput
 from ..embed.spec import source_embedding_spec
 from ..embed.task import NO_SAMPLING, resolve_task
 from ..errors import InvalidRequestError, PromptTooLongError
+from ..generation_config import generation_defaults
 from ..layers.kv_cache import default_kv_cache_dtype
 from ..loader import GGMLParams, open_model_source
 from ..loader.default_model import default_model_path
@@ -52,7 +53,7 @@ class Engine:
         if self.task == "embed":
             self.embedding = source_embedding_spec(source, self.model_config.hidden_size, config.pooling, is_encoder)
         self.tokenizer = load_tokenizer(source, self.model_path, config.chat_template)
-        self.generation_defaults: dict = getattr(source, "generation_defaults", {})
+        self.generation_defaults: dict = generation_defaults(source, config.generation_config)
         self.dtype = resolve_dtype(config.dtype)
         model = load_model(
             source, self.dtype, config.show_progress, weights=config.weights, quantization=config.quantization,

@@ -36,6 +36,11 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "without -m serves the embedded all-MiniLM-L6-v2)",
     )  # fmt: skip
     p.add_argument(
+        "--generation-config", default="auto",
+        help="sampling defaults for the fields a request leaves unset: auto (the model folder's "
+        "generation_config.json), vllm (none), or a generation_config.json file or folder (default auto)",
+    )  # fmt: skip
+    p.add_argument(
         "--pooling", default=None, choices=["mean", "cls", "last"],
         help="how --task embed pools a prompt's hidden states (default: a sentence-transformers folder's own, "
         "else cls for an encoder, last for a decoder)",
@@ -91,6 +96,7 @@ def serve_command(args: argparse.Namespace) -> int:
         show_progress=sys.stderr.isatty(),
         task=args.task,
         pooling=args.pooling,
+        generation_config=args.generation_config,
         **engine_options(args),
     )
     model_path = check_model(config)
