@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from .embedding_protocol import EmbeddingRequest, EmbeddingResponse
 from .protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from .responses import (
     ChatCompletionChunk,
@@ -26,6 +27,7 @@ _OPERATIONS: tuple[tuple[str, str, str, Model, Model, Model], ...] = (
     ("/v1/chat/completions", "post", "Chat completion", ChatCompletionRequest, ChatCompletionResponse,
      ChatCompletionChunk),
     ("/v1/completions", "post", "Text completion", CompletionRequest, CompletionResponse, CompletionResponse),
+    ("/v1/embeddings", "post", "Embedding vectors of texts or token ids", EmbeddingRequest, EmbeddingResponse, None),
     ("/v1/models", "get", "The served model", None, ModelList, None),
     ("/v1/models/{model_id}", "get", "One model", None, ModelCard, None),
     ("/tokenize", "post", "Text or chat messages to token ids", TokenizeRequest, TokenizeResponse, None),
