@@ -19,6 +19,8 @@ _EXPORTS = {
     "RequestOutput": "outputs",
     "CompletionOutput": "outputs",
     "Logprob": "outputs",
+    "EmbeddingRequestOutput": "embed.outputs",
+    "EmbeddingOutput": "embed.outputs",
     "MistralpyError": "errors",
     # mistral.rs's in-process API: requests and responses are the server's own OpenAI models
     "Runner": "runner",

@@ -135,6 +135,13 @@ class EngineConfig:
     max_lora_rank: int = 16
     # speculative decoding (spec_decode.config.SpeculativeConfig, or vLLM's dict form of it); None: off
     speculative_config: Any = None
+    task: str | None = None  # "generate" or "embed"; None: "embed" for an encoder model, else "generate"
+    # embeddings' pooling: "mean", "cls" or "last"; None: the sentence-transformers folder's, else cls for an encoder
+    # and last for a decoder (llama.cpp's --pooling)
+    pooling: str | None = None
+    # sampling defaults for fields a request leaves unset: "auto" (the folder's generation_config.json), "vllm" (none),
+    # or the path of a generation_config.json (or of its folder)
+    generation_config: str = "auto"
 
     def __post_init__(self) -> None:
         self.speculative_config = SpeculativeConfig.of(self.speculative_config)

@@ -8,6 +8,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .config import EngineConfig
+from .embed.outputs import EmbeddingRequestOutput
 from .engine.engine import Engine
 from .errors import InvalidRequestError
 from .lora.request import LoRARequest
@@ -21,7 +22,7 @@ _GENERATION_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalt
 
 
 class LLM:
-    """Load a model (a GGUF file, a Hugging Face folder, or None for the embedded default) and generate.
+    """Load a model (a GGUF file, a Hugging Face folder, or None for the embedded default) and generate, or embed.
 
     `dtype` is the compute dtype: "auto" (fastest on this device), "float32", "bfloat16" or "float16".
     `weights`: "auto" keeps a GGUF file's quantized weights quantized when computing in bfloat16 or float32 (on every
@@ -45,6 +46,11 @@ class LLM:
     `max_loras` adapters of rank up to `max_lora_rank` are loaded at once (an idle one is unloaded for a new one).
     `speculative_config`: speculative decoding, vLLM's form: {"method": "ngram", "num_speculative_tokens": K,
     "prompt_lookup_min": .., "prompt_lookup_max": ..} (spec_decode.config.SpeculativeConfig); output is unchanged.
+    `task`: "generate" or "embed" (`embed`); None is "embed" for an encoder (BERT) and "generate" else; with
+    "embed" and no model, the embedded all-MiniLM-L6-v2. `pooling` ("mean", "cls", "last"): how embeddings pool a
+    prompt's hidden states; None takes a sentence-transformers folder's own, else cls (encoders) or last (decoders).
+    `generation_config`: the sampling defaults of `get_default_sampling_params` and the server: "auto" (the model
+    folder's generation_config.json), "vllm" (none), or a generation_config.json's path (or its folder's).
     """
 
     def __init__(
@@ -72,6 +78,9 @@ class LLM:
         max_loras: int = 4,
         max_lora_rank: int = 16,
         speculative_config: dict[str, Any] | None = None,
+        task: str | None = None,
+        pooling: str | None = None,
+        generation_config: str = "auto",
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -96,6 +105,9 @@ class LLM:
             max_loras=max_loras,
             max_lora_rank=max_lora_rank,
             speculative_config=speculative_config,
+            task=task,
+            pooling=pooling,
+            generation_config=generation_config,
         )
         self.engine = Engine(self.config)
 
@@ -172,8 +184,26 @@ class LLM:
                 output.tool_calls, output.reasoning_content = parsed.calls or None, parsed.reasoning
         return results
 
-    def _run(self, ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
-        finished: dict[str, RequestOutput] = {}
+    def embed(
+        self, prompts: PromptType | Sequence[PromptType], dimensions: int | None = None, use_tqdm: bool = False
+    ) -> list[EmbeddingRequestOutput]:
+        """One embedding per prompt (a string, token ids, or a list of them), in order: `out.outputs.embedding`.
+        The model must be served for embeddings: an encoder (task "embed" by default), or a decoder with
+        task="embed" (pooled by `pooling`). `dimensions`: a Matryoshka model's shorter vectors."""
+        ids = []
+        try:
+            for prompt, salt in _as_prompt_list(prompts):
+                if salt is not None:
+                    raise InvalidRequestError("cache_salt does not apply to embeddings: they never share cached blocks")
+                ids.append(self.engine.add_embed_request(prompt, dimensions))
+        except BaseException:
+            for rid in ids:
+                self.engine.abort_request(rid)
+            raise
+        return self._run(ids, use_tqdm)
+
+    def _run(self, ids: list[str], use_tqdm: bool) -> list:
+        finished: dict[str, RequestOutput | EmbeddingRequestOutput] = {}
         bar = tqdm(total=len(ids), desc="Generating", unit="req", disable=not use_tqdm)
         try:
             while self.engine.has_unfinished_requests():

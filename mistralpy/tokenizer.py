@@ -71,6 +71,10 @@ class Tokenizer:
         if not tokenizer_file.is_file():
             raise ModelLoadError(f"no tokenizer.json in {folder}")
         backend = call_tokenizers(f"cannot read {tokenizer_file}", HFTokenizer.from_file, str(tokenizer_file))
+        # a prompt is never cut or padded behind the caller's back (sentence encoders' files often set both): a too
+        # long one is an error
+        backend.no_truncation()
+        backend.no_padding()
         config = read_json_object(folder / "tokenizer_config.json", missing_ok=True)
         bos_id, eos_id = (_token_id(backend, config.get(key)) for key in ("bos_token", "eos_token"))
         # tokenizer.json's post-processor decides, as in transformers 5; the config's flags only fill in a missing one

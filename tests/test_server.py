@@ -106,10 +106,8 @@ def test_tokenize_detokenize_round_trip(server):
     text = "The quick brown fox, 123!"
     tok = http(server, "POST", "/tokenize", json={"model": MODEL, "prompt": text, "return_token_strs": True}).json()
     assert tok["count"] == len(tok["tokens"]) == len(tok["token_strs"]) and tok["max_model_len"] == 512
-    assert http(server, "POST", "/detokenize", json={"tokens": tok["tokens"]}).json() == {
-        "prompt": text,
-        "content": text,
-    }
+    detok = http(server, "POST", "/detokenize", json={"tokens": tok["tokens"]}).json()
+    assert detok == {"prompt": text, "content": text}  # vLLM's name and llama.cpp's
 
 
 def test_concurrent_streams_share_the_engine(server):
@@ -225,3 +223,31 @@ def test_each_penalty_changes_greedy_output_as_transformers_says(client, tiny_ll
 
 def _counts(usage) -> tuple[int, int, int]:
     return usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+
+
+MESSAGES_HELLO = [{"role": "user", "content": "Hello there"}]
+NULLS = dict(
+    n=None, stop=None, seed=None, logprobs=None, top_logprobs=None, presence_penalty=None, frequency_penalty=None,
+    logit_bias=None, stream_options=None, tools=None, tool_choice=None, response_format=None, user=None,
+    parallel_tool_calls=None, top_p=None,
+)  # fmt: skip
+
+
+def test_explicit_nulls_are_unset_fields(client):
+    plain = client.chat.completions.create(model=MODEL, messages=MESSAGES_HELLO, temperature=0, max_tokens=8)
+    nulls = client.chat.completions.create(model=MODEL, messages=MESSAGES_HELLO, temperature=0, max_tokens=8, **NULLS)
+    assert nulls.choices[0].message.content == plain.choices[0].message.content
+    assert len(nulls.choices) == 1 and nulls.choices[0].logprobs is None
+    text = client.completions.create(model=MODEL, prompt="Once", temperature=0, max_tokens=6).choices[0].text
+    given = dict(echo=None, best_of=None, suffix=None, logprobs=None, n=None, stop=None, seed=None, user=None)
+    assert (
+        client.completions.create(model=MODEL, prompt="Once", temperature=0, max_tokens=6, **given).choices[0].text
+        == text
+    )
+
+
+def test_a_required_field_given_null_is_still_a_400(server):
+    r = http(server, "POST", "/v1/chat/completions", json={"model": MODEL, "messages": None})
+    assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
+    r = http(server, "POST", "/v1/completions", json={"model": MODEL, "prompt": "x", "best_of": 2})
+    assert r.status_code == 400 and "best_of" in r.json()["error"]["message"]

@@ -38,6 +38,11 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         help="instead of the pp/tg/cN tests: JSON-schema constrained decoding against the same prompts unconstrained, "
         "at each --concurrency, up to -n tokens a request (decode tokens/s of each, and their ratio)",
     )  # fmt: skip
+    p.add_argument(
+        "--embed", type=int, nargs="?", const=256, default=None, metavar="TEXTS",
+        help="instead of the pp/tg/cN tests: embedding texts/s on TEXTS mixed texts (default 256) against "
+        "sentence-transformers in the same run (-m: a sentence-transformers folder; default all-MiniLM-L6-v2)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--isa", choices=["auto", *LEVELS], default=None,
@@ -54,6 +59,8 @@ def bench_command(args: argparse.Namespace) -> int:
 
     if args.structured:
         return structured_command(args)
+    if args.embed is not None:
+        return embed_command(args)
     try:
         tests = build_tests(
             parse_int_list(args.n_prompt or "128,512"), parse_int_list(args.n_gen), parse_int_list(args.concurrency),
@@ -143,6 +150,36 @@ def structured_command(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(f"{_isa_line(_meta(args, model))}\n{format_structured_table(results)}")
+    return 0
+
+
+def embed_command(args: argparse.Namespace) -> int:
+    """`--embed`: its own workload (texts) and peer (sentence-transformers): the other tests' options are refused."""
+    import json
+
+    import torch
+
+    from ..embed.default_model import default_embedding_model_path
+    from ..llm import LLM
+    from .embed import format_embed_table, mixed_texts, run_embed
+
+    given = [flag for flag, value in (("-p/--n-prompt", args.n_prompt), ("--concurrent-prompt",
+             args.concurrent_prompt), ("--compare", args.compare or None), ("--structured", args.structured or None))
+             if value is not None]  # fmt: skip
+    if given:
+        raise InvalidRequestError(f"{', '.join(given)} do not apply to --embed (texts, against sentence-transformers)")
+    if args.embed < 1 or args.repetitions < 1 or args.threads < 1:
+        raise InvalidRequestError("nothing to run: give --embed >= 1, --repetitions >= 1, --threads >= 1")
+    torch.set_num_threads(args.threads)
+    model = args.model or default_embedding_model_path()
+    llm = LLM(model, args.dtype, task="embed", num_threads=args.threads, max_model_len=args.max_model_len,
+              **engine_options(args))  # fmt: skip
+    result = run_embed(llm, model, mixed_texts(args.embed), args.repetitions)
+    meta = {**_meta(args, model), "dtype": str(llm.engine.dtype).removeprefix("torch.")}
+    if args.json:
+        print(json.dumps({"meta": meta, "embed": result.to_dict()}, indent=2))
+    else:
+        print(f"{_isa_line(meta)}\n{format_embed_table(result, meta['dtype'])}")
     return 0
 
 

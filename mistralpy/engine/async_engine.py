@@ -170,6 +170,31 @@ class AsyncEngine:
                 self.abort(request_id)
             raise
 
+    async def add_embed_requests(
+        self, prompts: list[list[int]], request_ids: list[str], dimensions: int | None = None
+    ) -> list[RequestStream]:
+        """Admit embedding requests (token ids; see Engine.add_embed_request) all at once, so that they share a step;
+        each stream yields one EmbeddingRequestOutput. One refused input admits none of them."""
+
+        def add(engine: Engine) -> list[RequestStream]:
+            streams = []
+            try:
+                for prompt, rid in zip(prompts, request_ids, strict=True):
+                    streams.append(RequestStream(engine.add_embed_request(prompt, dimensions, rid), self))
+                    self._streams[rid] = streams[-1]
+            except BaseException:
+                for stream in streams:
+                    self._abort(stream.request_id)
+                raise
+            return streams
+
+        try:
+            return await self.call(add)
+        except asyncio.CancelledError:  # the add may still run after we stop waiting for it
+            for rid in request_ids:
+                self.abort(rid)
+            raise
+
     async def generate(
         self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
     ) -> AsyncIterator[RequestOutput]:
@@ -239,7 +264,8 @@ class AsyncEngine:
         stream = self._streams.get(out.request_id)
         if stream is None:
             return
-        failed = next((o for o in out.outputs if o.finish_reason == "error"), None)
+        generated = isinstance(out, RequestOutput)  # else an EmbeddingRequestOutput, made whole in one step
+        failed = next((o for o in out.outputs if o.finish_reason == "error"), None) if generated else None
         if failed is not None:  # the request fails alone (its other samples too); the batch went on
             del self._streams[out.request_id]
             self.engine.abort_request(out.request_id)
@@ -248,8 +274,8 @@ class AsyncEngine:
             return
         if out.finished:
             del self._streams[out.request_id]
-            self.finished_counts[out.outputs[0].finish_reason or "abort"] += 1
-        if self.observer is not None:
+            self.finished_counts[(out.outputs[0].finish_reason if generated else "stop") or "abort"] += 1
+        if self.observer is not None and generated:
             stream._observe(out, self.observer)
         self._put(stream, out)
 

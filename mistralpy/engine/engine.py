@@ -6,7 +6,12 @@ import itertools
 from typing import TYPE_CHECKING
 
 from ..config import EngineConfig, SchedulerConfig, resolve_dtype
+from ..embed.default_model import default_embedding_model_path
+from ..embed.outputs import EmbeddingRequestOutput
+from ..embed.spec import source_embedding_spec
+from ..embed.task import NO_SAMPLING, resolve_task
 from ..errors import InvalidRequestError, PromptTooLongError
+from ..generation_config import generation_defaults
 from ..layers.kv_cache import default_kv_cache_dtype
 from ..loader import GGMLParams, open_model_source
 from ..loader.default_model import default_model_path
@@ -39,18 +44,27 @@ class Engine:
         self.config = config
         bound_onednn_caches()
         self.threads = ThreadPolicy(config.num_threads)  # first: the load is mostly parallel torch ops
-        self.model_path = config.model or default_model_path()
+        self.model_path = config.model or (
+            default_embedding_model_path() if config.task == "embed" else default_model_path()
+        )
         source = open_model_source(self.model_path, GGMLParams.from_engine_config(config))
         self.model_config = source.model_config()
-        resolve_model_class(self.model_config)  # fail on an unsupported architecture before any heavy work
+        # fail on an unsupported architecture before any heavy work
+        is_encoder = getattr(resolve_model_class(self.model_config), "is_encoder", False)
+        self.task = resolve_task(config.task, is_encoder, config.pooling)
+        self.embedding = None
+        if self.task == "embed":
+            self.embedding = source_embedding_spec(source, self.model_config.hidden_size, config.pooling, is_encoder)
         self.tokenizer = load_tokenizer(source, self.model_path, config.chat_template)
-        self.generation_defaults: dict = getattr(source, "generation_defaults", {})
+        self.generation_defaults: dict = generation_defaults(source, config.generation_config)
         self.dtype = resolve_dtype(config.dtype)
         model = load_model(
             source, self.dtype, config.show_progress, weights=config.weights, quantization=config.quantization,
             between_modules=self.threads.update,
         )  # fmt: skip
         context = self.model_config.max_position_embeddings
+        if self.embedding is not None and self.embedding.max_seq_length is not None:
+            context = min(context, self.embedding.max_seq_length)
         max_model_len = config.max_model_len or context
         if max_model_len > context:
             raise InvalidRequestError(f"max_model_len {max_model_len} exceeds the model's context length {context}")
@@ -104,9 +118,9 @@ class Engine:
         `lora_request`: the LoRA adapter the request runs with (needs enable_lora), loaded into a slot if needed."""
         if cache_salt is not None and (not isinstance(cache_salt, str) or not cache_salt):
             raise InvalidRequestError("cache_salt must be a non-empty string")
-        request_id = request_id if request_id is not None else str(next(self._ids))
-        if request_id in self.output_processor.parents:
-            raise InvalidRequestError(f"request id {request_id!r} is already in use")
+        if self.task == "embed":
+            raise InvalidRequestError("this model is served for embeddings (task 'embed'); it does not generate text")
+        request_id = self._new_request_id(request_id)
         text = prompt if isinstance(prompt, str) else None
         if prompt_token_ids is not None:
             ids = list(prompt_token_ids)
@@ -160,6 +174,30 @@ class Engine:
     def _busy_lora_slots(self) -> set[int]:
         return {r.lora_slot for r in (*self.scheduler.running, *self.scheduler.waiting)}
 
+    def add_embed_request(
+        self, prompt: str | list[int], dimensions: int | None = None, request_id: str | None = None,
+        prompt_token_ids: list[int] | None = None,
+    ) -> str:  # fmt: skip
+        """An embedding request: its prompt's hidden states pooled into one vector (EmbeddingRequestOutput) in one
+        step, batched with the other requests. `dimensions`: a Matryoshka model's shorter vector."""
+        if self.embedding is None:
+            raise InvalidRequestError("this engine generates text; embeddings need task 'embed' (serve --task embed)")
+        request_id = self._new_request_id(request_id)
+        if prompt_token_ids is None:
+            prompt_token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+        ids = list(prompt_token_ids)
+        self.embedding.check_prompt(ids, self.model_config.vocab_size, self.max_model_len)
+        pooling = self.embedding.request_params(dimensions)
+        root = root_key(self.model_key, self.model_runner.rotary_table(len(ids)))
+        self.scheduler.add_request(Request(request_id, ids, NO_SAMPLING, prefix_root=root, pooling=pooling))
+        return request_id
+
+    def _new_request_id(self, request_id: str | None) -> str:
+        request_id = request_id if request_id is not None else str(next(self._ids))
+        if request_id in self.output_processor.parents or request_id in self.scheduler.requests:
+            raise InvalidRequestError(f"request id {request_id!r} is already in use")
+        return request_id
+
     def _validate_prompt(self, ids: list[int], params: SamplingParams) -> None:
         if not ids:
             raise InvalidRequestError("the prompt is empty")
@@ -181,7 +219,8 @@ class Engine:
 
     def abort_request(self, request_id: str) -> None:
         parent = self.output_processor.parents.get(request_id)
-        if parent is None:
+        if parent is None:  # an embedding request, or one already finished
+            self.scheduler.abort_request(request_id)
             return
         for child in parent.children:
             self.scheduler.abort_request(child.request_id)
@@ -219,7 +258,12 @@ class Engine:
         for req in failed:
             self.scheduler.finish_request(req, RequestStatus.FINISHED_ERROR)
             touched.setdefault(*self.output_processor.process_end(req))
-        return [self.output_processor.make_output(p, delta) for p in touched.values()]
+        outputs: list = [self.output_processor.make_output(p, delta) for p in touched.values()]
+        for s in sched.scheduled:
+            vector = result.pooled.get(s.request.request_id)
+            if vector is not None:
+                outputs.append(EmbeddingRequestOutput.of(s.request.request_id, s.request.prompt_token_ids, vector))
+        return outputs
 
     def _process_verified(self, req: Request, tokens: list[int], logprobs: list, touched: dict) -> None:
         """A verify step's tokens, in order, each checked for every stop condition before the next is taken."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .. import kernels
+from ..embed.pooling import pool
 from ..layers.attention import AttentionMetadata, PrefillSpan
 from ..layers.kv_cache import cache_shape, storage_dtype
 from ..layers.native import bind_native
@@ -32,6 +33,7 @@ class ModelRunnerOutput:
     # requests that verified draft tokens: the tokens they emit, in order, and those tokens' logprobs
     verified: dict[str, list[int]] = field(default_factory=dict)
     verified_logprobs: dict[str, list[dict[int, Logprob] | None]] = field(default_factory=dict)
+    pooled: dict[str, torch.Tensor] = field(default_factory=dict)  # embedding requests' vectors
 
 
 @dataclass
@@ -74,11 +76,12 @@ class ModelRunner:
         # structured output's masks for a step computed on a background thread while the forward runs (StepMasks)
         self.overlap_masks = True
         # only LongRoPE picks rotary rows by prompt length; the other models skip building them every step
-        self.needs_prompt_lens = model.rotary.long_rows_start is not None
+        self.rotary = getattr(model, "rotary", None)  # encoders have absolute positions
+        self.needs_prompt_lens = self.rotary is not None and self.rotary.long_rows_start is not None
 
     def rotary_table(self, num_prompt_tokens: int) -> int | None:
         """Which rotary table a request's tokens use, where a model has several (LongRoPE): see Request.prefix_root."""
-        return self.model.rotary.table_of(num_prompt_tokens)
+        return None if self.rotary is None else self.rotary.table_of(num_prompt_tokens)
 
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
@@ -91,6 +94,7 @@ class ModelRunner:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
             out = ModelRunnerOutput()
             self._prompt_logprobs(inputs, hidden, out)
+            self._pool(inputs, hidden, out)
             logits = self.model.compute_logits(hidden[inputs.logits_index]) if inputs.samplers else None
         except BaseException:
             if masks is not None:  # a failed step still waits for its masks: no thread may hold a matcher after it
@@ -130,11 +134,11 @@ class ModelRunner:
             else:
                 prefills.append(PrefillSpan(n, s.start + n, table))
             offset += n
-            if s.samples and s.spec_token_ids:
+            if s.samples and req.pooling is None and s.spec_token_ids:
                 samplers.append(s)
                 spans[req.request_id] = expand(req, s.spec_token_ids, len(rows), rows)
                 logits_index.extend(range(offset - len(s.spec_token_ids) - 1, offset))
-            elif s.samples:
+            elif s.samples and req.pooling is None:
                 samplers.append(s)
                 rows.append(req)
                 logits_index.append(offset - 1)
@@ -167,6 +171,14 @@ class ModelRunner:
                 targets = req.prompt_token_ids[s.start + 1 : end + 1]
                 out.prompt_logprobs[req.request_id] = compute_prompt_logprobs(logits, targets, num)
             offset += n
+
+    @staticmethod
+    def _pool(inputs: StepInputs, hidden: torch.Tensor, out: ModelRunnerOutput) -> None:
+        offset = 0
+        for s in inputs.order:
+            if s.request.pooling is not None:  # scheduled whole: these rows are all of its prompt's states
+                out.pooled[s.request.request_id] = pool(hidden[offset : offset + s.num_new_tokens], s.request.pooling)
+            offset += s.num_new_tokens
 
 
 def _collect(inputs: StepInputs, token_ids: list[int], logprobs: list, out: ModelRunnerOutput) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..embed.pooling import PoolingParams
     from ..outputs import Logprob
     from ..sampling_params import SamplingParams
     from ..structured.request_matcher import RequestMatcher
@@ -50,6 +51,8 @@ class Request:
     prefix_root: bytes = b""
     lora_slot: int = -1  # the LoRA slot of this request's adapter (mistralpy.lora), -1 for none
     spec_token_ids: list[int] = field(default_factory=list)  # draft tokens to verify next step (spec_decode)
+    # An embedding request: prefill only, scheduled whole; its output is its hidden states pooled, then it finishes
+    pooling: PoolingParams | None = None
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -99,8 +99,12 @@ class Scheduler:
     def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             req = self.waiting[0]
-            computed = self.block_manager.get_computed_blocks(req)
-            num_new = min(req.num_tokens - len(computed) * self.block_manager.block_size, budget)
+            pooled = req.pooling is not None  # all of its hidden states are pooled: no prefix hits, no chunks
+            computed = [] if pooled else self.block_manager.get_computed_blocks(req)
+            num_new = req.num_tokens - len(computed) * self.block_manager.block_size
+            if pooled and num_new > budget and out.scheduled:
+                break  # a prompt over the whole budget runs alone
+            num_new = num_new if pooled else min(num_new, budget)
             if not self.block_manager.allocate_slots(req, num_new, computed):
                 break
             self.waiting.popleft()
@@ -132,6 +136,9 @@ class Scheduler:
             req.num_computed_tokens += s.num_new_tokens
             prompt_done = min(req.num_computed_tokens, req.num_prompt_tokens)
             self.stats.num_prompt_tokens_computed += max(0, prompt_done - s.start)
+            if req.pooling is not None:  # its embedding was made in this step
+                self.finish_request(req, RequestStatus.FINISHED_STOPPED)
+                continue
             req.spec_token_ids = []
             emitted = verified.get(req.request_id) if verified else None
             if emitted is not None:

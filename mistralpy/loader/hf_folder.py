@@ -35,6 +35,11 @@ def read_json_object(path: Path, missing_ok: bool = False) -> dict[str, Any]:
     return data
 
 
+def sampling_defaults(generation_config: dict[str, Any]) -> dict[str, Any]:
+    """The sampling keys a generation_config.json sets."""
+    return {key: generation_config[key] for key in _GENERATION_KEYS if key in generation_config}
+
+
 def _id_list(value: Any) -> list[int]:
     if value is None:
         return []
@@ -102,7 +107,7 @@ class HFFolder:
     @property
     def generation_defaults(self) -> dict[str, Any]:
         """Sampling defaults from generation_config.json (only the keys it sets)."""
-        return {key: self.generation_config[key] for key in _GENERATION_KEYS if key in self.generation_config}
+        return sampling_defaults(self.generation_config)
 
     @property
     def tensor_names(self) -> list[str]:

@@ -164,6 +164,8 @@ class _WeightReader:
     def _hf_name(self, name: str) -> str | None:
         if self.is_gguf and name in self.cls.gguf_ignored:
             return None
+        if not self.is_gguf and name in getattr(self.cls, "hf_ignored", ()):
+            return None
         hf_name = _gguf_to_hf(name, self.cls.gguf_to_hf) if self.is_gguf else name
         if hf_name is None:
             raise ModelLoadError(f"unexpected tensor {name!r} for architecture {self.cfg.architecture}")

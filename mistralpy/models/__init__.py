@@ -7,7 +7,8 @@ import importlib
 from ..config import ModelConfig
 from ..errors import UnsupportedArchitectureError
 
-# name -> (module under mistralpy.models, class name). GGUF names are lower case, HF names end in "ForCausalLM".
+# name -> (module under mistralpy.models, class name). GGUF names are lower case, HF names end in "ForCausalLM"
+# (encoders: "BertModel").
 _REGISTRY: dict[str, tuple[str, str]] = {
     "llama": ("llama", "LlamaForCausalLM"),
     "LlamaForCausalLM": ("llama", "LlamaForCausalLM"),
@@ -27,6 +28,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "Qwen2ForCausalLM": ("qwen2", "Qwen2ForCausalLM"),
     "qwen3": ("qwen3", "Qwen3ForCausalLM"),
     "Qwen3ForCausalLM": ("qwen3", "Qwen3ForCausalLM"),
+    "BertModel": ("bert", "BertModel"),
 }
 
 

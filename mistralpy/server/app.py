@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,21 +21,22 @@ from .. import __version__, kernels
 from ..engine.async_engine import AsyncEngine
 from ..errors import InvalidRequestError
 from ..lora.request import LoRARequest
-from ..tokenizer import Tokenizer
 from .anthropic import routes as anthropic
 from .auth import ApiKeyMiddleware
 from .context import ServerContext
+from .embedding_protocol import EmbeddingRequest
 from .errors import exception_handlers
-from .http_edge import create_chat_completion, create_completion, parse_body
+from .http_edge import create_chat_completion, create_completion, parse_body, until_disconnect
 from .limits import RequestLimits
 from .lora_routes import lora_routes
 from .metrics import EngineSnapshot, ServerMetrics
 from .middleware import BodyLimitMiddleware, ReadinessMiddleware, RequestIdMiddleware
 from .openapi import openapi_document
-from .prompt_tokens import tokenize_request
+from .prompt_tokens import llama_cpp_tokens, tokenize_request
 from .protocol import DetokenizeRequest, TokenizeRequest
 from .responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse, now
 from .responses_api.routes import ResponsesRoutes
+from .serving_embedding import embedding
 
 logger = logging.getLogger(__name__)
 EngineLoader = Callable[[], AsyncEngine]
@@ -110,6 +110,10 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
     async def completions(request: Request) -> Response:
         return await create_completion(ctx, request)
 
+    async def embeddings(request: Request) -> Response:
+        body = await parse_body(request, EmbeddingRequest)
+        return JSONResponse((await until_disconnect(request, embedding(ctx, body))).model_dump())
+
     async def messages(request: Request) -> Response:
         return await anthropic.create_message(ctx, request)
 
@@ -147,8 +151,8 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
             ctx.limits.check_messages(body.messages)
         engine = ctx.engine
         ids, strs = await tokenize_request(engine.tokenizer, body)
-        if body.content is not None:  # llama.cpp's answer
-            return JSONResponse({"tokens": _pieces(engine.tokenizer, ids) if body.with_pieces else ids})
+        if body.llama_cpp_shape:
+            return JSONResponse({"tokens": await llama_cpp_tokens(engine.tokenizer, ids, body.with_pieces)})
         response = TokenizeResponse(count=len(ids), max_model_len=engine.max_model_len, tokens=ids, token_strs=strs)
         return JSONResponse(response.model_dump())
 
@@ -181,6 +185,7 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
         Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", responses.cancel, methods=["POST"]),
         Route("/v1/messages/count_tokens", message_tokens, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
@@ -206,8 +211,3 @@ async def _load(
     engine.observer = metrics
     engine.start()
     ctx.engine = engine
-
-
-def _pieces(tokenizer: Tokenizer, ids: list[int]) -> list[dict[str, Any]]:
-    """llama.cpp's with_pieces: each id with its text alone (a token holding part of a character shows U+FFFD)."""
-    return [{"id": i, "piece": tokenizer.decode([i], skip_special_tokens=False)} for i in ids]

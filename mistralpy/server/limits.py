@@ -74,6 +74,10 @@ class RequestLimits:
         if body.logprobs is not None:
             _at_most(body.logprobs, self.max_logprobs, "max_logprobs", "logprobs", "logprobs is {}")
 
+    def check_embedding(self, num_inputs: int) -> None:
+        """An embedding request's inputs each become a sequence (OpenAI's own cap is 2048 inputs)."""
+        _at_most(num_inputs, self.max_sequences, "max_sequences", "input", "input has {} items")
+
     def check_messages(self, messages: Sequence[Any]) -> None:
         _at_most(len(messages), self.max_messages, "max_messages", "messages", "messages has {} messages")
 

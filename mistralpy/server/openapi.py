@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .anthropic.protocol import CountTokensRequest, MessagesRequest
+from .embedding_protocol import EmbeddingRequest, EmbeddingResponse
 from .protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from .responses import (
     ChatCompletionChunk,
@@ -37,6 +38,7 @@ _OPERATIONS: tuple[tuple[str, str, str, Model, Model, Model], ...] = (
     ("/v1/responses/{response_id}", "get", "A stored response", None, None, None),
     ("/v1/responses/{response_id}", "delete", "Delete a stored response", None, None, None),
     ("/v1/responses/{response_id}/cancel", "post", "Cancel a background response", None, None, None),
+    ("/v1/embeddings", "post", "Embedding vectors of texts or token ids", EmbeddingRequest, EmbeddingResponse, None),
     ("/v1/models", "get", "The served model", None, ModelList, None),
     ("/v1/models/{model_id}", "get", "One model", None, ModelCard, None),
     ("/tokenize", "post", "Text or chat messages to token ids", TokenizeRequest, TokenizeResponse, None),

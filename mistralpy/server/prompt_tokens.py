@@ -64,6 +64,14 @@ async def tokenize_request(tokenizer: Tokenizer, body: TokenizeRequest) -> tuple
     return await off_loop(size, lambda: _tokenize(tokenizer, body))
 
 
+async def llama_cpp_tokens(tokenizer: Tokenizer, ids: list[int], with_pieces: bool) -> list:
+    """llama.cpp's /tokenize answer: the ids, or with_pieces [{"id", "piece"}] with each token's own text."""
+    if not with_pieces:
+        return ids
+    pieces = await off_loop(len(ids), lambda: [tokenizer.decode([i], skip_special_tokens=False) for i in ids])
+    return [{"id": i, "piece": piece} for i, piece in zip(ids, pieces, strict=True)]
+
+
 async def off_loop(size: int, work: Callable[[], T]) -> T:
     """`work` (tokenizing about `size` characters) in a worker thread; a large one in the large inputs' thread."""
     if size < LARGE_INPUT_CHARS:

@@ -243,8 +243,8 @@ class CompletionRequest(SamplingRequest):
 
 
 class TokenizeRequest(OpenAIModel):
-    """vLLM's /tokenize: either a prompt or chat messages (rendered with the chat template); or llama.cpp's: `content`
-    (answered in llama.cpp's shape)."""
+    """vLLM's /tokenize: either a prompt or chat messages (rendered with the chat template); or llama.cpp's: a
+    `content` string, `add_special` (default false), `with_pieces` (answered in llama.cpp's shape: llama_cpp_shape)."""
 
     model: str | None = None
     prompt: str | None = None
@@ -252,17 +252,28 @@ class TokenizeRequest(OpenAIModel):
     add_generation_prompt: bool = True
     add_special_tokens: bool | None = None  # default: True for a prompt, False for messages (the template has BOS)
     return_token_strs: bool = False
-    # llama.cpp's shape
     content: str | None = None
-    add_special: bool = False
+    add_special: bool | None = None
     with_pieces: bool = False
-    parse_special: Literal[True] = True  # special tokens' text is always read as those tokens
+    parse_special: bool = True  # special tokens' texts are always read as those tokens here
 
     @model_validator(mode="after")
     def _one_input(self) -> TokenizeRequest:
         if sum(x is not None for x in (self.prompt, self.messages, self.content)) != 1:
-            raise ValueError("give exactly one of prompt, messages or content")
+            raise ValueError("give exactly one of prompt, messages or content (llama.cpp's name)")
+        if not self.parse_special:
+            raise ValueError("parse_special=false is not supported: special tokens' texts are read as those tokens")
+        if self.content is None and (self.add_special is not None or self.with_pieces):
+            raise ValueError("add_special and with_pieces go with content (llama.cpp's request shape)")
+        if self.content is not None:
+            if self.add_special_tokens is not None or self.return_token_strs:
+                raise ValueError("with content (llama.cpp's shape) use add_special and with_pieces")
+            self.prompt, self.add_special_tokens = self.content, bool(self.add_special)
         return self
+
+    @property
+    def llama_cpp_shape(self) -> bool:
+        return self.content is not None
 
 
 class DetokenizeRequest(OpenAIModel):

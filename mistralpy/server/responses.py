@@ -170,5 +170,7 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeResponse(BaseModel):
-    prompt: str  # vLLM's name
-    content: str  # llama.cpp's
+    """vLLM's `prompt` and llama.cpp's `content`: the same text under both names."""
+
+    prompt: str
+    content: str

@@ -32,6 +32,21 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--served-model-name", default="default", help="the model name clients send (default 'default')")
     p.add_argument("--max-num-seqs", type=int, default=64, help="sequences batched together at most (default 64)")
     p.add_argument(
+        "--task", default=None, choices=["generate", "embed"],
+        help="generate text, or serve /v1/embeddings (default: embed for an encoder model, else generate; embed "
+        "without -m serves the embedded all-MiniLM-L6-v2)",
+    )  # fmt: skip
+    p.add_argument(
+        "--generation-config", default="auto",
+        help="sampling defaults for the fields a request leaves unset: auto (the model folder's "
+        "generation_config.json), vllm (none), or a generation_config.json file or folder (default auto)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pooling", default=None, choices=["mean", "cls", "last"],
+        help="how --task embed pools a prompt's hidden states (default: a sentence-transformers folder's own, "
+        "else cls for an encoder, last for a decoder)",
+    )  # fmt: skip
+    p.add_argument(
         "--cors-allowed-origins",
         default="",
         help="comma-separated origins allowed by CORS, e.g. 'http://localhost:3000' or '*' (default: none)",
@@ -81,6 +96,9 @@ def serve_command(args: argparse.Namespace) -> int:
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
         show_progress=sys.stderr.isatty(),
+        task=args.task,
+        pooling=args.pooling,
+        generation_config=args.generation_config,
         **engine_options(args),
         **lora_options(args),
     )
@@ -138,11 +156,12 @@ def serve_command(args: argparse.Namespace) -> int:
 
 def check_model(config: EngineConfig) -> str:
     """Fail before the server starts on what is cheap to check: the path, the file format, the architecture."""
+    from ..embed.default_model import default_embedding_model_path
     from ..loader import GGMLParams, open_model_source
     from ..loader.default_model import default_model_path
     from ..models import resolve_model_class
 
-    path = config.model or default_model_path()
+    path = config.model or (default_embedding_model_path() if config.task == "embed" else default_model_path())
     resolve_model_class(open_model_source(path, GGMLParams.from_engine_config(config)).model_config())
     return path
 
