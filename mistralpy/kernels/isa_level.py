@@ -9,7 +9,7 @@ MISTRALPY_ISA names one; naming one the CPU lacks is an error (its code would di
 level names the build (build_key) and its `-DMISTRALPY_LEVEL_*` macro, from which kernels/isa.h derives the macros
 the C++ sources branch on. `auto_dtype` is what dtype="auto" computes in: bfloat16 where that measured faster, on
 avx2 as on avx512 (bf16 storage, float32 math: the native decoder stack and fused element-wise kernels run; about
-1.6x decode and 2x prefill over float32 with torch itself held to AVX2, docs/BENCHMARKS.md). AVX-VNNI (the VEX
+1.5x decode and 2x prefill over float32 with torch itself held to AVX2, docs/BENCHMARKS.md). AVX-VNNI (the VEX
 u8 x s8 dot product of Alder Lake and Zen 5) is not used yet: the avx2 level is x86-64-v3 exactly, one build for
 every CPU that has it.
 """
