@@ -76,28 +76,20 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
-    """Map a dtype name to torch; "auto" is bfloat16 on the avx512 ISA level (native bf16 dot products), float32 on the
-    avx2 and portable levels (kernels/isa_level.py; MISTRALPY_ISA forces one)."""
+    """Map a dtype name to torch; "auto" is the ISA level's measured faster dtype (kernels/isa_level.py: bfloat16 on
+    avx512 and avx2, float32 on portable; MISTRALPY_ISA forces a level)."""
     if isinstance(name, torch.dtype):
         if name in _DTYPES.values():
             return name
         raise InvalidRequestError(f"unsupported dtype {name}; use one of: auto, {', '.join(_DTYPES)}")
     if name == "auto":
-        bf16 = isa_level.current_level().name == "avx512" and torch.backends.cpu.get_cpu_capability() == "AVX512"
-        return torch.bfloat16 if bf16 and _has_bf16() else torch.float32
+        return _DTYPES[isa_level.current_level().auto_dtype]
     key = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}.get(
         name, name
     )
     if key not in _DTYPES:
         raise InvalidRequestError(f"unsupported dtype {name!r}; use one of: auto, {', '.join(_DTYPES)}")
     return _DTYPES[key]
-
-
-def _has_bf16() -> bool:
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:
-        return False
 
 
 @dataclass

@@ -53,3 +53,23 @@ def test_bench_structured_json_and_table(tiny_llama):
     assert "| test" in table.stdout and "json c1" in table.stdout and "json c3" in table.stdout
     bad = run_cli("bench", "-m", str(tiny_llama[2]), "--structured", "-p", "16")
     assert bad.returncode == 1 and "-p/--n-prompt do not apply to --structured" in bad.stderr
+
+
+def test_bench_llama_bench_peer_errors(tiny_llama, tmp_path):
+    alone = run_cli("bench", "-m", str(tiny_llama[2]), "--llama-bench", "/bin/true")
+    assert alone.returncode == 1 and "give --compare llama-cpp too" in alone.stderr
+    missing = run_cli("bench", "-m", str(tiny_llama[2]), "--compare", "llama-cpp", "--llama-bench", str(tmp_path / "x"))
+    assert missing.returncode == 1 and "not an executable file" in missing.stderr
+    structured = run_cli("bench", "-m", str(tiny_llama[2]), "--structured", "--llama-bench", "/bin/true")
+    assert structured.returncode == 1 and "--llama-bench do not apply to --structured" in structured.stderr
+
+
+def test_llama_bench_output_parsing():
+    from mistralpy.bench.llama_bench import parse_seconds
+    from mistralpy.errors import InvalidRequestError
+
+    # the shape of `llama-bench -o json` (one object per test; avg_ns is the mean over its repetitions)
+    row = {"n_prompt": 512, "n_gen": 0, "n_threads": 2, "avg_ns": 1_750_000_000, "avg_ts": 292.57}
+    assert parse_seconds(json.dumps([row])) == 1.75
+    with pytest.raises(InvalidRequestError, match="printed no result"):
+        parse_seconds("main: error: failed to load model")

@@ -98,8 +98,8 @@ def first_divergence(outs: list[list[int]], exact: list[list[int]]) -> list[int]
     return firsts
 
 
-# the level's "auto" dtype: bf16 on avx512; float32 below it (their bf16 decoder stack: tests/test_decoder_stack.py)
-DTYPES = ["bfloat16"] if machine.ISA_LEVEL == "avx512" else ["float32"]
+# the level's "auto" dtype: bf16 on avx512 and avx2 (decode steps run the native decoder stack); float32 on portable
+DTYPES = ["float32"] if machine.ISA_LEVEL == "portable" else ["bfloat16"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -117,6 +117,21 @@ def test_fast_path_equals_the_kernel_reference(dtype: str):
     assert use_kernel_reference(reference.engine.model_runner.model) == 30 * 4 + 1  # and the tied logits
     outs = [o.outputs[0].token_ids for o in reference.generate(AGREEMENT_PROMPTS, params)]
     assert first_divergence(fast, outs) == [NEW_TOKENS] * len(AGREEMENT_PROMPTS)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_short_greedy_equals_the_kernel_reference(dtype: str):
+    """The test above, short, for the lower ISA levels (tests/test_isa_level_builds.py runs it on each): 8 prompts
+    decoded as one batch for 16 tokens, the fast path (its decode steps through the decoder stack in bf16) against
+    the kernel reference, token for token."""
+    machine.require_native_qmatmul()
+    assert native_qmatmul() is not None, "this machine must run the native quantized matmul (tests/machine.py)"
+    prompts, params = AGREEMENT_PROMPTS[:8], SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
+    fast = [o.outputs[0].token_ids for o in LLM(dtype=dtype, max_model_len=256).generate(prompts, params)]
+    reference = LLM(dtype=dtype, max_model_len=256)
+    assert use_kernel_reference(reference.engine.model_runner.model) == 30 * 4 + 1
+    outs = [o.outputs[0].token_ids for o in reference.generate(prompts, params)]
+    assert first_divergence(fast, outs) == [16] * len(prompts)
 
 
 def test_quantized_kernels_against_the_float32_path(llm):

@@ -43,6 +43,15 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         help="instead of the pp/tg/cN tests: embedding texts/s on TEXTS mixed texts (default 256) against "
         "sentence-transformers in the same run (-m: a sentence-transformers folder; default all-MiniLM-L6-v2)",
     )  # fmt: skip
+    p.add_argument(
+        "--llama-bench", default=None, metavar="PATH",
+        help="with --compare llama-cpp: time that llama-bench binary (e.g. benchmarks/build_llama_cpp_avx2.sh's) "
+        "instead of llama-cpp-python",
+    )  # fmt: skip
+    p.add_argument(
+        "--peer-dtype", choices=["bfloat16", "float32"], default=None,
+        help="transformers' dtype (default: float32 if --dtype is float32, else bfloat16)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--isa", choices=["auto", *LEVELS], default=None,
@@ -55,6 +64,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
     from ..loader.default_model import default_model_path
     from .backends import LlamaCppBackend, MistralpyBackend, TransformersBackend
+    from .llama_bench import LlamaBenchBackend
     from .runner import format_table, run_benchmarks, to_json
 
     if args.structured:
@@ -75,6 +85,8 @@ def bench_command(args: argparse.Namespace) -> int:
             f"unknown peer {unknown[0]!r} (choose from {', '.join(PEERS)})" if unknown
             else "nothing to run: give -p/-n/--concurrency values, --repetitions >= 1, --threads >= 1"
         )  # fmt: skip
+    if args.llama_bench is not None and "llama-cpp" not in peers:
+        raise InvalidRequestError("--llama-bench names the llama-cpp peer's binary: give --compare llama-cpp too")
     if args.isa is not None:
         os.environ[ISA_ENV] = args.isa  # before the engine loads (or builds) its kernels
     torch.set_num_threads(args.threads)
@@ -82,11 +94,12 @@ def bench_command(args: argparse.Namespace) -> int:
     max_len = args.max_model_len or max(t.prompt_tokens + t.gen_tokens for t in tests) + 16
     # a fixed count, as the peers get: the adaptive default is measured by benchmarks/contention.py
     options = dict(max_num_seqs=max(t.concurrency for t in tests), num_threads=args.threads, **engine_options(args))
+    llama_bench = LlamaBenchBackend(args.llama_bench, model, args.threads) if args.llama_bench else None
     backends = [MistralpyBackend(model, args.dtype, max_len, **options)]
     if "llama-cpp" in peers:
-        backends.append(LlamaCppBackend(model, args.threads, max_len))
+        backends.append(llama_bench or LlamaCppBackend(model, args.threads, max_len))
     if "transformers" in peers:
-        backends.append(TransformersBackend(model, args.dtype))
+        backends.append(TransformersBackend(model, args.peer_dtype or args.dtype))
     results = run_benchmarks(backends, tests, args.repetitions, progress=not args.json and sys.stderr.isatty())
     meta = _meta(args, model)
     speculator = backends[0].llm.engine.speculator
@@ -129,7 +142,8 @@ def structured_command(args: argparse.Namespace) -> int:
     from .structured import format_structured_table, run_structured
 
     given = [flag for flag, value in (("-p/--n-prompt", args.n_prompt), ("--concurrent-prompt",
-             args.concurrent_prompt), ("--compare", args.compare or None)) if value is not None]  # fmt: skip
+             args.concurrent_prompt), ("--compare", args.compare or None), ("--llama-bench", args.llama_bench),
+             ("--peer-dtype", args.peer_dtype)) if value is not None]  # fmt: skip
     if given:
         raise InvalidRequestError(f"{', '.join(given)} do not apply to --structured (text prompts, mistralpy only)")
     try:

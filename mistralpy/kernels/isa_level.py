@@ -7,8 +7,11 @@
 The level is the best one this CPU's flags allow (read from /proc/cpuinfo, the flags the kernel reports), unless
 MISTRALPY_ISA names one; naming one the CPU lacks is an error (its code would die on an illegal instruction). The
 level names the build (build_key) and its `-DMISTRALPY_LEVEL_*` macro, from which kernels/isa.h derives the macros
-the C++ sources branch on. AVX-VNNI (the VEX u8 x s8 dot product of Alder Lake and Zen 5) is not used yet: the
-avx2 level is x86-64-v3 exactly, one build for every CPU that has it.
+the C++ sources branch on. `auto_dtype` is what dtype="auto" computes in: bfloat16 where that measured faster, on
+avx2 as on avx512 (bf16 storage, float32 math: the native decoder stack and fused element-wise kernels run; about
+1.5x decode and 2x prefill over float32 with torch itself held to AVX2, docs/BENCHMARKS.md). AVX-VNNI (the VEX
+u8 x s8 dot product of Alder Lake and Zen 5) is not used yet: the avx2 level is x86-64-v3 exactly, one build for
+every CPU that has it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class IsaLevel:
     cflags: tuple[str, ...]  # the target flags and the level's macro (with the build's common flags: build_key)
     requires: frozenset[str]  # CPU flags (as /proc/cpuinfo spells them) the level's code may use
     machines: frozenset[str]  # platform.machine() values it exists on (empty: every machine)
+    auto_dtype: str  # what dtype="auto" computes in on this level: the faster one there, by measurement
 
     def runs_on(self, machine: str, flags: frozenset[str]) -> bool:
         return (not self.machines or machine in self.machines) and self.requires <= flags
@@ -45,9 +49,9 @@ _V3 = frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "
 _AVX512 = _V3 | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx512_vnni"}
 
 LEVELS: dict[str, IsaLevel] = {
-    "avx512": IsaLevel("avx512", ("-march=native", "-DMISTRALPY_LEVEL_AVX512=1"), _AVX512, _X86),
-    "avx2": IsaLevel("avx2", ("-march=x86-64-v3", "-DMISTRALPY_LEVEL_AVX2=1"), _V3, _X86),
-    "portable": IsaLevel("portable", ("-DMISTRALPY_LEVEL_PORTABLE=1",), frozenset(), frozenset()),
+    "avx512": IsaLevel("avx512", ("-march=native", "-DMISTRALPY_LEVEL_AVX512=1"), _AVX512, _X86, "bfloat16"),
+    "avx2": IsaLevel("avx2", ("-march=x86-64-v3", "-DMISTRALPY_LEVEL_AVX2=1"), _V3, _X86, "bfloat16"),
+    "portable": IsaLevel("portable", ("-DMISTRALPY_LEVEL_PORTABLE=1",), frozenset(), frozenset(), "float32"),
 }
 
 
