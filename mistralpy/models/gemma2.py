@@ -34,10 +34,12 @@ def layer_window(cfg: ModelConfig, layer_idx: int) -> int | None:
     return None if window is None or layer_idx % 2 else int(window)
 
 
-def attention_scale(cfg: ModelConfig) -> float:
+def attention_scale(cfg: ModelConfig, big_layers: int = LLAMA_CPP_27B_LAYERS) -> float:
+    """1/sqrt(query_pre_attn_scalar); a GGUF does not carry it: llama.cpp's rule (its 27B model, told by its number
+    of layers, `big_layers`, scales by hidden_size / heads, the others by head_dim)."""
     scalar = cfg.extra.get("query_pre_attn_scalar")
     if scalar is None:
-        big = cfg.num_hidden_layers == LLAMA_CPP_27B_LAYERS
+        big = cfg.num_hidden_layers == big_layers
         scalar = cfg.hidden_size // cfg.num_attention_heads if big else cfg.head_dim
     return float(scalar) ** -0.5
 

@@ -20,7 +20,7 @@ from ..layers.attention import Attention
 from ..layers.norm import GemmaRMSNorm
 from ..layers.rotary import RotaryEmbedding, rope_type
 from .gemma2 import GGUF_TO_HF as GEMMA2_GGUF_TO_HF
-from .gemma2 import Gemma2DecoderLayer, Gemma2ForCausalLM, Gemma2Model
+from .gemma2 import Gemma2DecoderLayer, Gemma2ForCausalLM, Gemma2Model, attention_scale
 from .qwen3 import Qwen3Attention
 
 GGUF_TO_HF = {
@@ -30,7 +30,7 @@ GGUF_TO_HF = {
 }
 DEFAULT_PATTERN = 6  # transformers' and llama.cpp's: layers 0-4 slide, layer 5 is global, and so on
 DEFAULT_LOCAL_THETA = 10000.0
-LLAMA_CPP_27B_LAYERS = 62
+LLAMA_CPP_27B_LAYERS = 62  # Gemma 3 27B (attention_scale)
 LAYER_TYPES = ("sliding_attention", "full_attention")
 
 
@@ -49,14 +49,6 @@ def sliding_layers(cfg: ModelConfig) -> list[bool]:
     if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 1:
         return [(i + 1) % pattern != 0 for i in range(n)]
     raise ModelLoadError(f"gemma3: sliding_window_pattern must be a period >= 1 or {n} booleans, not {pattern!r}")
-
-
-def attention_scale(cfg: ModelConfig) -> float:
-    scalar = cfg.extra.get("query_pre_attn_scalar")
-    if scalar is None:
-        big = cfg.num_hidden_layers == LLAMA_CPP_27B_LAYERS
-        scalar = cfg.hidden_size // cfg.num_attention_heads if big else cfg.head_dim
-    return float(scalar) ** -0.5
 
 
 def local_rotary(cfg: ModelConfig) -> RotaryEmbedding:
@@ -85,7 +77,7 @@ class Gemma3Attention(Qwen3Attention):
         sliding = sliding_layers(cfg)[layer_idx]
         super().__init__(cfg, rotaries.local if sliding else rotaries.full, layer_idx)
         window = cfg.extra.get("sliding_window") if sliding else None
-        self.attn = Attention(attention_scale(cfg), None if window is None else int(window))
+        self.attn = Attention(attention_scale(cfg, LLAMA_CPP_27B_LAYERS), None if window is None else int(window))
 
 
 class Gemma3DecoderLayer(Gemma2DecoderLayer):

@@ -5,18 +5,12 @@ after the header as Anthropic's `error` event."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
-from ...errors import MistralpyError
 from ..errors import status_of
 from ..responses import ChatCompletionChunk
-from ..streaming import ChunkStream
 from .convert import message_id, stop_of
 from .errors import anthropic_body
-
-logger = logging.getLogger(__name__)
 
 
 def event(kind: str, data: dict[str, Any]) -> str:
@@ -74,6 +68,9 @@ class MessageEvents:
         usage = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
         return self._close() + [event("message_delta", {"delta": delta, "usage": usage}), event("message_stop", {})]
 
+    def fail(self, error: BaseException) -> list[str]:
+        return [event("error", {"error": anthropic_body(*status_of(error))["error"]})]
+
     def _block(self, kind: str, fields: dict[str, Any]) -> list[str]:
         if self.open == kind and kind != "tool_use":
             return []
@@ -90,20 +87,3 @@ class MessageEvents:
             return []
         self.open = None
         return [event("content_block_stop", {"index": self.index})]
-
-
-async def message_events(chunks: ChunkStream[ChatCompletionChunk], model: str) -> AsyncIterator[str]:
-    events = MessageEvents(model, chunks.num_prompt_tokens or 0)
-    for e in events.start():
-        yield e
-    try:
-        async for chunk in chunks:
-            for e in events.of_chunk(chunk):
-                yield e
-    except Exception as error:
-        if not isinstance(error, MistralpyError):
-            logger.error("generation failed", exc_info=error)
-        yield event("error", {"error": anthropic_body(*status_of(error))["error"]})
-        return
-    for e in events.end():
-        yield e

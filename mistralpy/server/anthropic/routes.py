@@ -7,11 +7,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..context import ServerContext
+from ..event_stream import translated_events
 from ..http_edge import SSEResponse, parse_body, until_disconnect
 from ..serving_chat import chat_completion, chat_prompt
 from ..streaming import ChunkStream
 from .convert import chat_request, message_of
-from .events import message_events
+from .events import MessageEvents
 from .protocol import CountTokensRequest, MessagesRequest
 
 
@@ -19,7 +20,8 @@ async def create_message(ctx: ServerContext, raw: Request) -> Response:
     body = chat_request(await parse_body(raw, MessagesRequest))
     result = await until_disconnect(raw, chat_completion(ctx, body))
     if isinstance(result, ChunkStream):
-        return SSEResponse(message_events(result, ctx.model_name), on_close=result.abort)
+        events = MessageEvents(ctx.model_name, result.num_prompt_tokens or 0)
+        return SSEResponse(translated_events(result, events), on_close=result.abort)
     return JSONResponse(message_of(result))
 
 

@@ -4,22 +4,18 @@ output item opened, its deltas, closed, then exactly one of response.completed /
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from ...errors import MistralpyError
 from ..errors import status_of
 from ..responses import ChatCompletionChunk
-from ..streaming import ChunkStream
 from .convert import call_item, fail, finish, message_item, new_id, reasoning_item, text_part
-
-logger = logging.getLogger(__name__)
 
 
 class ResponseEvents:
-    def __init__(self, response: dict[str, Any]) -> None:
-        self.response = response
+    def __init__(self, response: dict[str, Any], on_end: Callable[[], None]) -> None:
+        """`on_end` runs once the Response is final (completed, incomplete or failed), to store it."""
+        self.response, self.on_end = response, on_end
         self.items: list[dict[str, Any]] = []
         self.open: dict[str, Any] | None = None
         self.sequence = 0
@@ -64,12 +60,14 @@ class ResponseEvents:
         out = self._close()
         finish(self.response, self.items, self.finish_reason, self.usage)
         kind = "response.incomplete" if self.response["status"] == "incomplete" else "response.completed"
+        self.on_end()
         return out + [self.event(kind, response=self.response)]
 
     def fail(self, error: BaseException) -> list[str]:
         out = self._close()
         self.response["output"] = self.items
         fail(self.response, *status_of(error))
+        self.on_end()
         return out + [self.event("response.failed", response=self.response)]
 
     def _open(self, kind: str, make: Callable[[], dict[str, Any]]) -> list[str]:
@@ -113,25 +111,3 @@ class ResponseEvents:
             )
         item["status"] = "completed"
         return out + [self.event("response.output_item.done", output_index=index, item=item)]
-
-
-async def response_events(
-    chunks: ChunkStream[ChatCompletionChunk], events: ResponseEvents, on_end: Callable[[], None]
-) -> AsyncIterator[str]:
-    """The events; `on_end` runs once the Response is final (completed, incomplete or failed), to store it."""
-    for e in events.start():
-        yield e
-    try:
-        async for chunk in chunks:
-            for e in events.of_chunk(chunk):
-                yield e
-    except Exception as error:
-        if not isinstance(error, MistralpyError):
-            logger.error("generation failed", exc_info=error)
-        for e in events.fail(error):
-            yield e
-        on_end()
-        return
-    for e in events.end():
-        yield e
-    on_end()

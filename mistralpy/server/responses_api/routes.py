@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from ...errors import InvalidRequestError
 from ..context import ServerContext
 from ..errors import APIError, status_of
+from ..event_stream import translated_events
 from ..http_edge import SSEResponse, parse_body, until_disconnect
 from ..serving_chat import chat_completion
 from ..streaming import ChunkStream
@@ -27,7 +28,7 @@ from .convert import (
     output_items,
     response_object,
 )
-from .events import ResponseEvents, response_events
+from .events import ResponseEvents
 from .protocol import ResponsesRequest
 from .store import ResponseStore, Stored
 
@@ -48,9 +49,8 @@ class ResponsesRoutes:
             return self._background(chat, response, messages)
         result = await until_disconnect(raw, chat_completion(self.ctx, chat))
         if isinstance(result, ChunkStream):
-            events = ResponseEvents(response)
-            end = lambda: self._keep(body, response, messages, events.items)  # noqa: E731
-            return SSEResponse(response_events(result, events, end), on_close=result.abort)
+            events = ResponseEvents(response, lambda: self._keep(body, response, messages, events.items))
+            return SSEResponse(translated_events(result, events), on_close=result.abort)
         items = output_items(result.choices[0])
         finish(response, items, result.choices[0].finish_reason, result.usage)
         self._keep(body, response, messages, items)
