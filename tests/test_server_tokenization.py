@@ -39,9 +39,9 @@ def test_the_engine_gets_token_ids_made_off_both_loops(tiny_llama, tokenizer_dir
 
         tokenizer.encode, tokenizer.apply_chat_template = spy(encode), spy(render)
 
-        def add(prompt, params, request_id=None, prompt_token_ids=None, cache_salt=None, grammar=None):
+        def add(prompt, params, request_id=None, prompt_token_ids=None, cache_salt=None, grammar=None, lora=None):
             added.append((prompt, prompt_token_ids))
-            return add_request(prompt, params, request_id, prompt_token_ids, cache_salt, grammar)
+            return add_request(prompt, params, request_id, prompt_token_ids, cache_salt, grammar, lora)
 
         core.add_request = add
         transport = httpx.ASGITransport(app=create_app(engine, "m"))

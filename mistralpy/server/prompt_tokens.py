@@ -91,8 +91,6 @@ def _tokenize(tokenizer: Tokenizer, body: TokenizeRequest) -> tuple[list[int], l
         messages = [m.to_template() for m in body.messages]
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=body.add_generation_prompt)
         ids = tokenizer.encode(text, add_special_tokens=bool(body.add_special_tokens))
-    elif body.content is not None:
-        ids = tokenizer.encode(body.content, add_special_tokens=body.add_special)
     else:
         add_special = body.add_special_tokens is None or body.add_special_tokens
         ids = tokenizer.encode(body.prompt, add_special_tokens=add_special)
