@@ -25,6 +25,7 @@ from ..quant.quantized_linear import QuantizedLinear
 from ..sampling_params import SamplingParams
 from ..spec_decode.speculator import Speculator
 from ..structured.compile_cache import GrammarCompiler
+from ..structured.sampler_hooks import take_dead_grammars
 from ..threads import ThreadPolicy
 from ..tokenizer import Tokenizer
 from .block_hash import model_key, root_key
@@ -245,8 +246,8 @@ class Engine:
         for s in sched.scheduled:
             entries = result.prompt_logprobs.get(s.request.request_id)
             if entries is not None:
-                merge_prompt_logprobs(s.request, s.start, entries)
-        failed = _take_dead_grammars(sched, result.sampled)
+                s.request.merge_prompt_logprobs(s.start, entries)
+        failed = take_dead_grammars(sched, result.sampled)
         touched = {}
         for req in self.scheduler.update_from_output(sched, result.sampled, result.verified):
             self._process_token(req, result.logprobs.get(req.request_id), touched)
@@ -285,26 +286,6 @@ class Engine:
                 self.scheduler.finish_request(req, RequestStatus.FINISHED_STOPPED)
         parent, _ = self.output_processor.child_to_parent[req.request_id]
         touched[parent.request_id] = parent
-
-
-def _take_dead_grammars(sched: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
-    """The requests whose grammar cannot go on (llguidance refused the drawn token, or ran past one of its parser
-    limits while masking): their token is dropped from `sampled`; they fail alone, with llguidance's message."""
-    failed = []
-    for s in sched.scheduled:
-        req = s.request
-        if req.matcher is not None and req.request_id in sampled and req.matcher.error is not None:
-            del sampled[req.request_id]
-            req.error = f"structured output failed: {req.matcher.error}"
-            failed.append(req)
-    return failed
-
-
-def merge_prompt_logprobs(req: Request, start: int, entries: list) -> None:
-    """Entries predict prompt tokens start+1...; position 0 has no logprob (None). Recomputed chunks overwrite."""
-    if not req.prompt_logprobs:
-        req.prompt_logprobs.append(None)
-    req.prompt_logprobs[start + 1 : start + 1 + len(entries)] = entries
 
 
 def load_tokenizer(source, model_path: str, chat_template: str | None = None) -> Tokenizer:

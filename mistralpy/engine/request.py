@@ -66,6 +66,12 @@ class Request:
     def all_token_ids(self) -> list[int]:
         return self.prompt_token_ids + self.output_token_ids
 
+    def merge_prompt_logprobs(self, start: int, entries: list) -> None:
+        """Entries predict prompt tokens start+1...; position 0 has no logprob (None). Recomputed chunks overwrite."""
+        if not self.prompt_logprobs:
+            self.prompt_logprobs.append(None)
+        self.prompt_logprobs[start + 1 : start + 1 + len(entries)] = entries
+
     @property
     def is_finished(self) -> bool:
         return self.status.is_finished

@@ -1,5 +1,5 @@
 """Where structured output meets the sampler: the step's masks (StepMasks) applied to a chunk of rows before the
-draw, the drawn tokens consumed after it."""
+draw, the drawn tokens consumed after it, and the requests whose grammar could not go on taken out of the step."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .token_mask import MaskKernel, apply_bitmask
 
 if TYPE_CHECKING:
     from ..engine.request import Request
+    from ..engine.scheduler import SchedulerOutput
 
 
 def masks_for(requests: list[Request], vocab_size: int, masks: StepMasks | None) -> StepMasks | None:
@@ -36,3 +37,16 @@ def mask_chunk(
 def consume_sampled(requests: list[Request], rows: list[int], token_ids: list[int]) -> None:
     for i in rows:
         requests[i].matcher.consume(token_ids[i])
+
+
+def take_dead_grammars(sched: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
+    """The requests whose grammar cannot go on (llguidance refused the drawn token, or ran past one of its parser
+    limits while masking): their token is dropped from `sampled`; they fail alone, with llguidance's message."""
+    failed = []
+    for s in sched.scheduled:
+        req = s.request
+        if req.matcher is not None and req.request_id in sampled and req.matcher.error is not None:
+            del sampled[req.request_id]
+            req.error = f"structured output failed: {req.matcher.error}"
+            failed.append(req)
+    return failed
