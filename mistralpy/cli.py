@@ -148,7 +148,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="run the OpenAI-compatible HTTP server",
         description="Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, ...).",
     )
-    add_model_args(serve)
+    add_model_args(serve, several=True)
     add_chat_template_arg(serve)
     add_serve_args(serve)
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
+    """`several`: -m may be repeated (serve: one engine a model)."""
     p.add_argument(
         "-m",
         "--model",
         default=None,
-        help="GGUF file, legacy GGML file or Hugging Face model folder (default: the embedded SmolLM2-135M Q4_1)",
+        action="append" if several else "store",
+        help="GGUF file, legacy GGML file or Hugging Face model folder (default: the embedded SmolLM2-135M Q4_1)"
+        + ("; repeat it to serve several models" if several else ""),
     )
     p.add_argument(
         "--dtype",

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 
-from mistralpy.server.metrics import PREFIX, EngineSnapshot, Histogram, ServerMetrics
+from mistralpy.server.metrics import PREFIX, EngineSnapshot, Histogram, ServerMetrics, render, tag
 
-SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-z]+="[^"]*"\})? -?[0-9.e+-]+$')
+LABEL = r'[a-z_]+="(?:[^"\\]|\\.)*"'  # a label: a value with the format's escapes
+SAMPLE = re.compile(rf"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{{{LABEL}(,{LABEL})*\}})? -?[0-9.e+-]+$")
 
 
 def test_histogram_buckets_are_cumulative_and_bounds_inclusive():
     h = Histogram("latency_seconds", "Latency.", buckets=(0.1, 1.0))
     for value in (0.05, 0.1, 0.5, 1.0, 7.0):
         h.observe(value)
-    lines = h.lines()
+    lines = render([[h.family("")]]).decode().splitlines()
     assert lines[:2] == [f"# HELP {PREFIX}latency_seconds Latency.", f"# TYPE {PREFIX}latency_seconds histogram"]
     assert lines[2:] == [
         f'{PREFIX}latency_seconds_bucket{{le="0.1"}} 2.0',
@@ -42,3 +43,24 @@ def test_every_line_is_a_comment_or_a_sample():
     types = [line.split()[3] for line in lines if line.startswith("# TYPE")]
     assert len(types) == len({line.split()[2] for line in lines if line.startswith("# TYPE")}) == 18
     assert set(types) == {"gauge", "counter", "histogram"}
+
+
+def test_several_engines_share_each_header_and_label_their_samples():
+    one, two = ServerMetrics(), ServerMetrics()
+    two.on_finished(0.5)
+    text = render([
+        one.families(EngineSnapshot(running=1, finished={"stop": 2}), tag("model_name", "a")),
+        two.families(EngineSnapshot(running=3), tag("model_name", 'b"\\')),
+    ]).decode()  # fmt: skip
+    lines = text.splitlines()
+    assert all(line.startswith("# ") or SAMPLE.match(line) for line in lines), text
+    headers = [line for line in lines if line.startswith("# TYPE")]
+    assert len(headers) == len(set(headers)) == 18  # one header a metric, both engines' samples under it
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if not line.startswith("#")}
+    assert values[f'{PREFIX}num_requests_running{{model_name="a"}}'] == 1
+    assert values[f'{PREFIX}num_requests_running{{model_name="b\\"\\\\"}}'] == 3  # the format's escapes
+    assert values[f'{PREFIX}request_finished_total{{model_name="a",reason="stop"}}'] == 2
+    assert values[f'{PREFIX}e2e_request_latency_seconds_count{{model_name="b\\"\\\\"}}'] == 1
+    assert lines.index(f"# TYPE {PREFIX}num_requests_running gauge") + 1 == lines.index(
+        f'{PREFIX}num_requests_running{{model_name="a"}} 1.0'
+    )

@@ -8,7 +8,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,21 +28,22 @@ from .errors import exception_handlers
 from .http_edge import create_chat_completion, create_completion, parse_body, until_disconnect
 from .limits import RequestLimits
 from .lora_routes import lora_routes
-from .metrics import EngineSnapshot, ServerMetrics
+from .metrics import EngineSnapshot, render, tag
 from .middleware import BodyLimitMiddleware, ReadinessMiddleware, RequestIdMiddleware
+from .model_registry import EngineLoader, ModelRegistry, ModelSlot
+from .model_routes import model_routes
 from .openapi import openapi_document
 from .prompt_tokens import llama_cpp_tokens, tokenize_request
 from .protocol import DetokenizeRequest, TokenizeRequest
-from .responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse, now
+from .responses import DetokenizeResponse, TokenizeResponse
 from .responses_api.routes import ResponsesRoutes
 from .serving_embedding import embedding
 
 logger = logging.getLogger(__name__)
-EngineLoader = Callable[[], AsyncEngine]
 
 
 def create_app(
-    engine: AsyncEngine | EngineLoader,
+    engine: AsyncEngine | EngineLoader | ModelRegistry,
     served_model_name: str = "default",
     api_key: str | None = None,
     cors_allowed_origins: Sequence[str] = (),
@@ -51,40 +51,55 @@ def create_app(
     on_load_error: Callable[[BaseException], None] | None = None,
     lora_modules: dict[str, LoRARequest] | None = None,
     lora_runtime_updates: bool = False,
+    model_runtime_updates: bool = False,
 ) -> Starlette:
-    """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup: until it returns, every
-    route (and /health) answers 503. A loader failure is passed to on_load_error (serve uses it to exit).
-    The app's ServerContext is `app.state.context` (serve stops its engine on shutdown).
+    """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup, or a ModelRegistry of several
+    models (each named and configured there). Until every model given is loaded, every route (and /health) answers
+    503. A loader failure is passed to on_load_error (serve uses it to exit). The app's registry is
+    `app.state.models` (serve stops its engines on shutdown).
     `lora_modules`: LoRA adapters by name, selected by a request's `model` and listed by /v1/models;
-    `lora_runtime_updates`: serve vLLM's routes that load and unload adapters (server/lora_routes.py)."""
-    loader = None if isinstance(engine, AsyncEngine) else engine
-    ctx = ServerContext(None if loader else engine, served_model_name, limits=limits or RequestLimits())
-    ctx.lora_modules, ctx.lora_runtime_updates = dict(lora_modules or {}), lora_runtime_updates
-    metrics = ServerMetrics()
+    `lora_runtime_updates`: serve vLLM's routes that load and unload adapters (server/lora_routes.py);
+    `model_runtime_updates`: serve POST /v1/models/load and /v1/models/unload (server/model_routes.py)."""
+    models = engine if isinstance(engine, ModelRegistry) else _one_model(engine, served_model_name, lora_modules)
+    if isinstance(engine, ModelRegistry) and (served_model_name != "default" or lora_modules):
+        raise ValueError("a ModelRegistry names its models and their adapters itself")
+    for slot in models.slots.values():
+        slot.ctx.limits = limits or slot.ctx.limits
+        slot.ctx.lora_runtime_updates = slot.ctx.lora_runtime_updates or lora_runtime_updates
+        if slot.ctx.engine is not None:  # given ready: serving starts at once (an ASGI client may run no lifespan)
+            slot.ctx.engine.observer = slot.ctx.metrics
+    models.runtime_updates = model_runtime_updates
+    models.ready = all(slot.ctx.engine is not None for slot in models.slots.values())
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(_load(loader, ctx, metrics, on_load_error)) if loader else None
-        if ctx.engine is not None:
-            ctx.engine.observer = metrics
-            ctx.engine.start()
+        task = asyncio.create_task(_load_all(models, on_load_error))
         yield
-        if task is not None:
-            task.cancel()
-        if ctx.engine is not None:
-            await ctx.engine.shutdown()
+        task.cancel()
+        await models.shutdown("the server is shutting down")
 
     app = Starlette(
-        routes=_routes(ctx, metrics),
-        middleware=_middleware(ctx, api_key, cors_allowed_origins),
+        routes=_routes(models),
+        middleware=_middleware(models, api_key, cors_allowed_origins, limits or RequestLimits()),
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
-    app.state.context = ctx
+    app.state.models = models
     return app
 
 
-def _middleware(ctx: ServerContext, api_key: str | None, cors_allowed_origins: Sequence[str]) -> list[Middleware]:
+def _one_model(
+    engine: AsyncEngine | EngineLoader, name: str, lora_modules: dict[str, LoRARequest] | None
+) -> ModelRegistry:
+    ready = isinstance(engine, AsyncEngine)
+    ctx = ServerContext(engine if ready else None, name, lora_modules=dict(lora_modules or {}))
+    path = engine.engine.model_path if ready else None
+    return ModelRegistry([ModelSlot(ctx, None if ready else engine, path)])
+
+
+def _middleware(
+    models: ModelRegistry, api_key: str | None, cors_allowed_origins: Sequence[str], limits: RequestLimits
+) -> list[Middleware]:
     """Outermost first: request id + access log wrap everything, so 401/413/503 answers get them too. The API key
     and readiness are checked from the headers alone, before the body is read (and only then is it read)."""
     stack = [Middleware(RequestIdMiddleware)]
@@ -95,50 +110,34 @@ def _middleware(ctx: ServerContext, api_key: str | None, cors_allowed_origins: S
         ))  # fmt: skip
     if api_key:
         stack.append(Middleware(ApiKeyMiddleware, api_key=api_key))
-    stack.append(Middleware(ReadinessMiddleware, is_ready=lambda: ctx.engine is not None))
-    stack.append(Middleware(BodyLimitMiddleware, limits=ctx.limits))
+    stack.append(Middleware(ReadinessMiddleware, is_ready=lambda: models.ready))
+    stack.append(Middleware(BodyLimitMiddleware, limits=limits))
     return stack
 
 
-def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
-    created = now()
-    responses = ResponsesRoutes(ctx)
+def _routes(models: ModelRegistry) -> list[Route]:
+    responses = ResponsesRoutes(models)
 
     async def chat_completions(request: Request) -> Response:
-        return await create_chat_completion(ctx, request)
+        return await create_chat_completion(models, request)
 
     async def completions(request: Request) -> Response:
-        return await create_completion(ctx, request)
+        return await create_completion(models, request)
 
     async def embeddings(request: Request) -> Response:
         body = await parse_body(request, EmbeddingRequest)
+        ctx = await models.context(body.model)
         return JSONResponse((await until_disconnect(request, embedding(ctx, body))).model_dump())
 
     async def messages(request: Request) -> Response:
-        return await anthropic.create_message(ctx, request)
+        return await anthropic.create_message(models, request)
 
     async def message_tokens(request: Request) -> Response:
-        return await anthropic.count_tokens(ctx, request)
-
-    def model_card(name: str | None = None) -> ModelCard:
-        engine = ctx.engine
-        root = Path(engine.engine.model_path).name  # the file or folder's name: the server's paths stay private
-        if name is not None and name != ctx.model_name:  # a LoRA adapter: its parent is the base model
-            root = Path(ctx.lora_modules[name].lora_path).name
-            return ModelCard(id=name, created=created, root=root, parent=ctx.model_name)
-        return ModelCard(id=ctx.model_name, created=created, root=root, max_model_len=engine.max_model_len)
-
-    async def models(_: Request) -> JSONResponse:
-        cards = [model_card(), *map(model_card, ctx.lora_modules)]
-        return JSONResponse(ModelList(data=cards).model_dump())
-
-    async def model(request: Request) -> JSONResponse:
-        name = request.path_params["model_id"]
-        ctx.check_model(name)
-        return JSONResponse(model_card(name).model_dump())
+        return await anthropic.count_tokens(models, request)
 
     async def health(_: Request) -> Response:
-        await ctx.engine.call(lambda _: None)  # the loop thread answers between steps: it is alive
+        for ctx in models.loaded():  # each loop thread answers between steps: it is alive
+            await ctx.engine.call(lambda _: None)
         return Response(status_code=200)
 
     async def version(_: Request) -> JSONResponse:
@@ -146,7 +145,7 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
 
     async def tokenize(request: Request) -> JSONResponse:
         body = await parse_body(request, TokenizeRequest)
-        ctx.check_model(body.model)
+        ctx = await models.context(body.model)
         if body.messages is not None:
             ctx.limits.check_messages(body.messages)
         engine = ctx.engine
@@ -158,7 +157,7 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
 
     async def detokenize(request: Request) -> JSONResponse:
         body = await parse_body(request, DetokenizeRequest)
-        ctx.check_model(body.model)
+        ctx = await models.context(body.model)
         engine = ctx.engine
         vocab = engine.engine.model_config.vocab_size
         ctx.limits.check_tokens([len(body.tokens)], param="tokens", noun="tokens")
@@ -169,9 +168,7 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
         return JSONResponse(DetokenizeResponse(prompt=text, content=text).model_dump())
 
     async def metrics_route(_: Request) -> Response:
-        engine = ctx.engine
-        snapshot = await engine.call(lambda e: EngineSnapshot.of(e, engine.finished_counts))
-        return Response(metrics.render(snapshot), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(await render_metrics(models), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi(_: Request) -> JSONResponse:
         return JSONResponse(openapi_document(__version__))
@@ -186,28 +183,39 @@ def _routes(ctx: ServerContext, metrics: ServerMetrics) -> list[Route]:
         Route("/v1/responses/{response_id}/cancel", responses.cancel, methods=["POST"]),
         Route("/v1/messages/count_tokens", message_tokens, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/models/{model_id:path}", model, methods=["GET"]),
+        *model_routes(models),
         Route("/health", health, methods=["GET"]),
         Route("/version", version, methods=["GET"]),
         Route("/tokenize", tokenize, methods=["POST"]),
         Route("/detokenize", detokenize, methods=["POST"]),
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        *(lora_routes(ctx) if ctx.lora_runtime_updates else []),
+        *lora_routes(models),
     ]
 
 
-async def _load(
-    loader: EngineLoader, ctx: ServerContext, metrics: ServerMetrics, on_error: Callable[[BaseException], None] | None
-) -> None:
+async def _load_all(models: ModelRegistry, on_error: Callable[[BaseException], None] | None) -> None:
+    """Start-up: every model loaded in turn (one at a time: their peaks of memory do not add up)."""
     try:
-        engine = await asyncio.get_running_loop().run_in_executor(None, loader)
+        for slot in models.slots.values():
+            if slot.ctx.engine is not None:
+                slot.ctx.engine.start()
+            else:
+                await models.load(slot)
     except Exception as e:  # noqa: BLE001 - reported to the caller, which decides how to stop
         logger.error("model loading failed: %s", e)
         if on_error is not None:
             on_error(e)
         return
-    engine.observer = metrics
-    engine.start()
-    ctx.engine = engine
+    models.ready = True
+
+
+async def render_metrics(models: ModelRegistry) -> bytes:
+    """Every loaded model's metrics; labelled with model_name where the server serves several (as vLLM's are)."""
+    labelled = len(models.slots) > 1
+    per_engine = []
+    for ctx in models.loaded():
+        engine = ctx.engine
+        snapshot = await engine.call(lambda e, engine=engine: EngineSnapshot.of(e, engine.finished_counts))
+        per_engine.append(ctx.metrics.families(snapshot, tag("model_name", ctx.model_name) if labelled else ""))
+    return render(per_engine)

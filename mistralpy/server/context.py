@@ -13,6 +13,7 @@ from ..engine.async_engine import AsyncEngine
 from ..errors import UnknownModelError
 from ..lora.request import LoRARequest
 from .limits import RequestLimits
+from .metrics import ServerMetrics
 
 
 @dataclass
@@ -23,6 +24,8 @@ class ServerContext:
     limits: RequestLimits = field(default_factory=RequestLimits)
     lora_modules: dict[str, LoRARequest] = field(default_factory=dict)  # adapter name -> adapter (serve --lora)
     lora_runtime_updates: bool = False  # POST /v1/load_lora_adapter and /v1/unload_lora_adapter are served
+    is_default: bool = False  # the server's default model: "default" names it too (mistral.rs's)
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)  # the engine's latency histograms
 
     @property
     def generation_defaults(self) -> dict[str, Any]:
@@ -31,8 +34,9 @@ class ServerContext:
 
     def check_model(self, name: str | None) -> None:
         """A request may omit `model`; naming any model but the served one is an error (404 at the server)."""
-        if name is not None and name != self.model_name and name not in self.lora_modules:
-            raise UnknownModelError(name, self.model_name, self.server)
+        if name in (None, self.model_name) or name in self.lora_modules or self.is_default and name == "default":
+            return
+        raise UnknownModelError(name, self.model_name, self.server)
 
     def response_model(self, name: str | None) -> str:
         """The `model` a response names: the adapter a request selected (as vLLM answers), else the served model."""

@@ -20,8 +20,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..errors import MistralpyError
-from .context import ServerContext
 from .errors import APIError, ClientDisconnected, error_body, status_of
+from .model_registry import ModelRegistry
 from .protocol import ChatCompletionRequest, CompletionRequest
 from .serving_chat import chat_completion
 from .serving_completion import completion
@@ -34,15 +34,17 @@ M = TypeVar("M", bound=BaseModel)
 DONE = "data: [DONE]\n\n"
 
 
-async def create_chat_completion(ctx: ServerContext, raw: Request) -> Response:
+async def create_chat_completion(models: ModelRegistry, raw: Request) -> Response:
     """POST /v1/chat/completions: JSON, or OpenAI's SSE chunks when stream is true."""
     body = await parse_body(raw, ChatCompletionRequest)
+    ctx = await models.context(body.model)
     return respond(await until_disconnect(raw, chat_completion(ctx, body)), body.include_usage)
 
 
-async def create_completion(ctx: ServerContext, raw: Request) -> Response:
+async def create_completion(models: ModelRegistry, raw: Request) -> Response:
     """POST /v1/completions: JSON, or OpenAI's SSE chunks when stream is true."""
     body = await parse_body(raw, CompletionRequest)
+    ctx = await models.context(body.model)
     return respond(await until_disconnect(raw, completion(ctx, body)), body.include_usage)
 
 

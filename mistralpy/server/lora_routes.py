@@ -13,15 +13,16 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from ..lora.request import LoRARequest
-from .context import ServerContext
 from .errors import APIError
 from .http_edge import parse_body
+from .model_registry import ModelRegistry
 from .protocol_base import OpenAIModel
 
 
 class LoadLoRAAdapterRequest(OpenAIModel):
     lora_name: str = Field(min_length=1)
     lora_path: str = Field(min_length=1)
+    model: str | None = None  # the base model where a server serves several (default: its default model)
 
 
 class UnloadLoRAAdapterRequest(OpenAIModel):
@@ -29,29 +30,41 @@ class UnloadLoRAAdapterRequest(OpenAIModel):
     lora_int_id: int | None = None
 
 
-def lora_routes(ctx: ServerContext) -> list[Route]:
+def lora_routes(models: ModelRegistry) -> list[Route]:
+    """Served when the server allows runtime updates (for any of its models)."""
+
     async def load(request: Request) -> PlainTextResponse:
         body = await parse_body(request, LoadLoRAAdapterRequest)
-        name = body.lora_name
-        if name in ctx.lora_modules or name == ctx.model_name:
-            raise APIError(400, f"The lora adapter '{name}' has already been loaded.", "lora_name")
+        ctx, name = await models.context(body.model), body.lora_name
+        if not ctx.lora_runtime_updates:
+            raise APIError(400, f"the model '{ctx.model_name}' does not load adapters at run time", "model")
+        _check_new(models, name)
         lora = LoRARequest(name, max((r.lora_int_id for r in ctx.lora_modules.values()), default=0) + 1, body.lora_path)
         await asyncio.to_thread(ctx.engine.engine.lora.read, lora)  # reads files only: no engine state changes
-        if name in ctx.lora_modules:  # loaded meanwhile by another request
-            raise APIError(400, f"The lora adapter '{name}' has already been loaded.", "lora_name")
-        ctx.lora_modules[name] = lora
+        _check_new(models, name)  # loaded meanwhile by another request
+        ctx.lora_modules[name] = lora  # the dict the model's slot holds: the copy `ctx` shares it
         return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
 
     async def unload(request: Request) -> PlainTextResponse:
         body = await parse_body(request, UnloadLoRAAdapterRequest)
-        name, lora = body.lora_name, ctx.lora_modules.get(body.lora_name)
+        name = body.lora_name
+        slot = next((s for s in models.slots.values() if name in s.ctx.lora_modules), None)
+        lora = slot.ctx.lora_modules[name] if slot is not None else None
         if lora is None or body.lora_int_id not in (None, lora.lora_int_id):
             raise APIError(404, f"The lora adapter '{name}' cannot be found.", "lora_name", "model_not_found")
-        del ctx.lora_modules[name]  # new requests no longer find it; running ones finish with it
-        await ctx.engine.call(lambda engine: engine.release_lora(lora.lora_int_id))
+        del slot.ctx.lora_modules[name]  # new requests no longer find it; running ones finish with it
+        if slot.ctx.engine is not None:
+            await slot.ctx.engine.call(lambda engine: engine.release_lora(lora.lora_int_id))
         return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
 
+    if not any(slot.ctx.lora_runtime_updates for slot in models.slots.values()):
+        return []
     return [
         Route("/v1/load_lora_adapter", load, methods=["POST"]),
         Route("/v1/unload_lora_adapter", unload, methods=["POST"]),
     ]
+
+
+def _check_new(models: ModelRegistry, name: str) -> None:
+    if name in models.slots or any(name in slot.ctx.lora_modules for slot in models.slots.values()):
+        raise APIError(400, f"The lora adapter '{name}' has already been loaded.", "lora_name")

@@ -73,18 +73,30 @@ class Histogram:
             self.counts[bisect.bisect_left(self.bounds, value)] += 1
             self.sum += value
 
-    def lines(self) -> list[str]:
+    def family(self, label: str) -> Family:
         with self._lock:
             counts, total = list(itertools.accumulate(self.counts)), self.sum
         name = PREFIX + self.name
         bounds = [_number(b) for b in self.bounds] + ["+Inf"]
-        buckets = [f'{name}_bucket{{le="{le}"}} {_number(n)}' for le, n in zip(bounds, counts, strict=True)]
-        return [*_header(name, self.doc, "histogram"), *buckets, f"{name}_count {_number(counts[-1])}",
-                f"{name}_sum {_number(total)}"]  # fmt: skip
+        buckets = [
+            f"{name}_bucket{_labels(label, tag('le', le))} {_number(n)}" for le, n in zip(bounds, counts, strict=True)
+        ]
+        return Family(name, self.doc, "histogram", [*buckets, f"{name}_count{_labels(label)} {_number(counts[-1])}",
+                      f"{name}_sum{_labels(label)} {_number(total)}"])  # fmt: skip
+
+
+@dataclass
+class Family:
+    """One metric: its header and its samples (one per model where a server serves several)."""
+
+    name: str
+    doc: str
+    kind: str
+    samples: list[str]
 
 
 class ServerMetrics:
-    """One server's metrics, in the Prometheus text format (version 0.0.4)."""
+    """One engine's latency histograms, observed on its loop thread."""
 
     def __init__(self) -> None:
         self.ttft = Histogram("time_to_first_token_seconds", "Time from arrival to the first generated token.")
@@ -101,7 +113,8 @@ class ServerMetrics:
     def on_finished(self, seconds: float) -> None:
         self.e2e.observe(seconds)
 
-    def render(self, s: EngineSnapshot) -> bytes:
+    def families(self, s: EngineSnapshot, label: str = "") -> list[Family]:
+        """`label`: 'model_name="..."' where the server serves several models, else none."""
         gauges = [
             ("num_requests_running", "Requests in the running batch.", s.running),
             ("num_requests_waiting", "Requests waiting to be scheduled.", s.waiting),
@@ -121,41 +134,60 @@ class ServerMetrics:
             ("grammar_compiles", "Structured-output grammars compiled (cache misses).", s.grammars_compiled),
             ("grammar_cache_hits", "Constrained requests whose grammar was already compiled.", s.grammar_cache_hits),
         ]
-        lines = []
-        for name, doc, value in gauges:
-            lines += [*_header(PREFIX + name, doc, "gauge"), f"{PREFIX}{name} {_number(value)}"]
-        for name, doc, value in counters:
-            lines += [*_header(f"{PREFIX}{name}_total", doc, "counter"), f"{PREFIX}{name}_total {_number(value)}"]
+        out = [_single(PREFIX + name, doc, "gauge", value, label) for name, doc, value in gauges]
+        out += [_single(f"{PREFIX}{name}_total", doc, "counter", value, label) for name, doc, value in counters]
         finished = f"{PREFIX}request_finished_total"
-        lines += _header(finished, "Finished requests by reason.", "counter")
         reasons = ("stop", "length", "abort", "error")
-        lines += [f'{finished}{{reason="{r}"}} {_number(s.finished.get(r, 0))}' for r in reasons]
+        samples = [f"{finished}{_labels(label, tag('reason', r))} {_number(s.finished.get(r, 0))}" for r in reasons]
+        out.append(Family(finished, "Finished requests by reason.", "counter", samples))
         if s.spec_decode is not None:
-            lines += _spec_decode_lines(s.spec_decode)
-        for histogram in (self.ttft, self.itl, self.e2e):
-            lines += histogram.lines()
-        return ("\n".join(lines) + "\n").encode()
+            out += _spec_decode_families(s.spec_decode, label)
+        return out + [h.family(label) for h in (self.ttft, self.itl, self.e2e)]
+
+    def render(self, s: EngineSnapshot) -> bytes:
+        return render([self.families(s)])
 
 
-def _spec_decode_lines(stats: SpecDecodeStats) -> list[str]:
+def render(per_engine: list[list[Family]]) -> bytes:
+    """The families of one or several engines, in the Prometheus text format (version 0.0.4): each metric's
+    header once, then its samples."""
+    merged: dict[str, Family] = {}
+    for families in per_engine:
+        for f in families:
+            merged.setdefault(f.name, Family(f.name, f.doc, f.kind, [])).samples.extend(f.samples)
+    lines = [line for f in merged.values() for line in (*_header(f.name, f.doc, f.kind), *f.samples)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _spec_decode_families(stats: SpecDecodeStats, label: str) -> list[Family]:
     """vLLM's spec_decode_* names; `emitted`: accepted drafts plus the token each verify step draws itself."""
-    lines = []
-    for name, doc, value in [
+    counters = [
         ("num_drafts", "Verify steps of a request with draft tokens.", stats.num_drafts),
         ("num_draft_tokens", "Draft tokens proposed.", stats.num_draft_tokens),
         ("num_accepted_tokens", "Draft tokens accepted.", stats.num_accepted_tokens),
         ("num_emitted_tokens", "Tokens verify steps produced (accepted drafts + one drawn each).",
          stats.num_emitted_tokens),
-    ]:  # fmt: skip
-        name = f"{PREFIX}spec_decode_{name}_total"
-        lines += [*_header(name, doc, "counter"), f"{name} {_number(value)}"]
-    for name, doc, value in [
+    ]  # fmt: skip
+    gauges = [
         ("acceptance_rate", "Accepted / proposed draft tokens (0..1).", stats.acceptance_rate),
         ("mean_accepted_length", "Tokens a verify step produced on average.", stats.mean_accepted_length),
-    ]:
-        name = f"{PREFIX}spec_decode_{name}"
-        lines += [*_header(name, doc, "gauge"), f"{name} {_number(value)}"]
-    return lines
+    ]
+    out = [_single(f"{PREFIX}spec_decode_{n}_total", doc, "counter", v, label) for n, doc, v in counters]
+    return out + [_single(f"{PREFIX}spec_decode_{n}", doc, "gauge", v, label) for n, doc, v in gauges]
+
+
+def _single(name: str, doc: str, kind: str, value: float, label: str) -> Family:
+    return Family(name, doc, kind, [f"{name}{_labels(label)} {_number(value)}"])
+
+
+def tag(key: str, value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")  # the format's escapes
+    return f'{key}="{escaped}"'
+
+
+def _labels(*labels: str) -> str:
+    given = [label for label in labels if label]
+    return "{" + ",".join(given) + "}" if given else ""
 
 
 def _header(name: str, doc: str, kind: str) -> list[str]:

@@ -155,6 +155,7 @@ class ModelCard(BaseModel):
     root: str | None = None
     parent: str | None = None
     max_model_len: int | None = None
+    status: Literal["loaded", "unloaded"] | None = None  # a served model's (mistral.rs's); None for an adapter
 
 
 class ModelList(BaseModel):

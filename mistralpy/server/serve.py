@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -29,7 +30,20 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         help=f"require 'Authorization: Bearer KEY' on every route but /health (default: ${API_KEY_ENV}; prefer "
         "the variable: a command line is visible to other users in ps)",
     )
-    p.add_argument("--served-model-name", default="default", help="the model name clients send (default 'default')")
+    p.add_argument(
+        "--served-model-name", action="append", default=None,
+        help="the model name clients send (default 'default'; with several -m: once a model, in order, default "
+        "the files' names)",
+    )  # fmt: skip
+    p.add_argument(
+        "--config", default=None, metavar="MODELS_TOML",
+        help="serve the models a TOML (or .json) file lists: [[models]] with name, model, dtype, isq, max_model_len, "
+        "kv_cache_tokens or kv_cache_share, chat_template, task, pooling, [models.lora] (docs/MULTI_MODEL.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--allow-runtime-model-updating", action="store_true",
+        help="serve POST /v1/models/load and /v1/models/unload (load a model by path, unload one, load it again)",
+    )  # fmt: skip
     p.add_argument("--max-num-seqs", type=int, default=64, help="sequences batched together at most (default 64)")
     p.add_argument(
         "--task", default=None, choices=["generate", "embed"],
@@ -82,6 +96,9 @@ def serve_command(args: argparse.Namespace) -> int:
     from ..engine.async_engine import AsyncEngine
     from ..errors import InvalidRequestError
     from .app import create_app
+    from .context import ServerContext
+    from .model_registry import ModelRegistry, ModelSlot
+    from .served_models import ServedModel, served_models
     from .shutdown import ShutdownServer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -90,8 +107,8 @@ def serve_command(args: argparse.Namespace) -> int:
     if not 0 <= args.shutdown_timeout < float("inf"):
         raise InvalidRequestError(f"--shutdown-timeout must be a number of seconds >= 0, got {args.shutdown_timeout}")
     limits = RequestLimits(max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens)
-    config = EngineConfig(
-        model=args.model,
+    base = EngineConfig(
+        model=None,
         dtype=args.dtype,
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
@@ -102,38 +119,51 @@ def serve_command(args: argparse.Namespace) -> int:
         **engine_options(args),
         **lora_options(args),
     )
-    adapters = lora_modules(args, args.served_model_name)
-    model_path = check_model(config)
+    served, default = served_models(args, base, lora_modules(args, ""))
+    paths = {m.name: check_model(m.config) for m in served}
     origins = [o.strip() for o in args.cors_allowed_origins.split(",") if o.strip()]
     failure: list[BaseException] = []
+    where = f"http://{args.host}:{args.port}/v1"
 
-    def load() -> AsyncEngine:
-        engine = AsyncEngine.from_config(config)
-        for adapter in adapters.values():  # each read and checked against the model before the server is ready
-            engine.engine.lora.read(adapter)
-        print(
-            f"mistralpy: serving {model_path} as '{args.served_model_name}' on http://{args.host}:{args.port}/v1 "
-            f"(context {engine.max_model_len})",
-            file=sys.stderr,
-            flush=True,
-        )
-        return engine
+    def slot(model: ServedModel) -> ModelSlot:
+        def load() -> AsyncEngine:
+            engine = AsyncEngine.from_config(model.config)
+            for adapter in model.lora_modules.values():  # each read and checked against the model before serving
+                engine.engine.lora.read(adapter)
+            print(
+                f"mistralpy: serving {paths[model.name]} as '{model.name}' on {where} (context {engine.max_model_len})",
+                file=sys.stderr,
+                flush=True,
+            )
+            return engine
+
+        ctx = ServerContext(None, model.name, limits=limits, lora_modules=model.lora_modules)
+        ctx.lora_runtime_updates = runtime_updates(args)
+        return ModelSlot(ctx, load, paths[model.name])
+
+    def new_model(name: str, settings: dict) -> ModelSlot:  # POST /v1/models/load of a model new to the server
+        kv = settings.pop("kv_cache_tokens", base.kv_cache_tokens // len(served))
+        fields = {"quantization" if k == "isq" else k: v for k, v in settings.items()}
+        model = ServedModel(name, dataclasses.replace(base, kv_cache_tokens=kv, enable_lora=False, **fields), {})
+        paths[name] = check_model(model.config)
+        return slot(model)
 
     def on_load_error(error: BaseException) -> None:
         failure.append(error)
         server.should_exit = True
 
+    models = ModelRegistry([slot(m) for m in served], default)
+    models.factory = new_model
     app = create_app(
-        load, args.served_model_name, args.api_key or None, origins, limits, on_load_error,
-        lora_modules=adapters, lora_runtime_updates=runtime_updates(args),
+        models, api_key=args.api_key or None, cors_allowed_origins=origins, limits=limits,
+        on_load_error=on_load_error, model_runtime_updates=args.allow_runtime_model_updating,
     )  # fmt: skip
 
     async def stop_requests() -> None:
-        engine = app.state.context.engine
-        if engine is not None:
-            await engine.shutdown(SHUTTING_DOWN)
+        await app.state.models.shutdown(SHUTTING_DOWN)
 
-    print(f"mistralpy: loading {model_path} (/health answers 503 until it is ready)", file=sys.stderr, flush=True)
+    loading = ", ".join(paths.values())
+    print(f"mistralpy: loading {loading} (/health answers 503 until it is ready)", file=sys.stderr, flush=True)
     http_config = uvicorn.Config(
         app,
         host=args.host,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..context import ServerContext
 from ..event_stream import translated_events
 from ..http_edge import SSEResponse, parse_body, until_disconnect
+from ..model_registry import ModelRegistry
 from ..serving_chat import chat_completion, chat_prompt
 from ..streaming import ChunkStream
 from .convert import chat_request, message_of
@@ -16,15 +16,17 @@ from .events import MessageEvents
 from .protocol import CountTokensRequest, MessagesRequest
 
 
-async def create_message(ctx: ServerContext, raw: Request) -> Response:
+async def create_message(models: ModelRegistry, raw: Request) -> Response:
     body = chat_request(await parse_body(raw, MessagesRequest))
+    ctx = await models.context(body.model)
     result = await until_disconnect(raw, chat_completion(ctx, body))
     if isinstance(result, ChunkStream):
-        events = MessageEvents(ctx.model_name, result.num_prompt_tokens or 0)
+        events = MessageEvents(ctx.response_model(body.model), result.num_prompt_tokens or 0)
         return SSEResponse(translated_events(result, events), on_close=result.abort)
     return JSONResponse(message_of(result))
 
 
-async def count_tokens(ctx: ServerContext, raw: Request) -> JSONResponse:
-    _, prompt = await chat_prompt(ctx, chat_request(await parse_body(raw, CountTokensRequest)))
+async def count_tokens(models: ModelRegistry, raw: Request) -> JSONResponse:
+    body = chat_request(await parse_body(raw, CountTokensRequest))
+    _, prompt = await chat_prompt(await models.context(body.model), body)
     return JSONResponse({"input_tokens": len(prompt)})

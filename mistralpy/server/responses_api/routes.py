@@ -15,6 +15,7 @@ from ..context import ServerContext
 from ..errors import APIError, status_of
 from ..event_stream import translated_events
 from ..http_edge import SSEResponse, parse_body, until_disconnect
+from ..model_registry import ModelRegistry
 from ..serving_chat import chat_completion
 from ..streaming import ChunkStream
 from .convert import (
@@ -34,8 +35,8 @@ from .store import ResponseStore, Stored
 
 
 class ResponsesRoutes:
-    def __init__(self, ctx: ServerContext, store: ResponseStore | None = None) -> None:
-        self.ctx = ctx
+    def __init__(self, models: ModelRegistry, store: ResponseStore | None = None) -> None:
+        self.models = models  # one store for every model: response ids are the server's
         self.store = store or ResponseStore()
 
     async def create(self, raw: Request) -> Response:
@@ -44,10 +45,11 @@ class ResponsesRoutes:
             raise InvalidRequestError("background responses need store: true and cannot be streamed here")
         messages = conversation(body, self._earlier(body.previous_response_id))
         chat = chat_request(body, messages)
-        response = response_object(body, new_id("resp"), self.ctx.model_name, now())
+        ctx = await self.models.context(body.model)
+        response = response_object(body, new_id("resp"), ctx.response_model(body.model), now())
         if body.background:
-            return self._background(chat, response, messages)
-        result = await until_disconnect(raw, chat_completion(self.ctx, chat))
+            return self._background(ctx, chat, response, messages)
+        result = await until_disconnect(raw, chat_completion(ctx, chat))
         if isinstance(result, ChunkStream):
             events = ResponseEvents(response, lambda: self._keep(body, response, messages, events.items))
             return SSEResponse(translated_events(result, events), on_close=result.abort)
@@ -97,18 +99,18 @@ class ResponsesRoutes:
         if body.store:
             self.store.put(Stored(response, messages + [assistant_message(items)]))
 
-    def _background(self, chat: Any, response: dict, messages: list) -> JSONResponse:
+    def _background(self, ctx: ServerContext, chat: Any, response: dict, messages: list) -> JSONResponse:
         response["status"] = "queued"
         stored = Stored(response, messages)
-        stored.task = asyncio.create_task(self._run(chat, stored))
+        stored.task = asyncio.create_task(self._run(ctx, chat, stored))
         self.store.put(stored)
         return JSONResponse(response)
 
-    async def _run(self, chat: Any, stored: Stored) -> None:
+    async def _run(self, ctx: ServerContext, chat: Any, stored: Stored) -> None:
         response = stored.response
         response["status"] = "in_progress"
         try:
-            result = await chat_completion(self.ctx, chat)
+            result = await chat_completion(ctx, chat)
         except asyncio.CancelledError:
             response["status"] = "cancelled"
             raise
