@@ -20,6 +20,7 @@ from .. import __version__, kernels
 from ..engine.async_engine import AsyncEngine
 from ..errors import InvalidRequestError
 from ..lora.request import LoRARequest
+from ..mcp_client.toolbox import McpToolbox
 from .anthropic import routes as anthropic
 from .auth import ApiKeyMiddleware
 from .context import ServerContext
@@ -52,6 +53,7 @@ def create_app(
     lora_modules: dict[str, LoRARequest] | None = None,
     lora_runtime_updates: bool = False,
     model_runtime_updates: bool = False,
+    mcp: McpToolbox | None = None,
 ) -> Starlette:
     """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup, or a ModelRegistry of several
     models (each named and configured there). Until every model given is loaded, every route (and /health) answers
@@ -59,7 +61,8 @@ def create_app(
     `app.state.models` (serve stops its engines on shutdown).
     `lora_modules`: LoRA adapters by name, selected by a request's `model` and listed by /v1/models;
     `lora_runtime_updates`: serve vLLM's routes that load and unload adapters (server/lora_routes.py);
-    `model_runtime_updates`: serve POST /v1/models/load and /v1/models/unload (server/model_routes.py)."""
+    `model_runtime_updates`: serve POST /v1/models/load and /v1/models/unload (server/model_routes.py);
+    `mcp`: MCP servers whose tools the model may call (connected at startup, before the models load)."""
     models = engine if isinstance(engine, ModelRegistry) else _one_model(engine, served_model_name, lora_modules)
     if isinstance(engine, ModelRegistry) and (served_model_name != "default" or lora_modules):
         raise ValueError("a ModelRegistry names its models and their adapters itself")
@@ -69,6 +72,7 @@ def create_app(
         if slot.ctx.engine is not None:  # given ready: serving starts at once (an ASGI client may run no lifespan)
             slot.ctx.engine.observer = slot.ctx.metrics
     models.runtime_updates = model_runtime_updates
+    models.mcp = mcp
     models.ready = all(slot.ctx.engine is not None for slot in models.slots.values())
 
     @asynccontextmanager
@@ -77,6 +81,8 @@ def create_app(
         yield
         task.cancel()
         await models.shutdown("the server is shutting down")
+        if mcp is not None:
+            await mcp.stop()
 
     app = Starlette(
         routes=_routes(models),
@@ -195,8 +201,13 @@ def _routes(models: ModelRegistry) -> list[Route]:
 
 
 async def _load_all(models: ModelRegistry, on_error: Callable[[BaseException], None] | None) -> None:
-    """Start-up: every model loaded in turn (one at a time: their peaks of memory do not add up)."""
+    """Start-up: the MCP servers connected, then every model loaded in turn (one at a time: their peaks of memory
+    do not add up)."""
     try:
+        if models.mcp is not None:
+            await models.mcp.start()
+            for slot in models.slots.values():
+                slot.ctx.mcp = models.mcp
         for slot in models.slots.values():
             if slot.ctx.engine is not None:
                 slot.ctx.engine.start()

@@ -7,13 +7,16 @@ It holds no HTTP object, so the HTTP routes and the in-process Runner share it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine.async_engine import AsyncEngine
 from ..errors import UnknownModelError
 from ..lora.request import LoRARequest
 from .limits import RequestLimits
 from .metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from ..mcp_client.toolbox import McpToolbox
 
 
 @dataclass
@@ -26,6 +29,7 @@ class ServerContext:
     lora_runtime_updates: bool = False  # POST /v1/load_lora_adapter and /v1/unload_lora_adapter are served
     is_default: bool = False  # the server's default model: "default" names it too (mistral.rs's)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)  # the engine's latency histograms
+    mcp: McpToolbox | None = None  # the MCP servers' tools, run by the server for the model (serve --mcp-config)
 
     @property
     def generation_defaults(self) -> dict[str, Any]:

@@ -11,12 +11,15 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine.async_engine import AsyncEngine
 from ..errors import InvalidRequestError, UnknownModelError
 from ..heap import trim_heap
 from .context import ServerContext
+
+if TYPE_CHECKING:
+    from ..mcp_client.toolbox import McpToolbox
 
 logger = logging.getLogger(__name__)
 EngineLoader = Callable[[], AsyncEngine]
@@ -49,6 +52,7 @@ class ModelRegistry:
             raise InvalidRequestError("a server needs at least one model")
         self.slots: dict[str, ModelSlot] = {}
         self.server = server
+        self.mcp: McpToolbox | None = None  # the MCP tools every model is offered, once connected
         for slot in slots:
             self.add(slot)
         self.default = default if default is not None else slots[0].name
@@ -69,6 +73,7 @@ class ModelRegistry:
         if clash:
             raise InvalidRequestError(f"the model name '{sorted(clash)[0]}' is used twice on this server")
         slot.ctx.server = self.server
+        slot.ctx.mcp = slot.ctx.mcp or self.mcp
         self.slots[slot.name] = slot
 
     def slot(self, name: str | None) -> ModelSlot:

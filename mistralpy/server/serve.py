@@ -16,6 +16,7 @@ from .limits import RequestLimits
 
 if TYPE_CHECKING:
     from ..config import EngineConfig
+    from ..mcp_client.toolbox import McpToolbox
 
 API_KEY_ENV = "MISTRALPY_API_KEY"
 SHUTTING_DOWN = "the server is shutting down"
@@ -39,6 +40,11 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "--config", default=None, metavar="MODELS_TOML",
         help="serve the models a TOML (or .json) file lists: [[models]] with name, model, dtype, isq, max_model_len, "
         "kv_cache_tokens or kv_cache_share, chat_template, task, pooling, [models.lora] (docs/MULTI_MODEL.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mcp-config", default=None, metavar="SERVERS_JSON",
+        help="MCP servers whose tools the model may call, run by this server between rounds: mistral.rs's "
+        "{\"servers\": [...]} or Claude Desktop's {\"mcpServers\": {...}} (stdio and streamable HTTP)",
     )  # fmt: skip
     p.add_argument(
         "--allow-runtime-model-updating", action="store_true",
@@ -156,7 +162,7 @@ def serve_command(args: argparse.Namespace) -> int:
     models.factory = new_model
     app = create_app(
         models, api_key=args.api_key or None, cors_allowed_origins=origins, limits=limits,
-        on_load_error=on_load_error, model_runtime_updates=args.allow_runtime_model_updating,
+        on_load_error=on_load_error, model_runtime_updates=args.allow_runtime_model_updating, mcp=mcp_toolbox(args),
     )  # fmt: skip
 
     async def stop_requests() -> None:
@@ -182,6 +188,22 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"mistralpy: error: {failure[0]}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def mcp_toolbox(args: argparse.Namespace) -> McpToolbox | None:
+    """--mcp-config read and checked before anything loads; the servers are connected at startup."""
+    if args.mcp_config is None:
+        return None
+    from ..errors import InvalidRequestError
+    from ..mcp_client.config import read_mcp_config
+    from ..mcp_client.toolbox import McpToolbox
+
+    config = read_mcp_config(args.mcp_config)
+    try:
+        import mcp  # noqa: F401 - the optional extra, checked before the server starts
+    except ImportError:
+        raise InvalidRequestError("--mcp-config needs the MCP SDK: pip install 'mistralpy[mcp]'") from None
+    return McpToolbox(config)
 
 
 def check_model(config: EngineConfig) -> str:

@@ -18,6 +18,7 @@ from ..tools.stream_parser import ParsedDelta
 from ..tools.tool_use import ToolUse, finish_reason
 from .context import ServerContext
 from .logprobs import chat_logprobs
+from .mcp_rounds import chat_with_mcp, uses_mcp
 from .prompt_tokens import TokenizedPrompt, chat_prompt_ids
 from .protocol import ChatCompletionRequest
 from .responses import (
@@ -40,7 +41,17 @@ from .structured_compile import sampling_params
 async def chat_completion(
     ctx: ServerContext, body: ChatCompletionRequest
 ) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
-    """Validation errors are raised here, before any output; a stream's requests are already admitted."""
+    """Validation errors are raised here, before any output; a stream's requests are already admitted. With MCP
+    tools, the server runs the model's calls of them between rounds (mcp_rounds.py)."""
+    if uses_mcp(ctx, body):
+        return await chat_with_mcp(ctx, body, generate_chat)
+    return await generate_chat(ctx, body)
+
+
+async def generate_chat(
+    ctx: ServerContext, body: ChatCompletionRequest
+) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
+    """One model answer."""
     lora = ctx.lora_request(body.model)
     tools, prompt = await chat_prompt(ctx, body)
     tokenizer = ctx.engine.tokenizer
