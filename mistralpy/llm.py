@@ -7,6 +7,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .chat_template import check_chat_template
 from .config import EngineConfig
 from .embed.outputs import EmbeddingRequestOutput
 from .engine.engine import Engine
@@ -156,9 +157,10 @@ class LLM:
         tool_choice: str | dict[str, Any] | None = None,
         parallel_tool_calls: bool | None = None,
         lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
+        chat_template: str | None = None,
     ) -> list[RequestOutput]:
-        """Apply the chat template (the model's, or LLM's `chat_template`) to one conversation (a list of messages) or
-        a list of them.
+        """Apply the chat template (`chat_template`'s text for this call, else LLM's, else the model's) to one
+        conversation (a list of messages) or a list of them.
 
         `tools` (OpenAI's function tools), `tool_choice` ("auto", "none", "required" or
         {"type": "function", "function": {"name": ...}}) and `parallel_tool_calls` work as in the server: each
@@ -170,7 +172,8 @@ class LLM:
             raise InvalidRequestError("messages must be a non-empty list of messages or of conversations")
         conversations = messages if isinstance(messages[0], list) else [messages]
         tokenizer = self.get_tokenizer()
-        tool_use = ToolUse(tools_spec(tools, tool_choice, parallel_tool_calls), tokenizer.chat_template)
+        template = check_chat_template(chat_template) if chat_template is not None else tokenizer.chat_template
+        tool_use = ToolUse(tools_spec(tools, tool_choice, parallel_tool_calls), template)
         prompts = [
             tool_use.render(tokenizer, conv, add_generation_prompt, chat_template_kwargs) for conv in conversations
         ]

@@ -105,12 +105,19 @@ class Tokenizer:
         return self._backend.token_to_id(token)
 
     def apply_chat_template(
-        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, tokenize: bool = False, **kwargs: Any
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tokenize: bool = False,
+        template: str | None = None,
+        **kwargs: Any,
     ) -> str | list[int]:
-        """Render `messages` with the model's template; with `tokenize`, its ids (the template writes BOS itself)."""
+        """Render `messages` with `template` (a checked template's text; default the model's); with `tokenize`, its
+        ids (the template writes BOS itself)."""
         variables = {"bos_token": self.bos_token or "", "eos_token": self.eos_token or "", "tools": None,
                      "documents": None, **kwargs}  # fmt: skip
-        text = render_chat_template(self.chat_template, messages, add_generation_prompt, **variables)
+        source = template if template is not None else self.chat_template
+        text = render_chat_template(source, messages, add_generation_prompt, **variables)
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
     def _stop_ids(self, extra: Iterable[int | None]) -> set[int]:

@@ -27,6 +27,7 @@ class ServerContext:
     limits: RequestLimits = field(default_factory=RequestLimits)
     lora_modules: dict[str, LoRARequest] = field(default_factory=dict)  # adapter name -> adapter (serve --lora)
     lora_runtime_updates: bool = False  # POST /v1/load_lora_adapter and /v1/unload_lora_adapter are served
+    trust_request_chat_template: bool = False  # a request may bring its own chat_template (vLLM's flag)
     is_default: bool = False  # the server's default model: "default" names it too (mistral.rs's)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)  # the engine's latency histograms
     mcp: McpToolbox | None = None  # the MCP servers' tools, run by the server for the model (serve --mcp-config)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from ..errors import InvalidRequestError
 from .context import ServerContext
+from .errors import APIError
 from .protocol import ChatCompletionRequest, ChatMessage
 from .responses import ChatChunkChoice, ChatCompletionChunk, ChatCompletionResponse, UsageInfo
 from .streaming import ChunkStream
@@ -29,11 +29,11 @@ async def chat_with_mcp(
 ) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
     toolbox = ctx.mcp
     if body.n not in (None, 1):
-        raise InvalidRequestError("a request answered with MCP tools takes n = 1", "n")
+        raise APIError(400, "a request answered with MCP tools takes n = 1", "n")
     own = [t.get("function", {}).get("name") for t in body.tools or []]
     clash = set(own) & set(toolbox.names)
     if clash:
-        raise InvalidRequestError(f"the tool '{sorted(clash)[0]}' is also an MCP tool of this server", "tools")
+        raise APIError(400, f"the tool '{sorted(clash)[0]}' is also an MCP tool of this server", "tools")
     tools = [*(body.tools or []), *toolbox.function_tools()]
     messages, choice, usage = list(body.messages), body.tool_choice, [0, 0, 0]
     max_rounds = toolbox.config.max_rounds

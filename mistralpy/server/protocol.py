@@ -170,6 +170,7 @@ class ChatCompletionRequest(SamplingRequest):
     tool_schemas: list[str] | None = None  # mistral.rs's Runner field: each tool as its JSON text
     # the chat template's extra variables (vLLM's field), e.g. {"enable_thinking": false}; mistral.rs's enable_thinking
     chat_template_kwargs: dict[str, Any] | None = None
+    chat_template: str | None = None  # a template for this request (servers started with --trust-request-chat-template)
     enable_thinking: bool | None = None
 
     def template_kwargs(self) -> dict[str, Any]:

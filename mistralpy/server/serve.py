@@ -47,6 +47,10 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "{\"servers\": [...]} or Claude Desktop's {\"mcpServers\": {...}} (stdio and streamable HTTP)",
     )  # fmt: skip
     p.add_argument(
+        "--trust-request-chat-template", action="store_true",
+        help="let a chat request bring its own chat_template (vLLM's flag; the template runs in the sandbox)",
+    )  # fmt: skip
+    p.add_argument(
         "--allow-runtime-model-updating", action="store_true",
         help="serve POST /v1/models/load and /v1/models/unload (load a model by path, unload one, load it again)",
     )  # fmt: skip
@@ -145,6 +149,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
         ctx = ServerContext(None, model.name, limits=limits, lora_modules=model.lora_modules)
         ctx.lora_runtime_updates = runtime_updates(args)
+        ctx.trust_request_chat_template = args.trust_request_chat_template
         return ModelSlot(ctx, load, paths[model.name])
 
     def new_model(name: str, settings: dict) -> ModelSlot:  # POST /v1/models/load of a model new to the server

@@ -11,12 +11,14 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..chat_template import check_chat_template
 from ..engine.async_engine import RequestStream
 from ..outputs import CompletionOutput
 from ..tools.answer_stream import AnswerStream
 from ..tools.stream_parser import ParsedDelta
 from ..tools.tool_use import ToolUse, finish_reason
 from .context import ServerContext
+from .errors import APIError
 from .logprobs import chat_logprobs
 from .mcp_rounds import chat_with_mcp, uses_mcp
 from .prompt_tokens import TokenizedPrompt, chat_prompt_ids
@@ -83,9 +85,19 @@ async def chat_prompt(ctx: ServerContext, body: ChatCompletionRequest) -> tuple[
     ctx.check_model(body.model)
     ctx.limits.check_chat(body)
     tokenizer = ctx.engine.tokenizer
-    tools = ToolUse(body.tools_spec(), tokenizer.chat_template)
+    tools = ToolUse(body.tools_spec(), request_template(ctx, body) or tokenizer.chat_template)
     render = functools.partial(tools.render, variables=body.template_kwargs())
     return tools, await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], render)
+
+
+def request_template(ctx: ServerContext, body: ChatCompletionRequest) -> str | None:
+    """The request's own chat_template, where the server takes one (checked: a broken one is a 400)."""
+    if body.chat_template is None:
+        return None
+    if not ctx.trust_request_chat_template:
+        message = "this server does not take a chat_template per request (start it with --trust-request-chat-template)"
+        raise APIError(400, message, "chat_template")
+    return check_chat_template(body.chat_template, "the request's chat_template")
 
 
 def _choice(ctx: ServerContext, body: ChatCompletionRequest, tools: ToolUse, index: int, c: Any) -> ChatChoice:

@@ -20,7 +20,7 @@ from .prompt import template_inputs
 from .spec import ToolsSpec
 from .stream_parser import ToolCallStream
 
-_RESERVED = ("messages", "add_generation_prompt", "tools")  # set by the request's own fields
+_RESERVED = ("messages", "add_generation_prompt", "tools", "template", "tokenize")  # the request's own fields
 
 
 class ToolUse:
@@ -57,7 +57,9 @@ class ToolUse:
                 f"chat_template_kwargs may not set {', '.join(reserved)}: use the request's field"
             )
         messages, extra = template_inputs(messages, self.spec, self.format)
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt, **extra, **variables)
+        text = tokenizer.apply_chat_template(
+            messages, add_generation_prompt, template=self.template, **extra, **variables
+        )
         self.thinking = thinking_of(self.template, text) if add_generation_prompt else None
         return tokenizer.encode(text, add_special_tokens=False)
 
