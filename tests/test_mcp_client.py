@@ -192,6 +192,8 @@ def test_chat_rounds_run_the_call_and_feed_its_result_back(tmp_path, embedded_en
                 text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
                 counts = ("prompt_tokens", "completion_tokens")  # the cached share differs: round one is cached now
                 assert text == answer["message"]["content"]
+                pieces = [e for e in events if e["choices"] and e["choices"][0]["delta"].get("content")]
+                assert len(pieces) > 1 and len({e["id"] for e in events}) == 1  # streamed as generated, one id
                 assert [events[-1]["usage"][k] for k in counts] == [usage[k] for k in counts]
                 assert r.text.rstrip().endswith("data: [DONE]")
                 forced = {"type": "function", "name": "secret_word"}  # the Responses API's shape
