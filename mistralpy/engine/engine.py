@@ -18,6 +18,7 @@ from ..loader.default_model import default_model_path
 from ..loader.model_loader import load_model
 from ..lora.manager import LoRAManager
 from ..lora.request import LoRARequest
+from ..lora.xlora.manager import attach_xlora
 from ..models import resolve_model_class
 from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
@@ -82,6 +83,8 @@ class Engine:
         self.lora = (
             LoRAManager(model, config.max_loras, config.max_lora_rank, self.dtype) if config.enable_lora else None
         )
+        if config.xlora is not None:
+            model, self.lora = attach_xlora(model, config.xlora, self.dtype, config.xlora_name, config.xlora_log)
         self.model_runner = ModelRunner(
             model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype, lora=self.lora
         )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..cli_args import engine_options
 from ..lora.cli import add_lora_args, lora_modules, lora_options, runtime_updates
+from ..lora.xlora.cli import add_xlora_args, xlora_modules, xlora_options
 from .limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_lora_args(p)
+    add_xlora_args(p)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -101,8 +103,9 @@ def serve_command(args: argparse.Namespace) -> int:
         generation_config=args.generation_config,
         **engine_options(args),
         **lora_options(args),
+        **xlora_options(args),
     )
-    adapters = lora_modules(args, args.served_model_name)
+    adapters = {**lora_modules(args, args.served_model_name), **xlora_modules(args, args.served_model_name)}
     model_path = check_model(config)
     origins = [o.strip() for o in args.cors_allowed_origins.split(",") if o.strip()]
     failure: list[BaseException] = []

@@ -28,7 +28,7 @@ class XLoraModel(nn.Module):
     def __init__(self, model: nn.Module, checkpoint: XLoraCheckpoint, dtype: torch.dtype) -> None:
         super().__init__()
         self.inner, self.config, self.rotary = model, model.config, getattr(model, "rotary", None)
-        self.xlora_config, self.dtype = checkpoint.config, dtype
+        self.xlora_config, self.dtype, self.digest = checkpoint.config, dtype, checkpoint.digest
         if checkpoint.config.hidden_size != model.config.hidden_size:
             raise LoRAAdapterError(
                 f"{checkpoint.path}: hidden_size {checkpoint.config.hidden_size} is not the base model's "
