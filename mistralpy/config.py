@@ -130,6 +130,8 @@ class EngineConfig:
     xlora: str | None = None
     xlora_name: str | None = None
     xlora_log: str | None = None
+    # AnyMoE (mistralpy.lora.anymoe): an AnyMoeConfig, its dict form, or the path of its .json / .toml file
+    anymoe: Any = None
     # speculative decoding (spec_decode.config.SpeculativeConfig, or vLLM's dict form of it); None: off
     speculative_config: Any = None
     task: str | None = None  # "generate" or "embed"; None: "embed" for an encoder model, else "generate"
@@ -145,6 +147,7 @@ class EngineConfig:
         resolve_dtype(self.dtype)
         check_lora_limits(self.enable_lora, self.max_loras, self.max_lora_rank)
         check_xlora_options(self.xlora, self.xlora_name, self.xlora_log, self.enable_lora)
+        self.anymoe = anymoe_config(self.anymoe, self.enable_lora or self.xlora is not None)
         if self.chat_template is not None:
             check_chat_template(self.chat_template)
         if self.weights not in WEIGHT_MODES:
@@ -165,6 +168,23 @@ class EngineConfig:
             valid = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
             if value is not None and not valid:
                 raise InvalidRequestError(f"{name} must be a positive number or None, got {value!r}")
+
+
+def anymoe_config(value: Any, adapters: bool) -> Any:
+    """None, or an AnyMoeConfig made of `value` (one, its dict form or its file's path)."""
+    if value is None:
+        return None
+    from .lora.anymoe.config import AnyMoeConfig
+
+    if adapters:
+        raise InvalidRequestError("AnyMoE cannot be combined with LoRA adapters or an X-LoRA model")
+    if isinstance(value, AnyMoeConfig):
+        return value
+    if isinstance(value, dict):
+        return AnyMoeConfig.from_dict(value)
+    if isinstance(value, str):
+        return AnyMoeConfig.from_file(value)
+    raise InvalidRequestError(f"anymoe must be an AnyMoeConfig, a dict or a config file's path, got {value!r}")
 
 
 def check_xlora_options(xlora: object, name: object, log: object, enable_lora: bool) -> None:

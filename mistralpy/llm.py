@@ -47,6 +47,8 @@ class LLM:
     `xlora`: an X-LoRA model's folder (PEFT's layout) over this base; `generate` runs it for every prompt unless given
     `lora_request` (a list: None for the plain base, `llm.xlora_request` for X-LoRA). `xlora_log`: a file the
     classifier's scalings are appended to (JSON lines, lora/xlora/scalings_log.py).
+    `anymoe`: an AnyMoE mixture over the model's MLPs (`mistralpy.lora.anymoe.AnyMoeConfig`, its dict form or a
+    .json / .toml file's path), its gates trained at load unless read from its gate_model_id.
     `speculative_config`: speculative decoding, vLLM's form: {"method": "ngram", "num_speculative_tokens": K,
     "prompt_lookup_min": .., "prompt_lookup_max": ..} (spec_decode.config.SpeculativeConfig); output is unchanged.
     `task`: "generate" or "embed" (`embed`); None is "embed" for an encoder (BERT) and "generate" else; with
@@ -82,6 +84,7 @@ class LLM:
         max_lora_rank: int = 16,
         xlora: str | None = None,
         xlora_log: str | None = None,
+        anymoe: Any = None,
         speculative_config: dict[str, Any] | None = None,
         task: str | None = None,
         pooling: str | None = None,
@@ -111,6 +114,7 @@ class LLM:
             max_lora_rank=max_lora_rank,
             xlora=xlora,
             xlora_log=xlora_log,
+            anymoe=anymoe,
             speculative_config=speculative_config,
             task=task,
             pooling=pooling,

@@ -11,7 +11,7 @@ from mistralpy.engine.model_runner import ModelRunner
 from mistralpy.errors import LoRAAdapterError
 from mistralpy.loader import open_model_source
 from mistralpy.loader.model_loader import load_model
-from mistralpy.lora.xlora import read_xlora
+from mistralpy.lora.xlora.checkpoint import read_xlora
 from mistralpy.lora.xlora.layer import XLoraLinear
 from mistralpy.lora.xlora.model import XLoraModel
 from mistralpy.quant.quantized_linear import QuantizedLinear

@@ -16,9 +16,9 @@ from ..layers.kv_cache import default_kv_cache_dtype
 from ..loader import GGMLParams, open_model_source
 from ..loader.default_model import default_model_path
 from ..loader.model_loader import load_model
+from ..lora.extend import extend_model
 from ..lora.manager import LoRAManager
 from ..lora.request import LoRARequest
-from ..lora.xlora.manager import attach_xlora
 from ..models import resolve_model_class
 from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
@@ -83,8 +83,7 @@ class Engine:
         self.lora = (
             LoRAManager(model, config.max_loras, config.max_lora_rank, self.dtype) if config.enable_lora else None
         )
-        if config.xlora is not None:
-            model, self.lora = attach_xlora(model, config.xlora, self.dtype, config.xlora_name, config.xlora_log)
+        model, self.lora = extend_model(model, config, self.dtype, self.tokenizer, self.lora)  # X-LoRA, AnyMoE
         self.model_runner = ModelRunner(
             model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype, lora=self.lora
         )

@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..cli_args import engine_options
+from ..lora.anymoe.cli import add_anymoe_args, anymoe_options
 from ..lora.cli import add_lora_args, lora_modules, lora_options, runtime_updates
 from ..lora.xlora.cli import add_xlora_args, xlora_modules, xlora_options
 from .limits import RequestLimits
@@ -75,6 +76,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_lora_args(p)
     add_xlora_args(p)
+    add_anymoe_args(p)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -104,6 +106,7 @@ def serve_command(args: argparse.Namespace) -> int:
         **engine_options(args),
         **lora_options(args),
         **xlora_options(args),
+        **anymoe_options(args),
     )
     adapters = {**lora_modules(args, args.served_model_name), **xlora_modules(args, args.served_model_name)}
     model_path = check_model(config)

@@ -1,6 +1,6 @@
-"""X-LoRA (PEFT's XLoraModel): a classifier over the base model's hidden states mixes LoRA adapters per token."""
+"""X-LoRA (PEFT's XLoraModel): a classifier over the base model's hidden states mixes LoRA adapters per token.
+Imported by the CLI: the modules that need torch are imported where they are used."""
 
-from .checkpoint import XLoraCheckpoint, read_xlora
 from .config import XLoraConfig
 
-__all__ = ["XLoraCheckpoint", "XLoraConfig", "read_xlora"]
+__all__ = ["XLoraConfig"]

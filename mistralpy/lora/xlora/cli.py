@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ...errors import InvalidRequestError
 from ..request import LoRARequest
-from .manager import XLORA_ID
+from .config import XLORA_ID
 
 
 def add_xlora_args(p: argparse.ArgumentParser) -> None:

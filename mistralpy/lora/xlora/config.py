@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ...errors import LoRAAdapterError
 
+XLORA_ID = 1  # the X-LoRA model's lora_int_id (its LoRARequest's)
+
 
 @dataclass(frozen=True)
 class XLoraConfig:

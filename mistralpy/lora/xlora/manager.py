@@ -11,10 +11,9 @@ import torch
 from ...errors import InvalidRequestError
 from ..request import LoRARequest
 from .checkpoint import read_xlora
+from .config import XLORA_ID
 from .model import XLoraModel
 from .scalings_log import ScalingsLog
-
-XLORA_ID = 1  # the X-LoRA model's lora_int_id
 
 
 class XLoraManager:
