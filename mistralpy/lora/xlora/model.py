@@ -9,7 +9,8 @@ Caching: PEFT's generate runs without a KV cache (use_cache must be False): ever
 whole sequence. Both passes are causal and the classifier is per token, so a token's scalings and both passes' K/V
 depend only on the tokens before it: each pass keeps its own paged KV cache (the scaling pass's beside the runner's,
 same shape, same slots and blocks), and a decode step computes exactly what PEFT's full recompute gives for the new
-token. The prefix cache holds both caches' blocks under the X-LoRA model's digest."""
+token. The prefix cache holds both caches' blocks under the X-LoRA model's digest. In a step that mixes X-LoRA and
+plain requests, the scaling pass runs on the X-LoRA requests' tokens alone (sub_batch.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ...errors import LoRAAdapterError
 from .checkpoint import XLoraCheckpoint
 from .classifier import XLoraClassifier, select
 from .layer import XLoraLinear, XLoraState
+from .sub_batch import sub_metadata
 from .targets import plan_targets
 
 
@@ -59,17 +61,25 @@ class XLoraModel(nn.Module):
         if mask is not None and not bool(mask.any()):
             return self.inner(input_ids, positions, kv_caches, meta)
         try:
-            self.state.weights = self._pass_weights(len(input_ids))
-            hidden = self.inner(input_ids, positions, self.scaling_caches(kv_caches), meta)
-            self.latest = self.classifier(hidden)
+            self.latest = self._scaling_pass(input_ids, positions, kv_caches, meta)
             selected = select(self.latest, self.xlora_config).flatten(1) * self.xlora_config.global_scaling_weight
             self.state.weights = self._weights(selected)
             return self.inner(input_ids, positions, kv_caches, meta)
         finally:
             self.state.weights = None
 
-    def _pass_weights(self, num_tokens: int) -> torch.Tensor | None:
-        return None if self.pass_row is None else self._weights(self.pass_row.expand(num_tokens, -1))
+    def _scaling_pass(self, input_ids, positions, kv_caches, meta) -> torch.Tensor:
+        """The classifier's scalings of every token (zero rows for plain requests' tokens, which it skips)."""
+        keep = self.token_mask
+        if keep is not None:
+            input_ids, positions, meta = input_ids[keep], positions[keep], sub_metadata(meta, keep)
+        self.state.weights = None if self.pass_row is None else self.pass_row.expand(len(input_ids), -1).to(self.dtype)
+        scalings = self.classifier(self.inner(input_ids, positions, self.scaling_caches(kv_caches), meta))
+        if keep is None:
+            return scalings
+        full = scalings.new_zeros(len(keep), *scalings.shape[1:])
+        full[keep] = scalings
+        return full
 
     def _weights(self, rows: torch.Tensor) -> torch.Tensor:
         if self.token_mask is not None:
