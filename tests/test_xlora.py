@@ -1,6 +1,6 @@
 """X-LoRA against PEFT's XLoraModel (the oracle) on a tiny random Llama in fp32: logits of a chunked prefill and
 decode steps (each pass on its own KV cache) equal PEFT's full-sequence forward within 1e-4, and the classifier's
-scalings equal PEFT's get_latest_scalings, for each family of options; a quantized (GGUF Q8_0) base."""
+scalings equal PEFT's get_latest_scalings, for each family of options; a quantized (GGUF Q8_0) base, a GGML base."""
 
 from __future__ import annotations
 
@@ -113,3 +113,22 @@ def test_bad_checkpoints(family_files, tmp_path):
         XLoraModel(model, read_xlora(tmp_path / "x"), torch.float32)
     with pytest.raises(LoRAAdapterError, match="no adapter_config.json"):
         read_xlora(tmp_path / "missing")
+
+
+def test_ggml_base(tmp_path_factory, tmp_path):
+    """A legacy GGML (ggjt v3, f32) base: the same logits as PEFT on the model it was written from."""
+    from mistralpy.loader import GGMLParams
+
+    from .ggml_files import ggml_file, make_tiny
+
+    tiny = make_tiny(tmp_path_factory)
+    reference = make_xlora(tiny.hf_model, tmp_path / "x", seed=8, top_k_lora=1, layerwise_scalings=True)
+    source = open_model_source(ggml_file(tiny), GGMLParams(gqa=2, rms_norm_eps=1e-5))
+    model = XLoraModel(load_model(source, torch.float32), read_xlora(tmp_path / "x"), torch.float32)
+    runner = ModelRunner(model, num_blocks=16, block_size=BLOCK, dtype=torch.float32)
+    ids = [1, 5, 100, 300, 42, 7, 260, 383, 9, 11, 12]
+    with torch.inference_mode():
+        got = torch.cat(
+            [prefill(runner, ids[:-2], 0)] + [decode(runner, t, 9 + i).unsqueeze(0) for i, t in enumerate(ids[-2:])]
+        )
+    torch.testing.assert_close(got, xlora_logits(reference, ids)[0], atol=1e-4, rtol=0)
