@@ -132,3 +132,16 @@ def test_ggml_base(tmp_path_factory, tmp_path):
             [prefill(runner, ids[:-2], 0)] + [decode(runner, t, 9 + i).unsqueeze(0) for i, t in enumerate(ids[-2:])]
         )
     torch.testing.assert_close(got, xlora_logits(reference, ids)[0], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["qwen2", "phi3"])
+def test_other_families_layerwise(family_files, tmp_path, name):
+    """Layerwise scalings follow PEFT's LoRA-layer numbering, which is each family's HF module order (Phi-3: fused
+    projections, o_proj first)."""
+    files = family_files(name)
+    targets = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"] if name == "phi3" else None
+    reference = make_xlora(files.reference, tmp_path / "x", seed=4, targets=targets, layerwise_scalings=True)
+    expected, expected_scalings = xlora_logits(reference, PROMPT + STEPS)
+    got, scalings = step_logits(xlora_runner(files.folder, tmp_path / "x"))
+    torch.testing.assert_close(scalings, expected_scalings, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)

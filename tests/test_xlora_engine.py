@@ -103,3 +103,13 @@ def test_server_selects_xlora_by_model(xlora_server, tiny_llama, xlora):
 def _argmax(model, ids: list[int]) -> int:
     with torch.no_grad():
         return int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+
+
+def test_speculative_decoding(tiny_llama, xlora):
+    """n-gram drafts verified on both passes' caches: greedy output and logprobs still equal PEFT's."""
+    folder, reference = xlora
+    spec = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1, "prompt_lookup_max": 2}
+    llm = LLM(str(tiny_llama[1]), dtype="float32", xlora=str(folder), speculative_config=spec)
+    prompt = PROMPT[:6] * 3  # repeats: the n-gram proposer finds drafts
+    params = SamplingParams(temperature=0, max_tokens=6, logprobs=2, ignore_eos=True)
+    _check_against(reference, prompt, llm.generate([prompt], params)[0])
