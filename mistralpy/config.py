@@ -125,6 +125,13 @@ class EngineConfig:
     enable_lora: bool = False
     max_loras: int = 4
     max_lora_rank: int = 16
+    # an X-LoRA model in PEFT's layout (mistralpy.lora.xlora), served under xlora_name (None: its folder's name);
+    # xlora_log: a file the classifier's scalings are appended to (JSON lines)
+    xlora: str | None = None
+    xlora_name: str | None = None
+    xlora_log: str | None = None
+    # AnyMoE (mistralpy.lora.anymoe): an AnyMoeConfig, its dict form, or the path of its .json / .toml file
+    anymoe: Any = None
     # speculative decoding (spec_decode.config.SpeculativeConfig, or vLLM's dict form of it); None: off
     speculative_config: Any = None
     task: str | None = None  # "generate" or "embed"; None: "embed" for an encoder model, else "generate"
@@ -139,6 +146,8 @@ class EngineConfig:
         self.speculative_config = SpeculativeConfig.of(self.speculative_config)
         resolve_dtype(self.dtype)
         check_lora_limits(self.enable_lora, self.max_loras, self.max_lora_rank)
+        check_xlora_options(self.xlora, self.xlora_name, self.xlora_log, self.enable_lora)
+        self.anymoe = anymoe_config(self.anymoe, self.enable_lora or self.xlora is not None)
         if self.chat_template is not None:
             check_chat_template(self.chat_template)
         if self.weights not in WEIGHT_MODES:
@@ -159,6 +168,33 @@ class EngineConfig:
             valid = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
             if value is not None and not valid:
                 raise InvalidRequestError(f"{name} must be a positive number or None, got {value!r}")
+
+
+def anymoe_config(value: Any, adapters: bool) -> Any:
+    """None, or an AnyMoeConfig made of `value` (one, its dict form or its file's path)."""
+    if value is None:
+        return None
+    from .lora.anymoe.config import AnyMoeConfig
+
+    if adapters:
+        raise InvalidRequestError("AnyMoE cannot be combined with LoRA adapters or an X-LoRA model")
+    if isinstance(value, AnyMoeConfig):
+        return value
+    if isinstance(value, dict):
+        return AnyMoeConfig.from_dict(value)
+    if isinstance(value, str):
+        return AnyMoeConfig.from_file(value)
+    raise InvalidRequestError(f"anymoe must be an AnyMoeConfig, a dict or a config file's path, got {value!r}")
+
+
+def check_xlora_options(xlora: object, name: object, log: object, enable_lora: bool) -> None:
+    for key, value in (("xlora", xlora), ("xlora_name", name), ("xlora_log", log)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidRequestError(f"{key} must be a non-empty string, got {value!r}")
+    if xlora is None and (name is not None or log is not None):
+        raise InvalidRequestError("xlora_name and xlora_log need an X-LoRA model (xlora)")
+    if xlora is not None and enable_lora:
+        raise InvalidRequestError("an X-LoRA model and LoRA adapters (enable_lora) cannot be served together")
 
 
 def check_lora_limits(enable_lora: object, max_loras: object, max_lora_rank: object) -> None:

@@ -45,6 +45,11 @@ class LLM:
     torch's thread count (`torch.set_num_threads`) on the threads that load the model and run its steps.
     `enable_lora`: requests may name a LoRA adapter (`generate(..., lora_request=LoRARequest(...))`); up to
     `max_loras` adapters of rank up to `max_lora_rank` are loaded at once (an idle one is unloaded for a new one).
+    `xlora`: an X-LoRA model's folder (PEFT's layout) over this base; `generate` runs it for every prompt unless given
+    `lora_request` (a list: None for the plain base, `llm.xlora_request` for X-LoRA). `xlora_log`: a file the
+    classifier's scalings are appended to (JSON lines, lora/xlora/scalings_log.py).
+    `anymoe`: an AnyMoE mixture over the model's MLPs (`mistralpy.lora.anymoe.AnyMoeConfig`, its dict form or a
+    .json / .toml file's path), its gates trained at load unless read from its gate_model_id.
     `speculative_config`: speculative decoding, vLLM's form: {"method": "ngram", "num_speculative_tokens": K,
     "prompt_lookup_min": .., "prompt_lookup_max": ..} (spec_decode.config.SpeculativeConfig); output is unchanged.
     `task`: "generate" or "embed" (`embed`); None is "embed" for an encoder (BERT) and "generate" else; with
@@ -78,6 +83,9 @@ class LLM:
         enable_lora: bool = False,
         max_loras: int = 4,
         max_lora_rank: int = 16,
+        xlora: str | None = None,
+        xlora_log: str | None = None,
+        anymoe: Any = None,
         speculative_config: dict[str, Any] | None = None,
         task: str | None = None,
         pooling: str | None = None,
@@ -105,12 +113,16 @@ class LLM:
             enable_lora=enable_lora,
             max_loras=max_loras,
             max_lora_rank=max_lora_rank,
+            xlora=xlora,
+            xlora_log=xlora_log,
+            anymoe=anymoe,
             speculative_config=speculative_config,
             task=task,
             pooling=pooling,
             generation_config=generation_config,
         )
         self.engine = Engine(self.config)
+        self.xlora_request: LoRARequest | None = self.engine.lora.request if xlora is not None else None
 
     def get_tokenizer(self) -> Tokenizer:
         return self.engine.tokenizer
@@ -135,7 +147,7 @@ class LLM:
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
         params = _as_params_list(sampling_params, len(prompts))
-        loras = _as_lora_list(lora_request, len(prompts))
+        loras = _as_lora_list(self.xlora_request if lora_request is None else lora_request, len(prompts))
         ids = []
         try:
             for (prompt, salt), p, lora in zip(prompts, params, loras, strict=True):

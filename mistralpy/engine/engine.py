@@ -16,6 +16,7 @@ from ..layers.kv_cache import default_kv_cache_dtype
 from ..loader import GGMLParams, open_model_source
 from ..loader.default_model import default_model_path
 from ..loader.model_loader import load_model
+from ..lora.extend import extend_model
 from ..lora.manager import LoRAManager
 from ..lora.request import LoRARequest
 from ..models import resolve_model_class
@@ -82,6 +83,7 @@ class Engine:
         self.lora = (
             LoRAManager(model, config.max_loras, config.max_lora_rank, self.dtype) if config.enable_lora else None
         )
+        model, self.lora = extend_model(model, config, self.dtype, self.tokenizer, self.lora)  # X-LoRA, AnyMoE
         self.model_runner = ModelRunner(
             model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype, lora=self.lora
         )

@@ -92,6 +92,8 @@ class ModelRunner:
             self.lora.begin_step(inputs.lora_slots)
         try:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+            if hasattr(self.lora, "record_step"):  # X-LoRA's scalings log (lora/xlora/manager.py)
+                self.lora.record_step(inputs)
             out = ModelRunnerOutput()
             self._prompt_logprobs(inputs, hidden, out)
             self._pool(inputs, hidden, out)

@@ -11,7 +11,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..cli_args import engine_options
+from ..lora.anymoe.cli import add_anymoe_args, anymoe_options
 from ..lora.cli import add_lora_args, lora_modules, lora_options, runtime_updates
+from ..lora.xlora.cli import add_xlora_args, xlora_modules, xlora_options
 from .limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -97,6 +99,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_lora_args(p)
+    add_xlora_args(p)
+    add_anymoe_args(p)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -128,8 +132,11 @@ def serve_command(args: argparse.Namespace) -> int:
         generation_config=args.generation_config,
         **engine_options(args),
         **lora_options(args),
+        **xlora_options(args),
+        **anymoe_options(args),
     )
-    served, default = served_models(args, base, lora_modules(args, ""))
+    adapters = {**lora_modules(args, ""), **xlora_modules(args, "")}
+    served, default = served_models(args, base, adapters)
     paths = {m.name: check_model(m.config) for m in served}
     origins = [o.strip() for o in args.cors_allowed_origins.split(",") if o.strip()]
     failure: list[BaseException] = []
