@@ -37,6 +37,7 @@ from .protocol import DetokenizeRequest, TokenizeRequest
 from .responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse, now
 from .responses_api.routes import ResponsesRoutes
 from .serving_embedding import embedding
+from .ui.routes import is_ui_path, ui_routes
 
 logger = logging.getLogger(__name__)
 EngineLoader = Callable[[], AsyncEngine]
@@ -51,12 +52,14 @@ def create_app(
     on_load_error: Callable[[BaseException], None] | None = None,
     lora_modules: dict[str, LoRARequest] | None = None,
     lora_runtime_updates: bool = False,
+    ui: bool = False,
 ) -> Starlette:
     """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup: until it returns, every
     route (and /health) answers 503. A loader failure is passed to on_load_error (serve uses it to exit).
     The app's ServerContext is `app.state.context` (serve stops its engine on shutdown).
     `lora_modules`: LoRA adapters by name, selected by a request's `model` and listed by /v1/models;
-    `lora_runtime_updates`: serve vLLM's routes that load and unload adapters (server/lora_routes.py)."""
+    `lora_runtime_updates`: serve vLLM's routes that load and unload adapters (server/lora_routes.py);
+    `ui`: serve the chat page at /ui (server/ui/), open without the API key and while the model loads."""
     loader = None if isinstance(engine, AsyncEngine) else engine
     ctx = ServerContext(None if loader else engine, served_model_name, limits=limits or RequestLimits())
     ctx.lora_modules, ctx.lora_runtime_updates = dict(lora_modules or {}), lora_runtime_updates
@@ -75,8 +78,8 @@ def create_app(
             await ctx.engine.shutdown()
 
     app = Starlette(
-        routes=_routes(ctx, metrics),
-        middleware=_middleware(ctx, api_key, cors_allowed_origins),
+        routes=_routes(ctx, metrics) + (ui_routes() if ui else []),
+        middleware=_middleware(ctx, api_key, cors_allowed_origins, ui),
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
@@ -84,7 +87,9 @@ def create_app(
     return app
 
 
-def _middleware(ctx: ServerContext, api_key: str | None, cors_allowed_origins: Sequence[str]) -> list[Middleware]:
+def _middleware(
+    ctx: ServerContext, api_key: str | None, cors_allowed_origins: Sequence[str], ui: bool = False
+) -> list[Middleware]:
     """Outermost first: request id + access log wrap everything, so 401/413/503 answers get them too. The API key
     and readiness are checked from the headers alone, before the body is read (and only then is it read)."""
     stack = [Middleware(RequestIdMiddleware)]
@@ -94,8 +99,9 @@ def _middleware(ctx: ServerContext, api_key: str | None, cors_allowed_origins: S
             expose_headers=["X-Request-Id"],
         ))  # fmt: skip
     if api_key:
-        stack.append(Middleware(ApiKeyMiddleware, api_key=api_key))
-    stack.append(Middleware(ReadinessMiddleware, is_ready=lambda: ctx.engine is not None))
+        stack.append(Middleware(ApiKeyMiddleware, api_key=api_key, is_public=is_ui_path if ui else lambda _: False))
+    needs_engine = (lambda path: not is_ui_path(path)) if ui else lambda _: True
+    stack.append(Middleware(ReadinessMiddleware, is_ready=lambda: ctx.engine is not None, needs_engine=needs_engine))
     stack.append(Middleware(BodyLimitMiddleware, limits=ctx.limits))
     return stack
 

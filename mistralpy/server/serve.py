@@ -72,6 +72,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "(default 0: at once, as vLLM)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--ui", action="store_true", help="also serve the chat page at /ui/ (`mistralpy ui` opens it)")
     add_lora_args(p)
 
 
@@ -83,6 +84,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from ..errors import InvalidRequestError
     from .app import create_app
     from .shutdown import ShutdownServer
+    from .ui.launch import page_url
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not 0 <= args.port <= 65535:
@@ -117,6 +119,8 @@ def serve_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if args.ui:
+            print(f"mistralpy: the chat page is at {page_url(args.host, args.port)}", file=sys.stderr, flush=True)
         return engine
 
     def on_load_error(error: BaseException) -> None:
@@ -125,7 +129,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     app = create_app(
         load, args.served_model_name, args.api_key or None, origins, limits, on_load_error,
-        lora_modules=adapters, lora_runtime_updates=runtime_updates(args),
+        lora_modules=adapters, lora_runtime_updates=runtime_updates(args), ui=args.ui,
     )  # fmt: skip
 
     async def stop_requests() -> None:
