@@ -181,6 +181,14 @@ function askForKey(reason) {
   if (!$("key-dialog").open) $("key-dialog").showModal();
 }
 
+// Chromium gives focus back to the message box after a click in the dialog but, until it is focused anew, drops
+// what is typed into it.
+function closeKeyDialog() {
+  $("key-dialog").close();
+  $("message").blur();
+  $("message").focus();
+}
+
 function showKeyState() {
   $("key-state").textContent = state.key
     ? `A key is set (${store.keyIsRemembered() ? "remembered in this browser" : "for this tab"}).` : "No key set.";
@@ -191,7 +199,7 @@ function setKey(key, remember) {
   if (key) store.saveKey(key, remember);
   else store.forgetKey();
   showKeyState();
-  $("key-dialog").close();
+  closeKeyDialog();
   loadModels();
 }
 
@@ -242,7 +250,7 @@ function wire() {
     setKey($("api-key").value.trim(), $("remember-key").checked);
   });
   $("forget-key").addEventListener("click", () => setKey("", false));
-  $("cancel-key").addEventListener("click", () => $("key-dialog").close());
+  $("cancel-key").addEventListener("click", closeKeyDialog);
 }
 
 function start() {
