@@ -201,6 +201,26 @@ def test_settings_and_json_mode_go_into_the_request(context, ui_server):
     expect(page.locator("#message")).to_have_value("Again")
 
 
+def test_model_picker_lists_every_model_and_sends_the_pick(context, ui_server):
+    """Several models (the server lists one here: its list is answered by the browser with two)."""
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    listed = {"object": "list", "data": [{"id": MODEL, "object": "model"}, {"id": "second", "object": "model"}]}
+    page.route("**/v1/models", lambda route: route.fulfill(json=listed))
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/v1/chat/completions") else None)
+    fake_answer(page, "Hello.")
+    page.goto(f"{ui_server.url}/ui/")
+    expect(page.locator("#model option")).to_have_text([MODEL, "second"])
+    page.select_option("#model", "second")
+    send(page, "Hi")
+    assert wait_answer(page).startswith("second · 3 tokens")
+    page.reload()  # the pick is remembered
+    expect(page.locator("#model")).to_have_value("second")
+    assert [body["model"] for body in sent] == ["second"]
+
+
 def fake_answer(page, content: str) -> None:
     """The chat route answered by the browser itself with `content` as one SSE chunk: the page's rendering of text
     no model here would write."""
@@ -256,12 +276,13 @@ def test_labels_and_keyboard(context, ui_server):
     assert page.locator(".msg").count() == 0
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "send"
-    page.focus("#message")
-    page.fill("#max_tokens", "3")
+    page.fill("#max_tokens", "4000")
     page.focus("#message")
     page.keyboard.press("Enter")
-    wait_answer(page)
     expect(page.locator(".msg.user .content")).to_have_text(["line one\nline two"])
+    expect(page.locator(".msg.assistant .content")).not_to_be_empty()
+    page.keyboard.press("Escape")  # stops the answer, as the Stop button does
+    assert wait_answer(page).startswith("Stopped after ")
 
 
 def test_phone_width_has_no_horizontal_scroll(browser, ui_server, tmp_path):
