@@ -96,15 +96,13 @@ async function send() {
   const article = messageElement(answer);
   article.setAttribute("aria-busy", "true");
   $("transcript").append(messageElement(user), article);
+  $("transcript").scrollTop = $("transcript").scrollHeight;
   const painter = new Painter(article, answer);
   setBusy(new AbortController());
   setStatus("Generating…");
   const body = requestBody({ messages: conversation.messages.slice(0, -1) }, state.settings);
   try {
-    await streamAnswer(body, state.key, state.controller.signal, answer, () => {
-      painter.request();
-      $("transcript").scrollTop = $("transcript").scrollHeight;
-    });
+    await streamAnswer(body, state.key, state.controller.signal, answer, () => painter.request());
     setStatus(answer.stats.stopped ? "Stopped." : "");
   } catch (error) {
     failed(conversation, user, answer, article, error);

@@ -61,11 +61,15 @@ export class Painter {
     this.pending = true;
     requestAnimationFrame(() => {
       this.pending = false;
-      showMessage(this.article, this.message);
+      this.now();
     });
   }
 
+  // Follows the answer down unless the reader has scrolled up to read something else.
   now() {
+    const box = this.article.parentElement;
+    const atEnd = box !== null && box.scrollHeight - box.scrollTop - box.clientHeight < 48;
     showMessage(this.article, this.message);
+    if (atEnd) box.scrollTop = box.scrollHeight;
   }
 }
