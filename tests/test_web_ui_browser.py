@@ -202,17 +202,22 @@ def test_settings_and_json_mode_go_into_the_request(context, ui_server):
 
 
 def test_model_picker_lists_every_model_and_sends_the_pick(context, ui_server):
-    """Several models (the server lists one here: its list is answered by the browser with two)."""
+    """Several models (the server lists one here: its list is answered by the browser with two, after a 503)."""
     from playwright.sync_api import expect
 
     page = context.new_page()
     listed = {"object": "list", "data": [{"id": MODEL, "object": "model"}, {"id": "second", "object": "model"}]}
-    page.route("**/v1/models", lambda route: route.fulfill(json=listed))
+    loading = {"error": {"message": "the model is still loading; retry shortly", "type": "server_error"}}
+    answers = iter([{"status": 503, "json": loading}])  # first as a server still loading its model answers
+
+    page.route("**/v1/models", lambda route: route.fulfill(**next(answers, {"json": listed})))
     sent = []
     page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/v1/chat/completions") else None)
     fake_answer(page, "Hello.")
     page.goto(f"{ui_server.url}/ui/")
-    expect(page.locator("#model option")).to_have_text([MODEL, "second"])
+    expect(page.locator("#status")).to_have_text("The model is loading…")
+    expect(page.locator("#model option")).to_have_text([MODEL, "second"])  # asked again a second later
+    expect(page.locator("#status")).to_have_text("")
     page.select_option("#model", "second")
     send(page, "Hi")
     assert wait_answer(page).startswith("second · 3 tokens")

@@ -2,6 +2,7 @@
 
 import { ApiError, listModels } from "./api.js";
 import { requestBody, streamAnswer } from "./chat.js";
+import { KeyDialog } from "./key.js";
 import * as store from "./store.js";
 import { Painter, messageElement } from "./transcript.js";
 
@@ -11,7 +12,8 @@ const state = {
   settings: store.loadSettings(),
   conversations: store.loadConversations(),
   current: null,
-  key: store.loadKey(),
+  keys: null, // the KeyDialog, made once the page is wired
+  retry: null, // the timer of the next try at the model list while the model loads
   controller: null, // the AbortController of the answer being streamed
 };
 
@@ -102,7 +104,7 @@ async function send() {
   setStatus("Generating…");
   const body = requestBody({ messages: conversation.messages.slice(0, -1) }, state.settings);
   try {
-    await streamAnswer(body, state.key, state.controller.signal, answer, () => painter.request());
+    await streamAnswer(body, state.keys.key, state.controller.signal, answer, () => painter.request());
     setStatus(answer.stats.stopped ? "Stopped." : "");
   } catch (error) {
     failed(conversation, user, answer, article, error);
@@ -127,7 +129,7 @@ function failed(conversation, user, answer, article, error) {
     answer.error = message;
     setStatus(message, true);
   }
-  if (error instanceof ApiError && error.status === 401) askForKey(message);
+  if (error instanceof ApiError && error.status === 401) state.keys.ask(message);
 }
 
 function describe(error) {
@@ -150,11 +152,12 @@ function stop() {
   if (state.controller) state.controller.abort();
 }
 
-// --- models, key, settings ---
+// --- models, settings ---
 
 async function loadModels() {
+  clearTimeout(state.retry);
   try {
-    const ids = await listModels(state.key);
+    const ids = await listModels(state.keys.key);
     const select = $("model");
     select.replaceChildren(...ids.map((id) => new Option(id, id)));
     if (!ids.includes(state.settings.model)) state.settings.model = ids[0] || "";
@@ -164,41 +167,12 @@ async function loadModels() {
   } catch (error) {
     if (error instanceof ApiError && error.status === 503) {
       setStatus("The model is loading…");
-      setTimeout(loadModels, 1000);
+      state.retry = setTimeout(loadModels, 1000);
       return;
     }
     setStatus(`Could not list the models: ${describe(error)}`, true);
-    if (error instanceof ApiError && error.status === 401) askForKey(describe(error));
+    if (error instanceof ApiError && error.status === 401) state.keys.ask(describe(error));
   }
-}
-
-function askForKey(reason) {
-  $("key-reason").textContent = reason || "";
-  $("api-key").value = state.key;
-  $("remember-key").checked = store.keyIsRemembered();
-  if (!$("key-dialog").open) $("key-dialog").showModal();
-}
-
-// Chromium gives focus back to the message box after a click in the dialog but, until it is focused anew, drops
-// what is typed into it.
-function closeKeyDialog() {
-  $("key-dialog").close();
-  $("message").blur();
-  $("message").focus();
-}
-
-function showKeyState() {
-  $("key-state").textContent = state.key
-    ? `A key is set (${store.keyIsRemembered() ? "remembered in this browser" : "for this tab"}).` : "No key set.";
-}
-
-function setKey(key, remember) {
-  state.key = key;
-  if (key) store.saveKey(key, remember);
-  else store.forgetKey();
-  showKeyState();
-  closeKeyDialog();
-  loadModels();
 }
 
 function readSettingsForm() {
@@ -242,19 +216,12 @@ function wire() {
   });
   $("toggle-conversations").addEventListener("click", (event) => togglePanel(event.currentTarget));
   $("toggle-settings").addEventListener("click", (event) => togglePanel(event.currentTarget));
-  $("change-key").addEventListener("click", () => askForKey(""));
-  $("key-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    setKey($("api-key").value.trim(), $("remember-key").checked);
-  });
-  $("forget-key").addEventListener("click", () => setKey("", false));
-  $("cancel-key").addEventListener("click", closeKeyDialog);
 }
 
 function start() {
   wire();
   fillSettingsForm();
-  showKeyState();
+  state.keys = new KeyDialog(loadModels);
   if (state.conversations.length === 0) state.conversations.push(store.newConversation());
   const saved = store.loadCurrentId();
   selectConversation(state.conversations.find((c) => c.id === saved) || state.conversations[0]);
