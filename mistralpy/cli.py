@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--system", help="system message for the chat")
     add_sampling_args(run)
     add_serve_parser(sub)
+    from .server.ui.launch import add_ui_parser
+
+    add_ui_parser(sub)
     from .bench.command import add_bench_parser
 
     add_bench_parser(sub)
@@ -41,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bench.command import bench_command
 
             return bench_command(args)
+        if args.command == "ui":
+            from .server.ui.launch import ui_command
+
+            return ui_command(args)
         return serve_command(args) if args.command == "serve" else run_command(args)
     except MistralpyError as e:
         print(f"mistralpy: error: {e}", file=sys.stderr)

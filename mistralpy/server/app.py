@@ -39,6 +39,7 @@ from .protocol import DetokenizeRequest, TokenizeRequest
 from .responses import DetokenizeResponse, TokenizeResponse
 from .responses_api.routes import ResponsesRoutes
 from .serving_embedding import embedding
+from .ui.routes import is_ui_path, ui_routes
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def create_app(
     lora_runtime_updates: bool = False,
     model_runtime_updates: bool = False,
     mcp: McpToolbox | None = None,
+    ui: bool = False,
 ) -> Starlette:
     """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup, or a ModelRegistry of several
     models (each named and configured there). Until every model given is loaded, every route (and /health) answers
@@ -62,7 +64,8 @@ def create_app(
     `lora_modules`: LoRA adapters by name, selected by a request's `model` and listed by /v1/models;
     `lora_runtime_updates`: serve vLLM's routes that load and unload adapters (server/lora_routes.py);
     `model_runtime_updates`: serve POST /v1/models/load and /v1/models/unload (server/model_routes.py);
-    `mcp`: MCP servers whose tools the model may call (connected at startup, before the models load)."""
+    `mcp`: MCP servers whose tools the model may call (connected at startup, before the models load);
+    `ui`: serve the chat page at /ui (server/ui/), open without the API key and while the models load."""
     models = engine if isinstance(engine, ModelRegistry) else _one_model(engine, served_model_name, lora_modules)
     if isinstance(engine, ModelRegistry) and (served_model_name != "default" or lora_modules):
         raise ValueError("a ModelRegistry names its models and their adapters itself")
@@ -85,8 +88,8 @@ def create_app(
             await mcp.stop()
 
     app = Starlette(
-        routes=_routes(models),
-        middleware=_middleware(models, api_key, cors_allowed_origins, limits or RequestLimits()),
+        routes=_routes(models) + (ui_routes() if ui else []),
+        middleware=_middleware(models, api_key, cors_allowed_origins, limits or RequestLimits(), ui),
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
@@ -104,7 +107,7 @@ def _one_model(
 
 
 def _middleware(
-    models: ModelRegistry, api_key: str | None, cors_allowed_origins: Sequence[str], limits: RequestLimits
+    models: ModelRegistry, api_key: str | None, cors_allowed_origins: Sequence[str], limits: RequestLimits, ui: bool
 ) -> list[Middleware]:
     """Outermost first: request id + access log wrap everything, so 401/413/503 answers get them too. The API key
     and readiness are checked from the headers alone, before the body is read (and only then is it read)."""
@@ -115,8 +118,9 @@ def _middleware(
             expose_headers=["X-Request-Id"],
         ))  # fmt: skip
     if api_key:
-        stack.append(Middleware(ApiKeyMiddleware, api_key=api_key))
-    stack.append(Middleware(ReadinessMiddleware, is_ready=lambda: models.ready))
+        stack.append(Middleware(ApiKeyMiddleware, api_key=api_key, is_public=is_ui_path if ui else lambda _: False))
+    needs_engine = (lambda path: not is_ui_path(path)) if ui else lambda _: True
+    stack.append(Middleware(ReadinessMiddleware, is_ready=lambda: models.ready, needs_engine=needs_engine))
     stack.append(Middleware(BodyLimitMiddleware, limits=limits))
     return stack
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -15,14 +16,16 @@ OPEN_PATHS = frozenset({"/health"})
 class ApiKeyMiddleware:
     """Every HTTP route except /health needs `Authorization: Bearer <key>` (the scheme in any case, RFC 7235) or
     `x-api-key: <key>` (Anthropic's); otherwise 401 with an OpenAI body (Anthropic's on its routes), sent from the
-    headers alone: the request's body is never read."""
+    headers alone: the request's body is never read. `is_public` names more open paths (the chat page's files)."""
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, is_public: Callable[[str], bool] = lambda _: False) -> None:
         self.app = app
         self._expected = api_key.encode()
+        self._is_public = is_public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorized(scope):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN_PATHS or self._is_public(path) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
         response = error_response(401, "missing or incorrect API key", code="invalid_api_key", path=scope["path"])

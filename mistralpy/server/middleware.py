@@ -98,14 +98,18 @@ class BodyLimitMiddleware:
 
 
 class ReadinessMiddleware:
-    """Until the engine is loaded, every route (/health included) answers 503 with an OpenAI error body."""
+    """Until the engine is loaded, every route (/health included) answers 503 with an OpenAI error body; but those
+    `needs_engine` says can do without it (the chat page's files)."""
 
-    def __init__(self, app: ASGIApp, is_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, app: ASGIApp, is_ready: Callable[[], bool], needs_engine: Callable[[str], bool] = lambda _: True
+    ) -> None:
         self.app = app
         self.is_ready = is_ready
+        self.needs_engine = needs_engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.is_ready():
+        if scope["type"] != "http" or self.is_ready() or not self.needs_engine(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         message = "the model is still loading; retry shortly"

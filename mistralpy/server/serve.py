@@ -98,6 +98,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "(default 0: at once, as vLLM)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--ui", action="store_true", help="also serve the chat page at /ui/ (`mistralpy ui` opens it)")
     add_lora_args(p)
     add_xlora_args(p)
     add_anymoe_args(p)
@@ -114,6 +115,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from .model_registry import ModelRegistry, ModelSlot
     from .served_models import ServedModel, served_models
     from .shutdown import ShutdownServer
+    from .ui.routes import page_url
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not 0 <= args.port <= 65535:
@@ -175,6 +177,7 @@ def serve_command(args: argparse.Namespace) -> int:
     app = create_app(
         models, api_key=args.api_key or None, cors_allowed_origins=origins, limits=limits,
         on_load_error=on_load_error, model_runtime_updates=args.allow_runtime_model_updating, mcp=mcp_toolbox(args),
+        ui=args.ui,
     )  # fmt: skip
 
     async def stop_requests() -> None:
@@ -182,6 +185,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
     loading = ", ".join(paths.values())
     print(f"mistralpy: loading {loading} (/health answers 503 until it is ready)", file=sys.stderr, flush=True)
+    if args.ui:
+        print(f"mistralpy: the chat page is at {page_url(args.host, args.port)}", file=sys.stderr, flush=True)
     http_config = uvicorn.Config(
         app,
         host=args.host,
