@@ -12,7 +12,7 @@ from mistralpy.cli import build_parser, main
 from mistralpy.cli_args import ggml_options
 from mistralpy.config import EngineConfig
 from mistralpy.errors import InvalidRequestError, ModelLoadError
-from mistralpy.server.serve import check_model
+from mistralpy.server.server_app import check_model
 
 from .ggml_files import Tiny, ggml_file, gguf_file, make_tiny
 

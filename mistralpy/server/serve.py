@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
 
-from ..cli_args import engine_options
-from ..lora.anymoe.cli import add_anymoe_args, anymoe_options
-from ..lora.cli import add_lora_args, lora_modules, lora_options, runtime_updates
-from ..lora.xlora.cli import add_xlora_args, xlora_modules, xlora_options
+from ..distributed.cli import add_replica_args, check_replica_flags
+from ..lora.anymoe.cli import add_anymoe_args
+from ..lora.cli import add_lora_args
+from ..lora.xlora.cli import add_xlora_args
 from .limits import RequestLimits
-
-if TYPE_CHECKING:
-    from ..config import EngineConfig
-    from ..mcp_client.toolbox import McpToolbox
 
 API_KEY_ENV = "MISTRALPY_API_KEY"
 SHUTTING_DOWN = "the server is shutting down"
@@ -102,18 +96,14 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     add_lora_args(p)
     add_xlora_args(p)
     add_anymoe_args(p)
+    add_replica_args(p)
 
 
 def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..config import EngineConfig
-    from ..engine.async_engine import AsyncEngine
     from ..errors import InvalidRequestError
-    from .app import create_app
-    from .context import ServerContext
-    from .model_registry import ModelRegistry, ModelSlot
-    from .served_models import ServedModel, served_models
+    from .server_app import server_app
     from .shutdown import ShutdownServer
     from .ui.routes import page_url
 
@@ -122,68 +112,23 @@ def serve_command(args: argparse.Namespace) -> int:
         raise InvalidRequestError(f"--port must be in [0, 65535], got {args.port}")
     if not 0 <= args.shutdown_timeout < float("inf"):
         raise InvalidRequestError(f"--shutdown-timeout must be a number of seconds >= 0, got {args.shutdown_timeout}")
-    limits = RequestLimits(max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens)
-    base = EngineConfig(
-        model=None,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        max_num_seqs=args.max_num_seqs,
-        show_progress=sys.stderr.isatty(),
-        task=args.task,
-        pooling=args.pooling,
-        generation_config=args.generation_config,
-        **engine_options(args),
-        **lora_options(args),
-        **xlora_options(args),
-        **anymoe_options(args),
-    )
-    adapters = {**lora_modules(args, ""), **xlora_modules(args, "")}
-    served, default = served_models(args, base, adapters)
-    paths = {m.name: check_model(m.config) for m in served}
-    origins = [o.strip() for o in args.cors_allowed_origins.split(",") if o.strip()]
+    check_replica_flags(args)
+    if args.replicas is not None:
+        from ..distributed.replicas import serve_replicas
+
+        return serve_replicas(args)
     failure: list[BaseException] = []
-    where = f"http://{args.host}:{args.port}/v1"
-
-    def slot(model: ServedModel) -> ModelSlot:
-        def load() -> AsyncEngine:
-            engine = AsyncEngine.from_config(model.config)
-            for adapter in model.lora_modules.values():  # each read and checked against the model before serving
-                engine.engine.lora.read(adapter)
-            print(
-                f"mistralpy: serving {paths[model.name]} as '{model.name}' on {where} (context {engine.max_model_len})",
-                file=sys.stderr,
-                flush=True,
-            )
-            return engine
-
-        ctx = ServerContext(None, model.name, limits=limits, lora_modules=model.lora_modules)
-        ctx.lora_runtime_updates = runtime_updates(args)
-        ctx.trust_request_chat_template = args.trust_request_chat_template
-        return ModelSlot(ctx, load, paths[model.name])
-
-    def new_model(name: str, settings: dict) -> ModelSlot:  # POST /v1/models/load of a model new to the server
-        kv = settings.pop("kv_cache_tokens", base.kv_cache_tokens // len(served))
-        fields = {"quantization" if k == "isq" else k: v for k, v in settings.items()}
-        model = ServedModel(name, dataclasses.replace(base, kv_cache_tokens=kv, enable_lora=False, **fields), {})
-        paths[name] = check_model(model.config)
-        return slot(model)
 
     def on_load_error(error: BaseException) -> None:
         failure.append(error)
         server.should_exit = True
 
-    models = ModelRegistry([slot(m) for m in served], default)
-    models.factory = new_model
-    app = create_app(
-        models, api_key=args.api_key or None, cors_allowed_origins=origins, limits=limits,
-        on_load_error=on_load_error, model_runtime_updates=args.allow_runtime_model_updating, mcp=mcp_toolbox(args),
-        ui=args.ui,
-    )  # fmt: skip
+    app = server_app(args, on_load_error)
 
     async def stop_requests() -> None:
         await app.state.models.shutdown(SHUTTING_DOWN)
 
-    loading = ", ".join(paths.values())
+    loading = ", ".join(slot.path or slot.name for slot in app.state.models.slots.values())
     print(f"mistralpy: loading {loading} (/health answers 503 until it is ready)", file=sys.stderr, flush=True)
     if args.ui:
         print(f"mistralpy: the chat page is at {page_url(args.host, args.port)}", file=sys.stderr, flush=True)
@@ -205,34 +150,6 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"mistralpy: error: {failure[0]}", file=sys.stderr, flush=True)
         return 1
     return 0
-
-
-def mcp_toolbox(args: argparse.Namespace) -> McpToolbox | None:
-    """--mcp-config read and checked before anything loads; the servers are connected at startup."""
-    if args.mcp_config is None:
-        return None
-    from ..errors import InvalidRequestError
-    from ..mcp_client.config import read_mcp_config
-    from ..mcp_client.toolbox import McpToolbox
-
-    config = read_mcp_config(args.mcp_config)
-    try:
-        import mcp  # noqa: F401 - the optional extra, checked before the server starts
-    except ImportError:
-        raise InvalidRequestError("--mcp-config needs the MCP SDK: pip install 'mistralpy[mcp]'") from None
-    return McpToolbox(config)
-
-
-def check_model(config: EngineConfig) -> str:
-    """Fail before the server starts on what is cheap to check: the path, the file format, the architecture."""
-    from ..embed.default_model import default_embedding_model_path
-    from ..loader import GGMLParams, open_model_source
-    from ..loader.default_model import default_model_path
-    from ..models import resolve_model_class
-
-    path = config.model or (default_embedding_model_path() if config.task == "embed" else default_model_path())
-    resolve_model_class(open_model_source(path, GGMLParams.from_engine_config(config)).model_config())
-    return path
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

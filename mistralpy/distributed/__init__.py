@@ -1,0 +1,1 @@
+"""Beyond one process: engine replicas behind one endpoint on Ray Serve (replicas.py)."""

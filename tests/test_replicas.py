@@ -1,0 +1,102 @@
+"""`serve --replicas`: two engine replicas behind one endpoint on a local Ray Serve. 32 concurrent clients all get
+the model's greedy answer (transformers' tokens the oracle), both replicas answer, streams stay streams, and a prompt
+prefix seen before goes back to the replica that served it. Plus the flags' and the prefix key's unit checks."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+
+import httpx
+import pytest
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+from transformers import AutoTokenizer
+
+from mistralpy.cli import build_parser
+from mistralpy.distributed.cli import check_replica_flags, replica_counts
+from mistralpy.distributed.engine_replica import REPLICA_HEADER
+from mistralpy.distributed.forwarded import prefix_key
+from mistralpy.errors import InvalidRequestError
+
+from .server_process import free_port
+from .test_multi_model import PROMPT, hf_greedy
+
+
+def serve_args(*extra: str):
+    return build_parser().parse_args(["serve", *extra])
+
+
+def test_replica_flags():
+    assert replica_counts(serve_args("--replicas", "3")) == {"num_replicas": 3}
+    bounds = replica_counts(serve_args("--replicas", "2", "--min-replicas", "1", "--max-replicas", "4"))
+    assert bounds == {"min_replicas": 1, "initial_replicas": 2, "max_replicas": 4}
+    with pytest.raises(InvalidRequestError, match="--min-replicas <= --replicas <= --max-replicas"):
+        replica_counts(serve_args("--replicas", "5", "--max-replicas", "4"))
+    with pytest.raises(InvalidRequestError, match=">= 1"):
+        replica_counts(serve_args("--replicas", "0"))
+    with pytest.raises(InvalidRequestError, match="need --replicas"):
+        check_replica_flags(serve_args("--min-replicas", "1"))
+
+
+def test_prefix_key():
+    chat = {"model": "m", "messages": [{"role": "system", "content": "S" * 600}, {"role": "user", "content": "a"}]}
+    other_tail = {**chat, "messages": [chat["messages"][0], {"role": "user", "content": "b"}]}
+    assert prefix_key(json.dumps(chat).encode()) == prefix_key(json.dumps(other_tail).encode())  # past 512 chars
+    assert prefix_key(json.dumps({**chat, "model": "n"}).encode()) != prefix_key(json.dumps(chat).encode())
+    assert prefix_key(json.dumps({"prompt": "x"}).encode()) != prefix_key(json.dumps({"prompt": "y"}).encode())
+    assert prefix_key(b"not json") is None and prefix_key(b"") is None and prefix_key(b"[1]") is None
+
+
+@pytest.fixture(scope="module")
+def replicas(tiny_llama):
+    from mistralpy.distributed.replicas import replicas_app
+
+    port = free_port()
+    args = serve_args("-m", str(tiny_llama[2]), "--dtype", "float32", "--replicas", "2", "--port", str(port),
+                      "--kv-cache-tokens", "1024", "--max-num-seqs", "16")  # fmt: skip
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(replicas_app(args), name="mistralpy", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def complete(url: str, prompt: list[int], n: int = 6, **extra) -> httpx.Response:
+    body = {"prompt": prompt, "max_tokens": n, "temperature": 0, "ignore_eos": True, **extra}
+    return httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+
+
+def test_32_clients_get_the_greedy_answer_from_both_replicas(replicas, tiny_llama, tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    prompts = [PROMPT[:2] + [100 + i] + PROMPT[2:] for i in range(32)]  # distinct from their third token on
+    want = [tokenizer.decode(hf_greedy(tiny_llama[0], p, 6)) for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(lambda p: complete(replicas, p), prompts))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    assert [r.json()["choices"][0]["text"] for r in responses] == want
+    assert len({r.headers[REPLICA_HEADER] for r in responses}) == 2  # both replicas answered
+
+
+def test_streams_stay_streams(replicas):
+    whole = complete(replicas, PROMPT).json()["choices"][0]["text"]
+    body = {"prompt": PROMPT, "max_tokens": 6, "temperature": 0, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{replicas}/v1/completions", json=body, timeout=120) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and len(events) > 3
+    assert "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]) == whole
+    r = httpx.post(f"{replicas}/v1/completions", json={"prompt": PROMPT, "max_tokens": "x"}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"  # the replica's own errors pass through
+
+
+def test_a_seen_prefix_goes_back_to_its_replica(replicas):
+    long_prompts = [[1] + [200 + i] * 600 + [5] for i in range(6)]  # prefixes of 600 tokens: past the key's length
+    first = [complete(replicas, p, 1).headers[REPLICA_HEADER] for p in long_prompts]
+    again = [p[:-1] + [7] for p in long_prompts for _ in range(3)]  # same prefixes, other endings
+    with concurrent.futures.ThreadPoolExecutor(18) as pool:
+        later = [r.headers[REPLICA_HEADER] for r in pool.map(lambda p: complete(replicas, p, 1), again)]
+    assert later == [owner for owner in first for _ in range(3)]
