@@ -103,7 +103,7 @@ class EngineConfig:
     # computed in bf16, else "auto" (layers.kv_cache.default_kv_cache_dtype)
     kv_cache_dtype: str | None = None
     max_num_seqs: int = 64
-    max_num_batched_tokens: int = 512
+    max_num_batched_tokens: int | None = None  # per-step token budget; None: the task's (embed.task.STEP_TOKENS)
     max_model_len: int | None = None  # None: the model's context length
     enable_prefix_caching: bool = True
     show_progress: bool = False
@@ -155,11 +155,11 @@ class EngineConfig:
         resolve_isq(self.quantization)
         check_kv_cache_dtype(self.kv_cache_dtype)
         check_num_threads(self.num_threads)
-        for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "max_num_batched_tokens"):
+        for name in ("block_size", "kv_cache_tokens", "max_num_seqs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidRequestError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("num_kv_blocks", "max_model_len", "gqa"):
+        for name in ("num_kv_blocks", "max_model_len", "gqa", "max_num_batched_tokens"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise InvalidRequestError(f"{name} must be a positive integer or None, got {value!r}")

@@ -66,7 +66,7 @@ class LLM:
         *,
         max_model_len: int | None = None,
         max_num_seqs: int = 64,
-        max_num_batched_tokens: int = 512,
+        max_num_batched_tokens: int | None = None,
         block_size: int = 16,
         num_kv_blocks: int | None = None,
         kv_cache_tokens: int = 16384,

@@ -72,7 +72,8 @@ class Runner:
       counterpart of mistral.rs's "f8e4m3", which it does not implement); None: int8 for quantized weights computed
       in bf16, else auto.
     - `seed`: requests without a seed get one drawn from a generator seeded with this, so a run is reproducible.
-    - mistralpy's own: `max_model_len` (default: the model's context), `max_num_batched_tokens` (per-step budget).
+    - mistralpy's own: `max_model_len` (default: the model's context), `max_num_batched_tokens` (per-step budget;
+      default 512 for generation, 16384 for embeddings).
     """
 
     def __init__(
@@ -87,7 +88,7 @@ class Runner:
         seed: int | None = None,
         *,
         max_model_len: int | None = None,
-        max_num_batched_tokens: int = 512,
+        max_num_batched_tokens: int | None = None,
         **unsupported: Any,
     ) -> None:
         reject_unsupported("Runner", unsupported, _UNSUPPORTED)

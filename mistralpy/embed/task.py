@@ -7,6 +7,10 @@ from ..sampling_params import SamplingParams
 from .pooling import PoolingParams
 
 TASKS = ("generate", "embed")
+# The per-step token budget when none is given. Generation keeps steps small, so that decoding requests wait little
+# for a long prompt's prefill; embedding requests are prefill only, and fewer, larger steps cost less per text
+# (measured: 256 mixed texts on all-MiniLM-L6-v2, 2 threads, 4.9 texts/s at 512 tokens a step, 21.3 at 16384).
+STEP_TOKENS = {"generate": 512, "embed": 16384}
 # An embedding request samples nothing; Request still carries SamplingParams, read only on paths it never takes.
 NO_SAMPLING = SamplingParams()
 

@@ -9,7 +9,7 @@ from ..config import EngineConfig, SchedulerConfig, resolve_dtype
 from ..embed.default_model import default_embedding_model_path
 from ..embed.outputs import EmbeddingRequestOutput
 from ..embed.spec import source_embedding_spec
-from ..embed.task import NO_SAMPLING, resolve_task
+from ..embed.task import NO_SAMPLING, STEP_TOKENS, resolve_task
 from ..errors import InvalidRequestError, PromptTooLongError
 from ..generation_config import generation_defaults
 from ..layers.kv_cache import default_kv_cache_dtype
@@ -75,7 +75,8 @@ class Engine:
             raise InvalidRequestError(
                 f"the KV cache ({num_blocks} blocks of {config.block_size}) cannot hold max_model_len {max_model_len}"
             )
-        self.scheduler_config = SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, max_model_len)
+        step_tokens = config.max_num_batched_tokens or STEP_TOKENS[self.task]
+        self.scheduler_config = SchedulerConfig(config.max_num_seqs, step_tokens, max_model_len)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.scheduler_config, self.block_manager)
         quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())

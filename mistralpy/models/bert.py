@@ -10,7 +10,8 @@ cosine of ~1 - 1e-6 to the float32 one."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +31,15 @@ FUSED = {"query": ("qkv", 0), "key": ("qkv", 1), "value": ("qkv", 2)}
 
 @dataclass
 class EncoderBatch:
-    """The whole prompts of a step, packed one after another (T tokens), and the projections' dtype."""
+    """The whole prompts of a step, packed one after another (T tokens), and the projections' dtype. Attention runs
+    on groups of prompts of similar length, each padded to its longest (`groups`, built once a step)."""
 
     lengths: list[int]
     weight_dtype: torch.dtype  # the projections' inputs are cast to it; their outputs back to float32
+    groups: list[AttentionGroup] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.groups = attention_groups(self.lengths)
 
     def project(self, linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return linear(x.to(self.weight_dtype)).float()
@@ -50,13 +56,54 @@ class EncoderBatch:
         return cls(lengths, weight_dtype)
 
     def attend(self, qkv: torch.Tensor, num_heads: int, head_dim: int) -> torch.Tensor:
-        """(T, 3 * H * D) packed q, k, v -> (T, H * D): each prompt's tokens attend to all of its tokens. One call a
-        prompt, unpadded and unmasked (measured: a padded, masked batch spent a quarter of the step on padding)."""
-        outs = []
-        for part in qkv.split(self.lengths):
-            q, k, v = part.view(-1, 3, num_heads, head_dim).permute(1, 2, 0, 3)  # each (H, L, D)
-            outs.append(F.scaled_dot_product_attention(q, k, v).transpose(0, 1).flatten(1))
-        return torch.cat(outs)
+        """(T, 3 * H * D) packed q, k, v -> (T, H * D): each prompt's tokens attend to all of its tokens (and no
+        padding). One attention call a group of prompts rather than one a prompt: each call has a fixed cost."""
+        out = qkv.new_empty(qkv.shape[0], num_heads * head_dim)
+        padded_qkv = torch.cat([qkv, qkv.new_zeros(1, qkv.shape[1])])  # row T: the padding's source
+        for group in self.groups:
+            part = padded_qkv[group.gather].view(group.size, group.width, 3, num_heads, head_dim)
+            q, k, v = part.permute(2, 0, 3, 1, 4)  # each (G, H, L, D)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=group.mask)
+            out[group.rows] = o.transpose(1, 2).reshape(-1, num_heads * head_dim)[group.real]
+        return out
+
+
+@dataclass
+class AttentionGroup:
+    size: int  # prompts
+    width: int  # the longest one's tokens
+    gather: torch.Tensor  # (size * width,) packed rows, the padding pointing at row T
+    mask: torch.Tensor | None  # (size, 1, 1, width) keys that are real, or None without padding
+    real: torch.Tensor  # which of the size * width padded rows are real
+    rows: torch.Tensor  # their packed rows, in the same order
+
+
+def attention_groups(lengths: list[int], waste: float = 0.25, most: int = 32) -> list[AttentionGroup]:
+    """Prompts sorted by length and cut into groups whose padding stays under `waste` of their tokens."""
+    starts = [0, *itertools.accumulate(lengths)][:-1]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups, current = [], []
+    for i in order:  # ascending: a prompt added is the group's longest
+        candidate = [*current, i]
+        padded = lengths[i] * len(candidate)
+        if current and (len(candidate) > most or padded > (1 + waste) * sum(lengths[j] for j in candidate)):
+            groups.append(_group(current, lengths, starts))
+            candidate = [i]
+        current = candidate
+    if current:
+        groups.append(_group(current, lengths, starts))
+    return groups
+
+
+def _group(members: list[int], lengths: list[int], starts: list[int]) -> AttentionGroup:
+    width, total = max(lengths[i] for i in members), sum(lengths)
+    offsets = torch.arange(width)
+    lens = torch.tensor([lengths[i] for i in members])
+    valid = offsets[None, :] < lens[:, None]  # (G, width)
+    gather = torch.where(valid, torch.tensor([starts[i] for i in members])[:, None] + offsets[None, :], total)
+    real = valid.flatten().nonzero().squeeze(1)
+    mask = None if bool(valid.all()) else valid[:, None, None, :]
+    return AttentionGroup(len(members), width, gather.flatten(), mask, real, gather.flatten()[real])
 
 
 class BertEmbeddings(nn.Module):
@@ -115,7 +162,8 @@ class BertIntermediate(nn.Module):
         self.dense = Linear(cfg.hidden_size, cfg.intermediate_size, bias=True)
 
     def forward(self, x: torch.Tensor, batch: EncoderBatch) -> torch.Tensor:
-        return F.gelu(batch.project(self.dense, x), approximate=self.approximate)
+        # left in the projections' dtype: the next projection takes it so (the widest tensor is never converted)
+        return F.gelu(self.dense(x.to(batch.weight_dtype)), approximate=self.approximate)
 
 
 class BertLayer(nn.Module):
