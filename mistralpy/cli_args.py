@@ -48,7 +48,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_speculative_args(p: argparse.ArgumentParser) -> None:
     """vLLM's speculative decoding flags (spec_decode.config.SpeculativeConfig)."""
     p.add_argument("--speculative-method", default=None, choices=["ngram"], help="speculative decoding: ngram")
-    p.add_argument("--speculative-model", default=None, help="a draft model (not supported yet: an error)")
+    p.add_argument("--speculative-model", default=None, help="a draft model (GGUF or HF folder, the same tokenizer)")
+    p.add_argument("--speculative-quantization", default=None, help="in-situ quantization of the draft model (ISQ)")
     p.add_argument("--num-speculative-tokens", type=int, default=None, help="draft tokens per step, K (default 4)")
     p.add_argument("--prompt-lookup-min", type=int, default=None, help="ngram: shortest suffix matched (default 1)")
     p.add_argument("--prompt-lookup-max", type=int, default=None, help="ngram: longest suffix matched (default 4)")
@@ -82,7 +83,7 @@ def speculative_options(args: argparse.Namespace) -> dict[str, int | str] | None
     without a method or model is an error, never ignored."""
     from .errors import InvalidRequestError
 
-    names = ("num_speculative_tokens", "prompt_lookup_min", "prompt_lookup_max")
+    names = ("num_speculative_tokens", "prompt_lookup_min", "prompt_lookup_max", "speculative_quantization")
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     method, model = getattr(args, "speculative_method", None), getattr(args, "speculative_model", None)
     if method is None and model is None:
@@ -91,6 +92,8 @@ def speculative_options(args: argparse.Namespace) -> dict[str, int | str] | None
             raise InvalidRequestError(f"{flags} needs --speculative-method or --speculative-model")
         return None
     config: dict[str, int | str] = dict(given)
+    if "speculative_quantization" in config:
+        config["quantization"] = config.pop("speculative_quantization")
     if method is not None:
         config["method"] = method
     if model is not None:
