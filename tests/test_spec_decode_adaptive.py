@@ -47,13 +47,17 @@ def test_speculation_backs_off_as_the_batch_grows():
     assert ks[0] == 4 and ks[-1] == 0 and ks == sorted(ks, reverse=True)
     policy.forget({"1"})
     assert set(policy.states) == {"1"}
+    # where a draft costs 0.9 of a step or more (here 128 * 0.1 / 13.8 = 0.93), not even probes are drafted
+    doubtful = AdaptiveK(k_max=4, token_compute=0.1, prior=0.1)
+    assert [doubtful.k("big", 128) for _ in range(40)] == [0] * 40
+    assert [doubtful.k("small", 16) for _ in range(32)] == ([0] * 15 + [1]) * 2  # cost 0.62: probes
 
 
 def test_engine_k_falls_to_zero_when_drafts_never_match(tiny_llama, other_tiny, monkeypatch):  # noqa: F811
     """A draft model that never agrees with the target: after a few verify steps the request stops proposing
     (bar the probes), and its output is the plain one. The draft's measured cost is left out (kept at 0), so that
     acceptance alone brings K down."""
-    monkeypatch.setattr(Speculator, "_measure", lambda self, started, passes: None)
+    monkeypatch.setattr(Speculator, "_measure", lambda self, started: None)
     prompt = list(range(100, 120))
     params = SamplingParams(max_tokens=60, **GREEDY)
     plain = LLM(str(tiny_llama[1]), dtype="float32", block_size=4)

@@ -7,7 +7,9 @@ plus the extra token the target computes for it, as fractions of a plain target 
 alpha^i >= cost, capped by num_speculative_tokens. The target's extra token costs more the larger the batch: a
 step of one request mostly reads weights (a token is cheap), a large batch's step is mostly compute (a token costs
 its share), so speculation backs off as the batch grows. A request at K = 0 proposes one draft every
-`probe_every` steps, so that K can grow back when its text becomes predictable."""
+`probe_every` steps, so that K can grow back when its text becomes predictable; but not where a draft costs
+`probe_ceiling` or more: even a request whose drafts were nearly always right would not speculate there, and a
+probe after idle steps is dear (the draft model first catches up on every token since its last pass)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class AdaptiveK:
     prior: float = 0.8  # the acceptance a new request starts with
     weight: float = 0.2  # of each trial in the moving average
     probe_every: int = 16
+    probe_ceiling: float = 0.9
     states: dict[str, _State] = field(default_factory=dict)
 
     def cost(self, batch_size: int) -> float:
@@ -45,7 +48,7 @@ class AdaptiveK:
             state.idle = 0
             return k
         state.idle += 1
-        if state.idle >= self.probe_every:
+        if state.idle >= self.probe_every and cost < self.probe_ceiling:
             state.idle = 0
             return 1
         return 0

@@ -12,6 +12,7 @@ changes the output (the target verifies every token); it only makes drafts bette
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 
 from ..engine.block_manager import BlockManager
@@ -35,6 +36,8 @@ class DraftProposer:
         self.block_manager = block_manager
         self.max_batched_tokens = max_batched_tokens
         self.fed: dict[str, _Fed] = {}
+        self.decode_seconds = 0.0  # of the last propose's single-token passes (a draft token's cost: adaptive K)
+        self.decode_passes = 0
 
     def forget(self, keep: set[str]) -> None:
         """Drop what is known of requests no longer running (finished, aborted, preempted or not yet readmitted)."""
@@ -47,11 +50,14 @@ class DraftProposer:
         active = [(req, k) for req, k in zip(requests, ks, strict=True) if k > 0]
         drafts: dict[str, list[int]] = {req.request_id: [] for req, _ in active}
         self._catch_up([req for req, _ in active], drafts)
+        started, self.decode_passes = time.perf_counter(), 0
         for j in range(1, max((k for _, k in active), default=0)):
             feeding = [req for req, k in active if k > j]
             views = [_view(req, drafts[req.request_id]) for req in feeding]
             scheduled = [ScheduledRequest(v, 1, v.num_tokens - 1) for v in views]
             self._draw(scheduled, drafts)
+            self.decode_passes += 1
+        self.decode_seconds = time.perf_counter() - started
         for req, k in active:
             self.fed[req.request_id] = _Fed(req.num_tokens, drafts[req.request_id][: k - 1], req.num_preemptions)
         return [drafts.get(req.request_id, []) for req in requests]

@@ -60,17 +60,19 @@ class Speculator:
             self.draft.forget({req.request_id for req in running})
             started = time.perf_counter()
             drafts = self.draft.propose(requests, ks, reserve=len(running))
-            self._measure(started, max((len(d) for d in drafts), default=0))
+            self._measure(started)
         for req, tokens in zip(requests, drafts, strict=True):
             req.spec_token_ids = tokens
 
-    def _measure(self, started: float, passes: int) -> None:
-        """The draft's cost per pass against the target's step (from one proposal's end to the next's start)."""
+    def _measure(self, started: float) -> None:
+        """A draft token's cost for adaptive K: one single-token pass of the draft against one step of the target
+        (the time from the end of one proposal to the start of the next). Catch-up passes are left out: in steady
+        speculation they are as short, after idle steps they are the probe's price (AdaptiveK.probe_ceiling)."""
         now = time.perf_counter()
+        passes = self.draft.decode_passes
         if self.policy is not None and passes and self._step_end is not None:
-            per_pass = (now - started) / passes
-            step = max(started - self._step_end, 1e-6)
-            self.policy.draft_cost += 0.2 * (per_pass / step - self.policy.draft_cost)
+            ratio = self.draft.decode_seconds / passes / max(started - self._step_end, 1e-6)
+            self.policy.draft_cost += 0.2 * (ratio - self.policy.draft_cost)
         self._step_end = now
 
     def _k(self, req: Request, batch_size: int) -> int:
