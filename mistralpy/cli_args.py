@@ -33,6 +33,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--isq", default=None, choices=["q4_0", "q4_1", "q8_0", "q4_k"],
         help="in-situ quantization of a full-precision model's weights at load",
     )  # fmt: skip
+    p.add_argument(
+        "--weights", default="auto", choices=["auto", "quantized", "dequantized"],
+        help="a GGUF file's quantized weights: kept quantized (auto: for bf16 and float32) or dense in the dtype",
+    )  # fmt: skip
     # Legacy GGML files record none of these (--max-model-len is their context length, default 2048); GGUF files and
     # HF folders do, so giving one for those is an error rather than a silent override.
     ggml = "legacy GGML (ggjt v3) models only, an error for others"
@@ -70,6 +74,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | No
     template = vars(args).get("chat_template")
     return {
         "quantization": args.isq,
+        "weights": args.weights,
         "kv_cache_dtype": args.kv_cache_dtype,
         "kv_cache_tokens": args.kv_cache_tokens,
         "chat_template": read_chat_template(template) if template is not None else None,

@@ -142,12 +142,25 @@ def test_draft_config_errors(value, message):
         SpeculativeConfig.of(value)
 
 
-def test_bench_with_a_draft_model(tiny_llama):
+def test_bench_with_a_draft_model_against_no_speculation(tiny_llama):
     args = ["bench", "-m", str(tiny_llama[2]), "-p", "8", "-n", "6", "--concurrency", "1", "-r", "1"]
-    out = run_cli(*args, "--speculative-model", str(tiny_llama[2]), "--num-speculative-tokens", "2", "--json")
+    spec_flags = [
+        "--speculative-model",
+        str(tiny_llama[2]),
+        "--num-speculative-tokens",
+        "2",
+        "--weights",
+        "dequantized",
+    ]
+    out = run_cli(*args, *spec_flags, "--compare", "no-spec", "--json")
     assert out.returncode == 0, out.stderr
-    spec = json.loads(out.stdout)["meta"]["spec_decode"]
+    report = json.loads(out.stdout)
+    spec = report["meta"]["spec_decode"]
     assert spec["draft_tokens"] > 0 and spec["accepted_tokens"] == spec["draft_tokens"]  # the target drafts itself
+    rows = {(r["backend"], r["test"]) for r in report["results"]}
+    assert rows == {(b, t) for b in ("mistralpy", "mistralpy no-spec") for t in ("pp8", "tg6", "c1 pp64+tg6")}, rows
+    bad = run_cli(*args, "--compare", "no-spec")
+    assert bad.returncode == 1 and "--compare no-spec is mistralpy without speculation" in bad.stderr
 
 
 def test_a_bf16_token_projects_alike_alone_and_among_others():
