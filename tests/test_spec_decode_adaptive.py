@@ -75,7 +75,7 @@ def test_engine_k_falls_to_zero_when_drafts_never_match(tiny_llama, other_tiny, 
     assert outputs[0].outputs[0].token_ids == expected
     assert engine.speculator.stats.num_accepted_tokens <= 2
     assert drafted[0] == 0 and drafted[1] == 4  # the prefill step, then the prior's trust: K = 4
-    # rejections spend it (each multiplies the average by 0.8; K = 0 below the batch-1 cost of 1/11): K shrinks to 0
+    # rejections spend it (each multiplies the average by 0.8; K = 0 below the batch-1 cost, 0.3 / 1.3): K falls to 0
     # within a dozen steps, then stays there but for a probe of one draft every 16th step
     first_zero = drafted.index(0, 1)
     assert drafted[1:first_zero] == sorted(drafted[1:first_zero], reverse=True) and first_zero <= 14, drafted

@@ -26,7 +26,10 @@ class _State:
 class AdaptiveK:
     k_max: int
     draft_cost: float = 0.0  # a draft token's proposal, in plain target steps (0 for n-gram lookup)
-    token_compute: float = 0.1  # a token's compute against a batch-1 step's weight reads
+    # A verified token's compute against a batch-1 step's weight reads. 0.1 (plain decode's share on this project's
+    # 2-core machine) still speculated at 32 requests and made them 0.68x: a verify step's tokens run as prefill
+    # spans, dearer than batched decode tokens. 0.3 stops speculation from ~14 requests on (docs/BENCHMARKS.md).
+    token_compute: float = 0.3
     prior: float = 0.8  # the acceptance a new request starts with
     weight: float = 0.2  # of each trial in the moving average
     probe_every: int = 16
