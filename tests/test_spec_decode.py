@@ -22,7 +22,15 @@ from mistralpy.spec_decode.speculator import SpecDecodeStats
 from .helpers import make_tiny_llama, save_tokenizer
 from .test_cli import run_cli
 
-NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1, "prompt_lookup_max": 3}
+# a fixed K: these tests are about exactness and rollback under speculation; adaptive K (which would not speculate
+# in a batch of 16) has its own tests (test_spec_decode_adaptive.py)
+NGRAM = {
+    "method": "ngram",
+    "num_speculative_tokens": 3,
+    "prompt_lookup_min": 1,
+    "prompt_lookup_max": 3,
+    "adaptive_k": False,
+}
 GREEDY = dict(temperature=0, ignore_eos=True)
 
 
@@ -168,8 +176,7 @@ def test_sampled_distribution_is_the_target_models(tiny16, sampling):
     options = dict(dtype="float32", block_size=16, max_num_seqs=1024, max_num_batched_tokens=8192)
     torch.manual_seed(0)
     plain = _token_counts(LLM(str(tiny16), **options), prompt, params, 20000, 2)
-    # a fixed K: adaptive K would not speculate in a batch of 1024 (the distribution is the same either way)
-    spec_llm = LLM(str(tiny16), speculative_config={**NGRAM, "adaptive_k": False}, **options)
+    spec_llm = LLM(str(tiny16), speculative_config=NGRAM, **options)
     spec = _token_counts(spec_llm, prompt, params, 20000, 2)
     # K is 1 at output token 1 (max_tokens caps it): draws of row 1 enter the counts where that draft was accepted
     assert spec_llm.engine.speculator.stats.num_accepted_tokens > 200
