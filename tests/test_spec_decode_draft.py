@@ -177,3 +177,25 @@ def test_a_bf16_token_projects_alike_alone_and_among_others():
             alone = torch.cat([layer(x[i : i + 1]) for i in range(rows)])
             assert torch.equal(alone, batch)
             assert torch.equal(layer(x[0]), batch[0])  # a 1-D input too
+
+
+@pytest.mark.slow
+def test_embedded_model_drafted_by_its_quantized_self():
+    """The issue's pair: the embedded model with dense bf16 weights as the target, its Q4_1 GGUF as the draft: the
+    greedy text of plain decoding, alone and in a batch whose requests get preempted; no block left behind."""
+    from mistralpy.loader.default_model import default_model_path
+
+    target = dict(dtype="bfloat16", weights="dequantized")
+    plain = LLM(**target)
+    tokenizer = plain.get_tokenizer()
+    asks = ["Write a haiku about the sea.", "Name three uses of copper.", "Explain what a lighthouse does."]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": a}], tokenize=True) for a in asks]
+    params = SamplingParams(temperature=0, max_tokens=48)
+    expected = _texts(plain.generate(prompts, params))
+    spec = LLM(**target, speculative_config=_draft(default_model_path(), k=4))
+    assert [_texts(spec.generate([p], params))[0] for p in prompts] == expected
+    assert spec.engine.speculator.stats.acceptance_rate > 0.5
+    small = LLM(**target, num_kv_blocks=10, max_model_len=128, speculative_config=_draft(default_model_path(), k=4))
+    assert _texts(small.generate(prompts, params)) == expected
+    assert small.engine.scheduler.stats.num_preemptions > 0
+    _assert_no_leak(small)
