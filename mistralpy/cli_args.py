@@ -36,6 +36,10 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
         "--isq", default=None, choices=["q4_0", "q4_1", "q8_0", "q4_k"],
         help="in-situ quantization of a full-precision model's weights at load",
     )  # fmt: skip
+    p.add_argument(
+        "--weights", default="auto", choices=["auto", "quantized", "dequantized"],
+        help="a GGUF file's quantized weights: kept quantized (auto: for bf16 and float32) or dense in the dtype",
+    )  # fmt: skip
     # Legacy GGML files record none of these (--max-model-len is their context length, default 2048); GGUF files and
     # HF folders do, so giving one for those is an error rather than a silent override.
     ggml = "legacy GGML (ggjt v3) models only, an error for others"
@@ -51,7 +55,8 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
 def add_speculative_args(p: argparse.ArgumentParser) -> None:
     """vLLM's speculative decoding flags (spec_decode.config.SpeculativeConfig)."""
     p.add_argument("--speculative-method", default=None, choices=["ngram"], help="speculative decoding: ngram")
-    p.add_argument("--speculative-model", default=None, help="a draft model (not supported yet: an error)")
+    p.add_argument("--speculative-model", default=None, help="a draft model (GGUF or HF folder, the same tokenizer)")
+    p.add_argument("--speculative-quantization", default=None, help="in-situ quantization of the draft model (ISQ)")
     p.add_argument("--num-speculative-tokens", type=int, default=None, help="draft tokens per step, K (default 4)")
     p.add_argument("--prompt-lookup-min", type=int, default=None, help="ngram: shortest suffix matched (default 1)")
     p.add_argument("--prompt-lookup-max", type=int, default=None, help="ngram: longest suffix matched (default 4)")
@@ -72,6 +77,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | No
     template = vars(args).get("chat_template")
     return {
         "quantization": args.isq,
+        "weights": args.weights,
         "kv_cache_dtype": args.kv_cache_dtype,
         "kv_cache_tokens": args.kv_cache_tokens,
         "chat_template": read_chat_template(template) if template is not None else None,
@@ -85,7 +91,7 @@ def speculative_options(args: argparse.Namespace) -> dict[str, int | str] | None
     without a method or model is an error, never ignored."""
     from .errors import InvalidRequestError
 
-    names = ("num_speculative_tokens", "prompt_lookup_min", "prompt_lookup_max")
+    names = ("num_speculative_tokens", "prompt_lookup_min", "prompt_lookup_max", "speculative_quantization")
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     method, model = getattr(args, "speculative_method", None), getattr(args, "speculative_model", None)
     if method is None and model is None:
@@ -94,6 +100,8 @@ def speculative_options(args: argparse.Namespace) -> dict[str, int | str] | None
             raise InvalidRequestError(f"{flags} needs --speculative-method or --speculative-model")
         return None
     config: dict[str, int | str] = dict(given)
+    if "speculative_quantization" in config:
+        config["quantization"] = config.pop("speculative_quantization")
     if method is not None:
         config["method"] = method
     if model is not None:

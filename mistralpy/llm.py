@@ -51,7 +51,9 @@ class LLM:
     `anymoe`: an AnyMoE mixture over the model's MLPs (`mistralpy.lora.anymoe.AnyMoeConfig`, its dict form or a
     .json / .toml file's path), its gates trained at load unless read from its gate_model_id.
     `speculative_config`: speculative decoding, vLLM's form: {"method": "ngram", "num_speculative_tokens": K,
-    "prompt_lookup_min": .., "prompt_lookup_max": ..} (spec_decode.config.SpeculativeConfig); output is unchanged.
+    "prompt_lookup_min": .., "prompt_lookup_max": ..} or {"model": PATH, "num_speculative_tokens": K,
+    "quantization": ISQ} (a draft model with this model's tokenizer); "adaptive_k": False keeps K fixed
+    (spec_decode.config.SpeculativeConfig); output is unchanged.
     `task`: "generate" or "embed" (`embed`); None is "embed" for an encoder (BERT) and "generate" else; with
     "embed" and no model, the embedded all-MiniLM-L6-v2. `pooling` ("mean", "cls", "last"): how embeddings pool a
     prompt's hidden states; None takes a sentence-transformers folder's own, else cls (encoders) or last (decoders).

@@ -15,7 +15,7 @@ from ..kernels.isa_level import ENV_VAR as ISA_ENV
 from ..kernels.isa_level import LEVELS
 from .workloads import build_tests, parse_int_list
 
-PEERS = ("llama-cpp", "transformers")
+PEERS = ("llama-cpp", "transformers", "no-spec")  # no-spec: mistralpy itself without its --speculative-* flags
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -85,6 +85,8 @@ def bench_command(args: argparse.Namespace) -> int:
             f"unknown peer {unknown[0]!r} (choose from {', '.join(PEERS)})" if unknown
             else "nothing to run: give -p/-n/--concurrency values, --repetitions >= 1, --threads >= 1"
         )  # fmt: skip
+    if "no-spec" in peers and engine_options(args)["speculative_config"] is None:
+        raise InvalidRequestError("--compare no-spec is mistralpy without speculation: give --speculative-* flags")
     if args.llama_bench is not None and "llama-cpp" not in peers:
         raise InvalidRequestError("--llama-bench names the llama-cpp peer's binary: give --compare llama-cpp too")
     if args.isa is not None:
@@ -100,6 +102,9 @@ def bench_command(args: argparse.Namespace) -> int:
         backends.append(llama_bench or LlamaCppBackend(model, args.threads, max_len))
     if "transformers" in peers:
         backends.append(TransformersBackend(model, args.peer_dtype or args.dtype))
+    if "no-spec" in peers:
+        backends.append(MistralpyBackend(model, args.dtype, max_len, **{**options, "speculative_config": None}))
+        backends[-1].name = "mistralpy no-spec"
     results = run_benchmarks(backends, tests, args.repetitions, progress=not args.json and sys.stderr.isatty())
     meta = _meta(args, model)
     speculator = backends[0].llm.engine.speculator

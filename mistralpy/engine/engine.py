@@ -24,7 +24,7 @@ from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
 from ..quant.quantized_linear import QuantizedLinear
 from ..sampling_params import SamplingParams
-from ..spec_decode.speculator import Speculator
+from ..spec_decode.speculator import make_speculator
 from ..structured.compile_cache import GrammarCompiler
 from ..structured.sampler_hooks import take_dead_grammars
 from ..threads import ThreadPolicy
@@ -97,7 +97,7 @@ class Engine:
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids) | frozenset(self.model_config.eos_token_ids)
         self.grammar_compiler = GrammarCompiler(self.tokenizer, self.eos_token_ids, self.model_config.vocab_size)
         spec = config.speculative_config
-        self.speculator = None if spec is None else Speculator(spec, max_model_len)
+        self.speculator = None if spec is None else make_speculator(spec, self)
         self._ids = itertools.count()
 
     @property
@@ -257,7 +257,7 @@ class Engine:
         for s in sched.scheduled:
             emitted = result.verified.get(s.request.request_id)
             if emitted is not None:
-                self.speculator.record(len(s.spec_token_ids), len(emitted))
+                self.speculator.record(s.request.request_id, len(s.spec_token_ids), len(emitted))
                 self._process_verified(s.request, emitted, result.verified_logprobs[s.request.request_id], touched)
         for req in failed:
             self.scheduler.finish_request(req, RequestStatus.FINISHED_ERROR)

@@ -110,6 +110,17 @@ class ModelRunner:
             _collect(inputs, result.token_ids, result.logprobs, out)
         return out
 
+    @torch.inference_mode()
+    def last_logits(self, sched: SchedulerOutput) -> dict[str, torch.Tensor]:
+        """A forward pass that writes the scheduled tokens' K/V and samples nothing: the logits of each request whose
+        last known token it computed (a draft model's step, spec_decode/draft_proposer.py)."""
+        inputs = self._prepare(sched)
+        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        if not inputs.samplers:
+            return {}
+        logits = self.model.compute_logits(hidden[inputs.logits_index])
+        return {s.request.request_id: row for s, row in zip(inputs.samplers, logits, strict=True)}
+
     def _prepare(self, sched: SchedulerOutput) -> StepInputs:
         # Single-token queries go first so attention can batch them in one call.
         order = sorted(sched.scheduled, key=lambda s: s.num_new_tokens > 1)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelLoadError
+from ..layers.linear import row_invariant_linear
 from .ggml_types import GGMLQuantizationType
 from .gguf_dequant import dequantize
 
@@ -108,7 +109,7 @@ class DenseLinear(GGUFLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.weight.dtype:
             return self._reference(x)
-        return F.linear(x, self.weight, self.bias)
+        return row_invariant_linear(x, self.weight, self.bias)
 
 
 class FusedQuantizedLinear(QuantizedLinear):
