@@ -43,7 +43,9 @@ class LLM:
     MISTRALPY_NUM_THREADS, where None is given) fixes them: float32 results depend on it. Either way the engine sets
     torch's thread count (`torch.set_num_threads`) on the threads that load the model and run its steps.
     `enable_lora`: requests may name a LoRA adapter (`generate(..., lora_request=LoRARequest(...))`); up to
-    `max_loras` adapters of rank up to `max_lora_rank` are loaded at once (an idle one is unloaded for a new one).
+    `max_loras` adapters of rank up to `max_lora_rank` are loaded at once (an idle one is unloaded for a new one),
+    their ranks summed at most `max_lora_total_rank` (None: no limit). `lora_merge`: PEFT adapter folders (or
+    (folder, weight) pairs) whose weighted sum is folded into the weights at load (`mistralpy.lora.merge`).
     `speculative_config`: speculative decoding, vLLM's form: {"method": "ngram", "num_speculative_tokens": K,
     "prompt_lookup_min": .., "prompt_lookup_max": ..} (spec_decode.config.SpeculativeConfig); output is unchanged.
     `task`: "generate" or "embed" (`embed`); None is "embed" for an encoder (BERT) and "generate" else; with
@@ -77,6 +79,8 @@ class LLM:
         enable_lora: bool = False,
         max_loras: int = 4,
         max_lora_rank: int = 16,
+        max_lora_total_rank: int | None = None,
+        lora_merge: Sequence[str | tuple[str, float]] = (),
         speculative_config: dict[str, Any] | None = None,
         task: str | None = None,
         pooling: str | None = None,
@@ -104,6 +108,8 @@ class LLM:
             enable_lora=enable_lora,
             max_loras=max_loras,
             max_lora_rank=max_lora_rank,
+            max_lora_total_rank=max_lora_total_rank,
+            lora_merge=lora_merge,
             speculative_config=speculative_config,
             task=task,
             pooling=pooling,
