@@ -16,10 +16,11 @@ from torch import nn
 
 from ..config import check_lora_limits
 from ..errors import InvalidRequestError, LoRAAdapterError
-from .adapter import LoRAAdapter, read_adapter
+from .adapter import LoRAAdapter
 from .layer import LoRALinear, LoRAState, LoRAStep
 from .projections import projection_layers
 from .request import LoRARequest
+from .selection import read_request
 from .targets import map_adapter
 
 
@@ -66,7 +67,7 @@ class LoRAManager:
 
     def read(self, request: LoRARequest) -> LoRAAdapter:
         """The adapter's files read and checked against this model, before any slot changes."""
-        adapter = read_adapter(request.lora_path)
+        adapter = read_request(request)
         if adapter.rank > self.max_lora_rank:
             raise LoRAAdapterError(f"{adapter.path}: rank {adapter.rank} exceeds max_lora_rank {self.max_lora_rank}")
         if self.max_total_rank is not None and adapter.rank > self.max_total_rank:

@@ -12,6 +12,7 @@ from typing import Any
 from ..engine.async_engine import AsyncEngine
 from ..errors import UnknownModelError
 from ..lora.request import LoRARequest
+from ..lora.selection import AdapterSelector
 from .limits import RequestLimits
 
 
@@ -23,6 +24,8 @@ class ServerContext:
     limits: RequestLimits = field(default_factory=RequestLimits)
     lora_modules: dict[str, LoRARequest] = field(default_factory=dict)  # adapter name -> adapter (serve --lora)
     lora_runtime_updates: bool = False  # POST /v1/load_lora_adapter and /v1/unload_lora_adapter are served
+    lora_default: tuple[str, ...] = ()  # adapters of requests that name none (an ordering file's `order`)
+    lora_selector: AdapterSelector = field(default_factory=AdapterSelector)
 
     @property
     def generation_defaults(self) -> dict[str, Any]:
@@ -38,7 +41,9 @@ class ServerContext:
         """The `model` a response names: the adapter a request selected (as vLLM answers), else the served model."""
         return name if name in self.lora_modules else self.model_name
 
-    def lora_request(self, name: str | None) -> LoRARequest | None:
-        """The adapter a request's `model` names (vLLM's way), None for the base model; another name is a 404."""
+    def lora_request(self, name: str | None, adapters: list[str] | None = None) -> LoRARequest | None:
+        """The adapter a request's `model` names (vLLM's way) or the sum of its `adapters` (mistral.rs's), else the
+        default adapters (none: the base model); an unknown name is a 404."""
         self.check_model(name)
-        return self.lora_modules.get(name) if name is not None else None
+        model = name if name in self.lora_modules else None
+        return self.lora_selector.select(self.lora_modules, model, adapters, self.lora_default)

@@ -41,7 +41,7 @@ async def chat_completion(
     ctx: ServerContext, body: ChatCompletionRequest
 ) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
-    lora = ctx.lora_request(body.model)
+    lora = ctx.lora_request(body.model, body.adapters)
     tools, prompt = await chat_prompt(ctx, body)
     tokenizer = ctx.engine.tokenizer
     # after rendering: a call's grammar depends on how the prompt ends (a think block opened or not)
