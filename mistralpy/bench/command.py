@@ -44,6 +44,12 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "sentence-transformers in the same run (-m: a sentence-transformers folder; default all-MiniLM-L6-v2)",
     )  # fmt: skip
     p.add_argument(
+        "--lora", type=int, default=None, metavar="N",
+        help="instead of the pp/tg/cN tests: requests (--concurrency's largest, -n tokens each) spread over N LoRA "
+        "adapters of rank --lora-rank on every projection, against the base model in the same run",
+    )  # fmt: skip
+    p.add_argument("--lora-rank", type=int, default=16, help="with --lora: the adapters' rank (default 16)")
+    p.add_argument(
         "--llama-bench", default=None, metavar="PATH",
         help="with --compare llama-cpp: time that llama-bench binary (e.g. benchmarks/build_llama_cpp_avx2.sh's) "
         "instead of llama-cpp-python",
@@ -71,6 +77,10 @@ def bench_command(args: argparse.Namespace) -> int:
         return structured_command(args)
     if args.embed is not None:
         return embed_command(args)
+    if args.lora is not None:
+        from .lora_command import lora_command
+
+        return lora_command(args)
     try:
         tests = build_tests(
             parse_int_list(args.n_prompt or "128,512"), parse_int_list(args.n_gen), parse_int_list(args.concurrency),
