@@ -15,7 +15,7 @@ import torch
 PROJECTIONS = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
 
 
-def write_adapter(folder: Path, cfg, rank: int, seed: int) -> None:
+def write_adapter(folder: Path, cfg, rank: int, seed: int, std: float = 0.01) -> None:
     """A PEFT LoRA folder of random A/B (small: the outputs stay sensible) on every projection of every layer."""
     from safetensors.torch import save_file
 
@@ -29,8 +29,8 @@ def write_adapter(folder: Path, cfg, rank: int, seed: int) -> None:
             for name in names:
                 fan_in, fan_out = shapes[name]
                 prefix = f"base_model.model.model.layers.{i}.{block}.{name}"
-                tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, fan_in, generator=gen) * 0.01
-                tensors[f"{prefix}.lora_B.weight"] = torch.randn(fan_out, rank, generator=gen) * 0.01
+                tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, fan_in, generator=gen) * std
+                tensors[f"{prefix}.lora_B.weight"] = torch.randn(fan_out, rank, generator=gen) * std
     folder.mkdir(parents=True)
     save_file(tensors, folder / "adapter_model.safetensors")
     config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": [*shapes]}
