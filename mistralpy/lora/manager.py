@@ -18,7 +18,7 @@ from ..config import check_lora_limits
 from ..errors import InvalidRequestError, LoRAAdapterError
 from .adapter import LoRAAdapter
 from .layer import LoRALinear, LoRAState, LoRAStep
-from .projections import projection_layers
+from .projections import _inside_quantized, projection_layers  # noqa: F401 (lora/xlora imports it from here)
 from .request import LoRARequest
 from .selection import read_request
 from .targets import map_adapter
