@@ -8,37 +8,13 @@ on the base model (with LoRA off, and with LoRA on but no adapter named).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
 from mistralpy import LLM, SamplingParams
+from mistralpy.bench.lora import write_adapter
 from mistralpy.lora import LoRARequest
-
-PROJECTIONS = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
-
-
-def write_adapter(folder: Path, cfg, rank: int, seed: int) -> None:
-    q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
-    h, m = cfg.hidden_size, cfg.intermediate_size
-    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h)}
-    shapes |= {"gate_proj": (h, m), "up_proj": (h, m), "down_proj": (m, h)}
-    gen, tensors = torch.Generator().manual_seed(seed), {}
-    for i in range(cfg.num_hidden_layers):
-        for block, names in PROJECTIONS.items():
-            for name in names:
-                fan_in, fan_out = shapes[name]
-                prefix = f"base_model.model.model.layers.{i}.{block}.{name}"
-                tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, fan_in, generator=gen) * 0.01
-                tensors[f"{prefix}.lora_B.weight"] = torch.randn(fan_out, rank, generator=gen) * 0.01
-    folder.mkdir(parents=True)
-    save_file(tensors, folder / "adapter_model.safetensors")
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": [*shapes]}
-    (folder / "adapter_config.json").write_text(json.dumps(config))
 
 
 def decode_rate(llm: LLM, prompts: list[str], tokens: int, loras) -> float:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from . import __version__
 from .cli_args import add_chat_template_arg, add_model_args, add_sampling_args, engine_options
+from .lora.cli import add_lora_merge_arg, lora_merge_option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--prompt", help="one-shot: generate a reply to this prompt and exit")
     run.add_argument("--raw", action="store_true", help="with --prompt: complete the text as-is, no chat template")
     run.add_argument("--system", help="system message for the chat")
+    add_lora_merge_arg(run)
     add_sampling_args(run)
     add_serve_parser(sub)
     from .server.ui.launch import add_ui_parser
@@ -74,8 +76,9 @@ def run_command(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
     )
     llm = LLM(
-        args.model, dtype=args.dtype, max_model_len=args.max_model_len, show_progress=True, **engine_options(args)
-    )
+        args.model, dtype=args.dtype, max_model_len=args.max_model_len, show_progress=True,
+        lora_merge=lora_merge_option(args), **engine_options(args),
+    )  # fmt: skip
     if args.prompt is not None:
         if args.raw:
             prompt = llm.get_tokenizer().encode(args.prompt)

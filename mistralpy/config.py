@@ -132,6 +132,9 @@ class EngineConfig:
     xlora_log: str | None = None
     # AnyMoE (mistralpy.lora.anymoe): an AnyMoeConfig, its dict form, or the path of its .json / .toml file
     anymoe: Any = None
+    max_lora_total_rank: int | None = None  # the loaded adapters' ranks summed at most (None: no limit but the slots)
+    # adapters folded into the weights at load: (PEFT folder, weight) pairs, or folders (weight 1); lora/merge.py
+    lora_merge: Any = ()
     # speculative decoding (spec_decode.config.SpeculativeConfig, or vLLM's dict form of it); None: off
     speculative_config: Any = None
     task: str | None = None  # "generate" or "embed"; None: "embed" for an encoder model, else "generate"
@@ -145,7 +148,7 @@ class EngineConfig:
     def __post_init__(self) -> None:
         self.speculative_config = SpeculativeConfig.of(self.speculative_config)
         resolve_dtype(self.dtype)
-        check_lora_limits(self.enable_lora, self.max_loras, self.max_lora_rank)
+        check_lora_limits(self.enable_lora, self.max_loras, self.max_lora_rank, self.max_lora_total_rank)
         check_xlora_options(self.xlora, self.xlora_name, self.xlora_log, self.enable_lora)
         self.anymoe = anymoe_config(self.anymoe, self.enable_lora or self.xlora is not None)
         if self.chat_template is not None:
@@ -197,9 +200,14 @@ def check_xlora_options(xlora: object, name: object, log: object, enable_lora: b
         raise InvalidRequestError("an X-LoRA model and LoRA adapters (enable_lora) cannot be served together")
 
 
-def check_lora_limits(enable_lora: object, max_loras: object, max_lora_rank: object) -> None:
+def check_lora_limits(
+    enable_lora: object, max_loras: object, max_lora_rank: object, max_lora_total_rank: object = None
+) -> None:
     if not isinstance(enable_lora, bool):
         raise InvalidRequestError(f"enable_lora must be True or False, got {enable_lora!r}")
     for name, value in (("max_loras", max_loras), ("max_lora_rank", max_lora_rank)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidRequestError(f"{name} must be a positive integer, got {value!r}")
+    value = max_lora_total_rank
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise InvalidRequestError(f"max_lora_total_rank must be a positive integer or None, got {value!r}")

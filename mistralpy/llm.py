@@ -44,7 +44,9 @@ class LLM:
     MISTRALPY_NUM_THREADS, where None is given) fixes them: float32 results depend on it. Either way the engine sets
     torch's thread count (`torch.set_num_threads`) on the threads that load the model and run its steps.
     `enable_lora`: requests may name a LoRA adapter (`generate(..., lora_request=LoRARequest(...))`); up to
-    `max_loras` adapters of rank up to `max_lora_rank` are loaded at once (an idle one is unloaded for a new one).
+    `max_loras` adapters of rank up to `max_lora_rank` are loaded at once (an idle one is unloaded for a new one),
+    their ranks summed at most `max_lora_total_rank` (None: no limit). `lora_merge`: PEFT adapter folders (or
+    (folder, weight) pairs) whose weighted sum is folded into the weights at load (`mistralpy.lora.merge`).
     `xlora`: an X-LoRA model's folder (PEFT's layout) over this base; `generate` runs it for every prompt unless given
     `lora_request` (a list: None for the plain base, `llm.xlora_request` for X-LoRA). `xlora_log`: a file the
     classifier's scalings are appended to (JSON lines, lora/xlora/scalings_log.py).
@@ -88,6 +90,8 @@ class LLM:
         xlora: str | None = None,
         xlora_log: str | None = None,
         anymoe: Any = None,
+        max_lora_total_rank: int | None = None,
+        lora_merge: Sequence[str | tuple[str, float]] = (),
         speculative_config: dict[str, Any] | None = None,
         task: str | None = None,
         pooling: str | None = None,
@@ -118,6 +122,8 @@ class LLM:
             xlora=xlora,
             xlora_log=xlora_log,
             anymoe=anymoe,
+            max_lora_total_rank=max_lora_total_rank,
+            lora_merge=lora_merge,
             speculative_config=speculative_config,
             task=task,
             pooling=pooling,

@@ -62,7 +62,8 @@ _UNSUPPORTED = {
 class Runner:
     """Load a model and serve OpenAI-shaped requests in-process (mistral.rs's `mistralrs.Runner`).
 
-    - `which`: `Which.GGUF(...)` or `Which.Plain(...)`.
+    - `which`: `Which.GGUF(...)` or `Which.Plain(...)`; with LoRA adapters `Which.LoraGGUF(...)` (a mistral.rs
+      ordering file) or `Which.Lora(...)`: requests select adapters with `adapters=[names]` or `model=name`.
     - `max_seqs`: sequences batched together at most.
     - `prefix_cache_n`: 0 turns prefix caching off; any positive value leaves it on (mistralpy caches KV blocks,
       bounded by the KV pool, not a number of sequences).
@@ -113,6 +114,7 @@ class Runner:
             kv_cache_dtype=pa_cache_type,
             **({"kv_cache_tokens": pa_ctxt_len} if pa_ctxt_len is not None else {}),
             **({"block_size": pa_blk_size} if pa_blk_size is not None else {}),
+            **(spec.adapters.engine_options() if spec.adapters is not None else {}),
         )
         engine = Engine(config)
         if spec.tokenizer is not None:
@@ -121,6 +123,10 @@ class Runner:
         self.engine = AsyncEngine(engine)
         self._seeds = random.Random(seed) if seed is not None else None
         self._ctx = ServerContext(self.engine, MODEL_NAME, server="this runner")
+        if spec.adapters is not None:  # each adapter read and checked against the model now
+            for adapter in spec.adapters.modules.values():
+                engine.lora.read(adapter)
+            self._ctx.lora_modules, self._ctx.lora_default = dict(spec.adapters.modules), spec.adapters.default
         self._thread = LoopThread()
         self._thread.run(_start(self.engine))
 

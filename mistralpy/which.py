@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import InvalidRequestError, ModelNotFoundError
 from .loader.hf_folder import read_json_object
+from .lora.ordering import AdapterSet, read_ordering
 
 
 class ModelDType(str, enum.Enum):
@@ -36,6 +37,7 @@ class ModelSpec:
     tokenizer: str | None
     dtype: str
     gqa: int | None = None  # legacy GGML only: the grouped-query factor the format does not record
+    adapters: AdapterSet | None = None  # Which.Lora*: LoRA adapters by name and those active by default
 
 
 def reject_unsupported(owner: str, given: dict[str, Any], known: dict[str, tuple[tuple[Any, ...], str]]) -> None:
@@ -209,9 +211,72 @@ class Plain:
 _ARCH_ALIASES = {"phi2": "phi"}
 
 
+class LoraGGUF(GGUF):
+    """A GGUF base with the LoRA adapters of a mistral.rs ordering file (`order`): its `order` names folders of
+    `adapters_model_id`, active for every request that names no adapter (lora/ordering.py). `tok_model_id` None: the
+    ordering file's base_model_id where it is a local folder with tokenizer.json, else the GGUF's own tokenizer."""
+
+    def __init__(
+        self,
+        quantized_model_id: str,
+        quantized_filename: str | list[str],
+        adapters_model_id: str,
+        order: str,
+        tok_model_id: str | None = None,
+        dtype: ModelDType | str = ModelDType.Auto,
+        **unsupported: Any,
+    ) -> None:
+        super().__init__(quantized_model_id, quantized_filename, tok_model_id, dtype, **unsupported)
+        self.adapters_model_id, self.order = adapters_model_id, order
+
+    def __repr__(self) -> str:
+        return f"Which.LoraGGUF({self.quantized_model_id!r}, {self.quantized_filename!r}, {self.order!r})"
+
+    def resolve(self) -> ModelSpec:
+        ordering = read_ordering(self.order)
+        if self.tok_model_id is None and (Path(ordering.base_model_id).expanduser() / "tokenizer.json").is_file():
+            self.tok_model_id = ordering.base_model_id
+        spec = super().resolve()
+        return ModelSpec(spec.model, spec.tokenizer, spec.dtype, spec.gqa, ordering.adapters(self.adapters_model_id))
+
+
+class Lora(Plain):
+    """A Hugging Face base folder with PEFT LoRA adapters, active for every request that names none
+    (`adapter_model_id`: one folder or a list; each adapter is named after its folder). `model_id` None: the first
+    adapter's base_model_name_or_path (adapter_config.json), which must then be a local folder."""
+
+    def __init__(
+        self,
+        adapter_model_id: str | list[str],
+        arch: Any = None,
+        model_id: str | None = None,
+        dtype: ModelDType | str = ModelDType.Auto,
+        **unsupported: Any,
+    ) -> None:
+        folders = [adapter_model_id] if isinstance(adapter_model_id, (str, Path)) else list(adapter_model_id)
+        if not folders:
+            raise InvalidRequestError("adapter_model_id must name at least one adapter folder")
+        if model_id is None:
+            model_id = read_json_object(_local_path(folders[0], "adapter_model_id") / "adapter_config.json").get(
+                "base_model_name_or_path"
+            )
+        super().__init__(model_id, arch, dtype, **unsupported)
+        self.adapter_model_id = folders
+
+    def __repr__(self) -> str:
+        return f"Which.Lora(adapter_model_id={self.adapter_model_id!r}, model_id={self.model_id!r})"
+
+    def resolve(self) -> ModelSpec:
+        spec = super().resolve()
+        return ModelSpec(spec.model, None, spec.dtype, adapters=AdapterSet.of_folders(self.adapter_model_id))
+
+
 class Which:
-    """mistral.rs's model selector: `Which.GGUF(...)`, `Which.GGML(...)` or `Which.Plain(...)`."""
+    """mistral.rs's model selector: `Which.GGUF(...)`, `Which.GGML(...)`, `Which.Plain(...)`, and with LoRA
+    adapters `Which.LoraGGUF(...)` (an ordering file) or `Which.Lora(...)`."""
 
     GGUF = GGUF
     GGML = GGML
     Plain = Plain
+    LoraGGUF = LoraGGUF
+    Lora = Lora

@@ -163,7 +163,7 @@ def test_root_key_covers_the_adapter():
     assert len(keys) == 4
 
 
-@pytest.mark.parametrize("num_tokens", [7, 45])  # the masked form (few tokens) and the segments (many)
+@pytest.mark.parametrize("num_tokens", [7, 45, 90])  # the batched form (few tokens) and the segments (many)
 def test_layer_rows_take_their_own_adapter(num_tokens):
     """Each row of a LoRALinear equals x W^T + x A_s^T B_s^T scale_s of its own slot s (none for -1), computed
     row by row in float64; slot 1 holds two parts at other rows of the output, slot 2 targets nothing here."""

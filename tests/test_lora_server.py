@@ -55,6 +55,30 @@ def test_model_field_selects_the_adapter(lora_server, tiny_llama, adapters):
         assert response.model == name
 
 
+def test_adapters_field_runs_their_sum(lora_server, tiny_llama, adapters):
+    """mistral.rs's `adapters` field: both adapters at once equal PEFT's sum of the two (add_weighted_adapter, cat,
+    weights 1); one name equals `model`; an unknown name is a 404; naming an adapter both ways is a 400."""
+    import copy
+
+    import peft
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama[1])
+    both = peft.PeftModel.from_pretrained(copy.deepcopy(tiny_llama[0]), adapters["a1"][0], adapter_name="a1")
+    both.load_adapter(adapters["a2"][0], adapter_name="a2")
+    both.add_weighted_adapter(["a1", "a2"], [1.0, 1.0], "sum", combination_type="cat")
+    both.set_adapter("sum")
+    client = openai.OpenAI(base_url=f"{lora_server.url}/v1", api_key=KEY, max_retries=0)
+    for names, reference in ((["a1", "a2"], both.eval()), (["a2"], adapters["a2"][1])):
+        body = {"ignore_eos": True, "adapters": names}
+        response = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0, extra_body=body)
+        assert response.choices[0].text == tokenizer.decode(_greedy(reference, 4)), names
+    with pytest.raises(openai.NotFoundError, match="the adapter 'a9' does not exist"):
+        client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=1, extra_body={"adapters": ["a1", "a9"]})
+    with pytest.raises(openai.BadRequestError, match="use one or the other"):
+        client.completions.create(model="a1", prompt=PROMPT, max_tokens=1, extra_body={"adapters": ["a2"]})
+
+
 def test_models_lists_adapters_with_parent(lora_server, adapters):
     cards = {c["id"]: c for c in http(lora_server, "GET", "/v1/models").json()["data"]}
     assert set(cards) == {MODEL, "a1", "a2"}

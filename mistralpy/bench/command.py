@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 
-from .. import __version__, kernels
 from ..cli_args import add_model_args, engine_options
 from ..errors import InvalidRequestError
 from ..kernels.isa_level import ENV_VAR as ISA_ENV
 from ..kernels.isa_level import LEVELS
+from .report import isa_line, run_meta
 from .workloads import build_tests, parse_int_list
 
 PEERS = ("llama-cpp", "transformers", "no-spec")  # no-spec: mistralpy itself without its --speculative-* flags
@@ -44,6 +42,12 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "sentence-transformers in the same run (-m: a sentence-transformers folder; default all-MiniLM-L6-v2)",
     )  # fmt: skip
     p.add_argument(
+        "--lora", type=int, default=None, metavar="N",
+        help="instead of the pp/tg/cN tests: requests (--concurrency's largest, -n tokens each) spread over N LoRA "
+        "adapters of rank --lora-rank on every projection, against the base model in the same run",
+    )  # fmt: skip
+    p.add_argument("--lora-rank", type=int, default=16, help="with --lora: the adapters' rank (default 16)")
+    p.add_argument(
         "--llama-bench", default=None, metavar="PATH",
         help="with --compare llama-cpp: time that llama-bench binary (e.g. benchmarks/build_llama_cpp_avx2.sh's) "
         "instead of llama-cpp-python",
@@ -71,6 +75,10 @@ def bench_command(args: argparse.Namespace) -> int:
         return structured_command(args)
     if args.embed is not None:
         return embed_command(args)
+    if args.lora is not None:
+        from .lora_command import lora_command
+
+        return lora_command(args)
     try:
         tests = build_tests(
             parse_int_list(args.n_prompt or "128,512"), parse_int_list(args.n_gen), parse_int_list(args.concurrency),
@@ -106,11 +114,11 @@ def bench_command(args: argparse.Namespace) -> int:
         backends.append(MistralpyBackend(model, args.dtype, max_len, **{**options, "speculative_config": None}))
         backends[-1].name = "mistralpy no-spec"
     results = run_benchmarks(backends, tests, args.repetitions, progress=not args.json and sys.stderr.isatty())
-    meta = _meta(args, model)
+    meta = run_meta(args, model)
     speculator = backends[0].llm.engine.speculator
     if speculator is not None:
         meta["spec_decode"] = spec_decode_report(speculator.stats)
-    print(to_json(results, meta) if args.json else f"{_isa_line(meta)}\n{format_table(results)}{_spec_line(meta)}")
+    print(to_json(results, meta) if args.json else f"{isa_line(meta)}\n{format_table(results)}{_spec_line(meta)}")
     return 0
 
 
@@ -165,10 +173,10 @@ def structured_command(args: argparse.Namespace) -> int:
     backend = MistralpyBackend(model, args.dtype, max_len, **options)
     results = run_structured(backend.llm.engine, concurrency, max(gens), args.repetitions)
     if args.json:
-        report = {"meta": _meta(args, model), "structured": [r.to_dict() for r in results]}
+        report = {"meta": run_meta(args, model), "structured": [r.to_dict() for r in results]}
         print(json.dumps(report, indent=2))
     else:
-        print(f"{_isa_line(_meta(args, model))}\n{format_structured_table(results)}")
+        print(f"{isa_line(run_meta(args, model))}\n{format_structured_table(results)}")
     return 0
 
 
@@ -194,24 +202,9 @@ def embed_command(args: argparse.Namespace) -> int:
     llm = LLM(model, args.dtype, task="embed", num_threads=args.threads, max_model_len=args.max_model_len,
               **engine_options(args))  # fmt: skip
     result = run_embed(llm, model, mixed_texts(args.embed), args.repetitions)
-    meta = {**_meta(args, model), "dtype": str(llm.engine.dtype).removeprefix("torch.")}
+    meta = {**run_meta(args, model), "dtype": str(llm.engine.dtype).removeprefix("torch.")}
     if args.json:
         print(json.dumps({"meta": meta, "embed": result.to_dict()}, indent=2))
     else:
-        print(f"{_isa_line(meta)}\n{format_embed_table(result, meta['dtype'])}")
+        print(f"{isa_line(meta)}\n{format_embed_table(result, meta['dtype'])}")
     return 0
-
-
-def _meta(args: argparse.Namespace, model: str) -> dict:
-    import torch
-
-    return {
-        "mistralpy": __version__, "model": model, "threads": args.threads, "repetitions": args.repetitions,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__, **kernels.isa_report(),
-    }  # fmt: skip
-
-
-def _isa_line(meta: dict) -> str:
-    native = "native kernels" if meta["native_kernels"] else "torch paths (native kernels not built)"
-    return f"ISA level: {meta['isa']} ({native})"

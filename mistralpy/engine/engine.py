@@ -17,8 +17,8 @@ from ..loader import GGMLParams, open_model_source
 from ..loader.default_model import default_model_path
 from ..loader.model_loader import load_model
 from ..lora.extend import extend_model
-from ..lora.manager import LoRAManager
 from ..lora.request import LoRARequest
+from ..lora.setup import setup_lora
 from ..models import resolve_model_class
 from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
@@ -81,9 +81,7 @@ class Engine:
         self.scheduler = Scheduler(self.scheduler_config, self.block_manager)
         quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())
         self.kv_cache_dtype = config.kv_cache_dtype or default_kv_cache_dtype(self.dtype, quantized)
-        self.lora = (
-            LoRAManager(model, config.max_loras, config.max_lora_rank, self.dtype) if config.enable_lora else None
-        )
+        self.lora = setup_lora(model, config, self.dtype)  # adapters merged into the weights, slots for the others
         model, self.lora = extend_model(model, config, self.dtype, self.tokenizer, self.lora)  # X-LoRA, AnyMoE
         self.model_runner = ModelRunner(
             model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype, lora=self.lora

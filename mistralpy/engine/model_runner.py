@@ -90,6 +90,7 @@ class ModelRunner:
         masks = start_step_masks(requests, self.model.config.vocab_size, self.overlap_masks)
         if self.lora is not None:
             self.lora.begin_step(inputs.lora_slots)
+            inputs.meta.adapters_active = self.lora.adapters_active
         try:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
             if hasattr(self.lora, "record_step"):  # X-LoRA's scalings log (lora/xlora/manager.py)

@@ -8,7 +8,7 @@ bit), for models whose layers compute exactly Llama's decoder layer over native 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -33,6 +33,12 @@ class StackLayer:
     eps: float | None  # the norms' epsilon (None: the two differ)
 
 
+def _without_adapters(layer: StackLayer) -> StackLayer:
+    """A LoRA layer (lora/layer.py) runs as its base here: its `stack_base`."""
+    linears = {k: getattr(layer, k) for k in ("qkv", "o", "gate_up", "down")}
+    return replace(layer, **{k: getattr(m, "stack_base", m) for k, m in linears.items()})
+
+
 class DecoderStack:
     def __init__(self, stack, rotary: RotaryEmbedding) -> None:
         self.stack, self.rotary = stack, rotary
@@ -41,6 +47,7 @@ class DecoderStack:
     def build(cls, layers: list[StackLayer], rotary, num_heads, num_kv_heads, head_dim) -> DecoderStack | None:
         """The stack over `layers`, or None where a weight is not a native quantized one on its kernel (or parts of
         different types fused, each one), a norm is not bf16, or the norms' epsilons differ (the stack takes one)."""
+        layers = [_without_adapters(layer) for layer in layers]
         linears = [m for layer in layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         norms = [t for layer in layers for t in (layer.input_norm, layer.post_norm)]
         parts = [p for m in linears for p in (m.parts if type(m) is FusedQuantizedLinear else [m])]
@@ -72,8 +79,10 @@ class DecoderStack:
 
     @staticmethod
     def runs(x: torch.Tensor, meta: AttentionMetadata) -> bool:
-        """Whether a step is one the stack runs: decode tokens only, bf16, with the native decode attention."""
-        return not meta.prefills and meta.decode_kernel is not None and x.dtype == torch.bfloat16
+        """Whether a step is one the stack runs: decode tokens only, bf16, with the native decode attention, no token
+        with a LoRA adapter (the stack runs the base weights of LoRA layers)."""
+        native = meta.decode_kernel is not None and x.dtype == torch.bfloat16
+        return native and not meta.prefills and not meta.adapters_active
 
     def __call__(
         self, x: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor], meta: AttentionMetadata

@@ -1,32 +1,36 @@
 """LoRALinear: a base linear (dense or quantized, untouched) plus the deltas of the adapters loaded in its slots.
 
-Each slot holds one adapter's A (rank, in) and (scale * B)^T (rank, out) in the compute dtype; a fused linear's parts
+Each slot holds one adapter's A^T (in, rank) and (scale * B)^T (rank, out) in the compute dtype; a fused linear's parts
 (q, k, v of qkv_proj) sit side by side along the rank, each part's B in its own output columns. A step's tokens come
 with their slots (`LoRAStep`, built once per step for every layer), and never cost a Python loop per request:
-- few tokens (decode): one matmul of x against every active slot's A at once, the columns of other slots' ranks
-  zeroed by the step's mask, one matmul against their B^T: Punica's gathered matmul with the gather as a mask;
+- few tokens (decode): the tokens gathered by slot into equal groups (padded with a repeated row), one batched matmul
+  pair over the slots (Punica's gathered matmul as torch.bmm), the real rows added back: each token costs only its
+  own adapter's rank, up to the highest rank among the active slots (not the slots' full room);
 - many tokens (prefill): rows grouped by slot, one gathered matmul pair per adapter (S-LoRA's segments).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-MASKED_MAX_TOKENS = 32  # up to here the masked form's extra work over inactive slots costs less than a loop
+BATCHED_MAX_TOKENS = 64  # up to here one padded bmm over the slots beats a matmul pair per slot
 
 
 @dataclass
 class LoRAStep:
     """A step's tokens by adapter slot: groups of (slot, its rows, or None where every row uses it); for a few tokens,
-    the (tokens, slots) 0/1 mask of the masked form."""
+    the batched form's gather: slots 0 .. num_slots - 1, `rows` rows each (token indices, padding repeats token 0),
+    and the real rows' flat positions (`keep`, None: no padding) with their token indices (`targets`)."""
 
     groups: list[tuple[int, torch.Tensor | None]]
-    slots: torch.Tensor | None = None  # (T,) long, where the masked form runs
-    num_slots: int = 0  # slots 0 .. num_slots - 1 cover every active one
-    _masks: dict[torch.dtype, torch.Tensor] = field(default_factory=dict, repr=False)
+    gather: torch.Tensor | None = None
+    num_slots: int = 0
+    rows: int = 0
+    keep: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
 
     @classmethod
     def from_slots(cls, slots: list[int]) -> LoRAStep | None:
@@ -36,17 +40,32 @@ class LoRAStep:
             return None
         if len(active) == 1 and -1 not in slots:
             return cls([(active[0], None)])
-        index = torch.tensor(slots)
-        if len(slots) <= MASKED_MAX_TOKENS:
-            return cls([], index, active[-1] + 1)
-        return cls([(s, (index == s).nonzero().squeeze(1)) for s in active])
+        if len(slots) > BATCHED_MAX_TOKENS:
+            index = torch.tensor(slots)
+            return cls([(s, (index == s).nonzero().squeeze(1)) for s in active])
+        return cls._batched(slots, active[-1] + 1)
 
-    def mask(self, dtype: torch.dtype, num_slots: int) -> torch.Tensor:
-        """(T, num_slots, 1): 1 where the token uses the slot."""
-        if dtype not in self._masks:
-            onehot = self.slots.unsqueeze(1) == torch.arange(num_slots).unsqueeze(0)
-            self._masks[dtype] = onehot.to(dtype).unsqueeze(2)
-        return self._masks[dtype]
+    @classmethod
+    def _batched(cls, slots: list[int], num_slots: int) -> LoRAStep:
+        by_slot: list[list[int]] = [[] for _ in range(num_slots)]
+        for token, slot in enumerate(slots):
+            if slot >= 0:
+                by_slot[slot].append(token)
+        rows = max(map(len, by_slot))
+        gather, keep, targets = [], [], []
+        for tokens in by_slot:
+            keep.extend(range(len(gather), len(gather) + len(tokens)))
+            targets.extend(tokens)
+            gather.extend(tokens + [0] * (rows - len(tokens)))
+        padded = len(keep) < len(gather)
+        return cls(
+            [],
+            torch.tensor(gather),
+            num_slots,
+            rows,
+            torch.tensor(keep) if padded else None,
+            torch.tensor(targets),
+        )
 
 
 class LoRAState:
@@ -62,16 +81,20 @@ class LoRALinear(nn.Module):
         self.base = base
         self.in_features, self.out_features = base.in_features, base.out_features
         self.max_rank, self.state = max_rank, state
-        # A^T as (in, slot, rank) and (scale * B)^T as (slot, rank, out): both matmuls of the masked form read a
-        # contiguous right operand (oneDNN reorders a transposed one on every call)
-        self.register_buffer("lora_at", torch.zeros(self.in_features, max_loras, max_rank, dtype=dtype), False)
-        self.register_buffer("lora_bt", torch.zeros(max_loras, max_rank, self.out_features, dtype=dtype), False)
+        # per slot A^T (in, rank) and (scale * B)^T (rank, out): each slot's matrices contiguous, as bmm reads them
+        self.register_buffer("lora_a", torch.zeros(max_loras, self.in_features, max_rank, dtype=dtype), False)
+        self.register_buffer("lora_b", torch.zeros(max_loras, max_rank, self.out_features, dtype=dtype), False)
         self.ranks = [0] * max_loras  # a slot's rank in this layer (0: its adapter does not target this layer)
+
+    @property
+    def stack_base(self) -> nn.Module:
+        """What the native DecoderStack runs for this layer, on steps where no token uses an adapter."""
+        return self.base
 
     def set_slot(self, slot: int, parts: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
         """The slot's adapter here: parts of (first output row, A (r, in), scale * B (rows, r)), float32."""
         self.clear_slot(slot)
-        at, bt = self.lora_at[:, slot], self.lora_bt[slot]
+        at, bt = self.lora_a[slot], self.lora_b[slot]
         rank = 0
         for row, part_a, part_b in parts:
             r = part_a.shape[0]
@@ -81,8 +104,8 @@ class LoRALinear(nn.Module):
         self.ranks[slot] = rank
 
     def clear_slot(self, slot: int) -> None:
-        self.lora_at[:, slot].zero_()  # zeros: the masked form multiplies every slot's rows
-        self.lora_bt[slot].zero_()
+        self.lora_a[slot].zero_()  # zeros: the batched form multiplies up to the highest active rank
+        self.lora_b[slot].zero_()
         self.ranks[slot] = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,27 +113,29 @@ class LoRALinear(nn.Module):
         step = self.state.step
         if step is None:
             return y
-        if step.slots is not None:
-            return self._masked(x, y, step)
+        if step.gather is not None:
+            return self._batched(x, y, step)
         for slot, rows in step.groups:
             r = self.ranks[slot]
             if r == 0:
                 continue
-            at, bt = self.lora_at[:, slot, :r], self.lora_bt[slot, :r]
+            at, bt = self.lora_a[slot, :, :r], self.lora_b[slot, :r]
             if rows is None:
                 y.add_((x @ at) @ bt)
             else:
                 y.index_add_(0, rows, (x.index_select(0, rows) @ at) @ bt)
         return y
 
-    def _masked(self, x: torch.Tensor, y: torch.Tensor, step: LoRAStep) -> torch.Tensor:
-        if not any(self.ranks[: step.num_slots]):
+    def _batched(self, x: torch.Tensor, y: torch.Tensor, step: LoRAStep) -> torch.Tensor:
+        n = step.num_slots
+        r = max(self.ranks[:n])
+        if r == 0:
             return y
-        # every slot's full rank room (zeros past its rank, and in empty slots): views of the buffers, never a copy
-        slots = len(self.ranks)
-        h = (x @ self.lora_at.view(self.in_features, -1)).view(x.shape[0], slots, self.max_rank)
-        h = h * step.mask(x.dtype, slots)
-        return y.add_(h.view(x.shape[0], -1) @ self.lora_bt.view(slots * self.max_rank, -1))
+        xs = x.index_select(0, step.gather).view(n, step.rows, self.in_features)
+        d = torch.bmm(torch.bmm(xs, self.lora_a[:n, :, :r]), self.lora_b[:n, :r]).view(n * step.rows, -1)
+        if step.keep is not None:
+            d = d.index_select(0, step.keep)
+        return y.index_add_(0, step.targets, d)
 
     def extra_repr(self) -> str:
         return f"slots={len(self.ranks)}, max_rank={self.max_rank}"

@@ -1,8 +1,9 @@
 """LoRAManager: a model's linears wrapped as LoRALinear, and the adapters loaded into their `max_loras` slots.
 
 A request's adapter gets a slot when the request is added: the slot it already has, a free one, or the least recently
-used slot that no unfinished request uses (that adapter is unloaded). Adapter identity (its files' digest) keys the
-prefix cache, so equal prompts under different adapters never share K/V.
+used slot that no unfinished request uses (that adapter is unloaded). With `max_total_rank`, idle adapters are also
+unloaded, least recently used first, until the loaded ranks plus the new one fit. Adapter identity (its files'
+digest) keys the prefix cache, so equal prompts under different adapters never share K/V.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from torch import nn
 
 from ..config import check_lora_limits
 from ..errors import InvalidRequestError, LoRAAdapterError
-from ..layers.linear import Linear
-from ..quant.quantized_linear import QuantizedLinear
-from .adapter import LoRAAdapter, read_adapter
+from .adapter import LoRAAdapter
 from .layer import LoRALinear, LoRAState, LoRAStep
+from .projections import _inside_quantized, projection_layers  # noqa: F401 (lora/xlora imports it from here)
 from .request import LoRARequest
+from .selection import read_request
 from .targets import map_adapter
 
 
@@ -31,9 +32,17 @@ class LoadedAdapter:
 
 
 class LoRAManager:
-    def __init__(self, model: nn.Module, max_loras: int, max_lora_rank: int, dtype: torch.dtype) -> None:
-        check_lora_limits(True, max_loras, max_lora_rank)
+    def __init__(
+        self,
+        model: nn.Module,
+        max_loras: int,
+        max_lora_rank: int,
+        dtype: torch.dtype,
+        max_total_rank: int | None = None,
+    ) -> None:
+        check_lora_limits(True, max_loras, max_lora_rank, max_total_rank)
         self.model, self.max_loras, self.max_lora_rank = model, max_loras, max_lora_rank
+        self.max_total_rank = max_total_rank
         self.state = LoRAState()
         self.layers = wrap_linears(model, max_loras, max_lora_rank, dtype, self.state)
         self.slots: list[LoadedAdapter | None] = [None] * max_loras
@@ -52,15 +61,19 @@ class LoRAManager:
             loaded.last_used = next(self._clock)
             return slot
         adapter = self.read(request)
-        slot = self._free_slot(busy)
+        slot = self._make_room(adapter.rank, busy)
         self.load(slot, request, adapter)
         return slot
 
     def read(self, request: LoRARequest) -> LoRAAdapter:
         """The adapter's files read and checked against this model, before any slot changes."""
-        adapter = read_adapter(request.lora_path)
+        adapter = read_request(request)
         if adapter.rank > self.max_lora_rank:
             raise LoRAAdapterError(f"{adapter.path}: rank {adapter.rank} exceeds max_lora_rank {self.max_lora_rank}")
+        if self.max_total_rank is not None and adapter.rank > self.max_total_rank:
+            raise LoRAAdapterError(
+                f"{adapter.path}: rank {adapter.rank} exceeds max_lora_total_rank {self.max_total_rank}"
+            )
         map_adapter(adapter, self.model, self.layers)
         return adapter
 
@@ -77,9 +90,10 @@ class LoRAManager:
             raise InvalidRequestError(f"no LoRA adapter with id {lora_int_id} is loaded")
         if slot in busy:
             raise InvalidRequestError(f"LoRA adapter {lora_int_id} is in use by unfinished requests")
-        for layer in self.layers.values():
-            layer.clear_slot(slot)
-        self.slots[slot] = None
+        self._evict(slot)
+
+    def total_rank(self) -> int:
+        return sum(s.adapter.rank for s in self.slots if s is not None)
 
     def slot_of(self, lora_int_id: int) -> int | None:
         ids = [None if s is None else s.request.lora_int_id for s in self.slots]
@@ -97,48 +111,53 @@ class LoRAManager:
     def end_step(self) -> None:
         self.state.step = None
 
-    def _free_slot(self, busy: set[int]) -> int:
-        free = [i for i, s in enumerate(self.slots) if s is None]
-        if free:
-            return free[0]
-        idle = [i for i in range(self.max_loras) if i not in busy]
-        if not idle:
-            raise InvalidRequestError(
-                f"all {self.max_loras} LoRA slots (max_loras) hold adapters of unfinished requests; retry later or "
-                "raise max_loras"
+    @property
+    def adapters_active(self) -> bool:
+        """Whether this step has tokens of an adapter (the native decoder stack runs only steps that have none)."""
+        return self.state.step is not None
+
+    def _make_room(self, rank: int, busy: set[int]) -> int:
+        """A free slot with room for `rank` under max_total_rank, unloading idle adapters (LRU first) for it."""
+        limit = self.max_total_rank
+        while True:
+            free = [i for i, s in enumerate(self.slots) if s is None]
+            fits = limit is None or self.total_rank() + rank <= limit
+            if free and fits:
+                return free[0]
+            idle = [i for i, s in enumerate(self.slots) if s is not None and i not in busy]
+            if not idle:
+                raise InvalidRequestError(self._no_room(rank, bool(free)))
+            self._evict(min(idle, key=lambda i: self.slots[i].last_used))
+
+    def _no_room(self, rank: int, slot_free: bool) -> str:
+        if slot_free:
+            return (
+                f"a LoRA adapter of rank {rank} does not fit: the adapters of unfinished requests hold a total rank of "
+                f"{self.total_rank()} of max_lora_total_rank {self.max_total_rank}; retry later or raise "
+                "max_lora_total_rank"
             )
-        return min(idle, key=lambda i: self.slots[i].last_used)
+        return (
+            f"all {self.max_loras} LoRA slots (max_loras) hold adapters of unfinished requests; retry later or raise "
+            "max_loras"
+        )
+
+    def _evict(self, slot: int) -> None:
+        for layer in self.layers.values():
+            layer.clear_slot(slot)
+        self.slots[slot] = None
 
 
 def wrap_linears(
     model: nn.Module, max_loras: int, max_rank: int, dtype: torch.dtype, state: LoRAState
 ) -> dict[str, LoRALinear]:
-    """Every linear of the decoder layers wrapped in place; a fused linear's rank room is one rank per part. MoE
-    experts are left out: each sees only its routed tokens, not the step's rows the slots index."""
+    """Every projection of the decoder layers wrapped in place; a fused linear's rank room is one rank per part."""
     parts = {}
     for target, _ in type(model).fused.values():
         parts[target] = parts.get(target, 0) + 1
-    names = [
-        name
-        for name, m in model.named_modules()
-        if name.startswith("model.layers.") and isinstance(m, Linear | QuantizedLinear) and ".experts." not in name
-        and not isinstance(m, LoRALinear) and not _inside_quantized(model, name)
-    ]  # fmt: skip
     layers = {}
-    for name in names:
+    for name, base in projection_layers(model).items():
         parent_name, _, leaf = name.rpartition(".")
-        base = model.get_submodule(name)
         layer = LoRALinear(base, max_loras, max_rank * parts.get(leaf, 1), dtype, state)
         setattr(model.get_submodule(parent_name), leaf, layer)
         layers[name] = layer
     return layers
-
-
-def _inside_quantized(model: nn.Module, name: str) -> bool:
-    """A part of a FusedQuantizedLinear is not a model projection of its own."""
-    parent = name.rpartition(".")[0]
-    while parent:
-        if isinstance(model.get_submodule(parent), QuantizedLinear):
-            return True
-        parent = parent.rpartition(".")[0]
-    return False

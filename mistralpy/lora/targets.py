@@ -77,14 +77,17 @@ def _rows(fused: tuple[str, int], layer: nn.Module, cfg: ModelConfig) -> tuple[i
 
 
 def _check_shapes(adapter: LoRAAdapter, module: str, w: LoRAWeights, in_features: int, rows: int) -> None:
-    where = f"{adapter.path / 'adapter_model.safetensors'}: {module}"
     if w.a.shape[1] != in_features:
         raise LoRAAdapterError(
-            f"{where}: lora_A takes {w.a.shape[1]} input features, but the base model's layer takes {in_features} "
-            "(an adapter for a model of another size?)"
+            f"{_where(adapter, module)}: lora_A takes {w.a.shape[1]} input features, but the base model's layer takes "
+            f"{in_features} (an adapter for a model of another size?)"
         )
     if w.b.shape[0] != rows:
         raise LoRAAdapterError(
-            f"{where}: lora_B gives {w.b.shape[0]} output features, but the base model's layer gives {rows} "
-            "(an adapter for a model of another size?)"
+            f"{_where(adapter, module)}: lora_B gives {w.b.shape[0]} output features, but the base model's layer "
+            f"gives {rows} (an adapter for a model of another size?)"
         )
+
+
+def _where(adapter: LoRAAdapter, module: str) -> str:
+    return f"{adapter.path / 'adapter_model.safetensors'}: {module}"

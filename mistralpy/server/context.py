@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine.async_engine import AsyncEngine
 from ..errors import UnknownModelError
 from ..lora.request import LoRARequest
+from ..lora.selection import AdapterSelector
 from .limits import RequestLimits
 from .metrics import ServerMetrics
 
@@ -31,6 +32,8 @@ class ServerContext:
     is_default: bool = False  # the server's default model: "default" names it too (mistral.rs's)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)  # the engine's latency histograms
     mcp: McpToolbox | None = None  # the MCP servers' tools, run by the server for the model (serve --mcp-config)
+    lora_default: tuple[str, ...] = ()  # adapters of requests that name none (an ordering file's `order`)
+    lora_selector: AdapterSelector = field(default_factory=AdapterSelector)
 
     @property
     def generation_defaults(self) -> dict[str, Any]:
@@ -47,7 +50,9 @@ class ServerContext:
         """The `model` a response names: the adapter a request selected (as vLLM answers), else the served model."""
         return name if name in self.lora_modules else self.model_name
 
-    def lora_request(self, name: str | None) -> LoRARequest | None:
-        """The adapter a request's `model` names (vLLM's way), None for the base model; another name is a 404."""
+    def lora_request(self, name: str | None, adapters: list[str] | None = None) -> LoRARequest | None:
+        """The adapter a request's `model` names (vLLM's way) or the sum of its `adapters` (mistral.rs's), else the
+        default adapters (none: the base model); an unknown name is a 404."""
         self.check_model(name)
-        return self.lora_modules.get(name) if name is not None else None
+        model = name if name in self.lora_modules else None
+        return self.lora_selector.select(self.lora_modules, model, adapters, self.lora_default)

@@ -106,6 +106,8 @@ class SamplingRequest(StructuredFields):
     include_stop_str_in_output: bool = False
     # prefix-cache blocks are shared only among requests of the same salt (e.g. one per tenant): Engine.add_request
     cache_salt: str | None = Field(None, min_length=1)
+    # mistral.rs's: the LoRA adapters to run with, all at once (lora/selection.py)
+    adapters: list[str] | None = Field(None, min_length=1)
 
     @field_validator("stop", mode="before")
     @classmethod

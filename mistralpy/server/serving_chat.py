@@ -54,7 +54,7 @@ async def generate_chat(
     ctx: ServerContext, body: ChatCompletionRequest
 ) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
     """One model answer."""
-    lora = ctx.lora_request(body.model)
+    lora = ctx.lora_request(body.model, body.adapters)
     tools, prompt = await chat_prompt(ctx, body)
     tokenizer = ctx.engine.tokenizer
     # after rendering: a call's grammar depends on how the prompt ends (a think block opened or not)

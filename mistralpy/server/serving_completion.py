@@ -25,7 +25,7 @@ async def completion(
     ctx: ServerContext, body: CompletionRequest
 ) -> CompletionResponse | ChunkStream[CompletionResponse]:
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
-    lora = ctx.lora_request(body.model)
+    lora = ctx.lora_request(body.model, body.adapters)
     ctx.limits.check_completion(body)
     params, grammar = await sampling_params(ctx, body)
     prompts = await tokenize_prompts(ctx.engine.tokenizer, body.prompts())

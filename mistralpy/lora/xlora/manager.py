@@ -51,6 +51,10 @@ class XLoraManager:
     def end_step(self) -> None:
         self.model.token_mask = None
 
+    @property
+    def adapters_active(self) -> bool:
+        return True  # every step runs the X-LoRA model's passes (the native decoder stack never does)
+
     def record_step(self, inputs) -> None:
         """The step's scalings into the log, per X-LoRA request (`inputs`: the model runner's StepInputs)."""
         latest = self.model.latest
