@@ -166,6 +166,9 @@ class _WeightReader:
             return None
         if not self.is_gguf and name in getattr(self.cls, "hf_ignored", ()):
             return None
+        rename = getattr(self.cls, "hf_rename", None)  # a checkpoint's names as the model's (vision-language models)
+        if not self.is_gguf and rename is not None and (name := rename(name, self.cfg)) is None:
+            return None
         hf_name = _gguf_to_hf(name, self.cls.gguf_to_hf) if self.is_gguf else name
         if hf_name is None:
             raise ModelLoadError(f"unexpected tensor {name!r} for architecture {self.cfg.architecture}")
