@@ -93,3 +93,55 @@ def reference_logits(model, ids: list[int], pixels: torch.Tensor | None) -> torc
     with torch.no_grad():
         out = model(input_ids=input_ids, pixel_values=pixels, token_type_ids=token_type_ids)
     return out.logits[0].float()
+
+
+def reference_greedy(model, ids: list[int], pixels: torch.Tensor | None, n: int) -> list[int]:
+    """transformers' greedy tokens (whole-prompt forward passes, the image tokens' two-way mask each time)."""
+    ids, out = list(ids), []
+    for _ in range(n):
+        token = int(reference_logits(model, ids, pixels)[-1].argmax())
+        ids.append(token)
+        out.append(token)
+    return out
+
+
+def expand_images(ids: list[int], tokenizer, image_token_ids: tuple[int, int, int]) -> list[int]:
+    """Gemma 3's processor's expansion of each start token ("\\n\\n", start, 16 image tokens, end, "\\n\\n"), at the
+    token level: the test's own statement of the placeholder."""
+    boi, eoi, image = image_token_ids
+    newline = tokenizer.encode("\n\n", add_special_tokens=False)
+    out = []
+    for t in ids:
+        out += newline + [boi] + [image] * TOKENS_PER_IMAGE + [eoi] + newline if t == boi else [t]
+    return out
+
+
+def png_chunks(width: int, height: int, rows: bytes | None = None) -> bytes:
+    """A PNG written by hand (RGB, 8 bits): its header may declare any size, its data may be short."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = zlib.compress(rows if rows is not None else b"\x00" * (1 + 3 * width) * height)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def data_url(image: bytes) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(image).decode()
+
+
+def reference_chat_ids(folder: Path, messages: list[dict]) -> list[int]:
+    """transformers' tokens of a chat with images: the template's text with each start token replaced by Gemma 3's
+    processor's full image sequence, tokenized by transformers' tokenizer (the processor's own steps)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    boi, eoi, image = IMAGE_TOKENS
+    text = text.replace(boi, f"\n\n{boi}{image * TOKENS_PER_IMAGE}{eoi}\n\n")
+    return tok(text, add_special_tokens=False)["input_ids"]

@@ -19,6 +19,7 @@ from ..loader.model_loader import load_model
 from ..lora.manager import LoRAManager
 from ..lora.request import LoRARequest
 from ..models import resolve_model_class
+from ..multimodal.prompt_images import PromptImages
 from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
 from ..quant.quantized_linear import QuantizedLinear
@@ -95,6 +96,7 @@ class Engine:
         self.grammar_compiler = GrammarCompiler(self.tokenizer, self.eos_token_ids, self.model_config.vocab_size)
         spec = config.speculative_config
         self.speculator = None if spec is None else Speculator(spec, max_model_len)
+        self.images = PromptImages.for_model(model, self.tokenizer, config.max_num_batched_tokens)
         self._ids = itertools.count()
 
     @property
@@ -110,6 +112,7 @@ class Engine:
         cache_salt: str | None = None,
         grammar: llguidance.LLMatcher | None = None,
         lora_request: LoRARequest | None = None,
+        images: list | None = None,
     ) -> str:
         """`prompt_token_ids`: a text prompt's tokens, when the caller tokenized it (the server does, off this
         thread); `prompt` is then kept as its text. `cache_salt` (vLLM's name): requests share prefix-cache blocks
@@ -127,6 +130,7 @@ class Engine:
             ids = list(prompt_token_ids)
         else:
             ids = self.tokenizer.encode(prompt) if text is not None else list(prompt)
+        ids, request_images = self.images.attach(ids, images)
         self._validate_prompt(ids, params)
         children = []
         slot = self._lora_slot(lora_request)
@@ -135,7 +139,7 @@ class Engine:
         for i in range(params.n):
             child_id = request_id if params.n == 1 else f"{request_id}-{i}"
             child = Request(child_id, ids, child_params(params, i), self.eos_token_ids, prefix_root=root)
-            child.lora_slot = slot
+            child.lora_slot, child.images = slot, request_images
             children.append(child)
         if params.structured_outputs is not None:
             template = grammar if grammar is not None else self.grammar_compiler.template(params.structured_outputs)
