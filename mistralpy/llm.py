@@ -12,6 +12,7 @@ from .embed.outputs import EmbeddingRequestOutput
 from .engine.engine import Engine
 from .errors import InvalidRequestError
 from .lora.request import LoRARequest
+from .multimodal.chat_parts import split_images
 from .outputs import RequestOutput
 from .sampling_params import SamplingParams
 from .tokenizer import Tokenizer
@@ -137,8 +138,8 @@ class LLM:
         loras = _as_lora_list(lora_request, len(prompts))
         ids = []
         try:
-            for (prompt, salt), p, lora in zip(prompts, params, loras, strict=True):
-                ids.append(self.engine.add_request(prompt, p, cache_salt=salt, lora_request=lora))
+            for (prompt, salt, images), p, lora in zip(prompts, params, loras, strict=True):
+                ids.append(self.engine.add_request(prompt, p, cache_salt=salt, lora_request=lora, images=images))
         except BaseException:
             for rid in ids:
                 self.engine.abort_request(rid)
@@ -165,15 +166,21 @@ class LLM:
         output's `tool_calls` holds the calls read from its text ("required", a named tool or a strict tool make
         them follow the tools' schemas). Where the template has a think block (Qwen3, DeepSeek-R1), each output's
         `reasoning_content` holds its thinking; `chat_template_kwargs={"enable_thinking": False}` reaches the
-        template."""
+        template.
+
+        Image parts (multimodal/chat_parts.py: image_url with a data: URL or a path, or a PIL image) go to a
+        vision-language model; a text-only model refuses them."""
         if not isinstance(messages, list) or not messages:
             raise InvalidRequestError("messages must be a non-empty list of messages or of conversations")
         conversations = messages if isinstance(messages[0], list) else [messages]
         tokenizer = self.get_tokenizer()
         tool_use = ToolUse(tools_spec(tools, tool_choice, parallel_tool_calls), tokenizer.chat_template)
-        prompts = [
-            tool_use.render(tokenizer, conv, add_generation_prompt, chat_template_kwargs) for conv in conversations
-        ]
+        prompts = []
+        for conv in conversations:
+            conv, images = split_images(conv)
+            expand = self.engine.images.expand_text if images and self.engine.images.spec_or_error() else None
+            ids = tool_use.render(tokenizer, conv, add_generation_prompt, chat_template_kwargs, expand)
+            prompts.append({"prompt_token_ids": ids, "multi_modal_data": {"image": images}} if images else ids)
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
         params = [tool_use.sampling_params(p, tokenizer) for p in _as_params_list(sampling_params, len(prompts))]
@@ -192,7 +199,9 @@ class LLM:
         task="embed" (pooled by `pooling`). `dimensions`: a Matryoshka model's shorter vectors."""
         ids = []
         try:
-            for prompt, salt in _as_prompt_list(prompts):
+            for prompt, salt, images in _as_prompt_list(prompts):
+                if images:
+                    raise InvalidRequestError("images do not apply to embeddings")
                 if salt is not None:
                     raise InvalidRequestError("cache_salt does not apply to embeddings: they never share cached blocks")
                 ids.append(self.engine.add_embed_request(prompt, dimensions))
@@ -220,27 +229,27 @@ class LLM:
         return [finished[rid] for rid in ids]
 
 
-def _as_prompt_list(prompts: Any) -> list[tuple[str | list[int], str | None]]:
-    """-> (prompt, cache_salt) pairs."""
+def _as_prompt_list(prompts: Any) -> list[tuple[str | list[int], str | None, list | None]]:
+    """-> (prompt, cache_salt, images) triples."""
     if isinstance(prompts, (str, dict)):
         return [_normalise_prompt(prompts)]
     if isinstance(prompts, Sequence) and prompts and all(isinstance(t, int) for t in prompts):
-        return [(list(prompts), None)]
+        return [(list(prompts), None, None)]
     if not isinstance(prompts, Sequence) or not prompts:
         raise InvalidRequestError("prompts must be a string, a list of strings or a list of token-id lists")
     return [_normalise_prompt(p) for p in prompts]
 
 
-_PROMPT_KEYS = ("prompt", "prompt_token_ids", "cache_salt")
+_PROMPT_KEYS = ("prompt", "prompt_token_ids", "cache_salt", "multi_modal_data")
 
 
-def _normalise_prompt(prompt: Any) -> tuple[str | list[int], str | None]:
-    salt = None
+def _normalise_prompt(prompt: Any) -> tuple[str | list[int], str | None, list | None]:
+    salt = images = None
     if isinstance(prompt, dict):
         unknown = [k for k in prompt if k not in _PROMPT_KEYS]
         if unknown:
             raise InvalidRequestError(f"unknown prompt keys {unknown}; a prompt dict takes {', '.join(_PROMPT_KEYS)}")
-        salt = prompt.get("cache_salt")
+        salt, images = prompt.get("cache_salt"), _images(prompt.get("multi_modal_data"))
         if "prompt_token_ids" in prompt:
             prompt = prompt["prompt_token_ids"]
         elif "prompt" in prompt:
@@ -248,10 +257,20 @@ def _normalise_prompt(prompt: Any) -> tuple[str | list[int], str | None]:
         else:
             raise InvalidRequestError("a prompt dict needs a 'prompt' or 'prompt_token_ids' key")
     if isinstance(prompt, str):
-        return prompt, salt
+        return prompt, salt, images
     if isinstance(prompt, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        return list(prompt), salt
+        return list(prompt), salt, images
     raise InvalidRequestError(f"a prompt must be a string or a list of token ids, got {type(prompt).__name__}")
+
+
+def _images(data: Any) -> list | None:
+    """vLLM's multi_modal_data: {"image": one image or a list} (a PIL image, bytes, a path or a data: URL)."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or set(data) - {"image"}:
+        raise InvalidRequestError('multi_modal_data takes {"image": an image or a list of images}')
+    images = data.get("image")
+    return list(images) if isinstance(images, (list, tuple)) else [images]
 
 
 def _as_params_list(params: Any, n: int) -> list[SamplingParams]:

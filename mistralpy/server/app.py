@@ -51,6 +51,7 @@ def create_app(
     on_load_error: Callable[[BaseException], None] | None = None,
     lora_modules: dict[str, LoRARequest] | None = None,
     lora_runtime_updates: bool = False,
+    allow_image_urls: bool = False,
 ) -> Starlette:
     """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup: until it returns, every
     route (and /health) answers 503. A loader failure is passed to on_load_error (serve uses it to exit).
@@ -60,6 +61,7 @@ def create_app(
     loader = None if isinstance(engine, AsyncEngine) else engine
     ctx = ServerContext(None if loader else engine, served_model_name, limits=limits or RequestLimits())
     ctx.lora_modules, ctx.lora_runtime_updates = dict(lora_modules or {}), lora_runtime_updates
+    ctx.allow_image_urls = allow_image_urls  # image parts naming http(s) URLs are fetched (off by default)
     metrics = ServerMetrics()
 
     @asynccontextmanager

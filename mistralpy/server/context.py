@@ -23,6 +23,7 @@ class ServerContext:
     limits: RequestLimits = field(default_factory=RequestLimits)
     lora_modules: dict[str, LoRARequest] = field(default_factory=dict)  # adapter name -> adapter (serve --lora)
     lora_runtime_updates: bool = False  # POST /v1/load_lora_adapter and /v1/unload_lora_adapter are served
+    allow_image_urls: bool = False  # image parts may name http(s) URLs the server fetches (serve --allow-image-urls)
 
     @property
     def generation_defaults(self) -> dict[str, Any]:

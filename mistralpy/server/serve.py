@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..cli_args import engine_options
 from ..lora.cli import add_lora_args, lora_modules, lora_options, runtime_updates
+from ..multimodal.cli import add_image_args, image_limits
 from .limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_lora_args(p)
+    add_image_args(p)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -90,6 +92,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if not 0 <= args.shutdown_timeout < float("inf"):
         raise InvalidRequestError(f"--shutdown-timeout must be a number of seconds >= 0, got {args.shutdown_timeout}")
     limits = RequestLimits(max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens)
+    images = image_limits(args)  # checked before the model loads
     config = EngineConfig(
         model=args.model,
         dtype=args.dtype,
@@ -109,6 +112,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     def load() -> AsyncEngine:
         engine = AsyncEngine.from_config(config)
+        engine.engine.images.limits = images
         for adapter in adapters.values():  # each read and checked against the model before the server is ready
             engine.engine.lora.read(adapter)
         print(
@@ -125,7 +129,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     app = create_app(
         load, args.served_model_name, args.api_key or None, origins, limits, on_load_error,
-        lora_modules=adapters, lora_runtime_updates=runtime_updates(args),
+        lora_modules=adapters, lora_runtime_updates=runtime_updates(args), allow_image_urls=args.allow_image_urls,
     )  # fmt: skip
 
     async def stop_requests() -> None:

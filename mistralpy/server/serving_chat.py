@@ -16,7 +16,9 @@ from ..outputs import CompletionOutput
 from ..tools.answer_stream import AnswerStream
 from ..tools.stream_parser import ParsedDelta
 from ..tools.tool_use import ToolUse, finish_reason
+from .chat_images import chat_images
 from .context import ServerContext
+from .image_parts import image_urls
 from .logprobs import chat_logprobs
 from .prompt_tokens import TokenizedPrompt, chat_prompt_ids
 from .protocol import ChatCompletionRequest
@@ -42,14 +44,14 @@ async def chat_completion(
 ) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
     """Validation errors are raised here, before any output; a stream's requests are already admitted."""
     lora = ctx.lora_request(body.model)
-    tools, prompt = await chat_prompt(ctx, body)
+    tools, prompt, images = await chat_prompt(ctx, body)
     tokenizer = ctx.engine.tokenizer
     # after rendering: a call's grammar depends on how the prompt ends (a think block opened or not)
     adjust = functools.partial(tools.sampling_params, tokenizer=tokenizer)
     params, grammar = await sampling_params(ctx, body, adjust, off_loop=tools.may_constrain)
     ctx.limits.check_tokens([len(prompt)], params.n, "messages")
     request_id = random_id("chatcmpl")
-    prompts = [TokenizedPrompt(prompt)]
+    prompts = [TokenizedPrompt(prompt, images=images)]
     streams = await add_streams(ctx.engine, prompts, params, request_id, body.cache_salt, grammar, lora)
     if body.stream:
         chunks = ChatChunks(ctx, body, request_id, len(prompt), tools)
@@ -67,14 +69,16 @@ async def chat_completion(
     )
 
 
-async def chat_prompt(ctx: ServerContext, body: ChatCompletionRequest) -> tuple[ToolUse, list[int]]:
-    """The request checked, its tools bound to the template, and its prompt's token ids (rendered off the loop)."""
+async def chat_prompt(ctx: ServerContext, body: ChatCompletionRequest) -> tuple[ToolUse, list[int], list | None]:
+    """The request checked, its tools bound to the template, its prompt's token ids (rendered off the loop) and its
+    images (decoded off the loop; their placeholders expanded in the prompt)."""
     ctx.check_model(body.model)
     ctx.limits.check_chat(body)
     tokenizer = ctx.engine.tokenizer
     tools = ToolUse(body.tools_spec(), tokenizer.chat_template)
-    render = functools.partial(tools.render, variables=body.template_kwargs())
-    return tools, await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], render)
+    images, expand = await chat_images(ctx.engine.engine.images, image_urls(body.messages), ctx.allow_image_urls)
+    render = functools.partial(tools.render, variables=body.template_kwargs(), expand=expand)
+    return tools, await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], render), images
 
 
 def _choice(ctx: ServerContext, body: ChatCompletionRequest, tools: ToolUse, index: int, c: Any) -> ChatChoice:

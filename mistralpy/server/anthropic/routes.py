@@ -26,5 +26,5 @@ async def create_message(ctx: ServerContext, raw: Request) -> Response:
 
 
 async def count_tokens(ctx: ServerContext, raw: Request) -> JSONResponse:
-    _, prompt = await chat_prompt(ctx, chat_request(await parse_body(raw, CountTokensRequest)))
+    _, prompt, _ = await chat_prompt(ctx, chat_request(await parse_body(raw, CountTokensRequest)))
     return JSONResponse({"input_tokens": len(prompt)})
