@@ -52,6 +52,7 @@ class LLM:
     prompt's hidden states; None takes a sentence-transformers folder's own, else cls (encoders) or last (decoders).
     `generation_config`: the sampling defaults of `get_default_sampling_params` and the server: "auto" (the model
     folder's generation_config.json), "vllm" (none), or a generation_config.json's path (or its folder's).
+    `mmproj`: a llama.cpp projector GGUF (Gemma 3's) that gives a Gemma 3 text GGUF its vision tower (images in chat).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class LLM:
         task: str | None = None,
         pooling: str | None = None,
         generation_config: str = "auto",
+        mmproj: str | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -109,6 +111,7 @@ class LLM:
             task=task,
             pooling=pooling,
             generation_config=generation_config,
+            mmproj=mmproj,
         )
         self.engine = Engine(self.config)
 

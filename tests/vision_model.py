@@ -1,6 +1,6 @@
 """The tests' tiny Gemma 3 vision-language model: transformers' Gemma3ForConditionalGeneration with random weights
 (norms too), a 2-layer SigLIP tower over 32x32 images (8x8 patches pooled to 16 image tokens) and a 2-layer text
-model (a sliding layer whose window, 12, is shorter than an image's 18 tokens, and a global one), saved with the
+model (a sliding layer whose window, 12, is shorter than an image's 16 tokens, and a global one), saved with the
 embedded model's tokenizer plus Gemma 3's three image tokens and its chat template."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .families.gemma3 import GEMMA3_CHAT_TEMPLATE
 
 IMAGE_TOKENS = ("<start_of_image>", "<end_of_image>", "<image_soft_token>")
 TOKENS_PER_IMAGE, IMAGE_SIZE, WINDOW = 16, 32, 12
-VOCAB = 49160  # the embedded tokenizer's 49152 tokens, the three image tokens, room to spare
+VOCAB = 49155  # the embedded tokenizer's 49152 tokens and the three image tokens
 
 
 def text_config() -> dict:
@@ -54,6 +54,8 @@ def build_vlm(folder: Path, tokenizer_dir: Path, seed: int = 0) -> torch.nn.Modu
         for name, param in model.named_parameters():
             std = 0.5 if "norm" in name else 0.08
             param.copy_(torch.randn(param.shape, generator=gen) * std + (1.0 if "layer_norm" in name else 0.0))
+            if "input_projection" in name:  # llama.cpp stores it F16: these values survive that exactly
+                param.copy_(param.half().float())
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return Gemma3ForConditionalGeneration.from_pretrained(

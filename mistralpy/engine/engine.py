@@ -62,7 +62,7 @@ class Engine:
         self.dtype = resolve_dtype(config.dtype)
         model = load_model(
             source, self.dtype, config.show_progress, weights=config.weights, quantization=config.quantization,
-            between_modules=self.threads.update,
+            between_modules=self.threads.update, mmproj=config.mmproj,
         )  # fmt: skip
         context = self.model_config.max_position_embeddings
         if self.embedding is not None and self.embedding.max_seq_length is not None:
@@ -89,7 +89,7 @@ class Engine:
         # what makes the K/V of equal tokens: the prefix cache's keys start from it
         self.model_key = model_key(
             self.model_path, self.dtype, self.kv_cache_dtype, config.weights, config.quantization,
-            GGMLParams.from_engine_config(config),
+            GGMLParams.from_engine_config(config), config.mmproj,
         )  # fmt: skip
         self.output_processor = OutputProcessor(self.tokenizer)
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids) | frozenset(self.model_config.eos_token_ids)

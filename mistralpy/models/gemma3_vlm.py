@@ -42,7 +42,8 @@ def vision_spec(cfg: ModelConfig) -> VisionSpec:
     if any(not 0 <= i < cfg.vocab_size for i in ids[1:]) or ids[0] < 0:
         raise ModelLoadError(f"gemma3 vision: image token ids {ids} out of the vocabulary ({cfg.vocab_size})")
     size = SiglipConfig.from_dict(extra.get("vision_config")).image_size
-    return VisionSpec(size, IMAGE_MEAN, IMAGE_STD, ids[0], tokens, ids[1], ids[2])
+    mean, std = (tuple(extra.get(k) or d) for k, d in (("image_mean", IMAGE_MEAN), ("image_std", IMAGE_STD)))
+    return VisionSpec(size, mean, std, ids[0], tokens, ids[1], ids[2])
 
 
 class Gemma3ForConditionalGeneration(nn.Module):
