@@ -159,8 +159,9 @@ class AsyncEngine:
         `prompt_token_ids`, `cache_salt`, `grammar`, `lora_request`, `images`: see Engine.add_request."""
 
         def add(engine: Engine) -> RequestStream:
-            args = (prompt_token_ids, cache_salt, grammar, lora_request, images)
-            rid = engine.add_request(prompt, params, request_id, *args)
+            args = (prompt_token_ids, cache_salt, grammar, lora_request)
+            kwargs = {} if images is None else {"images": images}  # a keyword only where given: the old call stays
+            rid = engine.add_request(prompt, params, request_id, *args, **kwargs)
             stream = RequestStream(rid, self)
             self._streams[rid] = stream
             return stream
