@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--raw", action="store_true", help="with --prompt: complete the text as-is, no chat template")
     run.add_argument("--system", help="system message for the chat")
     add_lora_merge_arg(run)
+    run.add_argument(
+        "--image", action="append", default=[], metavar="PATH",
+        help="an image for a vision-language model, shown with the (first) message (repeatable)",
+    )  # fmt: skip
     add_sampling_args(run)
     add_serve_parser(sub)
     from .server.ui.launch import add_ui_parser
@@ -66,6 +70,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.raw and args.prompt is not None and (args.chat_template is not None or args.system is not None):
         raise InvalidRequestError("--raw completes the prompt as-is: it takes no --chat-template or --system")
+    if args.raw and args.image:
+        raise InvalidRequestError("--raw completes the prompt as-is: it takes no --image (images go in a chat)")
     params = SamplingParams(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -81,28 +87,50 @@ def run_command(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.prompt is not None:
         if args.raw:
-            prompt = llm.get_tokenizer().encode(args.prompt)
+            prompt, images = llm.get_tokenizer().encode(args.prompt), None
         else:
-            prompt = _chat_prompt(llm, _system(args) + [{"role": "user", "content": args.prompt}])
-        for piece in stream(llm, prompt, params):
+            prompt, images = _chat_prompt(llm, _system(args) + [_user(args.prompt, args.image)])
+        for piece in stream(llm, prompt, params, images):
             print(piece, end="", flush=True)
         print()
         return 0
-    return repl(llm, params, _system(args))
+    return repl(llm, params, _system(args), args.image)
 
 
 def _system(args: argparse.Namespace) -> list[dict[str, str]]:
     return [{"role": "system", "content": args.system}] if args.system else []
 
 
-def _chat_prompt(llm, messages: list[dict[str, str]]) -> list[int]:
-    return llm.get_tokenizer().apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+def _user(text: str, images: list[str]) -> dict:
+    """A user message; with images, their parts (paths) before the text."""
+    if not images:
+        return {"role": "user", "content": text}
+    return {
+        "role": "user",
+        "content": [*({"type": "image", "image": p} for p in images), {"type": "text", "text": text}],
+    }
 
 
-def stream(llm, prompt: list[int], params) -> Iterator[str]:
+def _chat_prompt(llm, messages: list[dict]) -> tuple[list[int], list | None]:
+    """The prompt's ids and its images (their placeholders expanded in the text, as the server does)."""
+    from .multimodal.chat_parts import split_images
+
+    messages, images = split_images(messages)
+    tokenizer = llm.get_tokenizer()
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    text = llm.engine.images.expand_text(text) if images else text
+    return tokenizer.encode(text, add_special_tokens=False), images or None
+
+
+def _chat_turn(llm, messages: list[dict], params) -> tuple:
+    prompt, images = _chat_prompt(llm, messages)
+    return prompt, params, images
+
+
+def stream(llm, prompt: list[int], params, images: list | None = None) -> Iterator[str]:
     """Yield text pieces as the engine produces them; the request is aborted if the consumer stops early."""
     engine = llm.engine
-    request_id = engine.add_request(prompt, params)
+    request_id = engine.add_request(prompt, params, images=images)
     try:
         while True:
             for out in engine.step(delta=True):
@@ -114,7 +142,7 @@ def stream(llm, prompt: list[int], params) -> Iterator[str]:
         engine.abort_request(request_id)
 
 
-def repl(llm, params, system: list[dict[str, str]]) -> int:
+def repl(llm, params, system: list[dict[str, str]], images: list[str] = ()) -> int:
     from .errors import MistralpyError
 
     print("mistralpy chat: type a message; /reset clears the conversation, /exit or Ctrl-D quits.", flush=True)
@@ -134,10 +162,11 @@ def repl(llm, params, system: list[dict[str, str]]) -> int:
             messages = list(system)
             print("(conversation cleared)", flush=True)
             continue
-        messages.append({"role": "user", "content": line})
+        first = not any(m["role"] == "user" for m in messages)
+        messages.append(_user(line, list(images) if first else []))
         reply = []
         try:
-            for piece in stream(llm, _chat_prompt(llm, messages), params):
+            for piece in stream(llm, *_chat_turn(llm, messages, params)):
                 reply.append(piece)
                 print(piece, end="", flush=True)
         except MistralpyError as e:

@@ -23,6 +23,7 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
         help="compute dtype (default: auto, the fastest on this CPU)",
     )
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    p.add_argument("--mmproj", default=None, help="a llama.cpp projector GGUF: images for a Gemma 3 text GGUF")
     p.add_argument(
         "--kv-cache-dtype", default=None, choices=["auto", "int8"],
         help="KV cache rows: auto (the compute dtype) or int8 (codes and a scale a row: about half the memory); "
@@ -82,6 +83,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | No
         "kv_cache_tokens": args.kv_cache_tokens,
         "chat_template": read_chat_template(template) if template is not None else None,
         "speculative_config": speculative_options(args),
+        "mmproj": vars(args).get("mmproj"),
         **ggml_options(args),
     }
 

@@ -119,6 +119,7 @@ class EngineConfig:
     rope_theta: float | None = None
     rms_norm_eps: float | None = None
     chat_template: str | None = None  # a Jinja template's text, used in place of the model's own
+    mmproj: str | None = None  # a llama.cpp multimodal projector file joined to the (GGUF) model: loader/mmproj.py
     # CPU threads: None adapts to the cores other processes leave idle (threads.ThreadPolicy), an int fixes them
     num_threads: int | None = None
     # LoRA adapters (mistralpy.lora): slots for max_loras adapters of rank up to max_lora_rank, in every linear

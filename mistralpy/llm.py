@@ -12,7 +12,9 @@ from .config import EngineConfig
 from .embed.outputs import EmbeddingRequestOutput
 from .engine.engine import Engine
 from .errors import InvalidRequestError
+from .llm_inputs import as_lora_list, as_params_list, as_prompt_list
 from .lora.request import LoRARequest
+from .multimodal.chat_parts import split_images
 from .outputs import RequestOutput
 from .sampling_params import SamplingParams
 from .tokenizer import Tokenizer
@@ -61,6 +63,7 @@ class LLM:
     prompt's hidden states; None takes a sentence-transformers folder's own, else cls (encoders) or last (decoders).
     `generation_config`: the sampling defaults of `get_default_sampling_params` and the server: "auto" (the model
     folder's generation_config.json), "vllm" (none), or a generation_config.json's path (or its folder's).
+    `mmproj`: a llama.cpp projector GGUF (Gemma 3's) that gives a Gemma 3 text GGUF its vision tower (images in chat).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class LLM:
         task: str | None = None,
         pooling: str | None = None,
         generation_config: str = "auto",
+        mmproj: str | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -128,6 +132,7 @@ class LLM:
             task=task,
             pooling=pooling,
             generation_config=generation_config,
+            mmproj=mmproj,
         )
         self.engine = Engine(self.config)
         self.xlora_request: LoRARequest | None = self.engine.lora.request if xlora is not None else None
@@ -151,15 +156,15 @@ class LLM:
         lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
         """`lora_request`: the LoRA adapter of every prompt, or a list of one per prompt (None: the base model)."""
-        prompts = _as_prompt_list(prompts)
+        prompts = as_prompt_list(prompts)
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
-        params = _as_params_list(sampling_params, len(prompts))
-        loras = _as_lora_list(self.xlora_request if lora_request is None else lora_request, len(prompts))
+        params = as_params_list(sampling_params, len(prompts))
+        loras = as_lora_list(self.xlora_request if lora_request is None else lora_request, len(prompts))
         ids = []
         try:
-            for (prompt, salt), p, lora in zip(prompts, params, loras, strict=True):
-                ids.append(self.engine.add_request(prompt, p, cache_salt=salt, lora_request=lora))
+            for (prompt, salt, images), p, lora in zip(prompts, params, loras, strict=True):
+                ids.append(self.engine.add_request(prompt, p, cache_salt=salt, lora_request=lora, images=images))
         except BaseException:
             for rid in ids:
                 self.engine.abort_request(rid)
@@ -187,19 +192,25 @@ class LLM:
         output's `tool_calls` holds the calls read from its text ("required", a named tool or a strict tool make
         them follow the tools' schemas). Where the template has a think block (Qwen3, DeepSeek-R1), each output's
         `reasoning_content` holds its thinking; `chat_template_kwargs={"enable_thinking": False}` reaches the
-        template."""
+        template.
+
+        Image parts (multimodal/chat_parts.py: image_url with a data: URL or a path, or a PIL image) go to a
+        vision-language model; a text-only model refuses them."""
         if not isinstance(messages, list) or not messages:
             raise InvalidRequestError("messages must be a non-empty list of messages or of conversations")
         conversations = messages if isinstance(messages[0], list) else [messages]
         tokenizer = self.get_tokenizer()
         template = check_chat_template(chat_template) if chat_template is not None else tokenizer.chat_template
         tool_use = ToolUse(tools_spec(tools, tool_choice, parallel_tool_calls), template)
-        prompts = [
-            tool_use.render(tokenizer, conv, add_generation_prompt, chat_template_kwargs) for conv in conversations
-        ]
+        prompts = []
+        for conv in conversations:
+            conv, images = split_images(conv)
+            expand = self.engine.images.expand_text if images and self.engine.images.spec_or_error() else None
+            ids = tool_use.render(tokenizer, conv, add_generation_prompt, chat_template_kwargs, expand)
+            prompts.append({"prompt_token_ids": ids, "multi_modal_data": {"image": images}} if images else ids)
         if sampling_params is None:
             sampling_params = self.get_default_sampling_params()
-        params = [tool_use.sampling_params(p, tokenizer) for p in _as_params_list(sampling_params, len(prompts))]
+        params = [tool_use.sampling_params(p, tokenizer) for p in as_params_list(sampling_params, len(prompts))]
         results = self.generate(prompts, params, use_tqdm, lora_request)
         for result in results:
             for output in result.outputs:
@@ -215,7 +226,9 @@ class LLM:
         task="embed" (pooled by `pooling`). `dimensions`: a Matryoshka model's shorter vectors."""
         ids = []
         try:
-            for prompt, salt in _as_prompt_list(prompts):
+            for prompt, salt, images in as_prompt_list(prompts):
+                if images:
+                    raise InvalidRequestError("images do not apply to embeddings")
                 if salt is not None:
                     raise InvalidRequestError("cache_salt does not apply to embeddings: they never share cached blocks")
                 ids.append(self.engine.add_embed_request(prompt, dimensions))
@@ -241,55 +254,3 @@ class LLM:
         finally:
             bar.close()
         return [finished[rid] for rid in ids]
-
-
-def _as_prompt_list(prompts: Any) -> list[tuple[str | list[int], str | None]]:
-    """-> (prompt, cache_salt) pairs."""
-    if isinstance(prompts, (str, dict)):
-        return [_normalise_prompt(prompts)]
-    if isinstance(prompts, Sequence) and prompts and all(isinstance(t, int) for t in prompts):
-        return [(list(prompts), None)]
-    if not isinstance(prompts, Sequence) or not prompts:
-        raise InvalidRequestError("prompts must be a string, a list of strings or a list of token-id lists")
-    return [_normalise_prompt(p) for p in prompts]
-
-
-_PROMPT_KEYS = ("prompt", "prompt_token_ids", "cache_salt")
-
-
-def _normalise_prompt(prompt: Any) -> tuple[str | list[int], str | None]:
-    salt = None
-    if isinstance(prompt, dict):
-        unknown = [k for k in prompt if k not in _PROMPT_KEYS]
-        if unknown:
-            raise InvalidRequestError(f"unknown prompt keys {unknown}; a prompt dict takes {', '.join(_PROMPT_KEYS)}")
-        salt = prompt.get("cache_salt")
-        if "prompt_token_ids" in prompt:
-            prompt = prompt["prompt_token_ids"]
-        elif "prompt" in prompt:
-            prompt = prompt["prompt"]
-        else:
-            raise InvalidRequestError("a prompt dict needs a 'prompt' or 'prompt_token_ids' key")
-    if isinstance(prompt, str):
-        return prompt, salt
-    if isinstance(prompt, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        return list(prompt), salt
-    raise InvalidRequestError(f"a prompt must be a string or a list of token ids, got {type(prompt).__name__}")
-
-
-def _as_params_list(params: Any, n: int) -> list[SamplingParams]:
-    if isinstance(params, SamplingParams):
-        return [params] * n
-    params = list(params)
-    if len(params) != n or not all(isinstance(p, SamplingParams) for p in params):
-        raise InvalidRequestError(f"sampling_params must be one SamplingParams or a list of {n}")
-    return params
-
-
-def _as_lora_list(lora: Any, n: int) -> list[LoRARequest | None]:
-    if lora is None or isinstance(lora, LoRARequest):
-        return [lora] * n
-    loras = list(lora) if isinstance(lora, Sequence) and not isinstance(lora, str) else None
-    if loras is None or len(loras) != n or not all(r is None or isinstance(r, LoRARequest) for r in loras):
-        raise InvalidRequestError(f"lora_request must be one LoRARequest or a list of {n} (LoRARequest or None)")
-    return loras

@@ -95,7 +95,9 @@ def _normalize_message(index: int, message: Any) -> dict[str, Any]:
     if not isinstance(message.get("role"), str) or not message["role"]:
         raise InvalidRequestError(f"messages[{index}].role must be a non-empty string")
     content = message.get("content")
-    if isinstance(content, list):
+    if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image" for p in content):
+        content = [part if part.get("type") == "image" else _text_dict(index, part) for part in content]
+    elif isinstance(content, list):
         content = "\n".join(_text_part(index, part) for part in content)
     elif content is None and not message.get("tool_calls"):
         raise InvalidRequestError(f"messages[{index}] has no 'content'")
@@ -109,6 +111,11 @@ def _text_part(index: int, part: Any) -> str:
         kind = part.get("type") if isinstance(part, dict) else type(part).__name__
         raise InvalidRequestError(f"messages[{index}].content: only text parts are supported, got {kind!r}")
     return part["text"]
+
+
+def _text_dict(index: int, part: Any) -> dict[str, str]:
+    """A text part beside images: kept a part, as vision-language templates read them (images: {"type": "image"})."""
+    return {"type": "text", "text": _text_part(index, part)}
 
 
 def render_chat_template(source: str | None, messages: Any, add_generation_prompt: bool, **variables: Any) -> str:

@@ -153,12 +153,15 @@ class AsyncEngine:
         cache_salt: str | None = None,
         grammar: llguidance.LLMatcher | None = None,
         lora_request: LoRARequest | None = None,
+        images: list | None = None,
     ) -> RequestStream:
         """Admit a request (validation errors are raised here, before any output) and return its stream.
-        `prompt_token_ids`, `cache_salt`, `grammar`, `lora_request`: see Engine.add_request."""
+        `prompt_token_ids`, `cache_salt`, `grammar`, `lora_request`, `images`: see Engine.add_request."""
 
         def add(engine: Engine) -> RequestStream:
-            rid = engine.add_request(prompt, params, request_id, prompt_token_ids, cache_salt, grammar, lora_request)
+            args = (prompt_token_ids, cache_salt, grammar, lora_request)
+            kwargs = {} if images is None else {"images": images}  # a keyword only where given: the old call stays
+            rid = engine.add_request(prompt, params, request_id, *args, **kwargs)
             stream = RequestStream(rid, self)
             self._streams[rid] = stream
             return stream

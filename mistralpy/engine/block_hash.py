@@ -28,8 +28,10 @@ def root_key(
     return _digest(*parts, *([] if adapter is None else [b"lora:" + adapter]))
 
 
-def block_key(parent: bytes, token_ids: list[int] | tuple[int, ...]) -> bytes:
-    return _digest(parent, array("q", token_ids).tobytes())
+def block_key(parent: bytes, token_ids: list[int] | tuple[int, ...], images: bytes = b"") -> bytes:
+    """`images`: the hashes of the images whose tokens the block holds (equal placeholder tokens, other K/V)."""
+    tokens = array("q", token_ids).tobytes()
+    return _digest(parent, tokens, b"images:" + images) if images else _digest(parent, tokens)
 
 
 def _digest(*parts: bytes) -> bytes:

@@ -66,7 +66,7 @@ class BlockManager:
         parent = request.prefix_root
         for i in range((len(tokens) - 1) // self.block_size):
             block_tokens = tuple(tokens[i * self.block_size : (i + 1) * self.block_size])
-            parent = block_key(parent, block_tokens)
+            parent = _key(parent, block_tokens, request, i, self.block_size)
             block_id = self.hash_to_block.get(parent)
             if block_id is None or self.blocks[block_id].token_ids != block_tokens:
                 break
@@ -143,6 +143,13 @@ class BlockManager:
             block = self.blocks[request.block_ids[i]]
             if block.block_hash is None:
                 block.token_ids = tuple(tokens[i * self.block_size : (i + 1) * self.block_size])
-                block.block_hash = block_key(parent, block.token_ids)
+                block.block_hash = _key(parent, block.token_ids, request, i, self.block_size)
                 self.hash_to_block.setdefault(block.block_hash, block.block_id)
             parent = block.block_hash
+
+
+def _key(parent: bytes, tokens: tuple[int, ...], request: Request, index: int, block_size: int) -> bytes:
+    """A block's key; a block holding image tokens adds its images' hashes (equal placeholders, other K/V)."""
+    images = request.images
+    salt = b"" if images is None else images.block_salt(index * block_size, (index + 1) * block_size)
+    return block_key(parent, tokens, salt) if salt else block_key(parent, tokens)

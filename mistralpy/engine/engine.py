@@ -20,6 +20,7 @@ from ..lora.extend import extend_model
 from ..lora.request import LoRARequest
 from ..lora.setup import setup_lora
 from ..models import resolve_model_class
+from ..multimodal.prompt_images import PromptImages
 from ..onednn_caches import bound_onednn_caches
 from ..outputs import RequestOutput
 from ..quant.quantized_linear import QuantizedLinear
@@ -62,7 +63,7 @@ class Engine:
         self.dtype = resolve_dtype(config.dtype)
         model = load_model(
             source, self.dtype, config.show_progress, weights=config.weights, quantization=config.quantization,
-            between_modules=self.threads.update,
+            between_modules=self.threads.update, mmproj=config.mmproj,
         )  # fmt: skip
         context = self.model_config.max_position_embeddings
         if self.embedding is not None and self.embedding.max_seq_length is not None:
@@ -89,13 +90,14 @@ class Engine:
         # what makes the K/V of equal tokens: the prefix cache's keys start from it
         self.model_key = model_key(
             self.model_path, self.dtype, self.kv_cache_dtype, config.weights, config.quantization,
-            GGMLParams.from_engine_config(config),
+            GGMLParams.from_engine_config(config), config.mmproj,
         )  # fmt: skip
         self.output_processor = OutputProcessor(self.tokenizer)
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids) | frozenset(self.model_config.eos_token_ids)
         self.grammar_compiler = GrammarCompiler(self.tokenizer, self.eos_token_ids, self.model_config.vocab_size)
         spec = config.speculative_config
         self.speculator = None if spec is None else make_speculator(spec, self)
+        self.images = PromptImages.for_model(model, self.tokenizer, self.scheduler_config.max_num_batched_tokens)
         self._ids = itertools.count()
 
     @property
@@ -111,6 +113,7 @@ class Engine:
         cache_salt: str | None = None,
         grammar: llguidance.LLMatcher | None = None,
         lora_request: LoRARequest | None = None,
+        images: list | None = None,
     ) -> str:
         """`prompt_token_ids`: a text prompt's tokens, when the caller tokenized it (the server does, off this
         thread); `prompt` is then kept as its text. `cache_salt` (vLLM's name): requests share prefix-cache blocks
@@ -128,6 +131,7 @@ class Engine:
             ids = list(prompt_token_ids)
         else:
             ids = self.tokenizer.encode(prompt) if text is not None else list(prompt)
+        ids, request_images = self.images.attach(ids, images)
         self._validate_prompt(ids, params)
         children = []
         slot = self._lora_slot(lora_request)
@@ -136,7 +140,7 @@ class Engine:
         for i in range(params.n):
             child_id = request_id if params.n == 1 else f"{request_id}-{i}"
             child = Request(child_id, ids, child_params(params, i), self.eos_token_ids, prefix_root=root)
-            child.lora_slot = slot
+            child.lora_slot, child.images = slot, request_images
             children.append(child)
         if params.structured_outputs is not None:
             template = grammar if grammar is not None else self.grammar_compiler.template(params.structured_outputs)

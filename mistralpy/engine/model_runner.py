@@ -15,6 +15,7 @@ from ..embed.pooling import pool
 from ..layers.attention import AttentionMetadata, PrefillSpan
 from ..layers.kv_cache import cache_shape, storage_dtype
 from ..layers.native import bind_native
+from ..multimodal.step_encoder import StepEncoder
 from ..outputs import Logprob
 from ..spec_decode.verify_rows import VerifySpan, accept, expand
 from ..structured.step_masks import start_step_masks
@@ -47,6 +48,7 @@ class StepInputs:
     rows: list  # the Request each logits row is sampled for (a verify step's rows are views: verify_rows.py)
     spans: dict[str, VerifySpan]  # the verifying requests' rows
     lora_slots: list[int] = field(default_factory=list)  # each token's LoRA slot (-1: none), with a LoRAManager
+    images: dict = field(default_factory=dict)  # {"images": StepImages} when the step's chunks hold image tokens
 
 
 class ModelRunner:
@@ -78,6 +80,7 @@ class ModelRunner:
         # only LongRoPE picks rotary rows by prompt length; the other models skip building them every step
         self.rotary = getattr(model, "rotary", None)  # encoders have absolute positions
         self.needs_prompt_lens = self.rotary is not None and self.rotary.long_rows_start is not None
+        self.images = StepEncoder(model) if hasattr(model, "encode_images") else None  # vision-language models
 
     def rotary_table(self, num_prompt_tokens: int) -> int | None:
         """Which rotary table a request's tokens use, where a model has several (LongRoPE): see Request.prefix_root."""
@@ -92,7 +95,7 @@ class ModelRunner:
             self.lora.begin_step(inputs.lora_slots)
             inputs.meta.adapters_active = self.lora.adapters_active
         try:
-            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta, **inputs.images)
             if hasattr(self.lora, "record_step"):  # X-LoRA's scalings log (lora/xlora/manager.py)
                 self.lora.record_step(inputs)
             out = ModelRunnerOutput()
@@ -146,7 +149,8 @@ class ModelRunner:
                 decode_tables.append(table)
                 decode_lens.append(s.start + 1)
             else:
-                prefills.append(PrefillSpan(n, s.start + n, table))
+                two_way = () if req.images is None else req.images.bidirectional(s.start, s.start + n)
+                prefills.append(PrefillSpan(n, s.start + n, table, two_way))
             offset += n
             if s.samples and req.pooling is None and s.spec_token_ids:
                 samplers.append(s)
@@ -169,9 +173,13 @@ class ModelRunner:
             meta.decode_block_tables = torch.nn.utils.rnn.pad_sequence(decode_tables, batch_first=True)
             meta.decode_lens = torch.tensor(decode_lens)
             meta.decode_kernel = self.decode_kernel
-        return StepInputs(
+        inputs = StepInputs(
             order, torch.tensor(ids), torch.cat(positions), meta, logits_index, samplers, rows, spans, lora_slots
         )
+        if self.images is not None and any(s.request.images is not None for s in order):
+            step = self.images.step_images([(s.request.images, s.start, s.num_new_tokens) for s in order])
+            inputs.images = {} if step is None else {"images": step}
+        return inputs
 
     def _prompt_logprobs(self, inputs: StepInputs, hidden: torch.Tensor, out: ModelRunnerOutput) -> None:
         offset = 0

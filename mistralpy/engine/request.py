@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..embed.pooling import PoolingParams
+    from ..multimodal.request_images import RequestImages
     from ..outputs import Logprob
     from ..sampling_params import SamplingParams
     from ..structured.request_matcher import RequestMatcher
@@ -53,6 +54,7 @@ class Request:
     spec_token_ids: list[int] = field(default_factory=list)  # draft tokens to verify next step (spec_decode)
     # An embedding request: prefill only, scheduled whole; its output is its hidden states pooled, then it finishes
     pooling: PoolingParams | None = None
+    images: RequestImages | None = None  # its prompt's images (vision-language models): embeddings, token ranges
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -3,6 +3,8 @@
 Every request advances by num_computed_tokens: a prompt chunk, a prefix-cache hit and a decode step are the same
 thing with different numbers. Running requests are served first, oldest first; when blocks run out the newest
 running request is preempted (its blocks freed, its tokens recomputed later). Waiting requests join every step.
+A prompt's images are never split between chunks: their tokens attend to each other both ways, so each image's tokens
+are computed in one step (RequestImages.fit_chunk ends a chunk before an image or after it).
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ class Scheduler:
             drafts = req.spec_token_ids if num_left == 1 else []
             num_new = min(num_left + len(drafts), budget)
             drafts = drafts[: num_new - num_left]  # a verify step is a prefill of 1 + K tokens: the budget counts them
+            if req.images is not None and not drafts:  # an image's tokens all in one chunk (two-way attention)
+                num_new = req.images.fit_chunk(req.num_computed_tokens, num_new, budget)
+                if num_new == 0:  # the rest of its image does not fit this step's budget: next step
+                    i += 1
+                    continue
             if drafts and not self.block_manager.allocate_slots(req, num_new):
                 drafts, num_new = [], num_left  # no room for drafts: decode plainly rather than preempt for them
             while not self.block_manager.allocate_slots(req, num_new):
@@ -105,6 +112,10 @@ class Scheduler:
             if pooled and num_new > budget and out.scheduled:
                 break  # a prompt over the whole budget runs alone
             num_new = num_new if pooled else min(num_new, budget)
+            if req.images is not None:  # an image's tokens all in one chunk (two-way attention among them)
+                num_new = req.images.fit_chunk(len(computed) * self.block_manager.block_size, num_new, budget)
+                if num_new == 0:
+                    break
             if not self.block_manager.allocate_slots(req, num_new, computed):
                 break
             self.waiting.popleft()

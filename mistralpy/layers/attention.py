@@ -27,6 +27,8 @@ class PrefillSpan:
     num_tokens: int  # query tokens of this chunk
     context_len: int  # cached + new tokens after this step
     block_table: torch.Tensor  # (num_blocks_needed,) long
+    # [start, end) position ranges whose tokens attend to each other both ways (one image's tokens, Gemma 3)
+    bidirectional: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -96,7 +98,7 @@ def paged_attention(
     start = d
     for span in meta.prefills:
         q_span = q[start : start + span.num_tokens]
-        if meta.prefill_kernel is not None and native:
+        if meta.prefill_kernel is not None and native and not span.bidirectional:  # the kernel is causal only
             outs.append(meta.prefill_kernel(q_span, kv_cache, span.block_table, span.context_len, *options))
         else:
             outs.append(_prefill_attention(q_span, kv_cache, span, scale, window, softcap))
@@ -116,12 +118,14 @@ def _prefill_attention(q, kv_cache, span: PrefillSpan, scale, window, softcap) -
     k, v = k[:, :ctx], v[:, :ctx]
     # a batch dimension of 1: torch's CPU flash kernel takes 4-D inputs only (3-D ones run the ~3x slower math path)
     qh, k, v = q.transpose(0, 1).unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)  # (1, H, n or ctx, D)
-    if n == ctx and window is None and softcap is None:
+    if n == ctx and window is None and softcap is None and not span.bidirectional:
         gqa = qh.shape[1] != k.shape[1]
         return F.scaled_dot_product_attention(qh, k, v, is_causal=True, scale=scale, enable_gqa=gqa)[0].transpose(0, 1)
     q_pos = torch.arange(ctx - n, ctx).unsqueeze(1)
     k_pos = torch.arange(ctx).unsqueeze(0)
     mask = k_pos <= q_pos
+    for start, end in span.bidirectional:  # as transformers: (causal or same image) and inside the window
+        mask |= (q_pos >= start) & (q_pos < end) & (k_pos >= start) & (k_pos < end)
     if window is not None:
         mask &= k_pos > q_pos - window
     return _attend(qh, k, v, mask, scale, softcap)[0].transpose(0, 1)

@@ -11,6 +11,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import MistralpyError, ModelLoadError, ModelNotFoundError
+from .vlm_config import flatten_vlm_config
 
 _INDEX_FILE = "model.safetensors.index.json"
 _GENERATION_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens", "do_sample")
@@ -87,7 +88,7 @@ class HFFolder:
             raise ModelNotFoundError(f"model folder not found: {self.path}")
         if not (self.path / "config.json").is_file():
             raise ModelLoadError(f"no config.json in model folder: {self.path}")
-        self.config: dict[str, Any] = read_json_object(self.path / "config.json")
+        self.config: dict[str, Any] = flatten_vlm_config(read_json_object(self.path / "config.json"))
         self.generation_config = read_json_object(self.path / "generation_config.json", missing_ok=True)
         self._handles: dict[str, Any] = {}
         self._files = self._weight_map()

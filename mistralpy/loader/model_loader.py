@@ -22,6 +22,7 @@ from ..models import resolve_model_class
 from ..quant import isq
 from .gguf import GGUFFile
 from .load_memory import release_file_pages, release_load_memory
+from .mmproj import attach_mmproj
 from .quantized_weights import (
     FLOAT_TYPES,
     RawPart,
@@ -48,12 +49,14 @@ def load_model(
     weights: str = "auto",
     quantization: str | None = None,
     between_modules: Callable[[], object] | None = None,
+    mmproj: str | None = None,
 ) -> torch.nn.Module:
     """`weights`: "quantized" keeps quantized weights quantized, "dequantized" turns every weight into a dense
     `dtype` tensor (their float reference), "auto" is "quantized" for bfloat16 and float32 compute and "dequantized"
     for float16.
     `quantization`: an ISQ type (see `quant.isq.ISQ_TYPES`) for full-precision Linear weights, or None.
-    `between_modules`: called after each quantized module is built (the engine's thread policy re-decides there)."""
+    `between_modules`: called after each quantized module is built (the engine's thread policy re-decides there).
+    `mmproj`: a llama.cpp projector file whose vision tower joins the (Gemma 3) text model (loader/mmproj.py)."""
     cfg: ModelConfig = source.model_config()
     cls = resolve_model_class(cfg)
     isq_type = isq.resolve_isq(quantization)
@@ -76,6 +79,8 @@ def load_model(
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
     model.load_state_dict(state, strict=False, assign=True)
+    if mmproj is not None:
+        model = attach_mmproj(model, source, mmproj, dtype)
     for module in model.modules():  # the engine's `model.rotary`, and any other (Gemma 3's local layers' own)
         if isinstance(module, RotaryEmbedding):
             module.build_cache()
@@ -165,6 +170,9 @@ class _WeightReader:
         if self.is_gguf and name in self.cls.gguf_ignored:
             return None
         if not self.is_gguf and name in getattr(self.cls, "hf_ignored", ()):
+            return None
+        rename = getattr(self.cls, "hf_rename", None)  # a checkpoint's names as the model's (vision-language models)
+        if not self.is_gguf and rename is not None and (name := rename(name, self.cfg)) is None:
             return None
         hf_name = _gguf_to_hf(name, self.cls.gguf_to_hf) if self.is_gguf else name
         if hf_name is None:

@@ -20,6 +20,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "Gemma2ForCausalLM": ("gemma2", "Gemma2ForCausalLM"),
     "gemma3": ("gemma3", "Gemma3ForCausalLM"),
     "Gemma3ForCausalLM": ("gemma3", "Gemma3ForCausalLM"),
+    "Gemma3ForConditionalGeneration": ("gemma3_vlm", "Gemma3ForConditionalGeneration"),
     "phi2": ("phi2", "Phi2ForCausalLM"),
     "PhiForCausalLM": ("phi2", "Phi2ForCausalLM"),
     "phi3": ("phi3", "Phi3ForCausalLM"),

@@ -56,6 +56,7 @@ def create_app(
     model_runtime_updates: bool = False,
     mcp: McpToolbox | None = None,
     ui: bool = False,
+    allow_image_urls: bool = False,
 ) -> Starlette:
     """`engine` is a ready AsyncEngine, or a loader run in a worker thread at startup, or a ModelRegistry of several
     models (each named and configured there). Until every model given is loaded, every route (and /health) answers
@@ -65,13 +66,15 @@ def create_app(
     `lora_runtime_updates`: serve vLLM's routes that load and unload adapters (server/lora_routes.py);
     `model_runtime_updates`: serve POST /v1/models/load and /v1/models/unload (server/model_routes.py);
     `mcp`: MCP servers whose tools the model may call (connected at startup, before the models load);
-    `ui`: serve the chat page at /ui (server/ui/), open without the API key and while the models load."""
+    `ui`: serve the chat page at /ui (server/ui/), open without the API key and while the models load;
+    `allow_image_urls`: image parts naming http(s) URLs are fetched (off by default)."""
     models = engine if isinstance(engine, ModelRegistry) else _one_model(engine, served_model_name, lora_modules)
     if isinstance(engine, ModelRegistry) and (served_model_name != "default" or lora_modules):
         raise ValueError("a ModelRegistry names its models and their adapters itself")
     for slot in models.slots.values():
         slot.ctx.limits = limits or slot.ctx.limits
         slot.ctx.lora_runtime_updates = slot.ctx.lora_runtime_updates or lora_runtime_updates
+        slot.ctx.allow_image_urls = slot.ctx.allow_image_urls or allow_image_urls
         if slot.ctx.engine is not None:  # given ready: serving starts at once (an ASGI client may run no lifespan)
             slot.ctx.engine.observer = slot.ctx.metrics
     models.runtime_updates = model_runtime_updates

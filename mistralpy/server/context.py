@@ -34,6 +34,7 @@ class ServerContext:
     mcp: McpToolbox | None = None  # the MCP servers' tools, run by the server for the model (serve --mcp-config)
     lora_default: tuple[str, ...] = ()  # adapters of requests that name none (an ordering file's `order`)
     lora_selector: AdapterSelector = field(default_factory=AdapterSelector)
+    allow_image_urls: bool = False  # image parts may name http(s) URLs the server fetches (serve --allow-image-urls)
 
     @property
     def generation_defaults(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ _LARGE_INPUTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mistralpy-
 class TokenizedPrompt:
     ids: list[int]
     text: str | None = None  # the prompt as sent, when it was text (echo returns it)
+    images: list | None = None  # its images, decoded and preprocessed (multimodal.request_images.ImageInput)
 
 
 async def tokenize_prompts(tokenizer: Tokenizer, prompts: list[str | list[int]]) -> list[TokenizedPrompt]:

@@ -16,6 +16,7 @@ from ..errors import InvalidRequestError
 from ..sampling_params import SamplingParams
 from ..tools import ToolsSpec, tools_spec
 from ..tools.spec import ToolChoice
+from .image_parts import ImagePart, template_content
 from .protocol_base import OpenAIModel
 from .structured_request import StructuredFields
 from .tool_fields import ToolCallIn
@@ -34,7 +35,7 @@ class ChatMessage(OpenAIModel):
     result, naming its tool_call_id)."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[TextPart | ImagePart] | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
@@ -46,8 +47,8 @@ class ChatMessage(OpenAIModel):
         if isinstance(value, list):
             for part in value:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                if kind != "text":
-                    raise ValueError(f"only text content parts are supported, got {kind!r}")
+                if kind not in ("text", "image_url"):
+                    raise ValueError(f"only text and image_url content parts are supported, got {kind!r}")
         elif value is not None and not isinstance(value, str):
             raise ValueError("must be a string or a list of text parts")
         return value
@@ -60,11 +61,13 @@ class ChatMessage(OpenAIModel):
             raise ValueError("tool messages need a tool_call_id, and only they have one")
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError("content is required (it may be null only in an assistant message with tool_calls)")
+        if self.role != "user" and any(isinstance(p, ImagePart) for p in self.content or ()):
+            raise ValueError("image_url parts belong in user messages")
         return self
 
     def to_template(self) -> dict[str, Any]:
         content = self.content if isinstance(self.content, str) or self.content is None else (
-            "\n".join(p.text for p in self.content))  # fmt: skip
+            template_content(self.content))  # fmt: skip
         message = {"role": "system" if self.role == "developer" else self.role, "content": content}
         if self.tool_calls:
             message["tool_calls"] = [c.model_dump() for c in self.tool_calls]

@@ -12,6 +12,7 @@ from ..distributed.cli import add_replica_args, check_replica_flags
 from ..lora.anymoe.cli import add_anymoe_args
 from ..lora.cli import add_lora_args
 from ..lora.xlora.cli import add_xlora_args
+from ..multimodal.cli import add_image_args
 from .limits import RequestLimits
 
 API_KEY_ENV = "MISTRALPY_API_KEY"
@@ -97,6 +98,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     add_xlora_args(p)
     add_anymoe_args(p)
     add_replica_args(p)
+    add_image_args(p)
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from ..cli_args import engine_options
 from ..lora.anymoe.cli import anymoe_options
 from ..lora.cli import lora_modules, lora_options, runtime_updates
 from ..lora.xlora.cli import xlora_modules, xlora_options
+from ..multimodal.cli import image_limits
 from .limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def server_app(args: argparse.Namespace, on_load_error: Callable[[BaseException]
     from .served_models import ServedModel, served_models
 
     limits = RequestLimits(max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens)
+    images = image_limits(args)  # checked before the models load
     base = EngineConfig(
         model=None,
         dtype=args.dtype,
@@ -56,6 +58,7 @@ def server_app(args: argparse.Namespace, on_load_error: Callable[[BaseException]
     def slot(model: ServedModel) -> ModelSlot:
         def load() -> AsyncEngine:
             engine = AsyncEngine.from_config(model.config)
+            engine.engine.images.limits = images
             for adapter in model.lora_modules.values():  # each read and checked against the model before serving
                 engine.engine.lora.read(adapter)
             print(
@@ -82,7 +85,7 @@ def server_app(args: argparse.Namespace, on_load_error: Callable[[BaseException]
     app = create_app(
         models, api_key=args.api_key or None, cors_allowed_origins=origins, limits=limits,
         on_load_error=on_load_error, model_runtime_updates=args.allow_runtime_model_updating, mcp=mcp_toolbox(args),
-        ui=args.ui,
+        ui=args.ui, allow_image_urls=args.allow_image_urls,
     )  # fmt: skip
 
     return app

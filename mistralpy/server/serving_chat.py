@@ -17,8 +17,10 @@ from ..outputs import CompletionOutput
 from ..tools.answer_stream import AnswerStream
 from ..tools.stream_parser import ParsedDelta
 from ..tools.tool_use import ToolUse, finish_reason
+from .chat_images import chat_images
 from .context import ServerContext
 from .errors import APIError
+from .image_parts import image_urls
 from .logprobs import chat_logprobs
 from .mcp_rounds import chat_with_mcp, uses_mcp
 from .prompt_tokens import TokenizedPrompt, chat_prompt_ids
@@ -55,14 +57,14 @@ async def generate_chat(
 ) -> ChatCompletionResponse | ChunkStream[ChatCompletionChunk]:
     """One model answer."""
     lora = ctx.lora_request(body.model, body.adapters)
-    tools, prompt = await chat_prompt(ctx, body)
+    tools, prompt, images = await chat_prompt(ctx, body)
     tokenizer = ctx.engine.tokenizer
     # after rendering: a call's grammar depends on how the prompt ends (a think block opened or not)
     adjust = functools.partial(tools.sampling_params, tokenizer=tokenizer)
     params, grammar = await sampling_params(ctx, body, adjust, off_loop=tools.may_constrain)
     ctx.limits.check_tokens([len(prompt)], params.n, "messages")
     request_id = random_id("chatcmpl")
-    prompts = [TokenizedPrompt(prompt)]
+    prompts = [TokenizedPrompt(prompt, images=images)]
     streams = await add_streams(ctx.engine, prompts, params, request_id, body.cache_salt, grammar, lora)
     if body.stream:
         chunks = ChatChunks(ctx, body, request_id, len(prompt), tools)
@@ -80,14 +82,16 @@ async def generate_chat(
     )
 
 
-async def chat_prompt(ctx: ServerContext, body: ChatCompletionRequest) -> tuple[ToolUse, list[int]]:
-    """The request checked, its tools bound to the template, and its prompt's token ids (rendered off the loop)."""
+async def chat_prompt(ctx: ServerContext, body: ChatCompletionRequest) -> tuple[ToolUse, list[int], list | None]:
+    """The request checked, its tools bound to the template, its prompt's token ids (rendered off the loop) and its
+    images (decoded off the loop; their placeholders expanded in the prompt)."""
     ctx.check_model(body.model)
     ctx.limits.check_chat(body)
     tokenizer = ctx.engine.tokenizer
     tools = ToolUse(body.tools_spec(), request_template(ctx, body) or tokenizer.chat_template)
-    render = functools.partial(tools.render, variables=body.template_kwargs())
-    return tools, await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], render)
+    images, expand = await chat_images(ctx.engine.engine.images, image_urls(body.messages), ctx.allow_image_urls)
+    render = functools.partial(tools.render, variables=body.template_kwargs(), expand=expand)
+    return tools, await chat_prompt_ids(tokenizer, [m.to_template() for m in body.messages], render), images
 
 
 def request_template(ctx: ServerContext, body: ChatCompletionRequest) -> str | None:

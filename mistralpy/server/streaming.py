@@ -41,7 +41,9 @@ async def add_streams(
         for i, prompt in enumerate(prompts):
             rid = request_id if len(prompts) == 1 else f"{request_id}-{i}"
             text_or_ids = prompt.text if prompt.text is not None else prompt.ids
-            stream = await engine.add_request(text_or_ids, params, rid, prompt.ids, cache_salt, grammar, lora_request)
+            stream = await engine.add_request(
+                text_or_ids, params, rid, prompt.ids, cache_salt, grammar, lora_request, prompt.images
+            )
             streams.append(stream)
     except BaseException:
         abort_all(streams)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import InvalidRequestError
@@ -45,9 +46,10 @@ class ToolUse:
         messages: list[dict[str, Any]],
         add_generation_prompt: bool = True,
         variables: dict[str, Any] | None = None,
+        expand: Callable[[str], str] | None = None,
     ) -> list[int]:
         """The prompt's token ids: the conversation with its tools, calls and results (`variables`: the request's
-        chat_template_kwargs)."""
+        chat_template_kwargs; `expand`: the rendered text's image placeholders expanded, multimodal/prompt_images)."""
         variables = variables or {}
         if not isinstance(variables, dict) or not all(isinstance(k, str) for k in variables):
             raise InvalidRequestError("chat_template_kwargs must be an object")
@@ -61,7 +63,7 @@ class ToolUse:
             messages, add_generation_prompt, template=self.template, **extra, **variables
         )
         self.thinking = thinking_of(self.template, text) if add_generation_prompt else None
-        return tokenizer.encode(text, add_special_tokens=False)
+        return tokenizer.encode(text if expand is None else expand(text), add_special_tokens=False)
 
     def sampling_params(self, params: SamplingParams, tokenizer: Tokenizer | None = None) -> SamplingParams:
         """`params` with the calls' grammar where the tool choice needs one (after a think block, where the template

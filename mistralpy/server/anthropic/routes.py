@@ -28,5 +28,5 @@ async def create_message(models: ModelRegistry, raw: Request) -> Response:
 
 async def count_tokens(models: ModelRegistry, raw: Request) -> JSONResponse:
     body = chat_request(await parse_body(raw, CountTokensRequest))
-    _, prompt = await chat_prompt(await models.context(body.model), body)
+    _, prompt, _ = await chat_prompt(await models.context(body.model), body)
     return JSONResponse({"input_tokens": len(prompt)})
