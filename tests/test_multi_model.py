@@ -123,3 +123,31 @@ def test_load_and_unload_routes_need_the_flag(two_models):
         assert (await client.get("/v1/models")).status_code == 200
 
     run(create_app(registry(two_models)), check)
+
+
+def test_an_embedding_model_beside_a_generating_one(two_models):
+    """`serve --config` with a `task = "embed"` entry: /v1/embeddings goes to the embedding model by name, chat to
+    the other; sentence-transformers is the oracle for the vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    from mistralpy.embed.default_model import default_embedding_model_path
+
+    path = default_embedding_model_path()
+    embed = AsyncEngine.from_config(EngineConfig(model=path, task="embed"))
+    chat = AsyncEngine.from_config(EngineConfig(model=str(two_models[0][1]), dtype="float32", kv_cache_tokens=1024))
+    models = ModelRegistry([ModelSlot(ServerContext(chat, "chat"), None, "chat"),
+                            ModelSlot(ServerContext(embed, "minilm"), None, path)])  # fmt: skip
+    texts = ["a cat sat on the mat", "stock markets fell sharply today"]
+    want = torch.tensor(SentenceTransformer(path, device="cpu").encode(texts))
+
+    async def check(client):
+        r = await client.post("/v1/embeddings", json={"model": "minilm", "input": texts})
+        assert r.status_code == 200, r.text
+        got = torch.tensor([d["embedding"] for d in r.json()["data"]])
+        assert torch.nn.functional.cosine_similarity(got, want).min() >= 0.9999
+        r = await client.post("/v1/completions", json={"model": "chat", "prompt": PROMPT, "max_tokens": 2})
+        assert r.status_code == 200 and r.json()["model"] == "chat"
+        r = await client.post("/v1/embeddings", json={"input": texts})  # the default model generates
+        assert r.status_code == 400
+
+    run(create_app(models), check)
