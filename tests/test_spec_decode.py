@@ -50,13 +50,17 @@ def _assert_no_leak(llm: LLM) -> None:
     assert bm.num_free_blocks == bm.num_blocks and all(b.ref_count == 0 for b in bm.blocks)
 
 
+def vocab16_llama(tmp_path_factory, name: str, seed: int):
+    """A tiny random Llama with a vocabulary of 16 tokens (the embedded model's tokenizer decodes its ids)."""
+    folder = tmp_path_factory.mktemp(name)
+    save_tokenizer(folder)
+    make_tiny_llama(folder, seed=seed, vocab_size=16)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def tiny16(tmp_path_factory):
-    """A tiny random Llama with a vocabulary of 16 tokens (the embedded model's tokenizer decodes its ids)."""
-    folder = tmp_path_factory.mktemp("tiny16")
-    save_tokenizer(folder)
-    make_tiny_llama(folder, seed=3, vocab_size=16)
-    return folder
+    return vocab16_llama(tmp_path_factory, "tiny16", seed=3)
 
 
 def test_ngram_proposer_takes_the_longest_latest_match():

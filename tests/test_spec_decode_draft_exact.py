@@ -10,17 +10,13 @@ import torch
 
 from mistralpy import LLM, SamplingParams
 
-from .helpers import make_tiny_llama, save_tokenizer
-from .test_spec_decode import _assert_no_leak, _texts, _token_counts, tiny16  # noqa: F401 - tiny16 is a fixture
+from .test_spec_decode import _assert_no_leak, _texts, _token_counts, tiny16, vocab16_llama  # noqa: F401 - tiny16: a fixture
 
 
 @pytest.fixture(scope="module")
 def draft16(tmp_path_factory):
     """Another random tiny Llama over the same 16 tokens: its greedy drafts are sometimes the target's draws."""
-    folder = tmp_path_factory.mktemp("draft16")
-    save_tokenizer(folder)
-    make_tiny_llama(folder, seed=11, vocab_size=16)
-    return folder
+    return vocab16_llama(tmp_path_factory, "draft16", seed=11)
 
 
 @pytest.mark.slow
