@@ -1,11 +1,13 @@
 """`serve --replicas`: two engine replicas behind one endpoint on a local Ray Serve. 32 concurrent clients all get
-the model's greedy answer (transformers' tokens the oracle), both replicas answer, streams stay streams, and a prompt
-prefix seen before goes back to the replica that served it. Plus the flags' and the prefix key's unit checks."""
+the model's greedy answer (transformers' tokens the oracle), both replicas answer, streams stay streams, a prompt
+prefix seen before goes back to the replica that served it, and the chat page and MCP tools (the MCP server's own
+log the oracle) work behind the ingress. Plus the flags' and the prefix key's unit checks."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import sys
 
 import httpx
 import pytest
@@ -20,7 +22,10 @@ from mistralpy.distributed.forwarded import prefix_key
 from mistralpy.errors import InvalidRequestError
 
 from .server_process import free_port
+from .test_mcp_client import ASK, SERVER, logged
 from .test_multi_model import PROMPT, hf_greedy
+
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
 
 
 def serve_args(*extra: str):
@@ -49,12 +54,22 @@ def test_prefix_key():
 
 
 @pytest.fixture(scope="module")
-def replicas(tiny_llama):
+def mcp_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("mcp") / "calls.jsonl"
+
+
+@pytest.fixture(scope="module")
+def replicas(tiny_llama, mcp_log):
     from mistralpy.distributed.replicas import replicas_app
 
     port = free_port()
+    config, template = mcp_log.with_name("mcp.json"), mcp_log.with_name("chat.jinja")
+    config.write_text(json.dumps({"mcpServers": {"tools": {"command": sys.executable, "args": [SERVER, str(mcp_log)]}},
+                                  "max_rounds": 1}))  # fmt: skip
+    template.write_text(CHAT_TEMPLATE)
     args = serve_args("-m", str(tiny_llama[2]), "--dtype", "float32", "--replicas", "2", "--port", str(port),
-                      "--kv-cache-tokens", "1024", "--max-num-seqs", "16")  # fmt: skip
+                      "--kv-cache-tokens", "1024", "--max-num-seqs", "16", "--ui", "--mcp-config", str(config),
+                      "--chat-template", str(template))  # fmt: skip
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -100,3 +115,22 @@ def test_a_seen_prefix_goes_back_to_its_replica(replicas):
     with concurrent.futures.ThreadPoolExecutor(18) as pool:
         later = [r.headers[REPLICA_HEADER] for r in pool.map(lambda p: complete(replicas, p, 1), again)]
     assert later == [owner for owner in first for _ in range(3)]
+
+
+def test_the_chat_page_and_mcp_tools_behind_the_ingress(replicas, mcp_log):
+    page = httpx.get(f"{replicas}/ui/", timeout=60)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]  # the replica's own headers pass through
+    add = {"type": "function", "function": {"name": "add"}}  # integers: a random model's call ends within max_tokens
+    body = {"messages": ASK, "tool_choice": add, "parallel_tool_calls": False, "max_tokens": 60, "temperature": 0}
+    answers = [httpx.post(f"{replicas}/v1/chat/completions", json=body, timeout=120) for _ in range(2)]
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    assert not any(r.json()["choices"][0]["message"].get("tool_calls") for r in answers)  # the replica ran the call
+    assert [c["tool"] for c in logged(mcp_log)] == ["add"] * 2
+
+
+def test_runtime_model_updates_are_refused_with_replicas():
+    from mistralpy.distributed.replicas import serve_replicas
+
+    with pytest.raises(InvalidRequestError, match="--allow-runtime-model-updating does not work with --replicas"):
+        serve_replicas(serve_args("--replicas", "2", "--allow-runtime-model-updating"))

@@ -22,20 +22,28 @@ class EngineReplica:
         self.failure: BaseException | None = None
         self.app = server_app(args, self._failed)
         self.replica_id = _replica_id()
-        models = self.app.state.models
-        for slot in models.slots.values():  # loaded before the replica counts as started: none serves a 503
-            models.attach(slot, slot.loader())
-        models.ready = True
+        self.models = self.app.state.models
+        for slot in self.models.slots.values():  # loaded before the replica counts as started: none serves a 503
+            self.models.attach(slot, slot.loader())
         self._lifespan: asyncio.Task | None = None
+        self._startup: asyncio.Task | None = None
         self._stop = asyncio.Event()
 
     def _failed(self, error: BaseException) -> None:
         self.failure = error
 
     async def _started(self) -> None:
-        """Run the app's lifespan once: it loads the models in the background."""
-        if self._lifespan is not None:
-            return
+        """The app's start-up, run once (requests that come meanwhile wait for it)."""
+        await asyncio.shield(self._begin())
+
+    def _begin(self) -> asyncio.Task:
+        if self._startup is None:
+            self._startup = asyncio.ensure_future(self._start())
+        return self._startup
+
+    async def _start(self) -> None:
+        """Run the app's lifespan: it starts the engines and connects the MCP servers in the background; wait for
+        that, so no request goes out without the MCP tools."""
         started = asyncio.Event()
         messages = [{"type": "lifespan.startup"}]
 
@@ -52,10 +60,12 @@ class EngineReplica:
         scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
         self._lifespan = asyncio.create_task(self.app(scope, receive, send))
         await started.wait()
+        while not self.models.ready and self.failure is None:
+            await asyncio.sleep(0.02)
 
     async def check_health(self) -> None:
-        """Ray Serve's health check: the models are loading or loaded (a load that failed fails it)."""
-        await self._started()
+        """Ray Serve's health check: the start-up begun and not failed (it does not wait for it: requests do)."""
+        self._begin()
         if self.failure is not None:
             raise RuntimeError(f"the models did not load: {self.failure}")
 

@@ -48,10 +48,8 @@ def serve_replicas(args: argparse.Namespace) -> int:
         from ray import serve
     except ImportError:
         raise InvalidRequestError("--replicas needs Ray Serve: pip install 'mistralpy[ray]'") from None
-    if args.ui or args.mcp_config or args.allow_runtime_model_updating:
-        raise InvalidRequestError(
-            "--ui, --mcp-config and --allow-runtime-model-updating do not work with --replicas yet"
-        )
+    if args.allow_runtime_model_updating:  # a load on the one replica a request reaches would leave the others behind
+        raise InvalidRequestError("--allow-runtime-model-updating does not work with --replicas")
     ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=args.log_level == "debug")
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(replicas_app(args), name=APP_NAME, route_prefix="/")
