@@ -34,6 +34,11 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
         help="tokens the KV pool holds, at least the context length (default 16384); its pages are taken as used",
     )  # fmt: skip
     p.add_argument(
+        "--prefix-cache-tokens", type=int, default=None,
+        help="finished requests' tokens kept in the prefix cache before the oldest are reused (default: a quarter of "
+        "--kv-cache-tokens; all of it is vLLM's policy, and the most memory)",
+    )  # fmt: skip
+    p.add_argument(
         "--isq", default=None, choices=["q4_0", "q4_1", "q8_0", "q4_k"],
         help="in-situ quantization of a full-precision model's weights at load",
     )  # fmt: skip
@@ -81,6 +86,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | No
         "weights": args.weights,
         "kv_cache_dtype": args.kv_cache_dtype,
         "kv_cache_tokens": args.kv_cache_tokens,
+        "prefix_cache_tokens": args.prefix_cache_tokens,
         "chat_template": read_chat_template(template) if template is not None else None,
         "speculative_config": speculative_options(args),
         "mmproj": vars(args).get("mmproj"),

@@ -106,6 +106,7 @@ class EngineConfig:
     max_num_batched_tokens: int | None = None  # per-step token budget; None: the task's (embed.task.STEP_TOKENS)
     max_model_len: int | None = None  # None: the model's context length
     enable_prefix_caching: bool = True
+    prefix_cache_tokens: int | None = None  # freed tokens kept cached (resident) for later prompts; None: a quarter
     show_progress: bool = False
     # "auto": GGUF quantized weights stay quantized when computing in bfloat16 or float32 (the quantized kernels'
     # dtypes) and are dequantized for float16; "quantized" / "dequantized" force either ("dequantized": dense weights,

@@ -8,10 +8,12 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import sys
+import time
 
 import httpx
 import pytest
-import ray  # noqa: E402
+import ray
+import torch  # noqa: E402
 from ray import serve  # noqa: E402
 from transformers import AutoTokenizer
 
@@ -23,9 +25,29 @@ from mistralpy.errors import InvalidRequestError
 
 from .server_process import free_port
 from .test_mcp_client import ASK, SERVER, logged
-from .test_multi_model import PROMPT, hf_greedy
+from .test_multi_model import PROMPT
 
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+
+
+def greedy_texts(model, tokenizer_dir, prompts: list[list[int]], n: int) -> list[str]:
+    """transformers' greedy continuations, with its KV cache and one thread (the replicas hold the cores)."""
+    tokenizer, threads = AutoTokenizer.from_pretrained(tokenizer_dir), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            return [tokenizer.decode(_greedy(model, p, n)) for p in prompts]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _greedy(model, prompt: list[int], n: int) -> list[int]:
+    out = model(torch.tensor([prompt]), use_cache=True)
+    ids = [int(out.logits[0, -1].argmax())]
+    while len(ids) < n:
+        out = model(torch.tensor([ids[-1:]]), past_key_values=out.past_key_values, use_cache=True)
+        ids.append(int(out.logits[0, -1].argmax()))
+    return ids
 
 
 def serve_args(*extra: str):
@@ -68,8 +90,8 @@ def replicas(tiny_llama, mcp_log):
                                   "max_rounds": 1}))  # fmt: skip
     template.write_text(CHAT_TEMPLATE)
     args = serve_args("-m", str(tiny_llama[2]), "--dtype", "float32", "--replicas", "2", "--port", str(port),
-                      "--kv-cache-tokens", "1024", "--max-num-seqs", "16", "--ui", "--mcp-config", str(config),
-                      "--chat-template", str(template))  # fmt: skip
+                      "--kv-cache-tokens", "1024", "--prefix-cache-tokens", "1024", "--max-num-seqs", "16",
+                      "--ui", "--mcp-config", str(config), "--chat-template", str(template))  # fmt: skip
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -86,9 +108,8 @@ def complete(url: str, prompt: list[int], n: int = 6, **extra) -> httpx.Response
 
 
 def test_32_clients_get_the_greedy_answer_from_both_replicas(replicas, tiny_llama, tokenizer_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     prompts = [PROMPT[:2] + [100 + i] + PROMPT[2:] for i in range(32)]  # distinct from their third token on
-    want = [tokenizer.decode(hf_greedy(tiny_llama[0], p, 6)) for p in prompts]
+    want = greedy_texts(tiny_llama[0], tokenizer_dir, prompts, 6)
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
         responses = list(pool.map(lambda p: complete(replicas, p), prompts))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
@@ -109,12 +130,19 @@ def test_streams_stay_streams(replicas):
 
 
 def test_a_seen_prefix_goes_back_to_its_replica(replicas):
-    long_prompts = [[1] + [200 + i] * 600 + [5] for i in range(6)]  # prefixes of 600 tokens: past the key's length
-    first = [complete(replicas, p, 1).headers[REPLICA_HEADER] for p in long_prompts]
-    again = [p[:-1] + [7] for p in long_prompts for _ in range(3)]  # same prefixes, other endings
-    with concurrent.futures.ThreadPoolExecutor(18) as pool:
-        later = [r.headers[REPLICA_HEADER] for r in pool.map(lambda p: complete(replicas, p, 1), again)]
-    assert later == [owner for owner in first for _ in range(3)]
+    long_prompts = [[1] + [200 + i] * 200 + [5] for i in range(4)]  # prefixes of 200 tokens: past the key's length
+    first = [complete(replicas, p, 1) for p in long_prompts]
+    assert all(r.status_code == 200 for r in first), [r.text for r in first]
+    again = [p[:-1] + [7 + j] for p in long_prompts for j in range(3)]  # same prefixes, other endings
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        later = list(pool.map(lambda p: complete(replicas, p, 1), again))
+    assert all(r.status_code == 200 for r in later), [r.text for r in later]
+    assert [r.headers[REPLICA_HEADER] for r in later] == [r.headers[REPLICA_HEADER] for r in first for _ in range(3)]
+    usage = [r.json()["usage"] for r in later]
+    hits = sum(u["prompt_tokens_details"]["cached_tokens"] for u in usage) / sum(u["prompt_tokens"] for u in usage)
+    assert hits >= 0.8, [
+        u["prompt_tokens_details"]["cached_tokens"] for u in usage
+    ]  # the prefix-cache hit rate of the repeated prefixes (192 of each 202 tokens are whole blocks)
 
 
 def test_the_chat_page_and_mcp_tools_behind_the_ingress(replicas, mcp_log):
@@ -134,3 +162,25 @@ def test_runtime_model_updates_are_refused_with_replicas():
 
     with pytest.raises(InvalidRequestError, match="--allow-runtime-model-updating does not work with --replicas"):
         serve_replicas(serve_args("--replicas", "2", "--allow-runtime-model-updating"))
+
+
+def test_a_replica_killed_mid_load(replicas, tiny_llama, tokenizer_dir):
+    """Requests in flight on a replica that dies: those not yet answered are retried on another replica (every
+    answer still right), a stream under way ends with an error event. Last in the module: it kills a replica."""
+    head = [1] + [300] * 119  # one prefix: the prefix router sends the burst to the stream's replica
+    burst = [head + [100 + i] for i in range(12)]
+    want = greedy_texts(tiny_llama[0], tokenizer_dir, burst, 60)
+    body = {"prompt": head + [5], "max_tokens": 350, "temperature": 0, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{replicas}/v1/completions", json=body, timeout=120) as r:
+        doomed, lines = r.headers[REPLICA_HEADER], r.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            futures = [pool.submit(complete, replicas, p, 60) for p in burst]
+            time.sleep(0.5)  # the burst is on the doomed replica (its prefix's), behind the stream
+            ray.kill(ray.get_actor(f"SERVE_REPLICA::mistralpy#EngineReplica#{doomed}", namespace="serve"))
+            rest = [line[6:] for line in lines if line.startswith("data: ")]
+            answers = [f.result() for f in futures]
+    assert "[DONE]" not in rest and json.loads(rest[-1])["error"]["code"] == "replica_failed"
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    assert [a.json()["choices"][0]["text"] for a in answers] == want
+    assert any(a.headers[REPLICA_HEADER] != doomed for a in answers)  # sent to the doomed one, answered elsewhere

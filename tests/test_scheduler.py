@@ -197,10 +197,11 @@ def test_eviction_reuses_cached_free_blocks_lru():
     assert bm.num_free_blocks == 4
 
 
-def test_freed_blocks_are_reused_before_unused_ones():
-    """The pool's memory is taken as blocks are first written: a second burst as large as the first stays within the
-    first's blocks, evicting its cached prefixes (least recently freed first) rather than touching new blocks."""
-    bm = BlockManager(num_blocks=64, block_size=4)
+def test_without_idle_room_freed_blocks_are_reused_before_unused_ones():
+    """The pool's memory is taken as blocks are first written: with no room for idle cached blocks, a second burst
+    as large as the first stays within the first's blocks, evicting its cached prefixes (least recently freed first)
+    rather than touching new blocks."""
+    bm = BlockManager(num_blocks=64, block_size=4, idle_tokens=0)
     first = [req(f"a{i}", [i] * 10) for i in range(4)]  # 3 blocks each
     for r in first:
         assert bm.allocate_slots(r, 10)
@@ -216,6 +217,30 @@ def test_freed_blocks_are_reused_before_unused_ones():
     assert not any(bm.blocks[b].ref_count for b in range(12, 64))
     third = req("c", [7] * 10)
     assert bm.allocate_slots(third, 10) and third.block_ids == [12, 13, 14]  # no freed block left: unused ones
+
+
+def test_freed_blocks_stay_cached_up_to_the_idle_room():
+    """Room for 16 idle blocks: while fewer wait, new requests take unused blocks and finished prompts stay cached;
+    past it the least recently freed block is reused (its prefix evicted)."""
+    bm = BlockManager(num_blocks=64, block_size=4, idle_tokens=64)
+    first = [req(f"a{i}", [i] * 10) for i in range(4)]  # 3 blocks each: 2 full (cached) + 1 partial
+    for r in first:
+        assert bm.allocate_slots(r, 10)
+        bm.free(r)  # one at a time: each finds the earlier ones' blocks freed
+    assert sorted(bm.free_ids) == list(range(12))  # never reused: 12 idle blocks < 16
+    for i in range(4):
+        assert bm.get_computed_blocks(req("again", [i] * 9 + [50])) == [3 * i, 3 * i + 1]  # each prefix cached
+    second = [req(f"b{i}", [100 + i] * 10) for i in range(2)]
+    for r in second:
+        assert bm.allocate_slots(r, 10)
+        bm.free(r)
+    assert len(bm.free_ids) == 18 and bm.num_unused == 46
+    third = req("c", [7] * 10)  # 18 idle >= 16: the least recently freed go (a0's: partial, then its two full)
+    assert bm.allocate_slots(third, 10) and third.block_ids == [2, 1, 0]
+    assert bm.get_computed_blocks(req("again", [0] * 10)) == []
+    assert bm.get_computed_blocks(req("again", [1] * 10)) == [3, 4]
+    assert BlockManager(num_blocks=64, block_size=4).max_idle_blocks == 16  # default: a quarter of the pool
+    assert BlockManager(num_blocks=64, block_size=4, enable_prefix_caching=False).max_idle_blocks == 0
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -1,7 +1,7 @@
 """EngineReplica: one Ray Serve replica running the app `mistralpy serve` runs (its models, engines and routes),
-driven through ASGI by hand: the ingress forwards each HTTP request and streams back the response's messages. Its
-models load in the constructor, so Ray counts the replica as started only once it can answer; a model that fails
-to load fails the replica's start."""
+driven through ASGI by hand: the ingress forwards each HTTP request and streams back the response's messages. The
+app starts in the (async) constructor, so Ray counts the replica as started only once it can answer; a model that
+fails to load fails the replica's start."""
 
 from __future__ import annotations
 
@@ -16,34 +16,29 @@ REPLICA_HEADER = "x-mistralpy-replica"  # which replica answered (a response hea
 
 
 class EngineReplica:
-    def __init__(self, args: argparse.Namespace) -> None:
+    async def __init__(self, args: argparse.Namespace) -> None:  # Ray Serve awaits an async constructor
+        """The app built and started: its models loaded, engines running, MCP servers connected, before Ray counts
+        the replica as started (none serves a 503 or a request without its tools)."""
         from ..server.server_app import server_app
 
         self.failure: BaseException | None = None
         self.app = server_app(args, self._failed)
         self.replica_id = _replica_id()
         self.models = self.app.state.models
-        for slot in self.models.slots.values():  # loaded before the replica counts as started: none serves a 503
+        for slot in self.models.slots.values():
             self.models.attach(slot, slot.loader())
-        self._lifespan: asyncio.Task | None = None
-        self._startup: asyncio.Task | None = None
         self._stop = asyncio.Event()
+        self._lifespan = await self._start()
+        while not self.models.ready and self.failure is None:
+            await asyncio.sleep(0.02)
+        if self.failure is not None:
+            raise RuntimeError(f"the replica did not start: {self.failure}")
 
     def _failed(self, error: BaseException) -> None:
         self.failure = error
 
-    async def _started(self) -> None:
-        """The app's start-up, run once (requests that come meanwhile wait for it)."""
-        await asyncio.shield(self._begin())
-
-    def _begin(self) -> asyncio.Task:
-        if self._startup is None:
-            self._startup = asyncio.ensure_future(self._start())
-        return self._startup
-
-    async def _start(self) -> None:
-        """Run the app's lifespan: it starts the engines and connects the MCP servers in the background; wait for
-        that, so no request goes out without the MCP tools."""
+    async def _start(self) -> asyncio.Task:
+        """The app's lifespan, run until shutdown: its start-up starts the engines and connects the MCP servers."""
         started = asyncio.Event()
         messages = [{"type": "lifespan.startup"}]
 
@@ -58,21 +53,18 @@ class EngineReplica:
                 started.set()
 
         scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        self._lifespan = asyncio.create_task(self.app(scope, receive, send))
+        lifespan = asyncio.create_task(self.app(scope, receive, send))
         await started.wait()
-        while not self.models.ready and self.failure is None:
-            await asyncio.sleep(0.02)
+        return lifespan
 
     async def check_health(self) -> None:
-        """Ray Serve's health check: the start-up begun and not failed (it does not wait for it: requests do)."""
-        self._begin()
+        """Ray Serve's health check: a model that failed (after start-up too) fails the replica."""
         if self.failure is not None:
             raise RuntimeError(f"the models did not load: {self.failure}")
 
     async def forward(self, request: ForwardedRequest) -> AsyncIterator[Any]:
         """The response to `request`: its start (status, headers), then its body's chunks as they come. The
         generator closed early (the client left) is a disconnect to the app: it aborts the request."""
-        await self._started()
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         gone = asyncio.Event()
         body = [{"type": "http.request", "body": request.body, "more_body": False}]
@@ -108,8 +100,7 @@ class EngineReplica:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._lifespan is not None:
-            await asyncio.wait({self._lifespan}, timeout=30)
+        await asyncio.wait({self._lifespan}, timeout=30)
 
 
 def _replica_id() -> str:

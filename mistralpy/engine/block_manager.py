@@ -5,19 +5,24 @@ that covers what else changes the K/V (block_hash.py), so equal keys mean equal 
 the block's stored token ids. Freed blocks keep their key and stay findable until the free list hands them out again
 (LRU order).
 
-Blocks never used yet are handed out only when no freed block is left. The KV pool's memory is taken as its blocks
-are first written (model_runner), so the resident cache grows with the most tokens in flight at once, not with the
-pool: after a burst of requests the next one reuses the burst's blocks. The price: the prefix cache keeps what fits
-in the blocks used so far, where handing out unused blocks first would keep more of it (and fill the whole pool).
+The KV pool's memory is taken as its blocks are first written (model_runner), so which free block is handed out
+decides the resident memory. Freed blocks stay cached up to `max_idle_blocks` of them: below that a block never used
+yet is handed out (the cache keeps its prefixes), at or above it the least recently freed block is (its prefix
+evicted). The resident cache is thus about the most tokens in flight at once plus that many idle cached blocks, not
+the whole pool; max_idle_blocks = num_blocks is vLLM's policy (the whole pool caches prefixes).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .block_hash import block_key
 from .request import Request
+
+if TYPE_CHECKING:
+    from ..config import EngineConfig
 
 
 @dataclass
@@ -35,15 +40,25 @@ class PrefixCacheStats:
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(
+        self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True, idle_tokens: int | None = None
+    ) -> None:
+        """`idle_tokens`: the freed tokens kept cached before the least recently freed are reused (None: a quarter
+        of the pool)."""
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
+        idle = num_blocks // 4 if idle_tokens is None else -(-idle_tokens // block_size)
+        self.max_idle_blocks = idle if enable_prefix_caching else 0
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free_ids: OrderedDict[int, None] = OrderedDict()  # freed blocks, least recently freed first
         self.num_unused = num_blocks  # blocks [num_blocks - num_unused, num_blocks) were never handed out
         self.hash_to_block: dict[bytes, int] = {}
         self.stats = PrefixCacheStats()
+
+    @classmethod
+    def for_config(cls, num_blocks: int, config: EngineConfig) -> BlockManager:
+        return cls(num_blocks, config.block_size, config.enable_prefix_caching, config.prefix_cache_tokens)
 
     @property
     def num_free_blocks(self) -> int:
@@ -119,7 +134,7 @@ class BlockManager:
         block.ref_count += 1
 
     def _pop_free(self) -> int:
-        if not self.free_ids:
+        if self.num_unused and len(self.free_ids) < self.max_idle_blocks or not self.free_ids:
             block_id = self.num_blocks - self.num_unused
             self.num_unused -= 1
             self.blocks[block_id].ref_count = 1

@@ -78,7 +78,7 @@ class Engine:
             )
         step_tokens = config.max_num_batched_tokens or STEP_TOKENS[self.task]
         self.scheduler_config = SchedulerConfig(config.max_num_seqs, step_tokens, max_model_len)
-        self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.block_manager = BlockManager.for_config(num_blocks, config)
         self.scheduler = Scheduler(self.scheduler_config, self.block_manager)
         quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())
         self.kv_cache_dtype = config.kv_cache_dtype or default_kv_cache_dtype(self.dtype, quantized)
