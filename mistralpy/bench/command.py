@@ -11,6 +11,7 @@ from ..errors import InvalidRequestError
 from ..kernels.isa_level import ENV_VAR as ISA_ENV
 from ..kernels.isa_level import LEVELS
 from .report import isa_line, run_meta
+from .torch_isa import hold_torch_to
 from .workloads import build_tests, parse_int_list
 
 PEERS = ("llama-cpp", "transformers", "no-spec")  # no-spec: mistralpy itself without its --speculative-* flags
@@ -59,7 +60,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--isa", choices=["auto", *LEVELS], default=None,
-        help="the native kernels' ISA level (default: MISTRALPY_ISA, else the best this CPU runs)",
+        help="the native kernels' ISA level (default: MISTRALPY_ISA, else the best this CPU runs); avx2 and "
+        "portable also hold torch's own kernels to that level (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA)",
     )  # fmt: skip
 
 
@@ -71,6 +73,7 @@ def bench_command(args: argparse.Namespace) -> int:
     from .llama_bench import LlamaBenchBackend
     from .runner import format_table, run_benchmarks, to_json
 
+    hold_torch_to(args.isa)  # re-executes where torch must be held to a lower level
     if args.structured:
         return structured_command(args)
     if args.embed is not None:

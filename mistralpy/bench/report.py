@@ -17,10 +17,11 @@ def run_meta(args: argparse.Namespace, model: str) -> dict:
     return {
         "mistralpy": __version__, "model": model, "threads": args.threads, "repetitions": args.repetitions,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__, **kernels.isa_report(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
+        "torch_isa": torch.backends.cpu.get_cpu_capability(), **kernels.isa_report(),
     }  # fmt: skip
 
 
 def isa_line(meta: dict) -> str:
     native = "native kernels" if meta["native_kernels"] else "torch paths (native kernels not built)"
-    return f"ISA level: {meta['isa']} ({native})"
+    return f"ISA level: {meta['isa']} ({native}); torch's kernels: {meta['torch_isa']}"

@@ -11,6 +11,7 @@ namespace quant {
 
 struct PortablePass {
   static constexpr int kMaxRows = 4;
+  static constexpr bool kPrefetches = false;  // qmatmul_rows.h requests each next panel
 
   template <int kBits, int kG, int MR, typename P>
   static void run(const PanelArgs<P>& o, int64_t p, int64_t m, float (*out)[kPanel]) {

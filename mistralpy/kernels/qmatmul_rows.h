@@ -1,4 +1,4 @@
-// The quantized matmul of the avx2 and portable levels (quant_matmul.cpp dispatches to it): x (float32 rows) is
+// The quantized matmul of the avx2 and portable levels (quant_matmul.cpp dispatches to it): x (float32 or bf16) is
 // quantized per group (quant_x.h), then each panel of 16 weight rows is multiplied by passes of up to Pass::kMaxRows
 // rows of x (Pass: qmatmul_avx2.h or qmatmul_portable.h), which leave 16 float32 sums per x row for this file to
 // store. The arithmetic is the avx512 level's (quant_matmul.cpp's header), in the same order: a row's results do not
@@ -47,9 +47,9 @@ void panel_rows(const PanelArgs<P>& o, int64_t m, int64_t M, int64_t p, O* out, 
   if (M - m >= 1) Pass::template run<kBits, kG, 1>(o, p, m, sums), store(1);
 }
 
-// x (M, K) float32 times the panels -> out (M, N).
-template <typename Pass, int kBits, int kG, typename P, typename O>
-void qmatmul_rows(const float* x, int64_t M, int64_t K, const uint8_t* codes, const P* scale, const P* bias,
+// x (M, K) float32 or bf16 times the panels -> out (M, N).
+template <typename Pass, int kBits, int kG, typename P, typename O, typename T>
+void qmatmul_rows(const T* x, int64_t M, int64_t K, const uint8_t* codes, const P* scale, const P* bias,
                   double offset, O* out, int64_t N) {
   constexpr int64_t kRowBlock = 64;  // x rows per sweep over the panels: their codes stay in L2
   const int64_t groups = K / kG, panels = (N + kPanel - 1) / kPanel, panel_bytes = kPanel * K * kBits / 8;
@@ -58,7 +58,7 @@ void qmatmul_rows(const float* x, int64_t M, int64_t K, const uint8_t* codes, co
   at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t m = 0; m < M; m += kRowBlock) {
       for (int64_t p = begin; p < end; ++p) {
-        if (p + 1 < end) prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
+        if (!Pass::kPrefetches && p + 1 < end) prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
         panel_rows<Pass, kBits, kG>(o, m, std::min(M, m + kRowBlock), p, out, N);
       }
     }

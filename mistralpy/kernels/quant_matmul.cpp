@@ -36,8 +36,11 @@ void run_level(const torch::Tensor& x, int64_t M, int64_t K, const uint8_t* code
 #else
   using Pass = quant::PortablePass;
 #endif
-  const torch::Tensor xf = x.to(torch::kFloat32).contiguous();  // bf16 -> float32 is exact
-  quant::qmatmul_rows<Pass, kBits, kG>(xf.data_ptr<float>(), M, K, codes, scale, bias, offset, out, N);
+  if (x.scalar_type() == torch::kBFloat16) {  // quantized as float32 (bf16 -> float32 is exact), without a copy
+    quant::qmatmul_rows<Pass, kBits, kG>(x.data_ptr<c10::BFloat16>(), M, K, codes, scale, bias, offset, out, N);
+  } else {
+    quant::qmatmul_rows<Pass, kBits, kG>(x.data_ptr<float>(), M, K, codes, scale, bias, offset, out, N);
+  }
 #endif
 }
 

@@ -28,14 +28,15 @@ inline const int* lane_order16(int bits) {
   return bits == 4 ? kFour : kEight;
 }
 
-// Rows [begin, end) of float32 x quantized into `out`.
-template <int kG>
-void quantize_rows_f32(const float* x, int64_t begin, int64_t end, int64_t K, int bits, QuantizedX& out) {
+// Rows [begin, end) of x (float32, or bf16: converted exactly) quantized into `out`.
+template <int kG, typename T>
+void quantize_rows_f32(const T* x, int64_t begin, int64_t end, int64_t K, int bits, QuantizedX& out) {
   const int64_t groups = K / kG;
   const int* order = lane_order16(bits);
   auto* q = reinterpret_cast<int8_t*>(out.q.data());
   for (int64_t i = begin * groups; i < end * groups; ++i) {
-    const float* v = x + i * kG;
+    float v[kG];
+    for (int k = 0; k < kG; ++k) v[k] = static_cast<float>(x[i * kG + k]);
     float amax = 0.0f;
     for (int k = 0; k < kG; ++k) amax = std::max(amax, std::fabs(v[k]));
     const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
@@ -55,13 +56,13 @@ void quantize_rows_f32(const float* x, int64_t begin, int64_t end, int64_t K, in
   }
 }
 
-template <int kG>
-QuantizedX quantize_x_f32(const float* x, int64_t M, int64_t K, int bits) {
+template <int kG, typename T>
+QuantizedX quantize_x_f32(const T* x, int64_t M, int64_t K, int bits) {
   const int64_t groups = K / kG;
   QuantizedX out{std::vector<uint32_t>(M * K / 4), std::vector<float>(M * groups), std::vector<float>(M * groups),
                  std::vector<int32_t>(M * groups)};
   at::parallel_for(0, M, std::max<int64_t>(1, 256 / groups),
-                   [&](int64_t begin, int64_t end) { quantize_rows_f32<kG>(x, begin, end, K, bits, out); });
+                   [&](int64_t begin, int64_t end) { quantize_rows_f32<kG, T>(x, begin, end, K, bits, out); });
   return out;
 }
 

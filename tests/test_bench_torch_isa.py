@@ -1,0 +1,50 @@
+"""`mistralpy bench --isa avx2|portable` holds torch's own kernels to that level (bench/torch_isa.py)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mistralpy.bench import torch_isa
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_missing_env_names_what_torch_reads():
+    assert torch_isa.missing_env("avx2", {}) == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert torch_isa.missing_env("avx2", {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}) == {}
+    assert torch_isa.missing_env("portable", {"ATEN_CPU_CAPABILITY": "avx2"}) == {
+        "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"
+    }  # fmt: skip
+    for level in ("avx512", "auto", None):
+        assert torch_isa.missing_env(level, {}) == {}
+
+
+def test_hold_torch_to_reexecutes_only_when_needed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "mistralpy", "bench", "--isa", "avx2"])
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    torch_isa.hold_torch_to("avx2")
+    torch_isa.hold_torch_to("avx512")
+    assert calls == []
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    torch_isa.hold_torch_to("avx2")
+    ((path, argv, env),) = calls
+    assert path == sys.executable and argv == [sys.executable, "-m", "mistralpy", "bench", "--isa", "avx2"]
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and env["ATEN_CPU_CAPABILITY"] == "avx2"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="os.execve re-execution as on the benchmark machines")
+def test_reexecuted_process_runs_torch_at_avx2():
+    code = (
+        "from mistralpy.bench.torch_isa import hold_torch_to; hold_torch_to('avx2'); "
+        "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] in ("AVX2", "DEFAULT")  # DEFAULT: a CPU without AVX2
