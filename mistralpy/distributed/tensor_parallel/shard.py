@@ -3,7 +3,8 @@
 Megatron's split: q/k/v and gate/up are column-parallel (each rank computes its own attention heads and its own
 slice of the MLP's intermediate features), o/down are row-parallel (each rank's partial sum, all-reduced), the token
 embedding and the LM head are vocab-parallel. The model is built from the shard's config (heads / intermediate size
-divided by the group size), so the attention, the rotary and the KV cache see a rank's heads only. Mixtral's experts
+divided among the ranks), so the attention, the rotary and the KV cache see a rank's heads only. Heads go to ranks in
+whole KV groups, as evenly as they split (SmolLM2's 9 heads in 3 groups: 3 and 6 over 2 ranks). Mixtral's experts
 are each sharded like an MLP (every rank holds a slice of every expert; the router is replicated). With fewer KV
 heads than ranks, each KV head is replicated on the ranks whose query heads read it (vLLM's rule)."""
 
@@ -52,27 +53,37 @@ class TensorShard:
                 f"tensor parallelism supports the decoder families (Llama, Mistral, Mixtral, Qwen2/3, Phi-2/3, "
                 f"Gemma 1/2/3 text), not {cfg.architecture}"
             )
-        kv = cfg.num_key_value_heads
-        counts = {
-            "num_attention_heads": cfg.num_attention_heads,
-            "intermediate_size": cfg.intermediate_size,
-            "vocab_size": cfg.vocab_size,
-        }
-        for name, value in counts.items():
-            if value % self.size:
-                raise InvalidRequestError(f"tensor_parallel_size {self.size} does not divide {name} ({value})")
-        if kv % self.size and self.size % kv:
+        for name in ("intermediate_size", "vocab_size"):
+            if getattr(cfg, name) % self.size:
+                raise InvalidRequestError(
+                    f"tensor_parallel_size {self.size} does not divide {name} ({getattr(cfg, name)})"
+                )
+        heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        if kv < self.size and (self.size % kv or heads % self.size):
             raise InvalidRequestError(
-                f"tensor_parallel_size {self.size} neither divides num_key_value_heads ({kv}) nor is a multiple of it"
+                f"tensor_parallel_size {self.size} exceeds num_key_value_heads ({kv}): it must then be a multiple of "
+                f"it and divide num_attention_heads ({heads})"
             )
+
+    def heads(self, cfg: ModelConfig) -> tuple[int, int, int, int]:
+        """(first query head, query heads, first KV head, KV heads) of this rank. Whole KV groups per rank, as even
+        as they split (9 heads in 3 groups over 2 ranks: 3 and 6); fewer KV heads than ranks: each rank its share of
+        the query heads and the one KV head they read."""
+        heads, kv, r = cfg.num_attention_heads, cfg.num_key_value_heads, self.rank
+        if kv < self.size:
+            count = heads // self.size
+            return r * count, count, r * kv // self.size, 1
+        first, stop, group = r * kv // self.size, (r + 1) * kv // self.size, heads // kv
+        return first * group, (stop - first) * group, first, stop - first
 
     def model_config(self, cfg: ModelConfig) -> ModelConfig:
         """The config a rank's model is built from: its heads and intermediate features (the vocabulary stays whole:
         the engine samples over all of it)."""
+        _, heads, _, kv = self.heads(cfg)
         return dataclasses.replace(
             cfg,
-            num_attention_heads=cfg.num_attention_heads // self.size,
-            num_key_value_heads=max(1, cfg.num_key_value_heads // self.size),
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
             intermediate_size=cfg.intermediate_size // self.size,
             head_dim=cfg.head_dim,
         )
@@ -99,7 +110,7 @@ class TensorShard:
         if leaf in ROW_PARALLEL:
             if attr == "bias":  # added once, by rank 0: the all-reduce sums the ranks' outputs
                 return pieces if self.rank == 0 else [torch.zeros_like(p) for p in pieces]
-            return [slice_columns(p, self.rank, self.size, target) for p in pieces]
+            return [slice_columns(p, *self._input_columns(leaf, cfg), target) for p in pieces]
         if leaf in VOCAB_PARALLEL:
             return [self._even_rows(p, target) for p in pieces]
         return pieces
@@ -117,11 +128,19 @@ class TensorShard:
         return cfg.intermediate_size
 
     def _column(self, piece: Piece, kind: str, cfg: ModelConfig, name: str) -> Piece:
-        kv = cfg.num_key_value_heads
-        if kind != "kv" or kv >= self.size:
+        if kind == "mlp":
             return self._even_rows(piece, name)
-        head = self.rank * kv // self.size  # fewer KV heads than ranks: the one this rank's query heads read
-        return slice_rows(piece, head * cfg.head_dim, (head + 1) * cfg.head_dim)
+        q_first, q_count, kv_first, kv_count = self.heads(cfg)
+        first, count = (q_first, q_count) if kind == "q" else (kv_first, kv_count)
+        return slice_rows(piece, first * cfg.head_dim, (first + count) * cfg.head_dim)
+
+    def _input_columns(self, leaf: str, cfg: ModelConfig) -> tuple[int, int]:
+        """[start, stop) of a row-parallel weight's inputs: this rank's heads' outputs, or intermediate features."""
+        if leaf in ("o_proj", "dense"):
+            first, count, _, _ = self.heads(cfg)
+            return first * cfg.head_dim, (first + count) * cfg.head_dim
+        n = cfg.intermediate_size // self.size
+        return self.rank * n, (self.rank + 1) * n
 
     def _even_rows(self, piece: Piece, name: str) -> Piece:
         rows = piece.shape[0]

@@ -32,24 +32,17 @@ def split_rows(piece: Piece, sizes: list[int], name: str) -> list[Piece]:
     return [slice_rows(piece, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def slice_columns(piece: Piece, rank: int, size: int, name: str) -> Piece:
-    """Input columns of one rank out of `size` equal parts; a quantized weight's at a block boundary."""
+def slice_columns(piece: Piece, start: int, stop: int, name: str) -> Piece:
+    """Input columns [start, stop); a quantized weight's only at block boundaries."""
     if len(piece.shape) == 1:
         raise ModelLoadError(f"{name} is 1-D; it has no input columns to shard")
-    cols = piece.shape[1]
-    if isinstance(piece, RawPart):
-        block, type_size = GGML_QUANT_SIZES[piece.qtype]
-        if cols % (block * size):
-            raise ModelLoadError(
-                f"{name}: its {cols} input columns do not split into {size} whole {piece.qtype.name} blocks of "
-                f"{block}; tensor parallelism of {size} cannot shard it"
-            )
-        raw = piece.raw.reshape(piece.shape[0], -1)
-        width = raw.shape[1] // size
-        return RawPart(
-            raw[:, rank * width : (rank + 1) * width].contiguous(), piece.qtype, (piece.shape[0], cols // size)
+    if not isinstance(piece, RawPart):
+        return piece[:, start:stop].contiguous()
+    block, type_size = GGML_QUANT_SIZES[piece.qtype]
+    if start % block or stop % block:
+        raise ModelLoadError(
+            f"{name}: input columns [{start}, {stop}) of a rank do not fall on {piece.qtype.name} block boundaries "
+            f"(blocks of {block}); this tensor-parallel size cannot shard it"
         )
-    if cols % size:
-        raise ModelLoadError(f"{name}: its {cols} input columns do not split into {size} equal parts")
-    width = cols // size
-    return piece[:, rank * width : (rank + 1) * width].contiguous()
+    raw = piece.raw.reshape(piece.shape[0], -1)[:, start // block * type_size : stop // block * type_size]
+    return RawPart(raw.contiguous(), piece.qtype, (piece.shape[0], stop - start))
