@@ -64,6 +64,38 @@ def decode_rate(llm: LLM, concurrency: int, tokens: int) -> tuple[float, int]:
     return sum(len(o.outputs[0].token_ids) for o in outs) / seconds, steps
 
 
+def _ping(rank: int, init: str, hidden: int, rounds: int, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from mistralpy.distributed.tensor_parallel.group import init_group
+
+    torch.set_num_threads(1)
+    group = init_group(rank, 2, init, 60)
+    x = torch.ones(1, hidden)
+    for _ in range(20):
+        group.all_reduce(x)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        group.all_reduce(x)
+    if rank == 0:
+        with open(out, "w") as f:
+            f.write(str((time.perf_counter() - start) / rounds))
+    dist.destroy_process_group()
+
+
+def all_reduce_latency(hidden: int, rounds: int = 500) -> float:
+    """Milliseconds of one all-reduce of a decode token's hidden state between 2 processes doing nothing else."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as d:
+        mp.spawn(_ping, (f"file://{d}/init", hidden, rounds, f"{d}/out"), nprocs=2)
+        with open(f"{d}/out") as f:
+            return 1000 * float(f.read())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
@@ -85,6 +117,8 @@ def main() -> None:
                 row["ms_per_step"] = {k: round(1000 * s / steps, 3) for k, s in timer.seconds.items()}
                 row["calls_per_step"] = {k: round(n / steps, 1) for k, n in timer.calls.items()}
             report[f"c{c}_{name}"] = row
+    hidden = llms["tp1"].engine.model_config.hidden_size
+    report["all_reduce_alone_ms"] = round(all_reduce_latency(hidden), 3)
     report["loadavg_after"] = os.getloadavg()
     llms["tp2"].engine.tp.close()
     print(json.dumps(report, indent=1))

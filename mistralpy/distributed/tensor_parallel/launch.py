@@ -55,10 +55,12 @@ class TensorParallel:
         ]
         for w in self.workers:
             w.start()
-        self._finalizer = weakref.finalize(self, _stop, self.workers)
-        self.closing = threading.Event()
+        self.closing, group = threading.Event(), []
+        # at close, garbage collection or exit: the workers told to stop (a worker waits for its next command)
+        self._finalizer = weakref.finalize(self, _stop, self.workers, self.closing, group)
         threading.Thread(target=watch_workers, args=(self.workers, self.closing), daemon=True).start()
-        self.shard = TensorShard(0, size, init_group(0, size, init, COLLECTIVE_TIMEOUT_S))
+        group.append(init_group(0, size, init, COLLECTIVE_TIMEOUT_S))
+        self.shard = TensorShard(0, size, group[0])
 
     def runner(self, model, num_blocks: int, dtype, kv_cache_dtype: str, lora) -> TensorParallelRunner:
         return TensorParallelRunner(self, model, num_blocks, self.block_size, dtype, kv_cache_dtype, lora)
@@ -78,18 +80,18 @@ class TensorParallel:
 
     def close(self) -> None:
         """Stops the workers (politely when they are all alive) and leaves the process group."""
-        self.closing.set()
-        if self._finalizer.alive and all(w.is_alive() for w in self.workers):
-            try:
-                self.shard.group.broadcast_object(("stop",))
-            except TensorParallelError:
-                logger.warning("a tensor-parallel worker did not take the stop command")
         self._finalizer()
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _stop(workers: list) -> None:
+def _stop(workers: list, closing: threading.Event, group: list) -> None:
+    closing.set()
+    if group and all(w.is_alive() for w in workers):
+        try:
+            group[0].broadcast_object(("stop",))
+        except TensorParallelError:
+            logger.warning("a tensor-parallel worker did not take the stop command")
     for w in workers:
         w.join(timeout=10)
         if w.is_alive():

@@ -15,11 +15,13 @@ logger = logging.getLogger(__name__)
 
 
 def watch_workers(workers: list, closing: threading.Event) -> None:
-    wait([w.sentinel for w in workers])
+    ended = wait([w.sentinel for w in workers])
     if closing.is_set():
         return
-    dead = [(rank, w) for rank, w in enumerate(workers, start=1) if not w.is_alive()]
-    for rank, w in dead:
+    for rank, w in enumerate(workers, start=1):
+        if w.sentinel not in ended:
+            continue
+        w.join(timeout=5)  # its sentinel closes a moment before its exit status can be read
         logger.error("tensor-parallel worker rank %d (pid %s) exited with code %s", rank, w.pid, w.exitcode)
     if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
         logger.error("a tensor-parallel worker is gone: stopping the server")
