@@ -1,5 +1,6 @@
-"""TPGroup: a rank's view of its tensor-parallel process group (torch.distributed; gloo on CPU, nccl on CUDA): the
-collectives the sharded layers run, failures turned into one clear error."""
+"""TPGroup: a rank's view of its tensor-parallel process group (torch.distributed over gloo: the engine computes on
+the CPU; NCCL for GPUs is not wired yet): the collectives the sharded layers run, failures turned into one clear
+error."""
 
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ class TensorParallelError(GenerationError):
     """A tensor-parallel rank failed or went away: the group cannot compute another step."""
 
 
-def init_group(rank: int, size: int, init_method: str, timeout_s: float, device: str = "cpu") -> TPGroup:
-    backend = "nccl" if device == "cuda" else "gloo"
+def init_group(rank: int, size: int, init_method: str, timeout_s: float) -> TPGroup:
     dist.init_process_group(
-        backend, init_method=init_method, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s)
+        "gloo", init_method=init_method, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s)
     )
     return TPGroup(rank, size)
 
