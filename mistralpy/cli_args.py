@@ -55,6 +55,10 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
         "--rms-norm-eps", type=float, default=None,
         help=f"RMSNorm epsilon: 1e-5 for LLaMA-2, 1e-6 for LLaMA-1 (default 5e-6; {ggml})",
     )  # fmt: skip
+    p.add_argument(
+        "--tensor-parallel-size", type=int, default=1,
+        help="ranks the model is sharded over: worker processes joined by torch.distributed (gloo); default 1",
+    )  # fmt: skip
     add_speculative_args(p)
 
 
@@ -90,6 +94,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | No
         "chat_template": read_chat_template(template) if template is not None else None,
         "speculative_config": speculative_options(args),
         "mmproj": vars(args).get("mmproj"),
+        "tensor_parallel_size": vars(args).get("tensor_parallel_size", 1),
         **ggml_options(args),
     }
 

@@ -146,6 +146,7 @@ class EngineConfig:
     # sampling defaults for fields a request leaves unset: "auto" (the folder's generation_config.json), "vllm" (none),
     # or the path of a generation_config.json (or of its folder)
     generation_config: str = "auto"
+    tensor_parallel_size: int = 1  # ranks the model is sharded over (distributed/tensor_parallel): 1 process or N
 
     def __post_init__(self) -> None:
         self.speculative_config = SpeculativeConfig.of(self.speculative_config)
@@ -160,7 +161,7 @@ class EngineConfig:
         resolve_isq(self.quantization)
         check_kv_cache_dtype(self.kv_cache_dtype)
         check_num_threads(self.num_threads)
-        for name in ("block_size", "kv_cache_tokens", "max_num_seqs"):
+        for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "tensor_parallel_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidRequestError(f"{name} must be a positive integer, got {value!r}")

@@ -64,6 +64,7 @@ class LLM:
     `generation_config`: the sampling defaults of `get_default_sampling_params` and the server: "auto" (the model
     folder's generation_config.json), "vllm" (none), or a generation_config.json's path (or its folder's).
     `mmproj`: a llama.cpp projector GGUF (Gemma 3's) that gives a Gemma 3 text GGUF its vision tower (images in chat).
+    `tensor_parallel_size`: ranks the model is sharded over (worker processes joined by torch.distributed, gloo).
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class LLM:
         pooling: str | None = None,
         generation_config: str = "auto",
         mmproj: str | None = None,
+        tensor_parallel_size: int = 1,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -135,6 +137,7 @@ class LLM:
             pooling=pooling,
             generation_config=generation_config,
             mmproj=mmproj,
+            tensor_parallel_size=tensor_parallel_size,
         )
         self.engine = Engine(self.config)
         self.xlora_request: LoRARequest | None = self.engine.lora.request if xlora is not None else None

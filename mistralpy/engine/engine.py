@@ -6,6 +6,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from ..config import EngineConfig, SchedulerConfig, resolve_dtype
+from ..distributed.tensor_parallel.launch import start_tensor_parallel
 from ..embed.default_model import default_embedding_model_path
 from ..embed.outputs import EmbeddingRequestOutput
 from ..embed.spec import source_embedding_spec
@@ -33,7 +34,7 @@ from ..tokenizer import Tokenizer
 from .block_hash import model_key, root_key
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer
-from .model_runner import ModelRunner, ModelRunnerOutput
+from .model_runner import ModelRunnerOutput
 from .output_processor import OutputProcessor, ParentRequest, child_params
 from .request import Request, RequestStatus
 from .scheduler import Scheduler, SchedulerOutput
@@ -61,9 +62,10 @@ class Engine:
         self.tokenizer = load_tokenizer(source, self.model_path, config.chat_template)
         self.generation_defaults: dict = generation_defaults(source, config.generation_config)
         self.dtype = resolve_dtype(config.dtype)
+        self.tp = start_tensor_parallel(config, self.model_path)  # one process, or rank 0 of a tensor-parallel group
         model = load_model(
             source, self.dtype, config.show_progress, weights=config.weights, quantization=config.quantization,
-            between_modules=self.threads.update, mmproj=config.mmproj,
+            between_modules=self.threads.update, mmproj=config.mmproj, tensor_shard=self.tp.shard,
         )  # fmt: skip
         context = self.model_config.max_position_embeddings
         if self.embedding is not None and self.embedding.max_seq_length is not None:
@@ -84,9 +86,7 @@ class Engine:
         self.kv_cache_dtype = config.kv_cache_dtype or default_kv_cache_dtype(self.dtype, quantized)
         self.lora = setup_lora(model, config, self.dtype)  # adapters merged into the weights, slots for the others
         model, self.lora = extend_model(model, config, self.dtype, self.tokenizer, self.lora)  # X-LoRA, AnyMoE
-        self.model_runner = ModelRunner(
-            model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype, lora=self.lora
-        )
+        self.model_runner = self.tp.runner(model, num_blocks, self.dtype, self.kv_cache_dtype, self.lora)
         # what makes the K/V of equal tokens: the prefix cache's keys start from it
         self.model_key = model_key(
             self.model_path, self.dtype, self.kv_cache_dtype, config.weights, config.quantization,

@@ -52,6 +52,8 @@ class DecoderStack:
         norms = [t for layer in layers for t in (layer.input_norm, layer.post_norm)]
         parts = [p for m in linears for p in (m.parts if type(m) is FusedQuantizedLinear else [m])]
         native = all(type(p) is NativeQuantLinear and p.runs_kernel for p in parts)
+        if any(m._forward_hooks for m in linears):  # a hook (tensor parallelism's all-reduce) the stack would skip
+            return None
         if not native or any(t.dtype != torch.bfloat16 for t in norms):
             return None
         eps = layers[0].eps

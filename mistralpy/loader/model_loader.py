@@ -50,24 +50,29 @@ def load_model(
     quantization: str | None = None,
     between_modules: Callable[[], object] | None = None,
     mmproj: str | None = None,
+    tensor_shard=None,
 ) -> torch.nn.Module:
     """`weights`: "quantized" keeps quantized weights quantized, "dequantized" turns every weight into a dense
     `dtype` tensor (their float reference), "auto" is "quantized" for bfloat16 and float32 compute and "dequantized"
     for float16.
     `quantization`: an ISQ type (see `quant.isq.ISQ_TYPES`) for full-precision Linear weights, or None.
     `between_modules`: called after each quantized module is built (the engine's thread policy re-decides there).
-    `mmproj`: a llama.cpp projector file whose vision tower joins the (Gemma 3) text model (loader/mmproj.py)."""
+    `mmproj`: a llama.cpp projector file whose vision tower joins the (Gemma 3) text model (loader/mmproj.py).
+    `tensor_shard`: this rank's part of a tensor-parallel model (distributed/tensor_parallel/shard.py), or None."""
     cfg: ModelConfig = source.model_config()
     cls = resolve_model_class(cfg)
     isq_type = isq.resolve_isq(quantization)
     if isq_type is not None:
         _check_not_quantized(source, quantization)
     _check_layer_count(source, cfg)
+    if tensor_shard is not None:
+        tensor_shard.check(cls, cfg)
     with torch.device("meta"):
         model = cls(cfg)
+        shard_model = model if tensor_shard is None else tensor_shard.build(cls, cfg)
     expected = set(model.state_dict())
     loader = _WeightReader(source, cls, cfg, model, dtype, keep_quantized(weights, dtype), isq_type)
-    loader.between_modules = between_modules
+    loader.between_modules, loader.tensor_shard, model = between_modules, tensor_shard, shard_model
     state, modules = loader.read(show_progress)
     for name, module in modules.items():
         replace_module(model, name, module)
@@ -79,6 +84,8 @@ def load_model(
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
     model.load_state_dict(state, strict=False, assign=True)
+    if tensor_shard is not None:
+        model = tensor_shard.parallelize(model)
     if mmproj is not None:
         model = attach_mmproj(model, source, mmproj, dtype)
     for module in model.modules():  # the engine's `model.rotary`, and any other (Gemma 3's local layers' own)
@@ -123,6 +130,7 @@ class _WeightReader:
         self.raw: dict[str, list[RawPart]] = {}  # module name -> its weight's parts, kept as blocks
         self.modules: dict[str, torch.nn.Module] = {}
         self.between_modules: Callable[[], object] | None = None
+        self.tensor_shard = None  # a tensor-parallel rank's TensorShard: each weight cut to its part in `_put`
 
     def read(self, show_progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.nn.Module]]:
         parts: dict[str, dict[int, torch.Tensor | RawPart]] = {}
@@ -220,6 +228,8 @@ class _WeightReader:
         rows, expected = sum(p.shape[0] for p in pieces), self.expected.get(target)
         if len(pieces) > 1 and expected is not None and rows != expected[0]:
             raise ModelLoadError(f"the parts of {target} have {rows} rows; the metadata makes {expected[0]}")
+        if self.tensor_shard is not None:
+            pieces = self.tensor_shard.pieces(target, pieces, self.cfg)
         if self.quantized and all(isinstance(p, RawPart) for p in pieces) and not all_float(pieces):
             self.raw[module_name] = concat_parts(pieces)
         else:
