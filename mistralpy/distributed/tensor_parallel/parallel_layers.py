@@ -8,7 +8,7 @@ from torch import nn
 
 from ...layers.moe import SparseMoeBlock
 from .group import TPGroup
-from .shard import ROW_PARALLEL
+from .split_plan import ROW_PARALLEL
 
 
 class VocabParallelEmbedding(nn.Module):

@@ -21,23 +21,9 @@ from ...layers.embedding import VocabEmbedding
 from ...layers.linear import Linear
 from ...models.llama import LlamaForCausalLM
 from .group import TPGroup
+from .parallel_layers import parallelize
 from .slicing import Piece, slice_columns, slice_rows, split_rows
-
-COLUMN_PARTS = {  # a column-parallel module -> the kinds of the parts fused in it
-    "qkv_proj": ("q", "kv", "kv"),
-    "q_proj": ("q",),
-    "k_proj": ("kv",),
-    "v_proj": ("kv",),
-    "gate_up_proj": ("mlp", "mlp"),
-    "w13": ("mlp", "mlp"),
-    "gate_proj": ("mlp",),
-    "up_proj": ("mlp",),
-    "fc1": ("mlp",),
-    "w1": ("mlp",),
-    "w3": ("mlp",),
-}
-ROW_PARALLEL = frozenset({"o_proj", "dense", "down_proj", "fc2", "w2"})
-VOCAB_PARALLEL = frozenset({"embed_tokens", "lm_head"})
+from .split_plan import COLUMN_PARTS, ROW_PARALLEL, VOCAB_PARALLEL
 
 
 @dataclass(frozen=True)
@@ -116,8 +102,6 @@ class TensorShard:
         return pieces
 
     def parallelize(self, model: torch.nn.Module) -> torch.nn.Module:
-        from .parallel_layers import parallelize  # it reads this module's tables
-
         return parallelize(model, self.group)
 
     def _part_rows(self, kind: str, cfg: ModelConfig) -> int:
