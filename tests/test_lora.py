@@ -17,6 +17,7 @@ from mistralpy.lora.layer import LoRALinear
 from mistralpy.lora.manager import LoRAManager
 from mistralpy.quant.quantized_linear import QuantizedLinear
 
+from . import machine
 from .lora_adapters import make_adapter, peft_logits
 from .model_steps import BLOCK, decode, prefill
 
@@ -167,25 +168,41 @@ def test_root_key_covers_the_adapter():
 def test_layer_rows_take_their_own_adapter(num_tokens):
     """Each row of a LoRALinear equals x W^T + x A_s^T B_s^T scale_s of its own slot s (none for -1), computed
     row by row in float64; slot 1 holds two parts at other rows of the output, slot 2 targets nothing here."""
+    x, slots, layer, expected = _slotted_layer(num_tokens, torch.float32)
+    torch.testing.assert_close(layer(x).double(), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("num_tokens", [7, 33])
+def test_layer_rows_take_their_own_adapter_native_bf16(num_tokens, native_kernels):
+    """The same in bf16 with the native kernels bound: the few tokens' deltas by the native lora_add (its spans set
+    from the parts), within bf16 rounding of the float64 rows."""
+    machine.require_native()
+    x, slots, layer, expected = _slotted_layer(num_tokens, torch.bfloat16, native_kernels)
+    assert layer.runs_native(x, layer.state.step)
+    torch.testing.assert_close(layer(x).double(), expected, atol=0.05, rtol=0.02)
+
+
+def _slotted_layer(num_tokens: int, dtype: torch.dtype, native=None):
     from mistralpy.layers.linear import Linear
     from mistralpy.lora.layer import LoRAState, LoRAStep
 
     gen = torch.Generator().manual_seed(0)
-    base = Linear(16, 24)
-    base.weight.data = torch.randn(24, 16, generator=gen)
+    base = Linear(64, 96)
+    base.weight.data = torch.randn(96, 64, generator=gen).to(dtype)
     state = LoRAState()
-    layer = LoRALinear(base, max_loras=3, max_rank=8, dtype=torch.float32, state=state)
-    parts = {0: [(0, 4, 24)], 1: [(0, 3, 8), (16, 2, 8)], 2: []}  # (first row, rank, rows)
-    adapters = {s: [(row, torch.randn(r, 16, generator=gen), torch.randn(n, r, generator=gen)) for row, r, n in p]
-                for s, p in parts.items()}  # fmt: skip
+    layer = LoRALinear(base, max_loras=3, max_rank=8, dtype=dtype, state=state)
+    layer.native = native
+    parts = {0: [(0, 4, 96)], 1: [(0, 3, 40), (64, 2, 32)], 2: []}  # (first row, rank, rows)
+    adapters = {s: [(row, torch.randn(r, 64, generator=gen) / 4, torch.randn(n, r, generator=gen) / 4)
+                    for row, r, n in p] for s, p in parts.items()}  # fmt: skip
     for slot, ps in adapters.items():
         layer.set_slot(slot, ps)
     slots = torch.randint(-1, 3, (num_tokens,), generator=gen).tolist()
-    x = torch.randn(num_tokens, 16, generator=gen)
+    x = torch.randn(num_tokens, 64, generator=gen).to(dtype)
     state.step = LoRAStep.from_slots(slots)
-    got = layer(x)
     expected = x.double() @ base.weight.double().T
     for t, s in enumerate(slots):
         for row, a, b in adapters.get(s, []):
-            expected[t, row : row + b.shape[0]] += b.double() @ (a.double() @ x[t].double())
-    torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=0)
+            a, b = a.to(dtype).double(), b.to(dtype).double()  # the slots hold them in the compute dtype
+            expected[t, row : row + b.shape[0]] += b @ (a @ x[t].double())
+    return x, slots, layer, expected

@@ -1,10 +1,12 @@
 """`mistralpy bench --lora N`: aggregate decode tokens/s of concurrent requests spread over N LoRA adapters (rank
 `--lora-rank` on every projection, written on the fly in PEFT's format for the model's shapes) against the same
-requests on the base model (LoRA off), in the same run, interleaved; and the hot-load time of one more adapter."""
+requests on the base model (LoRA off), in the same run, interleaved rounds (the median of each side); and the
+hot-load time of one more adapter."""
 
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -88,7 +90,8 @@ def run_lora_bench(base, lora, requests: int, adapters: int, rank: int, tokens: 
         start = time.perf_counter()
         lora.engine.lora.acquire(reqs[-1], busy=set())  # read, checked and put in a free slot: a hot load
         hot = time.perf_counter() - start
-    return LoRABenchResult(requests, adapters, rank, tokens, max(rates["base"]), max(rates["lora"]), hot)
+    base_rate, lora_rate = statistics.median(rates["base"]), statistics.median(rates["lora"])
+    return LoRABenchResult(requests, adapters, rank, tokens, base_rate, lora_rate, hot)
 
 
 def format_lora_table(r: LoRABenchResult) -> str:

@@ -13,6 +13,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("qmatmul", &qmatmul,
         "x (M, K) bf16 or float32 times a group-quantized weight in panels of 16 rows, transposed -> (M, N) in x's "
         "dtype (float_out: float32)");
+  m.def("lora_add", &lora_add,
+        "y (S, N) bf16 += each token's LoRA delta (x[t] @ a[s]) @ b[s] of its slot s = slots[t] (-1: none), in place");
   m.def("rms_norm", &rms_norm, "bf16 RMSNorm of rows (Llama's rounding, or Gemma's 1 + weight)");
   m.def("silu_and_mul", &silu_and_mul, "bf16 silu(gate) * up over [gate | up] rows");
   m.def("rotary", &rotary, "bf16 half-split rotary of q and k, from the step's cos/sin rows");
@@ -21,7 +23,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pybind11::class_<QuantLinear>(m, "QuantLinear", "a projection over group-quantized codes (for DecoderStack)")
       .def(pybind11::init<torch::Tensor, torch::Tensor, c10::optional<torch::Tensor>, int64_t, double, int64_t,
                           c10::optional<torch::Tensor>>())
-      .def_static("concat", &QuantLinear::concat, "parts fused along the output: their outputs concatenated");
+      .def_static("concat", &QuantLinear::concat, "parts fused along the output: their outputs concatenated")
+      .def("with_lora", &QuantLinear::with_lora, "this projection plus per-slot LoRA deltas (lora_add's a, b, spans)");
   pybind11::class_<DecoderStack>(m, "DecoderStack", "Llama decoder layers for a decode step in one call")
       .def(pybind11::init<int64_t, int64_t, int64_t, double, double>())
       .def("add_layer", &DecoderStack::add_layer)

@@ -9,7 +9,10 @@ struct QuantLinear {
   QuantLinear(torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> zero, int64_t bits,
               double offset, int64_t out_features, c10::optional<torch::Tensor> bias);
   static QuantLinear concat(std::vector<QuantLinear> parts);
-  torch::Tensor operator()(const torch::Tensor& x) const;
+  // with LoRA slots (lora/layer.py's buffers, shared: a hot-loaded adapter is seen without a rebuild)
+  QuantLinear with_lora(torch::Tensor a, torch::Tensor b, torch::Tensor spans) const;
+  // y = x W^T (+ bias), plus the LoRA delta of each token's slot where `slots` is given
+  torch::Tensor operator()(const torch::Tensor& x, const c10::optional<torch::Tensor>& slots) const;
 
   torch::Tensor codes, scale;
   c10::optional<torch::Tensor> zero, bias;
@@ -17,6 +20,7 @@ struct QuantLinear {
   double offset;
   int64_t out_features;
   std::vector<QuantLinear> parts;  // when not empty: the outputs of these, concatenated
+  c10::optional<torch::Tensor> lora_a, lora_b, lora_spans;  // (L, K, R), (L, R, N) bf16, (L, parts, 4) int64
 };
 
 class DecoderStack {
@@ -26,7 +30,7 @@ class DecoderStack {
                  QuantLinear gate_up, QuantLinear down, int64_t window);
   torch::Tensor forward(torch::Tensor x, torch::Tensor cos, torch::Tensor sin,
                         const std::vector<torch::Tensor>& kv_caches, torch::Tensor slots, torch::Tensor tables,
-                        torch::Tensor lens) const;
+                        torch::Tensor lens, c10::optional<torch::Tensor> lora_slots) const;
   size_t num_layers() const { return layers.size(); }
 
  private:

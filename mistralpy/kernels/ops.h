@@ -20,6 +20,10 @@ const char* isa_level();
 // (float32: float_out)
 torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias,
                       int64_t bits, double offset, int64_t N, bool float_out);
+// y (S, N) bf16 += each token's LoRA delta (x[t] @ a[s]) @ b[s], s = slots[t] (-1: none), over the slot's spans
+// (L, parts, 4): ranks k0 .. k1 into output columns c0 .. c1; a (L, K, R), b (L, R, N) bf16 (lora_delta.cpp)
+void lora_add(torch::Tensor y, torch::Tensor x, torch::Tensor a, torch::Tensor b, torch::Tensor spans,
+              torch::Tensor slots);
 torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps, bool gemma);
 torch::Tensor silu_and_mul(torch::Tensor gate_up);
 std::vector<torch::Tensor> rotary(torch::Tensor q, torch::Tensor k, torch::Tensor cos, torch::Tensor sin);

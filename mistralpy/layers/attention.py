@@ -42,7 +42,7 @@ class AttentionMetadata:
     decode_kernel: Callable | None = None  # native in-place decode attention (mistralpy.kernels), when built
     prefill_kernel: Callable | None = None  # native in-place prefill attention, when built
     prompt_lens: torch.Tensor | None = None  # (T,) long: prompt length of each token's request (LongRoPE reads it)
-    adapters_active: bool = False  # some token of the step runs a LoRA adapter (the native DecoderStack does not)
+    adapters_active: bool = False  # a token runs an adapter the native DecoderStack does not (X-LoRA's)
     _masks: dict = field(default_factory=dict, repr=False)  # (kind, window) -> mask, built once per step
 
     def decode_mask(self, span: int, window: int | None) -> torch.Tensor:

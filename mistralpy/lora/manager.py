@@ -113,8 +113,8 @@ class LoRAManager:
 
     @property
     def adapters_active(self) -> bool:
-        """Whether this step has tokens of an adapter (the native decoder stack runs only steps that have none)."""
-        return self.state.step is not None
+        """Whether this step has adapter tokens the native DecoderStack cannot run: none, it runs LoRA layers too."""
+        return False
 
     def _make_room(self, rank: int, busy: set[int]) -> int:
         """A free slot with room for `rank` under max_total_rank, unloading idle adapters (LRU first) for it."""

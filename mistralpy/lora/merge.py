@@ -4,8 +4,9 @@ at load, so that requests run at the base model's speed with no adapter named.
 - full-precision linears: W += sum_i w_i s_i B_i A_i, computed in float32 and rounded once to the weight's dtype
   (PEFT's merge_and_unload);
 - quantized linears (GGUF / ISQ): dequantize -> add -> quantize again to the same GGUF type with the torch quantizers
-  of quant/isq.py (bit-identical to gguf-py's for Q4_0 / Q4_1 / Q8_0, to ggml's for Q4_K), or the float type itself
-  (F32 / F16 / BF16); any other type is refused by name. The rounding this adds is measured in docs/BENCHMARKS.md.
+  of quant/isq.py (bit-identical to gguf-py's for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0, to ggml's for Q4_K; a direct
+  scale choice for Q2_K / Q3_K / Q5_K / Q6_K, which gguf-py cannot quantize), or the float type itself (F32 / F16 /
+  BF16); any other type is refused by name. The rounding this adds is measured in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..errors import InvalidRequestError, LoRAAdapterError
 from ..layers.linear import Linear
 from ..quant.factory import linear_from_gguf
 from ..quant.ggml_types import GGMLQuantizationType
-from ..quant.isq import ISQ_TYPES, quantize
+from ..quant.isq import QUANTIZABLE, quantize
 from ..quant.quantized_linear import FusedQuantizedLinear, QuantizedLinear
 from .adapter import read_adapter
 from .combine import combine_adapters
@@ -29,8 +30,7 @@ from .targets import map_adapter
 
 Q = GGMLQuantizationType
 _FLOAT_TYPES = {Q.F32: torch.float32, Q.F16: torch.float16, Q.BF16: torch.bfloat16}
-_QUANTIZABLE = frozenset(ISQ_TYPES.values())
-MERGE_TYPES = (*(t.name for t in _QUANTIZABLE), *(t.name for t in _FLOAT_TYPES))
+MERGE_TYPES = (*sorted(t.name for t in QUANTIZABLE), *(t.name for t in _FLOAT_TYPES))
 
 
 def merge_list(value: object) -> list[tuple[str, float]]:
@@ -93,7 +93,7 @@ def requantize(layer: QuantizedLinear, delta: torch.Tensor, dtype: torch.dtype, 
     weight = layer.dequantize() + delta
     if qtype in _FLOAT_TYPES:
         raw = weight.to(_FLOAT_TYPES[qtype]).view(torch.uint8)
-    elif qtype in _QUANTIZABLE:
+    elif qtype in QUANTIZABLE:
         raw = quantize(weight, qtype)
     else:
         raise LoRAAdapterError(

@@ -2,6 +2,8 @@
 
 The legacy quantizers follow gguf-py's `gguf.quants` arithmetic step for step (float32 throughout), so their blocks
 are bit-identical to `gguf.quants.quantize`; Q4_K follows ggml's `quantize_row_q4_K_ref` (gguf-py has none).
+`quantize` also writes Q5_0 / Q5_1 (quantize_q5.py, as gguf-py) and Q2_K / Q3_K / Q5_K / Q6_K (kquant_direct.py: a
+direct scale choice), for re-quantizing merged LoRA weights (lora/merge.py); ISQ offers ISQ_TYPES only.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import torch
 from ..errors import InvalidRequestError
 from .ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType
 from .kquant import quantize_q4_k
+from .kquant_direct import quantize_q2_k, quantize_q3_k, quantize_q5_k, quantize_q6_k
+from .quantize_q5 import quantize_q5_0, quantize_q5_1
 
 Q = GGMLQuantizationType
 ISQ_TYPES: dict[str, GGMLQuantizationType] = {"q4_0": Q.Q4_0, "q4_1": Q.Q4_1, "q8_0": Q.Q8_0, "q4_k": Q.Q4_K}
@@ -92,3 +96,6 @@ def _q8_0(blocks: torch.Tensor) -> torch.Tensor:
 
 
 _QUANTIZERS = {Q.Q4_0: _q4_0, Q.Q4_1: _q4_1, Q.Q8_0: _q8_0, Q.Q4_K: quantize_q4_k}
+_QUANTIZERS |= {Q.Q5_0: quantize_q5_0, Q.Q5_1: quantize_q5_1}
+_QUANTIZERS |= {Q.Q2_K: quantize_q2_k, Q.Q3_K: quantize_q3_k, Q.Q5_K: quantize_q5_k, Q.Q6_K: quantize_q6_k}
+QUANTIZABLE: frozenset[GGMLQuantizationType] = frozenset(_QUANTIZERS)  # every type `quantize` writes
