@@ -64,6 +64,8 @@ class LLM:
     `generation_config`: the sampling defaults of `get_default_sampling_params` and the server: "auto" (the model
     folder's generation_config.json), "vllm" (none), or a generation_config.json's path (or its folder's).
     `mmproj`: a llama.cpp projector GGUF (Gemma 3's) that gives a Gemma 3 text GGUF its vision tower (images in chat).
+    `device`: "auto" (CUDA when torch sees it), "cpu", "cuda" or "cuda:N"; `gpu_memory_utilization` (CUDA only):
+    the share of GPU memory the engine fills, its KV pool sized to it (default 0.9). `kernels`: device.py.
     """
 
     def __init__(
@@ -100,6 +102,9 @@ class LLM:
         pooling: str | None = None,
         generation_config: str = "auto",
         mmproj: str | None = None,
+        device: str = "auto",
+        gpu_memory_utilization: float | None = None,
+        kernels: str | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -133,6 +138,9 @@ class LLM:
             pooling=pooling,
             generation_config=generation_config,
             mmproj=mmproj,
+            device=device,
+            gpu_memory_utilization=gpu_memory_utilization,
+            kernels=kernels,
         )
         self.engine = Engine(self.config)
         self.xlora_request: LoRARequest | None = self.engine.lora.request if xlora is not None else None

@@ -50,13 +50,16 @@ def load_model(
     quantization: str | None = None,
     between_modules: Callable[[], object] | None = None,
     mmproj: str | None = None,
+    backend: str = "native",
 ) -> torch.nn.Module:
     """`weights`: "quantized" keeps quantized weights quantized, "dequantized" turns every weight into a dense
     `dtype` tensor (their float reference), "auto" is "quantized" for bfloat16 and float32 compute and "dequantized"
     for float16.
     `quantization`: an ISQ type (see `quant.isq.ISQ_TYPES`) for full-precision Linear weights, or None.
     `between_modules`: called after each quantized module is built (the engine's thread policy re-decides there).
-    `mmproj`: a llama.cpp projector file whose vision tower joins the (Gemma 3) text model (loader/mmproj.py)."""
+    `mmproj`: a llama.cpp projector file whose vision tower joins the (Gemma 3) text model (loader/mmproj.py).
+    `backend`: "triton" builds GGUF weights for the Triton matmuls (a CUDA engine, device.py); the model stays on
+    the CPU here, its ModelRunner moves it to its device."""
     cfg: ModelConfig = source.model_config()
     cls = resolve_model_class(cfg)
     isq_type = isq.resolve_isq(quantization)
@@ -67,7 +70,7 @@ def load_model(
         model = cls(cfg)
     expected = set(model.state_dict())
     loader = _WeightReader(source, cls, cfg, model, dtype, keep_quantized(weights, dtype), isq_type)
-    loader.between_modules = between_modules
+    loader.between_modules, loader.backend = between_modules, backend
     state, modules = loader.read(show_progress)
     for name, module in modules.items():
         replace_module(model, name, module)
@@ -84,7 +87,7 @@ def load_model(
     for module in model.modules():  # the engine's `model.rotary`, and any other (Gemma 3's local layers' own)
         if isinstance(module, RotaryEmbedding):
             module.build_cache()
-    bind_native(model, kernels.native_module())
+    bind_native(model, kernels.native_module() if backend == "native" else None)
     release_load_memory(source)
     return model.eval()
 
@@ -123,6 +126,7 @@ class _WeightReader:
         self.raw: dict[str, list[RawPart]] = {}  # module name -> its weight's parts, kept as blocks
         self.modules: dict[str, torch.nn.Module] = {}
         self.between_modules: Callable[[], object] | None = None
+        self.backend = "native"  # or "triton": GGUF weights for the Triton matmuls
 
     def read(self, show_progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.nn.Module]]:
         parts: dict[str, dict[int, torch.Tensor | RawPart]] = {}
@@ -244,10 +248,10 @@ class _WeightReader:
         file pages they were read from are handed back, one module at a time rather than all at the end."""
         parts = self.raw.pop(module_name)
         if weight_kind(self.model, f"{module_name}.weight") == "embedding":
-            module = embedding_from_part(parts[0], self.cfg.tie_word_embeddings, self.dtype)
+            module = embedding_from_part(parts[0], self.cfg.tie_word_embeddings, self.dtype, self.backend)
         else:
             bias = self.state.pop(f"{module_name}.bias", None)
-            module = linear_from_parts(parts, bias, self.dtype)
+            module = linear_from_parts(parts, bias, self.dtype, self.backend)
         self.modules[module_name] = module
         release_file_pages(self.source)
         if self.between_modules is not None:
