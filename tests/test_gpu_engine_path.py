@@ -84,3 +84,18 @@ def test_bf16_gguf_through_the_triton_seams_matches_the_cpu_path(tiny_llama, tmp
 def test_int8_kv_rows_are_refused_on_the_triton_path(tiny_llama):
     with pytest.raises(Exception, match="kv_cache_dtype 'int8' runs on the CPU's kernels only"):
         LLM(str(tiny_llama[1]), kernels="triton", kv_cache_dtype="int8")
+
+
+@pytest.mark.parametrize("act, kind", [("silu_and_mul", "silu"), ("gelu_tanh_and_mul", "gelu_tanh")])
+def test_the_gated_activations_bind_the_triton_kernels(act, kind):
+    from mistralpy.layers import activation
+
+    x = torch.randn(3, 2, 64, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    gate, up = x.double().chunk(2, dim=-1)
+    if kind == "silu":
+        want = gate * torch.sigmoid(gate) * up
+    else:  # GELU's tanh form, written out
+        want = 0.5 * gate * (1 + torch.tanh(0.7978845608028654 * (gate + 0.044715 * gate**3))) * up
+    got = getattr(activation, act)(x, TritonKernels())
+    assert got.shape == (3, 2, 32)
+    torch.testing.assert_close(got.double(), want, atol=2e-2, rtol=2e-2)

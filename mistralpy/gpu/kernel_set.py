@@ -1,7 +1,7 @@
 """TritonKernels: the Triton kernels behind the same calls the layers make to the C++ CPU kernels (layers/native.py's
-binding, AttentionMetadata's decode / prefill kernels), so that a CUDA engine's norms, rotary, SiLU-and-mul and
-paged attention go through mistralpy.gpu with no change to the models. K/V writes stay torch's index_copy (one
-device-agnostic scatter); structured-output masks are applied by torch on the logits' device."""
+binding, AttentionMetadata's decode / prefill kernels), so that a CUDA engine's norms, rotary, SiLU-and-mul (and
+Gemma's GeGLU) and paged attention go through mistralpy.gpu with no change to the models. K/V writes stay torch's
+index_copy (one device-agnostic scatter); structured-output masks are applied by torch on the logits' device."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ class TritonKernels:
     @staticmethod
     def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
         return elementwise.gated_activation(x, "silu")
+
+    @staticmethod
+    def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
+        return elementwise.gated_activation(x, "gelu_tanh")
 
     @staticmethod
     def decode_attention(q, kv_cache, block_tables, lens, scale: float, window: int, softcap: float) -> torch.Tensor:
