@@ -31,7 +31,8 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
     )  # fmt: skip
     p.add_argument(
         "--kv-cache-tokens", type=int, default=16384,
-        help="tokens the KV pool holds, at least the context length (default 16384); its pages are taken as used",
+        help="tokens the KV pool holds, at least the context length (default 16384); its pages are taken as used "
+        "(CPU; a CUDA engine's pool is sized by --gpu-memory-utilization)",
     )  # fmt: skip
     p.add_argument(
         "--prefix-cache-tokens", type=int, default=None,
@@ -59,7 +60,21 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
         "--tensor-parallel-size", type=int, default=1,
         help="ranks the model is sharded over: worker processes joined by torch.distributed (gloo); default 1",
     )  # fmt: skip
+    add_device_args(p)
     add_speculative_args(p)
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """Where the engine runs (mistralpy/device.py)."""
+    p.add_argument(
+        "--device", default="auto",
+        help="auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N (default: auto)",
+    )  # fmt: skip
+    p.add_argument(
+        "--gpu-memory-utilization", type=float, default=None,
+        help="CUDA only: the share of the GPU's memory the engine fills, its KV pool sized to what the weights and a "
+        "profile step leave (default 0.9; an error with --device cpu)",
+    )  # fmt: skip
 
 
 def add_speculative_args(p: argparse.ArgumentParser) -> None:
@@ -95,6 +110,8 @@ def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | No
         "speculative_config": speculative_options(args),
         "mmproj": vars(args).get("mmproj"),
         "tensor_parallel_size": vars(args).get("tensor_parallel_size", 1),
+        "device": args.device,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
         **ggml_options(args),
     }
 

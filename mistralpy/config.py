@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .chat_template import check_chat_template
+from .device import check_device_options
 from .errors import InvalidRequestError
 from .kernels import isa_level
 from .layers.kv_cache import check_kv_cache_dtype
@@ -147,6 +148,12 @@ class EngineConfig:
     # or the path of a generation_config.json (or of its folder)
     generation_config: str = "auto"
     tensor_parallel_size: int = 1  # ranks the model is sharded over (distributed/tensor_parallel): 1 process or N
+    # where the engine runs (device.py): "auto" (CUDA when torch sees it, else the CPU), "cpu", "cuda" or "cuda:N";
+    # gpu_memory_utilization: the share of the GPU's memory the engine may fill, KV pool included (None: 0.9; CUDA
+    # only); kernels: None (the device's own), or "triton" on the CPU with TRITON_INTERPRET=1 (the GPU path's tests)
+    device: str = "auto"
+    gpu_memory_utilization: float | None = None
+    kernels: str | None = None
 
     def __post_init__(self) -> None:
         self.speculative_config = SpeculativeConfig.of(self.speculative_config)
@@ -161,6 +168,7 @@ class EngineConfig:
         resolve_isq(self.quantization)
         check_kv_cache_dtype(self.kv_cache_dtype)
         check_num_threads(self.num_threads)
+        check_device_options(self.device, self.gpu_memory_utilization, self.kernels, self.kv_cache_dtype)
         for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "tensor_parallel_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

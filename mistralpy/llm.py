@@ -65,6 +65,8 @@ class LLM:
     folder's generation_config.json), "vllm" (none), or a generation_config.json's path (or its folder's).
     `mmproj`: a llama.cpp projector GGUF (Gemma 3's) that gives a Gemma 3 text GGUF its vision tower (images in chat).
     `tensor_parallel_size`: ranks the model is sharded over (worker processes joined by torch.distributed, gloo).
+    `device`: "auto" (CUDA when torch sees it), "cpu", "cuda" or "cuda:N"; `gpu_memory_utilization` (CUDA only):
+    the share of GPU memory the engine fills, its KV pool sized to it (default 0.9). `kernels`: device.py.
     """
 
     def __init__(
@@ -103,6 +105,9 @@ class LLM:
         generation_config: str = "auto",
         mmproj: str | None = None,
         tensor_parallel_size: int = 1,
+        device: str = "auto",
+        gpu_memory_utilization: float | None = None,
+        kernels: str | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -138,6 +143,9 @@ class LLM:
             generation_config=generation_config,
             mmproj=mmproj,
             tensor_parallel_size=tensor_parallel_size,
+            device=device,
+            gpu_memory_utilization=gpu_memory_utilization,
+            kernels=kernels,
         )
         self.engine = Engine(self.config)
         self.xlora_request: LoRARequest | None = self.engine.lora.request if xlora is not None else None

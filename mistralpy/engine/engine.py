@@ -6,6 +6,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from ..config import EngineConfig, SchedulerConfig, resolve_dtype
+from ..device import kv_cache_dtype_for, placement_of
 from ..distributed.tensor_parallel.launch import start_tensor_parallel
 from ..embed.default_model import default_embedding_model_path
 from ..embed.outputs import EmbeddingRequestOutput
@@ -37,6 +38,7 @@ from .detokenizer import IncrementalDetokenizer
 from .model_runner import ModelRunnerOutput
 from .output_processor import OutputProcessor, ParentRequest, child_params
 from .request import Request, RequestStatus
+from .runner_setup import build_runner
 from .scheduler import Scheduler, SchedulerOutput
 
 if TYPE_CHECKING:
@@ -62,10 +64,12 @@ class Engine:
         self.tokenizer = load_tokenizer(source, self.model_path, config.chat_template)
         self.generation_defaults: dict = generation_defaults(source, config.generation_config)
         self.dtype = resolve_dtype(config.dtype)
-        self.tp = start_tensor_parallel(config, self.model_path)  # one process, or rank 0 of a tensor-parallel group
+        self.placement = placement_of(config.device, config.kernels)  # before the load: its kernels pick the linears
+        self.tp = start_tensor_parallel(config, self.model_path, self.placement)  # one process, or rank 0 of a group
         model = load_model(
             source, self.dtype, config.show_progress, weights=config.weights, quantization=config.quantization,
-            between_modules=self.threads.update, mmproj=config.mmproj, tensor_shard=self.tp.shard,
+            between_modules=self.threads.update, mmproj=config.mmproj, backend=self.placement.kernels,
+            tensor_shard=self.tp.shard,
         )  # fmt: skip
         context = self.model_config.max_position_embeddings
         if self.embedding is not None and self.embedding.max_seq_length is not None:
@@ -73,20 +77,16 @@ class Engine:
         max_model_len = config.max_model_len or context
         if max_model_len > context:
             raise InvalidRequestError(f"max_model_len {max_model_len} exceeds the model's context length {context}")
-        num_blocks = config.num_kv_blocks or -(-max(max_model_len, config.kv_cache_tokens) // config.block_size)
-        if num_blocks * config.block_size < max_model_len:
-            raise InvalidRequestError(
-                f"the KV cache ({num_blocks} blocks of {config.block_size}) cannot hold max_model_len {max_model_len}"
-            )
         step_tokens = config.max_num_batched_tokens or STEP_TOKENS[self.task]
         self.scheduler_config = SchedulerConfig(config.max_num_seqs, step_tokens, max_model_len)
-        self.block_manager = BlockManager.for_config(num_blocks, config)
-        self.scheduler = Scheduler(self.scheduler_config, self.block_manager)
         quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())
-        self.kv_cache_dtype = config.kv_cache_dtype or default_kv_cache_dtype(self.dtype, quantized)
+        int8_default = default_kv_cache_dtype(self.dtype, quantized) == "int8"
+        self.kv_cache_dtype = kv_cache_dtype_for(self.placement.kernels, config.kv_cache_dtype, int8_default)
         self.lora = setup_lora(model, config, self.dtype)  # adapters merged into the weights, slots for the others
         model, self.lora = extend_model(model, config, self.dtype, self.tokenizer, self.lora)  # X-LoRA, AnyMoE
-        self.model_runner = self.tp.runner(model, num_blocks, self.dtype, self.kv_cache_dtype, self.lora)
+        self.model_runner, num_blocks = build_runner(self, model, config, max_model_len, step_tokens)
+        self.block_manager = BlockManager.for_config(num_blocks, config)
+        self.scheduler = Scheduler(self.scheduler_config, self.block_manager)
         # what makes the K/V of equal tokens: the prefix cache's keys start from it
         self.model_key = model_key(
             self.model_path, self.dtype, self.kv_cache_dtype, config.weights, config.quantization,

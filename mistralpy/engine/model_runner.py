@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .. import kernels
+from ..device import Placement, kernel_module, place_model
 from ..embed.pooling import pool
 from ..layers.attention import AttentionMetadata, PrefillSpan
 from ..layers.kv_cache import cache_shape, storage_dtype
@@ -21,6 +21,7 @@ from ..spec_decode.verify_rows import VerifySpan, accept, expand
 from ..structured.step_masks import start_step_masks
 from .sampler import Sampler, compute_prompt_logprobs
 from .scheduler import ScheduledRequest, SchedulerOutput
+from .step_transfer import move_step
 
 if TYPE_CHECKING:
     from ..lora.manager import LoRAManager
@@ -60,16 +61,25 @@ class ModelRunner:
         dtype: torch.dtype,
         kv_cache_dtype: str = "auto",
         lora: LoRAManager | None = None,
+        placement: Placement | None = None,
     ) -> None:
-        self.model, self.lora = model, lora
+        placement = placement or Placement(torch.device("cpu"), "native")
+        self.device = placement.device
+        self.model, self.lora = place_model(model, self.device), lora
+        if hasattr(lora, "state"):  # LoRA slots (X-LoRA and AnyMoE models run on the CPU: runner_setup.py)
+            lora.state.device = self.device
         self.block_size = block_size
         cfg = model.config
         shape = cache_shape(
             cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim, kv_cache_dtype
         )
-        self.kv_cache = _lazy_zeros(shape, storage_dtype(dtype, kv_cache_dtype))
+        kv_dtype = storage_dtype(dtype, kv_cache_dtype)
+        on_cpu = self.device.type == "cpu"
+        self.kv_cache = (
+            _lazy_zeros(shape, kv_dtype) if on_cpu else torch.zeros(shape, dtype=kv_dtype, device=self.device)
+        )
         self.kv_caches = list(self.kv_cache.unbind(0))
-        native = kernels.native_module()
+        native = kernel_module(placement)  # the C++ kernels, or the Triton ones (mistralpy.gpu) on a Triton placement
         bind_native(model, native)  # this engine's numerics, whatever another engine in the process loads later
         self.write_kernel = None if native is None else native.write_kv
         self.decode_kernel = None if native is None else native.decode_attention
@@ -179,6 +189,7 @@ class ModelRunner:
         if self.images is not None and any(s.request.images is not None for s in order):
             step = self.images.step_images([(s.request.images, s.start, s.num_new_tokens) for s in order])
             inputs.images = {} if step is None else {"images": step}
+        move_step(inputs, self.device)
         return inputs
 
     def _prompt_logprobs(self, inputs: StepInputs, hidden: torch.Tensor, out: ModelRunnerOutput) -> None:

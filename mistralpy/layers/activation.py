@@ -15,8 +15,10 @@ def silu_and_mul(gate_up: torch.Tensor, native: ModuleType | None = None) -> tor
 
 
 def gelu_tanh_and_mul(gate_up: torch.Tensor, native: ModuleType | None = None) -> torch.Tensor:
-    """GeGLU with the tanh approximation of GELU (Gemma's gelu_pytorch_tanh); no native kernel, so `native` (the
-    gated activations' common signature) does not change it."""
+    """GeGLU with the tanh approximation of GELU (Gemma's gelu_pytorch_tanh). The C++ kernels have none; the Triton
+    kernels (a CUDA engine's, gpu/kernel_set.py) have one for bf16."""
+    if native is not None and hasattr(native, "gelu_tanh_and_mul") and gate_up.dtype == torch.bfloat16:
+        return native.gelu_tanh_and_mul(gate_up)
     gate, up = gate_up.chunk(2, dim=-1)
     return F.gelu(gate, approximate="tanh") * up
 

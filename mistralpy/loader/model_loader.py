@@ -51,6 +51,7 @@ def load_model(
     between_modules: Callable[[], object] | None = None,
     mmproj: str | None = None,
     tensor_shard=None,
+    backend: str = "native",
 ) -> torch.nn.Module:
     """`weights`: "quantized" keeps quantized weights quantized, "dequantized" turns every weight into a dense
     `dtype` tensor (their float reference), "auto" is "quantized" for bfloat16 and float32 compute and "dequantized"
@@ -58,7 +59,9 @@ def load_model(
     `quantization`: an ISQ type (see `quant.isq.ISQ_TYPES`) for full-precision Linear weights, or None.
     `between_modules`: called after each quantized module is built (the engine's thread policy re-decides there).
     `mmproj`: a llama.cpp projector file whose vision tower joins the (Gemma 3) text model (loader/mmproj.py).
-    `tensor_shard`: this rank's part of a tensor-parallel model (distributed/tensor_parallel/shard.py), or None."""
+    `tensor_shard`: this rank's part of a tensor-parallel model (distributed/tensor_parallel/shard.py), or None.
+    `backend`: "triton" builds GGUF weights for the Triton matmuls (a CUDA engine, device.py); the model stays on
+    the CPU here, its ModelRunner moves it to its device."""
     cfg: ModelConfig = source.model_config()
     cls = resolve_model_class(cfg)
     isq_type = isq.resolve_isq(quantization)
@@ -72,7 +75,8 @@ def load_model(
         shard_model = model if tensor_shard is None else tensor_shard.build(cls, cfg)
     expected = set(model.state_dict())
     loader = _WeightReader(source, cls, cfg, model, dtype, keep_quantized(weights, dtype), isq_type)
-    loader.between_modules, loader.tensor_shard, model = between_modules, tensor_shard, shard_model
+    loader.between_modules, loader.tensor_shard, loader.backend = between_modules, tensor_shard, backend
+    model = shard_model
     state, modules = loader.read(show_progress)
     for name, module in modules.items():
         replace_module(model, name, module)
@@ -91,7 +95,7 @@ def load_model(
     for module in model.modules():  # the engine's `model.rotary`, and any other (Gemma 3's local layers' own)
         if isinstance(module, RotaryEmbedding):
             module.build_cache()
-    bind_native(model, kernels.native_module())
+    bind_native(model, kernels.native_module() if backend == "native" else None)
     release_load_memory(source)
     return model.eval()
 
@@ -131,6 +135,7 @@ class _WeightReader:
         self.modules: dict[str, torch.nn.Module] = {}
         self.between_modules: Callable[[], object] | None = None
         self.tensor_shard = None  # a tensor-parallel rank's TensorShard: each weight cut to its part in `_put`
+        self.backend = "native"  # or "triton": GGUF weights for the Triton matmuls
 
     def read(self, show_progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.nn.Module]]:
         parts: dict[str, dict[int, torch.Tensor | RawPart]] = {}
@@ -254,10 +259,10 @@ class _WeightReader:
         file pages they were read from are handed back, one module at a time rather than all at the end."""
         parts = self.raw.pop(module_name)
         if weight_kind(self.model, f"{module_name}.weight") == "embedding":
-            module = embedding_from_part(parts[0], self.cfg.tie_word_embeddings, self.dtype)
+            module = embedding_from_part(parts[0], self.cfg.tie_word_embeddings, self.dtype, self.backend)
         else:
             bias = self.state.pop(f"{module_name}.bias", None)
-            module = linear_from_parts(parts, bias, self.dtype)
+            module = linear_from_parts(parts, bias, self.dtype, self.backend)
         self.modules[module_name] = module
         release_file_pages(self.source)
         if self.between_modules is not None:

@@ -61,22 +61,24 @@ def dense_from_parts(parts: list[RawPart], dtype: torch.dtype) -> torch.Tensor:
     return torch.cat([dequantize(p.raw, p.qtype, p.shape).to(dtype) for p in parts])
 
 
-def linear_from_parts(parts: list[RawPart], bias: torch.Tensor | None, dtype: torch.dtype) -> QuantizedLinear:
+def linear_from_parts(
+    parts: list[RawPart], bias: torch.Tensor | None, dtype: torch.dtype, kernels: str = "native"
+) -> QuantizedLinear:
     if len(parts) == 1:
         p = parts[0]
-        return linear_from_gguf(p.raw, p.qtype, p.shape, bias, dtype)
+        return linear_from_gguf(p.raw, p.qtype, p.shape, bias, dtype, kernels)
     sizes = [p.shape[0] for p in parts]
     biases = [None] * len(parts) if bias is None else list(bias.split(sizes))
     return FusedQuantizedLinear(
-        [linear_from_gguf(p.raw, p.qtype, p.shape, b, dtype) for p, b in zip(parts, biases, strict=True)]
+        [linear_from_gguf(p.raw, p.qtype, p.shape, b, dtype, kernels) for p, b in zip(parts, biases, strict=True)]
     )
 
 
-def embedding_from_part(part: RawPart, tied: bool, dtype: torch.dtype) -> QuantizedEmbedding:
+def embedding_from_part(part: RawPart, tied: bool, dtype: torch.dtype, kernels: str = "native") -> QuantizedEmbedding:
     # Tied: the table is also the output projection, so it takes the fastest kernel for it. Untied: only lookups,
     # which the GGUF blocks serve as they are.
     if tied:
-        table = linear_from_gguf(part.raw, part.qtype, part.shape, None, dtype)
+        table = linear_from_gguf(part.raw, part.qtype, part.shape, None, dtype, kernels)
     else:
         table = GGUFLinear(part.raw, part.qtype, part.shape, None)
     return QuantizedEmbedding(table, dtype)

@@ -40,22 +40,23 @@ class LoRAStep:
     targets: torch.Tensor | None = None
 
     @classmethod
-    def from_slots(cls, slots: list[int]) -> LoRAStep | None:
-        """None where no token uses an adapter: the layers then cost what the base layers cost."""
+    def from_slots(cls, slots: list[int], device: torch.device | str = "cpu") -> LoRAStep | None:
+        """None where no token uses an adapter: the layers then cost what the base layers cost. Index tensors on
+        `device`, the model's."""
         active = sorted(set(slots) - {-1})
         if not active:
             return None
-        index = torch.tensor(slots, dtype=torch.int64)
+        index = torch.tensor(slots, dtype=torch.int64, device=device)
         if len(active) == 1 and -1 not in slots:
             return cls([(active[0], None)], index)
         if len(slots) > BATCHED_MAX_TOKENS:
             return cls([(s, (index == s).nonzero().squeeze(1)) for s in active], index)
-        step = cls._batched(slots, active[-1] + 1)
+        step = cls._batched(slots, active[-1] + 1, device)
         step.slots = index
         return step
 
     @classmethod
-    def _batched(cls, slots: list[int], num_slots: int) -> LoRAStep:
+    def _batched(cls, slots: list[int], num_slots: int, device: torch.device | str) -> LoRAStep:
         by_slot: list[list[int]] = [[] for _ in range(num_slots)]
         for token, slot in enumerate(slots):
             if slot >= 0:
@@ -69,11 +70,11 @@ class LoRAStep:
         padded = len(keep) < len(gather)
         return cls(
             [],
-            gather=torch.tensor(gather),
+            gather=torch.tensor(gather, device=device),
             num_slots=num_slots,
             rows=rows,
-            keep=torch.tensor(keep) if padded else None,
-            targets=torch.tensor(targets),
+            keep=torch.tensor(keep, device=device) if padded else None,
+            targets=torch.tensor(targets, device=device),
         )
 
 
@@ -82,6 +83,7 @@ class LoRAState:
 
     def __init__(self) -> None:
         self.step: LoRAStep | None = None
+        self.device = torch.device("cpu")  # the model's: its model runner sets it where it places the model
 
 
 class LoRALinear(nn.Module, NativeLayer):

@@ -106,7 +106,7 @@ class LoRAManager:
         return [s.request for s in self.slots if s is not None]
 
     def begin_step(self, slots: list[int]) -> None:
-        self.state.step = LoRAStep.from_slots(slots)
+        self.state.step = LoRAStep.from_slots(slots, self.state.device)
 
     def end_step(self) -> None:
         self.state.step = None

@@ -35,8 +35,8 @@ class SingleProcess:
     block_size: int
     shard: None = None
 
-    def runner(self, model, num_blocks: int, dtype, kv_cache_dtype: str, lora) -> ModelRunner:
-        return ModelRunner(model, num_blocks, self.block_size, dtype, kv_cache_dtype, lora=lora)
+    def runner(self, model, num_blocks: int, dtype, kv_cache_dtype: str, lora, placement=None) -> ModelRunner:
+        return ModelRunner(model, num_blocks, self.block_size, dtype, kv_cache_dtype, lora=lora, placement=placement)
 
 
 class TensorParallel:
@@ -62,7 +62,8 @@ class TensorParallel:
         group.append(init_group(0, size, init, COLLECTIVE_TIMEOUT_S))
         self.shard = TensorShard(0, size, group[0])
 
-    def runner(self, model, num_blocks: int, dtype, kv_cache_dtype: str, lora) -> TensorParallelRunner:
+    def runner(self, model, num_blocks: int, dtype, kv_cache_dtype: str, lora, placement=None) -> TensorParallelRunner:
+        # placement: the CPU's (start_tensor_parallel refuses others)
         return TensorParallelRunner(self, model, num_blocks, self.block_size, dtype, kv_cache_dtype, lora)
 
     def send(self, *command) -> None:
@@ -99,9 +100,11 @@ def _stop(workers: list, closing: threading.Event, group: list) -> None:
             w.join(timeout=5)
 
 
-def start_tensor_parallel(config: EngineConfig, model_path: str) -> SingleProcess | TensorParallel:
+def start_tensor_parallel(config: EngineConfig, model_path: str, placement=None) -> SingleProcess | TensorParallel:
     if config.tensor_parallel_size == 1:
         return SingleProcess(config.block_size)
+    if placement is not None and (placement.device.type != "cpu" or placement.kernels != "native"):
+        raise InvalidRequestError("tensor_parallel_size > 1 runs on CPUs only (gloo); use --device cpu")
     given = [name for name in _SINGLE_PROCESS_OPTIONS if getattr(config, name)]
     if given or config.task == "embed":
         what = ", ".join(given) if given else "task 'embed'"
