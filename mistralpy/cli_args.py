@@ -51,6 +51,18 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
         help=f"RMSNorm epsilon: 1e-5 for LLaMA-2, 1e-6 for LLaMA-1 (default 5e-6; {ggml})",
     )  # fmt: skip
     add_speculative_args(p)
+    add_device_layer_args(p)
+
+
+def add_device_layer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device-layers", default=None,
+        help="decoder layers per device, in order: 'cuda:0:20;cpu:10' (each layer's KV cache on its device)",
+    )  # fmt: skip
+    p.add_argument(
+        "--n-gpu-layers", "-ngl", type=int, default=None,
+        help="llama.cpp's -ngl: its last N slots on cuda:0, the LM head counted as one (N > layers: all of them)",
+    )  # fmt: skip
 
 
 def add_speculative_args(p: argparse.ArgumentParser) -> None:
@@ -84,6 +96,8 @@ def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | No
         "chat_template": read_chat_template(template) if template is not None else None,
         "speculative_config": speculative_options(args),
         "mmproj": vars(args).get("mmproj"),
+        "device_layers": vars(args).get("device_layers"),
+        "n_gpu_layers": vars(args).get("n_gpu_layers"),
         **ggml_options(args),
     }
 

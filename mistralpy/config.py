@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .chat_template import check_chat_template
+from .engine.device_map import check_device_map_options
 from .errors import InvalidRequestError
 from .kernels import isa_level
 from .layers.kv_cache import check_kv_cache_dtype
@@ -145,6 +146,10 @@ class EngineConfig:
     # sampling defaults for fields a request leaves unset: "auto" (the folder's generation_config.json), "vllm" (none),
     # or the path of a generation_config.json (or of its folder)
     generation_config: str = "auto"
+    # layer offload (engine/device_map.py): "cuda:0:20;cpu:10" (device and layer count per entry, in layer order), or
+    # llama.cpp's n_gpu_layers (its last N slots, the LM head counted as one, on cuda:0); None: all on the CPU
+    device_layers: str | None = None
+    n_gpu_layers: int | None = None
 
     def __post_init__(self) -> None:
         self.speculative_config = SpeculativeConfig.of(self.speculative_config)
@@ -159,6 +164,7 @@ class EngineConfig:
         resolve_isq(self.quantization)
         check_kv_cache_dtype(self.kv_cache_dtype)
         check_num_threads(self.num_threads)
+        check_device_map_options(self.device_layers, self.n_gpu_layers)
         for name in ("block_size", "kv_cache_tokens", "max_num_seqs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -64,6 +64,8 @@ class LLM:
     `generation_config`: the sampling defaults of `get_default_sampling_params` and the server: "auto" (the model
     folder's generation_config.json), "vllm" (none), or a generation_config.json's path (or its folder's).
     `mmproj`: a llama.cpp projector GGUF (Gemma 3's) that gives a Gemma 3 text GGUF its vision tower (images in chat).
+    `device_layers` ("cuda:0:20;cpu:10") / `n_gpu_layers` (llama.cpp's -ngl): decoder layers split between devices,
+    each layer's KV cache on its device (mistralpy.engine.device_map).
     """
 
     def __init__(
@@ -100,6 +102,8 @@ class LLM:
         pooling: str | None = None,
         generation_config: str = "auto",
         mmproj: str | None = None,
+        device_layers: str | None = None,
+        n_gpu_layers: int | None = None,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -133,6 +137,8 @@ class LLM:
             pooling=pooling,
             generation_config=generation_config,
             mmproj=mmproj,
+            device_layers=device_layers,
+            n_gpu_layers=n_gpu_layers,
         )
         self.engine = Engine(self.config)
         self.xlora_request: LoRARequest | None = self.engine.lora.request if xlora is not None else None

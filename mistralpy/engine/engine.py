@@ -85,7 +85,7 @@ class Engine:
         self.lora = setup_lora(model, config, self.dtype)  # adapters merged into the weights, slots for the others
         model, self.lora = extend_model(model, config, self.dtype, self.tokenizer, self.lora)  # X-LoRA, AnyMoE
         self.model_runner = ModelRunner(
-            model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype, lora=self.lora
+            model, num_blocks, config.block_size, self.dtype, self.kv_cache_dtype, lora=self.lora, config=config
         )
         # what makes the K/V of equal tokens: the prefix cache's keys start from it
         self.model_key = model_key(

@@ -19,10 +19,12 @@ from ..multimodal.step_encoder import StepEncoder
 from ..outputs import Logprob
 from ..spec_decode.verify_rows import VerifySpan, accept, expand
 from ..structured.step_masks import start_step_masks
+from .layer_placement import placement_for
 from .sampler import Sampler, compute_prompt_logprobs
 from .scheduler import ScheduledRequest, SchedulerOutput
 
 if TYPE_CHECKING:
+    from ..config import EngineConfig
     from ..lora.manager import LoRAManager
 
 
@@ -60,17 +62,24 @@ class ModelRunner:
         dtype: torch.dtype,
         kv_cache_dtype: str = "auto",
         lora: LoRAManager | None = None,
+        config: EngineConfig | None = None,
     ) -> None:
         self.model, self.lora = model, lora
         self.block_size = block_size
         cfg = model.config
-        shape = cache_shape(
-            cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim, kv_cache_dtype
-        )
-        self.kv_cache = _lazy_zeros(shape, storage_dtype(dtype, kv_cache_dtype))
-        self.kv_caches = list(self.kv_cache.unbind(0))
         native = kernels.native_module()
         bind_native(model, native)  # this engine's numerics, whatever another engine in the process loads later
+        # layers on the devices of the config's device_layers / n_gpu_layers (None: all on the CPU), a KV pool each
+        self.placement = placement_for(model, config)
+        if self.placement is None:
+            shape = cache_shape(
+                cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim, kv_cache_dtype
+            )
+            pools = [_lazy_zeros(shape, storage_dtype(dtype, kv_cache_dtype))]
+        else:
+            pools = self.placement.kv_pools(num_blocks, block_size, cfg, kv_cache_dtype, dtype, _lazy_zeros)
+        self.kv_cache = pools[0]
+        self.kv_caches = [layer for pool in pools for layer in pool.unbind(0)]
         self.write_kernel = None if native is None else native.write_kv
         self.decode_kernel = None if native is None else native.decode_attention
         self.prefill_kernel = None if native is None else native.prefill_attention
@@ -102,6 +111,8 @@ class ModelRunner:
             self._prompt_logprobs(inputs, hidden, out)
             self._pool(inputs, hidden, out)
             logits = self.model.compute_logits(hidden[inputs.logits_index]) if inputs.samplers else None
+            if logits is not None and self.placement is not None:
+                logits = self.placement.to_host(logits)
         except BaseException:
             if masks is not None:  # a failed step still waits for its masks: no thread may hold a matcher after it
                 wait([masks])
