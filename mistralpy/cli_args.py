@@ -63,6 +63,10 @@ def add_device_layer_args(p: argparse.ArgumentParser) -> None:
         "--n-gpu-layers", "-ngl", type=int, default=None,
         help="llama.cpp's -ngl: its last N slots on cuda:0, the LM head counted as one (N > layers: all of them)",
     )  # fmt: skip
+    p.add_argument(
+        "--enforce-eager", action="store_true",
+        help="no CUDA graphs: decode steps run eagerly (on the CPU they always do)",
+    )  # fmt: skip
 
 
 def add_speculative_args(p: argparse.ArgumentParser) -> None:
@@ -98,6 +102,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | No
         "mmproj": vars(args).get("mmproj"),
         "device_layers": vars(args).get("device_layers"),
         "n_gpu_layers": vars(args).get("n_gpu_layers"),
+        "enforce_eager": bool(vars(args).get("enforce_eager")),
         **ggml_options(args),
     }
 

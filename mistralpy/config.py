@@ -150,6 +150,8 @@ class EngineConfig:
     # llama.cpp's n_gpu_layers (its last N slots, the LM head counted as one, on cuda:0); None: all on the CPU
     device_layers: str | None = None
     n_gpu_layers: int | None = None
+    # decode steps run eagerly, never replayed from CUDA graphs (which only a model wholly on one CUDA device uses)
+    enforce_eager: bool = False
 
     def __post_init__(self) -> None:
         self.speculative_config = SpeculativeConfig.of(self.speculative_config)
@@ -165,6 +167,8 @@ class EngineConfig:
         check_kv_cache_dtype(self.kv_cache_dtype)
         check_num_threads(self.num_threads)
         check_device_map_options(self.device_layers, self.n_gpu_layers)
+        if not isinstance(self.enforce_eager, bool):
+            raise InvalidRequestError(f"enforce_eager must be True or False, got {self.enforce_eager!r}")
         for name in ("block_size", "kv_cache_tokens", "max_num_seqs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

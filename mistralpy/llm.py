@@ -65,7 +65,8 @@ class LLM:
     folder's generation_config.json), "vllm" (none), or a generation_config.json's path (or its folder's).
     `mmproj`: a llama.cpp projector GGUF (Gemma 3's) that gives a Gemma 3 text GGUF its vision tower (images in chat).
     `device_layers` ("cuda:0:20;cpu:10") / `n_gpu_layers` (llama.cpp's -ngl): decoder layers split between devices,
-    each layer's KV cache on its device (mistralpy.engine.device_map).
+    each layer's KV cache on its device (mistralpy.engine.device_map). `enforce_eager`: no CUDA graphs for decode
+    steps (a model on one CUDA device replays them, engine/graph_runner.py; on the CPU steps always run eagerly).
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class LLM:
         mmproj: str | None = None,
         device_layers: str | None = None,
         n_gpu_layers: int | None = None,
+        enforce_eager: bool = False,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -139,6 +141,7 @@ class LLM:
             mmproj=mmproj,
             device_layers=device_layers,
             n_gpu_layers=n_gpu_layers,
+            enforce_eager=enforce_eager,
         )
         self.engine = Engine(self.config)
         self.xlora_request: LoRARequest | None = self.engine.lora.request if xlora is not None else None

@@ -82,3 +82,20 @@ def test_engine_config_checks_early():
         with pytest.raises(InvalidRequestError, match="needs CUDA"):
             EngineConfig(n_gpu_layers=4)
     EngineConfig(n_gpu_layers=0, device_layers=None)  # all on the CPU: fine anywhere
+
+
+def test_command_line_flags():
+    import argparse
+
+    from mistralpy.cli_args import add_model_args, engine_options
+
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    options = engine_options(p.parse_args(["--device-layers", "cuda:0:20;cpu:10", "--enforce-eager"]))
+    assert (options["device_layers"], options["n_gpu_layers"], options["enforce_eager"]) == (
+        "cuda:0:20;cpu:10",
+        None,
+        True,
+    )
+    options = engine_options(p.parse_args(["-ngl", "99"]))
+    assert (options["device_layers"], options["n_gpu_layers"], options["enforce_eager"]) == (None, 99, False)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from mistralpy import LLM, SamplingParams
-from mistralpy.engine.layer_placement import Move, _move_layer, _unshare, meta_on
+from mistralpy.engine.device_map import DeviceEntry, DeviceMap
+from mistralpy.engine.layer_placement import LayerPlacement, Move, _move_layer, _unshare, meta_on
 from mistralpy.errors import InvalidRequestError
 from mistralpy.layers.attention import AttentionMetadata, PrefillSpan
 from mistralpy.quant.native_linear import NativeQuantLinear
@@ -122,3 +123,30 @@ def test_native_weights_are_refused_off_the_cpu(tiny_llama, tmp_path):
         pytest.skip("no native quantized linear on this machine")
     with pytest.raises(InvalidRequestError, match="native kernel only"):
         _move_layer(layer, torch.device("meta"))
+
+
+def test_a_segment_on_another_device_gets_everything_it_reads(tiny_llama):
+    """A real second device: the "meta" device (shapes only). Layer 1, its KV pool and the head on it; a missed move
+    would mix devices in one op and raise. A prefill step, then a decode step."""
+    llm = LLM(str(tiny_llama[1]), dtype="float32", block_size=4)
+    runner, other = llm.engine.model_runner, torch.device("meta")
+    model = runner.model
+    placement = LayerPlacement(DeviceMap((DeviceEntry(CPU, 1), DeviceEntry(other, 1)), head=other))
+    placement.apply(model)
+    placement.record_moves = True
+    pools = placement.kv_pools(8, 4, model.config, "auto", torch.float32, lambda shape, dtype: torch.zeros(shape))
+    caches = [c for pool in pools for c in pool.unbind(0)]
+    assert [c.device for c in caches] == [CPU, other]
+    layers = model.model.layers
+    assert {p.device for p in layers[0].parameters()} == {CPU} and {p.device for p in layers[1].parameters()} == {other}
+    assert layers[0].self_attn.rotary.cos.device == CPU and layers[1].self_attn.rotary.cos.device == other
+    layers[1].self_attn.rotary.reserve(16)  # growing the tables reads a position: a meta tensor holds no value
+    kernels = dict(write_kernel=runner.write_kernel, decode_kernel=runner.decode_kernel)
+    prefill = AttentionMetadata(torch.arange(3), prefills=[PrefillSpan(3, 3, torch.tensor([0]))], **kernels)
+    decode = AttentionMetadata(torch.tensor([3]), 1, torch.tensor([[0]]), torch.tensor([4]), **kernels)
+    for ids, pos, meta in ((torch.tensor([5, 6, 7]), [0, 1, 2], prefill), (torch.tensor([8]), [3], decode)):
+        hidden = model(ids, torch.tensor(pos), caches, meta)
+        logits = model.compute_logits(hidden)
+        assert hidden.device == other and logits.shape == (len(ids), model.config.vocab_size)
+    devices = [(m.site, m.device.type) for m in placement.moves]
+    assert devices == [("embed", "cpu"), ("layer 0", "cpu"), ("layer 1", "meta"), ("head", "meta")] * 2

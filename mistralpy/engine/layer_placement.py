@@ -23,6 +23,7 @@ from ..errors import InvalidRequestError
 from ..layers.attention import AttentionMetadata
 from ..layers.kv_cache import cache_shape, storage_dtype
 from ..layers.native import NativeLayer
+from ..layers.rotary import RotaryEmbedding
 from ..quant.native_linear import NativeQuantLinear
 from .device_map import CPU, DeviceMap, resolve_device_map
 
@@ -165,6 +166,9 @@ def _move_layer(layer: nn.Module, device: torch.device) -> None:
             if isinstance(m, NativeLayer):
                 m.native = None  # the native norms / rotary / SiLU kernels take CPU tensors only
     layer.to(device)
+    for m in layer.modules():  # the cos/sin tables are plain attributes, not buffers: .to() leaves them behind
+        if isinstance(m, RotaryEmbedding) and m.cos is not None and m.cos.device != device:
+            m.build_cache(device)
     stray = [n for n, t in [*layer.named_parameters(), *layer.named_buffers()] if t.device != device]
     if stray:
         raise InvalidRequestError(f"a layer's {stray[0]} could not be placed on {device}")
@@ -185,5 +189,7 @@ def _unshare(layers: list[nn.Module], devices: list[torch.device]) -> None:
             if id(parent) in shared or devices[i] == CPU:
                 continue  # inside a shared module that is copied whole, or the original's device
             if devices[i] not in copies:
-                copies[devices[i]] = copy.deepcopy(child)
+                # the bound kernels module is shared, not copied (a module cannot be)
+                kernels = {id(m.native): m.native for m in child.modules() if isinstance(m, NativeLayer)}
+                copies[devices[i]] = copy.deepcopy(child, memo=kernels)
             setattr(parent, name, copies[devices[i]])

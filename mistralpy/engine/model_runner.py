@@ -19,6 +19,7 @@ from ..multimodal.step_encoder import StepEncoder
 from ..outputs import Logprob
 from ..spec_decode.verify_rows import VerifySpan, accept, expand
 from ..structured.step_masks import start_step_masks
+from .graph_runner import cuda_graph_runner
 from .layer_placement import placement_for
 from .sampler import Sampler, compute_prompt_logprobs
 from .scheduler import ScheduledRequest, SchedulerOutput
@@ -71,13 +72,16 @@ class ModelRunner:
         bind_native(model, native)  # this engine's numerics, whatever another engine in the process loads later
         # layers on the devices of the config's device_layers / n_gpu_layers (None: all on the CPU), a KV pool each
         self.placement = placement_for(model, config)
+        # one block past the block manager's: CUDA graphs' padding rows write there (graph_runner.py); its pages
+        # are never touched otherwise
+        self.pad_block, pool_blocks = num_blocks, num_blocks + 1
         if self.placement is None:
             shape = cache_shape(
-                cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim, kv_cache_dtype
+                cfg.num_hidden_layers, pool_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim, kv_cache_dtype
             )
             pools = [_lazy_zeros(shape, storage_dtype(dtype, kv_cache_dtype))]
         else:
-            pools = self.placement.kv_pools(num_blocks, block_size, cfg, kv_cache_dtype, dtype, _lazy_zeros)
+            pools = self.placement.kv_pools(pool_blocks, block_size, cfg, kv_cache_dtype, dtype, _lazy_zeros)
         self.kv_cache = pools[0]
         self.kv_caches = [layer for pool in pools for layer in pool.unbind(0)]
         self.write_kernel = None if native is None else native.write_kv
@@ -90,6 +94,7 @@ class ModelRunner:
         self.rotary = getattr(model, "rotary", None)  # encoders have absolute positions
         self.needs_prompt_lens = self.rotary is not None and self.rotary.long_rows_start is not None
         self.images = StepEncoder(model) if hasattr(model, "encode_images") else None  # vision-language models
+        self.graphs = cuda_graph_runner(self, config, num_blocks)  # decode steps replayed from CUDA graphs
 
     def rotary_table(self, num_prompt_tokens: int) -> int | None:
         """Which rotary table a request's tokens use, where a model has several (LongRoPE): see Request.prefix_root."""
@@ -104,7 +109,7 @@ class ModelRunner:
             self.lora.begin_step(inputs.lora_slots)
             inputs.meta.adapters_active = self.lora.adapters_active
         try:
-            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta, **inputs.images)
+            hidden = self._forward(inputs)
             if hasattr(self.lora, "record_step"):  # X-LoRA's scalings log (lora/xlora/manager.py)
                 self.lora.record_step(inputs)
             out = ModelRunnerOutput()
@@ -130,11 +135,16 @@ class ModelRunner:
         """A forward pass that writes the scheduled tokens' K/V and samples nothing: the logits of each request whose
         last known token it computed (a draft model's step, spec_decode/draft_proposer.py)."""
         inputs = self._prepare(sched)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        hidden = self._forward(inputs)
         if not inputs.samplers:
             return {}
         logits = self.model.compute_logits(hidden[inputs.logits_index])
         return {s.request.request_id: row for s, row in zip(inputs.samplers, logits, strict=True)}
+
+    def _forward(self, inputs: StepInputs) -> torch.Tensor:
+        if self.graphs is not None and self.graphs.runs(inputs.meta, bool(inputs.images)):
+            return self.graphs.replay(inputs.input_ids, inputs.positions, inputs.meta)
+        return self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta, **inputs.images)
 
     def _prepare(self, sched: SchedulerOutput) -> StepInputs:
         # Single-token queries go first so attention can batch them in one call.

@@ -49,7 +49,8 @@ class AttentionMetadata:
         """(D, 1, 1, span) bool, True = attend: positions before each query's length, and inside its window."""
         key = ("decode", window)
         if key not in self._masks:
-            pos, lens = torch.arange(span).unsqueeze(0), self.decode_lens.unsqueeze(1)
+            lens = self.decode_lens.unsqueeze(1)
+            pos = torch.arange(span, device=lens.device).unsqueeze(0)  # on the lens' device: no copy in a graph
             mask = pos < lens
             if window is not None:
                 mask &= pos >= lens - window
@@ -121,8 +122,8 @@ def _prefill_attention(q, kv_cache, span: PrefillSpan, scale, window, softcap) -
     if n == ctx and window is None and softcap is None and not span.bidirectional:
         gqa = qh.shape[1] != k.shape[1]
         return F.scaled_dot_product_attention(qh, k, v, is_causal=True, scale=scale, enable_gqa=gqa)[0].transpose(0, 1)
-    q_pos = torch.arange(ctx - n, ctx).unsqueeze(1)
-    k_pos = torch.arange(ctx).unsqueeze(0)
+    q_pos = torch.arange(ctx - n, ctx, device=q.device).unsqueeze(1)
+    k_pos = torch.arange(ctx, device=q.device).unsqueeze(0)
     mask = k_pos <= q_pos
     for start, end in span.bidirectional:  # as transformers: (causal or same image) and inside the window
         mask |= (q_pos >= start) & (q_pos < end) & (k_pos >= start) & (k_pos < end)
