@@ -62,6 +62,22 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
     )  # fmt: skip
     add_device_args(p)
     add_speculative_args(p)
+    add_device_layer_args(p)
+
+
+def add_device_layer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device-layers", default=None,
+        help="decoder layers per device, in order: 'cuda:0:20;cpu:10' (each layer's KV cache on its device)",
+    )  # fmt: skip
+    p.add_argument(
+        "--n-gpu-layers", "-ngl", type=int, default=None,
+        help="llama.cpp's -ngl: its last N slots on cuda:0, the LM head counted as one (N > layers: all of them)",
+    )  # fmt: skip
+    p.add_argument(
+        "--enforce-eager", action="store_true",
+        help="no CUDA graphs: decode steps run eagerly (on the CPU they always do)",
+    )  # fmt: skip
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
@@ -112,6 +128,9 @@ def engine_options(args: argparse.Namespace) -> dict[str, float | int | str | No
         "tensor_parallel_size": vars(args).get("tensor_parallel_size", 1),
         "device": args.device,
         "gpu_memory_utilization": args.gpu_memory_utilization,
+        "device_layers": vars(args).get("device_layers"),
+        "n_gpu_layers": vars(args).get("n_gpu_layers"),
+        "enforce_eager": bool(vars(args).get("enforce_eager")),
         **ggml_options(args),
     }
 

@@ -9,6 +9,7 @@ import torch
 
 from .chat_template import check_chat_template
 from .device import check_device_options
+from .engine.device_map import check_device_map_options
 from .errors import InvalidRequestError
 from .kernels import isa_level
 from .layers.kv_cache import check_kv_cache_dtype
@@ -154,6 +155,12 @@ class EngineConfig:
     device: str = "auto"
     gpu_memory_utilization: float | None = None
     kernels: str | None = None
+    # layer offload (engine/device_map.py): "cuda:0:20;cpu:10" (device and layer count per entry, in layer order), or
+    # llama.cpp's n_gpu_layers (its last N slots, the LM head counted as one, on cuda:0); None: all on the CPU
+    device_layers: str | None = None
+    n_gpu_layers: int | None = None
+    # decode steps run eagerly, never replayed from CUDA graphs (which only a model wholly on one CUDA device uses)
+    enforce_eager: bool = False
 
     def __post_init__(self) -> None:
         self.speculative_config = SpeculativeConfig.of(self.speculative_config)
@@ -169,6 +176,13 @@ class EngineConfig:
         check_kv_cache_dtype(self.kv_cache_dtype)
         check_num_threads(self.num_threads)
         check_device_options(self.device, self.gpu_memory_utilization, self.kernels, self.kv_cache_dtype)
+        check_device_map_options(self.device_layers, self.n_gpu_layers)
+        if self.device_layers is not None or self.n_gpu_layers is not None:  # the map places the layers itself
+            if self.device not in ("auto", "cpu"):
+                raise InvalidRequestError("device_layers / n_gpu_layers place the layers: leave device at auto or cpu")
+            self.device = "cpu"  # the engine's own tensors (the embeddings, the host steps) and its kernels: the CPU's
+        if not isinstance(self.enforce_eager, bool):
+            raise InvalidRequestError(f"enforce_eager must be True or False, got {self.enforce_eager!r}")
         for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "tensor_parallel_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

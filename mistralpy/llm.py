@@ -67,6 +67,9 @@ class LLM:
     `tensor_parallel_size`: ranks the model is sharded over (worker processes joined by torch.distributed, gloo).
     `device`: "auto" (CUDA when torch sees it), "cpu", "cuda" or "cuda:N"; `gpu_memory_utilization` (CUDA only):
     the share of GPU memory the engine fills, its KV pool sized to it (default 0.9). `kernels`: device.py.
+    `device_layers` ("cuda:0:20;cpu:10") / `n_gpu_layers` (llama.cpp's -ngl): decoder layers split between devices,
+    each layer's KV cache on its device (mistralpy.engine.device_map). `enforce_eager`: no CUDA graphs for decode
+    steps (a model on one CUDA device replays them, engine/graph_runner.py; on the CPU steps always run eagerly).
     """
 
     def __init__(
@@ -108,6 +111,9 @@ class LLM:
         device: str = "auto",
         gpu_memory_utilization: float | None = None,
         kernels: str | None = None,
+        device_layers: str | None = None,
+        n_gpu_layers: int | None = None,
+        enforce_eager: bool = False,
     ) -> None:
         self.config = EngineConfig(
             model=model,
@@ -146,6 +152,9 @@ class LLM:
             device=device,
             gpu_memory_utilization=gpu_memory_utilization,
             kernels=kernels,
+            device_layers=device_layers,
+            n_gpu_layers=n_gpu_layers,
+            enforce_eager=enforce_eager,
         )
         self.engine = Engine(self.config)
         self.xlora_request: LoRARequest | None = self.engine.lora.request if xlora is not None else None

@@ -19,11 +19,14 @@ from ..multimodal.step_encoder import StepEncoder
 from ..outputs import Logprob
 from ..spec_decode.verify_rows import VerifySpan, accept, expand
 from ..structured.step_masks import start_step_masks
+from .graph_runner import cuda_graph_runner
+from .layer_placement import placement_for
 from .sampler import Sampler, compute_prompt_logprobs
 from .scheduler import ScheduledRequest, SchedulerOutput
 from .step_transfer import move_step
 
 if TYPE_CHECKING:
+    from ..config import EngineConfig
     from ..lora.manager import LoRAManager
 
 
@@ -62,6 +65,7 @@ class ModelRunner:
         kv_cache_dtype: str = "auto",
         lora: LoRAManager | None = None,
         placement: Placement | None = None,
+        config: EngineConfig | None = None,
     ) -> None:
         placement = placement or Placement(torch.device("cpu"), "native")
         self.device = placement.device
@@ -70,17 +74,24 @@ class ModelRunner:
             lora.state.device = self.device
         self.block_size = block_size
         cfg = model.config
-        shape = cache_shape(
-            cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim, kv_cache_dtype
-        )
-        kv_dtype = storage_dtype(dtype, kv_cache_dtype)
-        on_cpu = self.device.type == "cpu"
-        self.kv_cache = (
-            _lazy_zeros(shape, kv_dtype) if on_cpu else torch.zeros(shape, dtype=kv_dtype, device=self.device)
-        )
-        self.kv_caches = list(self.kv_cache.unbind(0))
         native = kernel_module(placement)  # the C++ kernels, or the Triton ones (mistralpy.gpu) on a Triton placement
         bind_native(model, native)  # this engine's numerics, whatever another engine in the process loads later
+        # layers on the devices of the config's device_layers / n_gpu_layers (None: all on the CPU), a KV pool each
+        self.layer_map = placement_for(model, config)
+        # one block past the block manager's: CUDA graphs' padding rows write there (graph_runner.py); its pages
+        # are never touched otherwise
+        self.pad_block, pool_blocks = num_blocks, num_blocks + 1
+        if self.layer_map is None:
+            shape = cache_shape(
+                cfg.num_hidden_layers, pool_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim, kv_cache_dtype
+            )
+            kv_dtype = storage_dtype(dtype, kv_cache_dtype)
+            on_cpu = self.device.type == "cpu"
+            pools = [_lazy_zeros(shape, kv_dtype) if on_cpu else torch.zeros(shape, dtype=kv_dtype, device=self.device)]
+        else:
+            pools = self.layer_map.kv_pools(pool_blocks, block_size, cfg, kv_cache_dtype, dtype, _lazy_zeros)
+        self.kv_cache = pools[0]
+        self.kv_caches = [layer for pool in pools for layer in pool.unbind(0)]
         self.write_kernel = None if native is None else native.write_kv
         self.decode_kernel = None if native is None else native.decode_attention
         self.prefill_kernel = None if native is None else native.prefill_attention
@@ -91,6 +102,7 @@ class ModelRunner:
         self.rotary = getattr(model, "rotary", None)  # encoders have absolute positions
         self.needs_prompt_lens = self.rotary is not None and self.rotary.long_rows_start is not None
         self.images = StepEncoder(model) if hasattr(model, "encode_images") else None  # vision-language models
+        self.graphs = cuda_graph_runner(self, config, num_blocks)  # decode steps replayed from CUDA graphs
 
     def rotary_table(self, num_prompt_tokens: int) -> int | None:
         """Which rotary table a request's tokens use, where a model has several (LongRoPE): see Request.prefix_root."""
@@ -105,13 +117,15 @@ class ModelRunner:
             self.lora.begin_step(inputs.lora_slots)
             inputs.meta.adapters_active = self.lora.adapters_active
         try:
-            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta, **inputs.images)
+            hidden = self._forward(inputs)
             if hasattr(self.lora, "record_step"):  # X-LoRA's scalings log (lora/xlora/manager.py)
                 self.lora.record_step(inputs)
             out = ModelRunnerOutput()
             self._prompt_logprobs(inputs, hidden, out)
             self._pool(inputs, hidden, out)
             logits = self.model.compute_logits(hidden[inputs.logits_index]) if inputs.samplers else None
+            if logits is not None and self.layer_map is not None:
+                logits = self.layer_map.to_host(logits)
         except BaseException:
             if masks is not None:  # a failed step still waits for its masks: no thread may hold a matcher after it
                 wait([masks])
@@ -129,11 +143,16 @@ class ModelRunner:
         """A forward pass that writes the scheduled tokens' K/V and samples nothing: the logits of each request whose
         last known token it computed (a draft model's step, spec_decode/draft_proposer.py)."""
         inputs = self._prepare(sched)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        hidden = self._forward(inputs)
         if not inputs.samplers:
             return {}
         logits = self.model.compute_logits(hidden[inputs.logits_index])
         return {s.request.request_id: row for s, row in zip(inputs.samplers, logits, strict=True)}
+
+    def _forward(self, inputs: StepInputs) -> torch.Tensor:
+        if self.graphs is not None and self.graphs.runs(inputs.meta, bool(inputs.images)):
+            return self.graphs.replay(inputs.input_ids, inputs.positions, inputs.meta)
+        return self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta, **inputs.images)
 
     def _prepare(self, sched: SchedulerOutput) -> StepInputs:
         # Single-token queries go first so attention can batch them in one call.

@@ -48,7 +48,8 @@ def build_runner(
         raise InvalidRequestError("give num_kv_blocks or gpu_memory_utilization, not both")
 
     def runner(num_blocks: int) -> ModelRunner:
-        return engine.tp.runner(model, num_blocks, engine.dtype, engine.kv_cache_dtype, engine.lora, placement)
+        tp, dtype, kv = engine.tp, engine.dtype, engine.kv_cache_dtype
+        return tp.runner(model, num_blocks, dtype, kv, engine.lora, placement, config)
 
     if utilization is None or config.num_kv_blocks is not None:
         num_blocks = config.num_kv_blocks or -(-max(max_model_len, config.kv_cache_tokens) // bs)

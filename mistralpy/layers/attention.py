@@ -49,7 +49,8 @@ class AttentionMetadata:
         """(D, 1, 1, span) bool, True = attend: positions before each query's length, and inside its window."""
         key = ("decode", window)
         if key not in self._masks:
-            pos, lens = torch.arange(span, device=self.decode_lens.device).unsqueeze(0), self.decode_lens.unsqueeze(1)
+            lens = self.decode_lens.unsqueeze(1)
+            pos = torch.arange(span, device=lens.device).unsqueeze(0)  # on the lens' device: no copy in a graph
             mask = pos < lens
             if window is not None:
                 mask &= pos >= lens - window

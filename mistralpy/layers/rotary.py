@@ -119,6 +119,7 @@ class RotaryEmbedding(nn.Module, NativeLayer):
         self.sin: torch.Tensor | None = None
         self._built, self._device = 0, "cpu"  # positions the tables hold (past the short rows, under LongRoPE)
         self._memo: tuple | None = None  # (positions, dtype, cos rows, sin rows) of the current step
+        self._reserved = False  # the tables hold every position a step may use: steps never grow them (reserve)
 
     def build_cache(self, device: torch.device | str = "cpu") -> None:
         """Precompute cos/sin for the first INITIAL_ROWS positions; called after the model leaves the meta device.
@@ -139,10 +140,18 @@ class RotaryEmbedding(nn.Module, NativeLayer):
 
     def _cover(self, rows: torch.Tensor) -> None:
         """Grow the tables to hold `rows` (positions past max_positions stay out of range)."""
+        if self._reserved:
+            return
         offset = self.long_rows_start or 0
         needed = int(rows.max()) + 1 - offset if rows.numel() else 0
         if needed > self._built and self._built < self.max_positions:
             self._build(min(self.max_positions, max(needed, 2 * self._built)))
+
+    def reserve(self, num_positions: int) -> None:
+        """The tables grown now to `num_positions` rows, and never by a step: growing reads the step's largest
+        position on the host, a sync a captured CUDA graph cannot hold (engine/graph_runner.py)."""
+        self._cover(torch.tensor([min(num_positions, self.max_positions) - 1]))
+        self._reserved = True
 
     def _freqs(self, num_positions: int, long_context: bool, device: torch.device | str) -> torch.Tensor:
         inv_freq = compute_inv_freq(self.rotary_dim, self.theta, self.scaling, self.freq_factors, long_context)

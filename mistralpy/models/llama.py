@@ -137,9 +137,12 @@ class LlamaModel(nn.Module):
         self.rotary, self.config = rotary, cfg
         self._stack: DecoderStack | None = None  # built on the first decode step (the weights are loaded then)
         self._stack_checked = False
+        self.stack_allowed = True  # off where the layers span devices (engine/layer_placement.py)
 
     def decode_stack(self) -> DecoderStack | None:
         """The native stack of all layers, or None where some layer or weight does not qualify."""
+        if not self.stack_allowed:
+            return None
         if not self._stack_checked:
             parts = [layer.stack_layer() for layer in self.layers]
             cfg = self.config

@@ -27,7 +27,9 @@ from .worker import run_worker
 logger = logging.getLogger(__name__)
 COLLECTIVE_TIMEOUT_S = 300.0  # a rank that hangs (rather than dies: gloo sees that at once) fails the step after it
 # options whose state lives in one process's model or runner (adapters, draft models, images, pooled vectors)
-_SINGLE_PROCESS_OPTIONS = ("enable_lora", "xlora", "anymoe", "lora_merge", "speculative_config", "mmproj")
+_SINGLE_PROCESS_OPTIONS = (
+    "enable_lora", "xlora", "anymoe", "lora_merge", "speculative_config", "mmproj", "device_layers", "n_gpu_layers"
+)  # fmt: skip
 
 
 @dataclass
@@ -35,8 +37,10 @@ class SingleProcess:
     block_size: int
     shard: None = None
 
-    def runner(self, model, num_blocks: int, dtype, kv_cache_dtype: str, lora, placement=None) -> ModelRunner:
-        return ModelRunner(model, num_blocks, self.block_size, dtype, kv_cache_dtype, lora=lora, placement=placement)
+    def runner(self, model, num_blocks: int, dtype, kv_cache_dtype: str, lora, placement=None, config=None):
+        return ModelRunner(
+            model, num_blocks, self.block_size, dtype, kv_cache_dtype, lora=lora, placement=placement, config=config
+        )
 
 
 class TensorParallel:
@@ -62,8 +66,8 @@ class TensorParallel:
         group.append(init_group(0, size, init, COLLECTIVE_TIMEOUT_S))
         self.shard = TensorShard(0, size, group[0])
 
-    def runner(self, model, num_blocks: int, dtype, kv_cache_dtype: str, lora, placement=None) -> TensorParallelRunner:
-        # placement: the CPU's (start_tensor_parallel refuses others)
+    def runner(self, model, num_blocks: int, dtype, kv_cache_dtype: str, lora, placement=None, config=None):
+        # placement: the CPU's, config: no device map (start_tensor_parallel refuses others); no CUDA graphs on CPUs
         return TensorParallelRunner(self, model, num_blocks, self.block_size, dtype, kv_cache_dtype, lora)
 
     def send(self, *command) -> None:
