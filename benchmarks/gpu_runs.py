@@ -37,15 +37,7 @@ def run_mistralpy(path: str | None, args: argparse.Namespace) -> tuple[dict, int
     def generate(batch: list[list[int]], n: int) -> None:
         llm.generate(batch, SamplingParams(temperature=0, max_tokens=n, ignore_eos=True), use_tqdm=False)
 
-    generate(prompts(2, args.prompt_tokens, vocab), 8)  # warm-up: Triton compiles its kernels
-    one = prompts(1, args.prompt_tokens, vocab)
-    first = _timed(lambda: generate(one, 1))
-    whole = _timed(lambda: generate(one, args.tokens))
-    result = {"tg": (args.tokens - 1) / (whole - first), "c": {}}
-    for c in args.concurrency:
-        batch = prompts(c, args.prompt_tokens, vocab)
-        result["c"][c] = c * args.tokens / _timed(lambda b=batch: generate(b, args.tokens))
-    return result, decode_weight_bytes(model)
+    return _rates(generate, vocab, args), decode_weight_bytes(model)
 
 
 def run_transformers(path: str | None, args: argparse.Namespace) -> dict:
@@ -72,6 +64,12 @@ def run_transformers(path: str | None, args: argparse.Namespace) -> dict:
             model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
                            do_sample=False, pad_token_id=0)  # fmt: skip
 
+    return _rates(generate, vocab, args)
+
+
+def _rates(generate, vocab: int, args: argparse.Namespace) -> dict:
+    """tg (batch 1, the first token's time taken out) and aggregate tokens/s at each concurrency, after a warm-up
+    (Triton compiles its kernels there)."""
     generate(prompts(2, args.prompt_tokens, vocab), 8)
     one = prompts(1, args.prompt_tokens, vocab)
     first = _timed(lambda: generate(one, 1))

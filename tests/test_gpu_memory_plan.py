@@ -45,15 +45,16 @@ def test_block_bytes_is_one_block_of_the_cache(tiny_llama):
             block_bytes(cfg, 16, torch.float32, kv)
             == cfg.num_hidden_layers * 2 * 16 * cfg.num_key_value_heads * row * itemsize
         )
-        runner = ModelRunner(model, 3, 16, torch.float32, kv)
-        assert runner.kv_cache.numel() * runner.kv_cache.element_size() == 3 * block_bytes(cfg, 16, torch.float32, kv)
+        runner = ModelRunner(model, 3, 16, torch.float32, kv)  # its pool: 3 blocks and the padding block
+        assert runner.kv_cache.numel() * runner.kv_cache.element_size() == 4 * block_bytes(cfg, 16, torch.float32, kv)
 
 
 def test_the_profile_forward_runs_a_full_step(tiny_llama):
     model = load_model(open_model_source(tiny_llama[1]), torch.float32)
     runner = ModelRunner(model, 4, 16, torch.float32)
     profile_forward(runner, 50, 8)
-    written = runner.kv_cache[0, 0].flatten(1, 2).abs().sum(-1).sum(-1)  # layer 0's K rows, per slot
+    written = runner.kv_cache[0, 0].flatten(0, 1).abs().sum((-1, -2))  # layer 0's K rows, per slot
+    assert written.shape == (5 * 16,)  # 4 blocks and the padding block
     assert bool((written[:50] > 0).all()) and bool((written[50:] == 0).all())
 
 
@@ -81,4 +82,5 @@ def test_what_runs_on_the_cpu_only_is_refused_elsewhere(config, model, message):
     cfg = SimpleNamespace(**{**dict(block_size=16, xlora=None, anymoe=None), **config})
     placement = Placement(torch.device("meta"), "triton")  # any device but the CPU
     with pytest.raises(InvalidRequestError, match=message):
-        build_runner(model, cfg, placement, torch.bfloat16, "auto", None, 64, 64)
+        engine = SimpleNamespace(placement=placement, tp=None, dtype=torch.bfloat16, kv_cache_dtype="auto", lora=None)
+        build_runner(engine, model, cfg, 64, 64)

@@ -65,7 +65,8 @@ def build_runner(
     del profiled  # its small profile pool, freed before the real one is made
     profile = type(profile)(profile.total, profile.weights - profile_kv, profile.peak_activation, profile.other)
     block = block_bytes(model.config, bs, engine.dtype, engine.kv_cache_dtype)
-    num_blocks = kv_blocks_for_memory(profile, utilization, block, -(-max_model_len // bs))
+    # the pool holds one block past the block manager's (ModelRunner.pad_block: CUDA graphs' padding rows)
+    num_blocks = kv_blocks_for_memory(profile, utilization, block, -(-max_model_len // bs) + 1) - 1
     return runner(num_blocks), num_blocks
 
 
