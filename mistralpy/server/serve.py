@@ -9,6 +9,7 @@ import signal
 import sys
 
 from ..distributed.cli import add_replica_args, check_replica_flags
+from ..distributed.tensor_parallel.watcher import stop_server_on_worker_death
 from ..lora.anymoe.cli import add_anymoe_args
 from ..lora.cli import add_lora_args
 from ..lora.xlora.cli import add_xlora_args
@@ -147,6 +148,7 @@ def serve_command(args: argparse.Namespace) -> int:
     # installed before it started: this one, so that an asked-for shutdown exits 0 rather than dying by the signal.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
+    stop_server_on_worker_death()  # a tensor-parallel worker that dies ends this server with its error
     server.run()
     if failure:
         print(f"mistralpy: error: {failure[0]}", file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
-"""A watch on the worker processes: one that exits while the engine runs is logged at once, and a process that
-installed its own SIGTERM handler (a server: uvicorn's graceful shutdown) is sent SIGTERM, so that `serve` ends with
-that error rather than staying up with an engine that can only fail. A library caller's process is left alone: its
-next step raises TensorParallelError (launch.py)."""
+"""A watch on the worker processes: one that exits while the engine runs is logged at once, and `mistralpy serve`
+(which asks for it: stop_server_on_worker_death) is sent SIGTERM, so that it ends with that error rather than staying
+up with an engine that can only fail. Any other process is left alone: its next step raises TensorParallelError
+(launch.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ import threading
 from multiprocessing.connection import wait
 
 logger = logging.getLogger(__name__)
+_stop_server = threading.Event()
+
+
+def stop_server_on_worker_death() -> None:
+    """`mistralpy serve`'s process: a dead worker stops it (SIGTERM: uvicorn's graceful shutdown)."""
+    _stop_server.set()
 
 
 def watch_workers(workers: list, closing: threading.Event) -> None:
@@ -23,6 +29,6 @@ def watch_workers(workers: list, closing: threading.Event) -> None:
             continue
         w.join(timeout=5)  # its sentinel closes a moment before its exit status can be read
         logger.error("tensor-parallel worker rank %d (pid %s) exited with code %s", rank, w.pid, w.exitcode)
-    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+    if _stop_server.is_set():
         logger.error("a tensor-parallel worker is gone: stopping the server")
         os.kill(os.getpid(), signal.SIGTERM)
