@@ -51,7 +51,8 @@ class LLM:
     (folder, weight) pairs) whose weighted sum is folded into the weights at load (`mistralpy.lora.merge`).
     `xlora`: an X-LoRA model's folder (PEFT's layout) over this base; `generate` runs it for every prompt unless given
     `lora_request` (a list: None for the plain base, `llm.xlora_request` for X-LoRA). `xlora_log`: a file the
-    classifier's scalings are appended to (JSON lines, lora/xlora/scalings_log.py).
+    classifier's scalings are appended to (JSON lines, lora/xlora/scalings_log.py). `xlora_non_granular`: mistral.rs's
+    tgt_non_granular_index (lora/xlora/non_granular.py; needs enable_prefix_caching=False).
     `anymoe`: an AnyMoE mixture over the model's MLPs (`mistralpy.lora.anymoe.AnyMoeConfig`, its dict form or a
     .json / .toml file's path), its gates trained at load unless read from its gate_model_id.
     `speculative_config`: speculative decoding, vLLM's form: {"method": "ngram", "num_speculative_tokens": K,
@@ -99,6 +100,7 @@ class LLM:
         max_lora_rank: int = 16,
         xlora: str | None = None,
         xlora_log: str | None = None,
+        xlora_non_granular: int | None = None,
         anymoe: Any = None,
         max_lora_total_rank: int | None = None,
         lora_merge: Sequence[str | tuple[str, float]] = (),
@@ -140,6 +142,7 @@ class LLM:
             max_lora_rank=max_lora_rank,
             xlora=xlora,
             xlora_log=xlora_log,
+            xlora_non_granular=xlora_non_granular,
             anymoe=anymoe,
             max_lora_total_rank=max_lora_total_rank,
             lora_merge=lora_merge,

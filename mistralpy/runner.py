@@ -44,7 +44,6 @@ _UNSUPPORTED = {
     "chat_template": (_NONE, "the chat template comes from the model's files (tokenizer_config.json or GGUF)"),
     "jinja_explicit": (_NONE, "the chat template comes from the model's files (tokenizer_config.json or GGUF)"),
     "num_device_layers": (_NONE, "device mapping is not implemented in mistralpy"),
-    "anymoe_config": (_NONE, "AnyMoE is not implemented in mistralpy"),
     "pa_gpu_mem": (_NONE, "size the KV cache in tokens with pa_ctxt_len"),
     "pa_gpu_mem_usage": (_NONE, "size the KV cache in tokens with pa_ctxt_len"),
     "no_paged_attn": ((False,), "attention is always paged"),
@@ -62,8 +61,11 @@ _UNSUPPORTED = {
 class Runner:
     """Load a model and serve OpenAI-shaped requests in-process (mistral.rs's `mistralrs.Runner`).
 
-    - `which`: `Which.GGUF(...)` or `Which.Plain(...)`; with LoRA adapters `Which.LoraGGUF(...)` (a mistral.rs
-      ordering file) or `Which.Lora(...)`: requests select adapters with `adapters=[names]` or `model=name`.
+    - `which`: `Which.GGUF(...)`, `Which.GGML(...)` or `Which.Plain(...)`; with LoRA adapters `Which.LoraGGUF(...)`,
+      `Which.LoraGGML(...)` (a mistral.rs ordering file) or `Which.Lora(...)`: requests select adapters with
+      `adapters=[names]` or `model=name`; with an X-LoRA model `Which.XLora(...)`, `Which.XLoraGGUF(...)`,
+      `Which.XLoraGGML(...)`, run for every request (`tgt_non_granular_index` set: prefix caching is off, see
+      lora/xlora/non_granular.py).
     - `max_seqs`: sequences batched together at most.
     - `prefix_cache_n`: 0 turns prefix caching off; any positive value leaves it on (mistralpy caches KV blocks,
       bounded by the KV pool, not a number of sequences).
@@ -72,6 +74,8 @@ class Runner:
     - `pa_cache_type`: "auto" (K/V in the compute dtype) or "int8" (int8 rows and a scale each; mistralpy's
       counterpart of mistral.rs's "f8e4m3", which it does not implement); None: int8 for quantized weights computed
       in bf16, else auto.
+    - `anymoe_config`: an AnyMoE mixture over the model's MLPs (`mistralpy.lora.anymoe.AnyMoeConfig`, its dict
+      form or a .json / .toml file), its gates trained at load or read from its gate_model_id.
     - `seed`: requests without a seed get one drawn from a generator seeded with this, so a run is reproducible.
     - mistralpy's own: `max_model_len` (default: the model's context), `max_num_batched_tokens` (per-step budget;
       default 512 for generation, 16384 for embeddings).
@@ -87,6 +91,7 @@ class Runner:
         pa_blk_size: int | None = None,
         pa_cache_type: str | None = None,
         seed: int | None = None,
+        anymoe_config: Any = None,
         *,
         max_model_len: int | None = None,
         max_num_batched_tokens: int | None = None,
@@ -106,7 +111,7 @@ class Runner:
             model=spec.model,
             dtype=spec.dtype,
             max_num_seqs=max_seqs,
-            enable_prefix_caching=prefix_cache_n > 0,
+            enable_prefix_caching=prefix_cache_n > 0 and spec.xlora_non_granular is None,
             quantization=_isq_name(in_situ_quant),
             max_model_len=max_model_len,
             max_num_batched_tokens=max_num_batched_tokens,
@@ -115,6 +120,9 @@ class Runner:
             **({"kv_cache_tokens": pa_ctxt_len} if pa_ctxt_len is not None else {}),
             **({"block_size": pa_blk_size} if pa_blk_size is not None else {}),
             **(spec.adapters.engine_options() if spec.adapters is not None else {}),
+            xlora=spec.xlora,
+            xlora_non_granular=spec.xlora_non_granular,
+            anymoe=anymoe_config,
         )
         engine = Engine(config)
         if spec.tokenizer is not None:
@@ -127,6 +135,9 @@ class Runner:
             for adapter in spec.adapters.modules.values():
                 engine.lora.read(adapter)
             self._ctx.lora_modules, self._ctx.lora_default = dict(spec.adapters.modules), spec.adapters.default
+        if spec.xlora is not None:  # the X-LoRA model runs every request, as in mistral.rs
+            xlora = engine.lora.request
+            self._ctx.lora_modules, self._ctx.lora_default = {xlora.lora_name: xlora}, (xlora.lora_name,)
         self._thread = LoopThread()
         self._thread.run(_start(self.engine))
 

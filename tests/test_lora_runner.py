@@ -95,3 +95,32 @@ def test_ordering_adapter_not_found(tmp_path):
     (tmp_path / "o.json").write_text('{"base_model_id": "m", "order": ["zz"]}')
     with pytest.raises(ModelNotFoundError, match="adapter 'zz': no adapter_config.json"):
         read_ordering(tmp_path / "o.json").adapters(tmp_path)
+
+
+def test_lora_ggml_with_an_ordering_file(tmp_path_factory, tmp_path):
+    """A Q8_0 GGML base (weights kept quantized, the adapter beside them) with the ordering's adapter active: PEFT's
+    greedy tokens on the dequantized weights, with llama.cpp's legacy RMSNorm epsilon that the file does not record."""
+    import gguf
+
+    from mistralpy.lora.layer import LoRALinear
+    from mistralpy.quant.quantized_linear import QuantizedLinear
+
+    from .ggml_files import ggml_file, make_tiny
+    from .test_lora import _dequantized_copy
+    from .test_xlora_which import _with_eps
+
+    tiny = make_tiny(tmp_path_factory)
+    base = _with_eps(_dequantized_copy(tiny.hf_model, gguf.GGMLQuantizationType.Q8_0), 5e-6)
+    reference = make_adapter(base, tmp_path / "adapters" / "a", seed=7, r=4)
+    (tmp_path / "o.json").write_text(json.dumps({"base_model_id": "hub/id", "order": ["a"]}))
+    path = ggml_file(tiny, gguf.GGMLQuantizationType.Q8_0)
+    folder = str(tmp_path / "adapters")
+    which = Which.LoraGGML(str(path.parent), path.name, folder, str(tmp_path / "o.json"), gqa=2, dtype="f32")
+    ids = [1, 5, 100, 300, 42, 7, 260, 383]
+    with Runner(which) as runner:
+        layers = runner.call(lambda e: [m for m in e.model_runner.model.modules() if isinstance(m, LoRALinear)])
+        assert layers and all(isinstance(m.base, QuantizedLinear) for m in layers)
+        request = CompletionRequest(model="default", prompt=ids, max_tokens=4, temperature=0, ignore_eos=True)
+        text = runner.send_completion_request(request).choices[0].text
+        assert text == runner.detokenize_text(reference_greedy(reference, ids, 4))
+        assert text != runner.detokenize_text(reference_greedy(base, ids, 4))  # the adapter changes the answer

@@ -116,6 +116,8 @@ class ModelRunner:
         if self.lora is not None:
             self.lora.begin_step(inputs.lora_slots)
             inputs.meta.adapters_active = self.lora.adapters_active
+            if hasattr(self.lora, "plan_step"):  # X-LoRA's fixed scalings (lora/xlora/non_granular.py)
+                self.lora.plan_step(inputs)
         try:
             hidden = self._forward(inputs)
             if hasattr(self.lora, "record_step"):  # X-LoRA's scalings log (lora/xlora/manager.py)

@@ -19,5 +19,5 @@ def extend_model(
     if config.xlora is not None:
         from .xlora.manager import attach_xlora
 
-        return attach_xlora(model, config.xlora, dtype, config.xlora_name, config.xlora_log)
+        return attach_xlora(model, config.xlora, dtype, config.xlora_name, config.xlora_log, config.xlora_non_granular)
     return model, lora

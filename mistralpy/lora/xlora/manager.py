@@ -13,12 +13,16 @@ from ..request import LoRARequest
 from .checkpoint import read_xlora
 from .config import XLORA_ID
 from .model import XLoraModel
+from .non_granular import NonGranularScalings
 from .scalings_log import ScalingsLog
 
 
 class XLoraManager:
-    def __init__(self, model: XLoraModel, request: LoRARequest, log: ScalingsLog | None = None) -> None:
-        self.model, self.request, self.log = model, request, log
+    def __init__(
+        self, model: XLoraModel, request: LoRARequest, log: ScalingsLog | None = None,
+        non_granular: NonGranularScalings | None = None,
+    ) -> None:  # fmt: skip
+        self.model, self.request, self.log, self.non_granular = model, request, log, non_granular
         self.checkpoint_digest = model.digest
 
     def read(self, request: LoRARequest) -> None:
@@ -48,8 +52,14 @@ class XLoraManager:
     def begin_step(self, slots: list[int]) -> None:
         self.model.token_mask = None if -1 not in slots else torch.tensor(slots) == 0
 
+    def plan_step(self, inputs) -> None:
+        """The step's fixed scalings, with tgt_non_granular_index (`inputs`: the model runner's StepInputs)."""
+        if self.non_granular is not None:
+            self.model.plan = self.non_granular.plan(inputs.order)
+
     def end_step(self) -> None:
         self.model.token_mask = None
+        self.model.plan = None
 
     @property
     def adapters_active(self) -> bool:
@@ -58,6 +68,8 @@ class XLoraManager:
     def record_step(self, inputs) -> None:
         """The step's scalings into the log, per X-LoRA request (`inputs`: the model runner's StepInputs)."""
         latest = self.model.latest
+        if latest is not None and self.model.plan is not None:
+            self.non_granular.record(self.model.plan, latest)
         if self.log is None or latest is None:
             return
         offset = 0
@@ -68,9 +80,13 @@ class XLoraManager:
         self.log.flush()
 
 
-def attach_xlora(model: torch.nn.Module, path: str, dtype: torch.dtype, name: str | None = None,
-                 log: str | None = None) -> tuple[XLoraModel, XLoraManager]:  # fmt: skip
-    """The loaded base model wrapped with the X-LoRA model at `path`, and its manager (`log`: a scalings log file)."""
+def attach_xlora(
+    model: torch.nn.Module, path: str, dtype: torch.dtype, name: str | None = None, log: str | None = None,
+    non_granular: int | None = None,
+) -> tuple[XLoraModel, XLoraManager]:  # fmt: skip
+    """The loaded base model wrapped with the X-LoRA model at `path`, and its manager (`log`: a scalings log file;
+    `non_granular`: mistral.rs's tgt_non_granular_index)."""
     xmodel = XLoraModel(model, read_xlora(path), dtype)
     request = LoRARequest(name or Path(path).resolve().name or "xlora", XLORA_ID, str(path))
-    return xmodel, XLoraManager(xmodel, request, None if log is None else ScalingsLog(log))
+    fixed = None if non_granular is None else NonGranularScalings(non_granular)
+    return xmodel, XLoraManager(xmodel, request, None if log is None else ScalingsLog(log), fixed)

@@ -10,7 +10,8 @@ whole sequence. Both passes are causal and the classifier is per token, so a tok
 depend only on the tokens before it: each pass keeps its own paged KV cache (the scaling pass's beside the runner's,
 same shape, same slots and blocks), and a decode step computes exactly what PEFT's full recompute gives for the new
 token. The prefix cache holds both caches' blocks under the X-LoRA model's digest. In a step that mixes X-LoRA and
-plain requests, the scaling pass runs on the X-LoRA requests' tokens alone (sub_batch.py)."""
+plain requests, the scaling pass runs on the X-LoRA requests' tokens alone (sub_batch.py), and without the requests
+whose scalings are fixed (mistral.rs's tgt_non_granular_index: non_granular.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ...errors import LoRAAdapterError
 from .checkpoint import XLoraCheckpoint
 from .classifier import XLoraClassifier, select
 from .layer import XLoraLinear, XLoraState
+from .non_granular import StepPlan
 from .sub_batch import sub_metadata
 from .targets import plan_targets
 
@@ -50,6 +52,7 @@ class XLoraModel(nn.Module):
         self.pass_row = row if bool(row.any()) else None  # None: the scaling pass is the base model
         self.token_mask: torch.Tensor | None = None  # (T,) bool: the X-LoRA requests' tokens; None: every token
         self.latest: torch.Tensor | None = None  # the last classifier output (T, LoRA layers, adapters), float32
+        self.plan: StepPlan | None = None  # the step's fixed scalings (tgt_non_granular_index: non_granular.py)
         self._scaling_kv: tuple[int, list[torch.Tensor]] | None = None
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -60,17 +63,22 @@ class XLoraModel(nn.Module):
         self.latest = None
         if mask is not None and not bool(mask.any()):
             return self.inner(input_ids, positions, kv_caches, meta)
+        plan = self.plan
         try:
-            self.latest = self._scaling_pass(input_ids, positions, kv_caches, meta)
+            keep = mask if plan is None else plan.scaling_keep
+            self.latest = self._scaling_pass(input_ids, positions, kv_caches, meta, keep)
+            if plan is not None:
+                self.latest = plan.apply(self.latest)
             selected = select(self.latest, self.xlora_config).flatten(1) * self.xlora_config.global_scaling_weight
             self.state.weights = self._weights(selected)
             return self.inner(input_ids, positions, kv_caches, meta)
         finally:
             self.state.weights = None
 
-    def _scaling_pass(self, input_ids, positions, kv_caches, meta) -> torch.Tensor:
-        """The classifier's scalings of every token (zero rows for plain requests' tokens, which it skips)."""
-        keep = self.token_mask
+    def _scaling_pass(self, input_ids, positions, kv_caches, meta, keep: torch.Tensor | None) -> torch.Tensor:
+        """The classifier's scalings of the `keep` tokens (None: all); zero rows for the others, which it skips."""
+        if keep is not None and not bool(keep.any()):
+            return torch.zeros(len(input_ids), self.num_lora_layers, self.xlora_config.num_adapters)
         if keep is not None:
             input_ids, positions, meta = input_ids[keep], positions[keep], sub_metadata(meta, keep)
         self.state.weights = None if self.pass_row is None else self.pass_row.expand(len(input_ids), -1).to(self.dtype)

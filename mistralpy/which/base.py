@@ -1,4 +1,4 @@
-"""Which: mistral.rs's model selectors for the Runner, on local paths (there is no Hugging Face hub download).
+"""The base model selectors of mistral.rs's `Which` for the Runner, on local paths (no Hugging Face hub download).
 
 `Which.GGUF(quantized_model_id, quantized_filename, tok_model_id=None, dtype=...)` and `Which.Plain(model_id,
 arch=None, dtype=...)` take mistral.rs's parameter names. A mistral.rs parameter mistralpy does not implement raises
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidRequestError, ModelNotFoundError
-from .loader.hf_folder import read_json_object
-from .lora.ordering import AdapterSet, read_ordering
+from ..errors import InvalidRequestError, ModelNotFoundError
+from ..loader.hf_folder import read_json_object
+from ..lora.ordering import AdapterSet
 
 
 class ModelDType(str, enum.Enum):
@@ -38,6 +38,8 @@ class ModelSpec:
     dtype: str
     gqa: int | None = None  # legacy GGML only: the grouped-query factor the format does not record
     adapters: AdapterSet | None = None  # Which.Lora*: LoRA adapters by name and those active by default
+    xlora: str | None = None  # Which.XLora*: the X-LoRA model's folder (PEFT's layout)
+    xlora_non_granular: int | None = None  # Which.XLora*'s tgt_non_granular_index
 
 
 def reject_unsupported(owner: str, given: dict[str, Any], known: dict[str, tuple[tuple[Any, ...], str]]) -> None:
@@ -57,7 +59,7 @@ def resolve_dtype_name(dtype: ModelDType | str) -> str:
     return _DTYPE_NAMES.get(name.lower(), name)  # anything else is checked by EngineConfig
 
 
-def _local_path(value: Any, what: str) -> Path:
+def local_path(value: Any, what: str) -> Path:
     if not isinstance(value, (str, Path)) or not str(value):
         raise InvalidRequestError(f"{what} must be a local path, got {value!r}")
     path = Path(value).expanduser()
@@ -108,7 +110,7 @@ class GGUF:
         dtype: ModelDType | str = ModelDType.Auto,
         **unsupported: Any,
     ) -> None:
-        reject_unsupported("Which.GGUF", unsupported, {**_COMMON, **_GGUF_ONLY})
+        reject_unsupported(f"Which.{type(self).__name__}", unsupported, {**_COMMON, **_GGUF_ONLY})
         self.quantized_model_id, self.quantized_filename = quantized_model_id, quantized_filename
         self.tok_model_id, self.dtype = tok_model_id, dtype
 
@@ -126,7 +128,7 @@ class GGUF:
             filename = filename[0]
         if not isinstance(filename, str) or not filename:
             raise InvalidRequestError(f"quantized_filename must be a file name, got {filename!r}")
-        base = _local_path(self.quantized_model_id, "quantized_model_id")
+        base = local_path(self.quantized_model_id, "quantized_model_id")
         if base.is_dir():
             path = base / filename
             if not path.is_file():
@@ -139,7 +141,7 @@ class GGUF:
             path = base
         tokenizer = None
         if self.tok_model_id is not None:
-            folder = _local_path(self.tok_model_id, "tok_model_id")
+            folder = local_path(self.tok_model_id, "tok_model_id")
             if not (folder / "tokenizer.json").is_file():
                 raise ModelNotFoundError(f"tok_model_id: no tokenizer.json in {folder}")
             tokenizer = str(folder)
@@ -181,14 +183,14 @@ class Plain:
         dtype: ModelDType | str = ModelDType.Auto,
         **unsupported: Any,
     ) -> None:
-        reject_unsupported("Which.Plain", unsupported, {**_COMMON, **_PLAIN_ONLY})
+        reject_unsupported(f"Which.{type(self).__name__}", unsupported, {**_COMMON, **_PLAIN_ONLY})
         self.model_id, self.arch, self.dtype = model_id, arch, dtype
 
     def __repr__(self) -> str:
         return f"Which.Plain(model_id={self.model_id!r}, arch={self.arch!r}, dtype={self.dtype!r})"
 
     def resolve(self) -> ModelSpec:
-        folder = _local_path(self.model_id, "model_id")
+        folder = local_path(self.model_id, "model_id")
         if not (folder / "config.json").is_file():
             hint = "; use Which.GGUF for a GGUF file" if folder.suffix.lower() == ".gguf" else ""
             raise InvalidRequestError(f"model_id must be a Hugging Face model folder with config.json: {folder}{hint}")
@@ -209,74 +211,3 @@ class Plain:
 
 # mistral.rs architecture names that differ from the HF class name's stem
 _ARCH_ALIASES = {"phi2": "phi"}
-
-
-class LoraGGUF(GGUF):
-    """A GGUF base with the LoRA adapters of a mistral.rs ordering file (`order`): its `order` names folders of
-    `adapters_model_id`, active for every request that names no adapter (lora/ordering.py). `tok_model_id` None: the
-    ordering file's base_model_id where it is a local folder with tokenizer.json, else the GGUF's own tokenizer."""
-
-    def __init__(
-        self,
-        quantized_model_id: str,
-        quantized_filename: str | list[str],
-        adapters_model_id: str,
-        order: str,
-        tok_model_id: str | None = None,
-        dtype: ModelDType | str = ModelDType.Auto,
-        **unsupported: Any,
-    ) -> None:
-        super().__init__(quantized_model_id, quantized_filename, tok_model_id, dtype, **unsupported)
-        self.adapters_model_id, self.order = adapters_model_id, order
-
-    def __repr__(self) -> str:
-        return f"Which.LoraGGUF({self.quantized_model_id!r}, {self.quantized_filename!r}, {self.order!r})"
-
-    def resolve(self) -> ModelSpec:
-        ordering = read_ordering(self.order)
-        if self.tok_model_id is None and (Path(ordering.base_model_id).expanduser() / "tokenizer.json").is_file():
-            self.tok_model_id = ordering.base_model_id
-        spec = super().resolve()
-        return ModelSpec(spec.model, spec.tokenizer, spec.dtype, spec.gqa, ordering.adapters(self.adapters_model_id))
-
-
-class Lora(Plain):
-    """A Hugging Face base folder with PEFT LoRA adapters, active for every request that names none
-    (`adapter_model_id`: one folder or a list; each adapter is named after its folder). `model_id` None: the first
-    adapter's base_model_name_or_path (adapter_config.json), which must then be a local folder."""
-
-    def __init__(
-        self,
-        adapter_model_id: str | list[str],
-        arch: Any = None,
-        model_id: str | None = None,
-        dtype: ModelDType | str = ModelDType.Auto,
-        **unsupported: Any,
-    ) -> None:
-        folders = [adapter_model_id] if isinstance(adapter_model_id, (str, Path)) else list(adapter_model_id)
-        if not folders:
-            raise InvalidRequestError("adapter_model_id must name at least one adapter folder")
-        if model_id is None:
-            model_id = read_json_object(_local_path(folders[0], "adapter_model_id") / "adapter_config.json").get(
-                "base_model_name_or_path"
-            )
-        super().__init__(model_id, arch, dtype, **unsupported)
-        self.adapter_model_id = folders
-
-    def __repr__(self) -> str:
-        return f"Which.Lora(adapter_model_id={self.adapter_model_id!r}, model_id={self.model_id!r})"
-
-    def resolve(self) -> ModelSpec:
-        spec = super().resolve()
-        return ModelSpec(spec.model, None, spec.dtype, adapters=AdapterSet.of_folders(self.adapter_model_id))
-
-
-class Which:
-    """mistral.rs's model selector: `Which.GGUF(...)`, `Which.GGML(...)`, `Which.Plain(...)`, and with LoRA
-    adapters `Which.LoraGGUF(...)` (an ordering file) or `Which.Lora(...)`."""
-
-    GGUF = GGUF
-    GGML = GGML
-    Plain = Plain
-    LoraGGUF = LoraGGUF
-    Lora = Lora

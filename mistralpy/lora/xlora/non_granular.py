@@ -1,0 +1,81 @@
+"""mistral.rs's non-granular X-LoRA scalings (`tgt_non_granular_index` N): a request's scalings are computed per token
+until it has fed N completion tokens back (its first N decode steps), then the last of them (the token at position
+prompt length + N - 1) is fixed for every later token, whose steps skip the scaling pass. mistral.rs keeps that row
+per model and runs one sequence at a time; here each request keeps its own, so X-LoRA requests still batch.
+
+The real pass of a fixed token depends on the request's prompt length, not only on the tokens before it, so its K/V
+cannot be shared by the prefix cache: an engine with N set runs without it (EngineConfig checks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from ...engine.request import Request
+
+
+@dataclass
+class StepPlan:
+    """One step's use of fixed rows: `scaling_keep` the tokens the scaling pass runs on (X-LoRA requests not wholly
+    fixed in this step); `fixed` the tokens whose scalings are a fixed row, `source` that row's index in
+    cat(this step's scalings, `known`); `records`: (request, token index) whose row becomes fixed after this step."""
+
+    scaling_keep: torch.Tensor
+    fixed: torch.Tensor
+    source: torch.Tensor
+    known: torch.Tensor | None
+    records: list[tuple[Request, int]]
+
+    def apply(self, scalings: torch.Tensor) -> torch.Tensor:
+        """(T, LoRA layers, adapters) -> the same with the fixed tokens' rows put in."""
+        if not bool(self.fixed.any()):
+            return scalings
+        table = scalings if self.known is None else torch.cat([scalings, self.known])
+        out = scalings.clone()
+        out[self.fixed] = table[self.source[self.fixed]]
+        return out
+
+
+class NonGranularScalings:
+    def __init__(self, tgt_non_granular_index: int) -> None:
+        self.n = tgt_non_granular_index
+        self.rows: dict[str, tuple[Request, torch.Tensor]] = {}  # request id -> (request, its fixed row)
+
+    def plan(self, order) -> StepPlan:
+        """`order`: the step's ScheduledRequests, in the order of its tokens; X-LoRA requests have lora_slot 0."""
+        self.rows = {k: v for k, v in self.rows.items() if not v[0].is_finished}
+        total = sum(s.num_new_tokens for s in order)
+        keep = torch.zeros(total, dtype=torch.bool)
+        fixed = torch.zeros(total, dtype=torch.bool)
+        source = torch.zeros(total, dtype=torch.long)
+        known, records, offset = [], [], 0
+        for s in order:
+            req, n, start = s.request, s.num_new_tokens, s.start
+            if req.lora_slot == 0:
+                threshold = req.num_prompt_tokens + self.n
+                entry = self.rows.get(req.request_id)
+                keep[offset : offset + n] = entry is None or start < threshold
+                first = max(start, threshold)
+                if first < start + n:  # some tokens of this step are fixed
+                    span = slice(offset + first - start, offset + n)
+                    fixed[span] = True
+                    if entry is not None:
+                        source[span] = total + len(known)
+                        known.append(entry[1])
+                    elif start <= threshold - 1:
+                        source[span] = offset + threshold - 1 - start
+                    else:
+                        raise RuntimeError(f"X-LoRA request {req.request_id}: its fixed scalings were lost")
+                if entry is None and start <= threshold - 1 < start + n:
+                    records.append((req, offset + threshold - 1 - start))
+            offset += n
+        stacked = torch.stack(known) if known else None
+        return StepPlan(keep, fixed, source, stacked, records)
+
+    def record(self, plan: StepPlan, scalings: torch.Tensor) -> None:
+        """After the step: the rows that became fixed in it (`scalings`: the step's, float32)."""
+        for req, index in plan.records:
+            self.rows[req.request_id] = (req, scalings[index].clone())
