@@ -135,7 +135,7 @@ class EngineConfig:
     xlora_name: str | None = None
     xlora_log: str | None = None
     # mistral.rs's tgt_non_granular_index: after that many completion tokens a request's X-LoRA scalings stay fixed
-    # (lora/xlora/non_granular.py); needs enable_prefix_caching=False
+    # (lora/xlora/non_granular.py)
     xlora_non_granular: int | None = None
     # AnyMoE (mistralpy.lora.anymoe): an AnyMoeConfig, its dict form, or the path of its .json / .toml file
     anymoe: Any = None
@@ -170,7 +170,7 @@ class EngineConfig:
         resolve_dtype(self.dtype)
         check_lora_limits(self.enable_lora, self.max_loras, self.max_lora_rank, self.max_lora_total_rank)
         check_xlora_options(self.xlora, self.xlora_name, self.xlora_log, self.enable_lora)
-        check_non_granular(self.xlora_non_granular, self.xlora, self.enable_prefix_caching)
+        check_non_granular(self.xlora_non_granular, self.xlora)
         self.anymoe = anymoe_config(self.anymoe, self.enable_lora or self.xlora is not None)
         if self.chat_template is not None:
             check_chat_template(self.chat_template)
@@ -229,18 +229,13 @@ def check_xlora_options(xlora: object, name: object, log: object, enable_lora: b
         raise InvalidRequestError("an X-LoRA model and LoRA adapters (enable_lora) cannot be served together")
 
 
-def check_non_granular(value: object, xlora: object, prefix_caching: bool) -> None:
+def check_non_granular(value: object, xlora: object) -> None:
     if value is None:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidRequestError(f"tgt_non_granular_index must be an integer >= 1, got {value!r}")
     if xlora is None:
         raise InvalidRequestError("tgt_non_granular_index needs an X-LoRA model (xlora)")
-    if prefix_caching:
-        raise InvalidRequestError(
-            "tgt_non_granular_index needs enable_prefix_caching=False: a token's K/V after the fixed scalings depends "
-            "on its request's prompt length, not only on the tokens before it"
-        )
 
 
 def check_lora_limits(

@@ -52,7 +52,7 @@ class LLM:
     `xlora`: an X-LoRA model's folder (PEFT's layout) over this base; `generate` runs it for every prompt unless given
     `lora_request` (a list: None for the plain base, `llm.xlora_request` for X-LoRA). `xlora_log`: a file the
     classifier's scalings are appended to (JSON lines, lora/xlora/scalings_log.py). `xlora_non_granular`: mistral.rs's
-    tgt_non_granular_index (lora/xlora/non_granular.py; needs enable_prefix_caching=False).
+    tgt_non_granular_index (lora/xlora/non_granular.py).
     `anymoe`: an AnyMoE mixture over the model's MLPs (`mistralpy.lora.anymoe.AnyMoeConfig`, its dict form or a
     .json / .toml file's path), its gates trained at load unless read from its gate_model_id.
     `speculative_config`: speculative decoding, vLLM's form: {"method": "ngram", "num_speculative_tokens": K,

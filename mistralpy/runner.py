@@ -64,8 +64,7 @@ class Runner:
     - `which`: `Which.GGUF(...)`, `Which.GGML(...)` or `Which.Plain(...)`; with LoRA adapters `Which.LoraGGUF(...)`,
       `Which.LoraGGML(...)` (a mistral.rs ordering file) or `Which.Lora(...)`: requests select adapters with
       `adapters=[names]` or `model=name`; with an X-LoRA model `Which.XLora(...)`, `Which.XLoraGGUF(...)`,
-      `Which.XLoraGGML(...)`, run for every request (`tgt_non_granular_index` set: prefix caching is off, see
-      lora/xlora/non_granular.py).
+      `Which.XLoraGGML(...)`, run for every request (`tgt_non_granular_index`: lora/xlora/non_granular.py).
     - `max_seqs`: sequences batched together at most.
     - `prefix_cache_n`: 0 turns prefix caching off; any positive value leaves it on (mistralpy caches KV blocks,
       bounded by the KV pool, not a number of sequences).
@@ -111,7 +110,7 @@ class Runner:
             model=spec.model,
             dtype=spec.dtype,
             max_num_seqs=max_seqs,
-            enable_prefix_caching=prefix_cache_n > 0 and spec.xlora_non_granular is None,
+            enable_prefix_caching=prefix_cache_n > 0,
             quantization=_isq_name(in_situ_quant),
             max_model_len=max_model_len,
             max_num_batched_tokens=max_num_batched_tokens,

@@ -128,8 +128,7 @@ def test_non_granular_batch(tiny_llama, xlora):
     are fixed at its own position (logprobs within 1e-4 of PEFT with that request's fixing), the plain one is the
     base model; N = None keeps PEFT's granular scalings."""
     root, reference = xlora
-    llm = LLM(str(tiny_llama[1]), dtype="float32", xlora=str(root / "xl"), xlora_non_granular=1,
-              enable_prefix_caching=False)  # fmt: skip
+    llm = LLM(str(tiny_llama[1]), dtype="float32", xlora=str(root / "xl"), xlora_non_granular=1)
     x = llm.xlora_request
     prompts = [PROMPT, PROMPT[3:], PROMPT[1:]]
     params = SamplingParams(temperature=0, max_tokens=5, logprobs=3, ignore_eos=True)
@@ -142,6 +141,25 @@ def test_non_granular_batch(tiny_llama, xlora):
     _check_against(reference, PROMPT, granular.generate([PROMPT], params)[0])
 
 
+def test_non_granular_prefix_cache(tiny_llama, xlora):
+    """A request's cached blocks stop before its first fixed token: a repeated prompt reuses the blocks of its
+    prompt; a prompt that continues an earlier answer reuses only the blocks before that answer's fixed token (the
+    later ones hold K/V of fixed scalings, which this longer prompt computes per token); each equals PEFT."""
+    root, reference = xlora
+    llm = LLM(str(tiny_llama[1]), dtype="float32", xlora=str(root / "xl"), xlora_non_granular=1, block_size=4)
+    params = SamplingParams(temperature=0, max_tokens=6, logprobs=3, ignore_eos=True)
+    first = llm.generate([PROMPT], params)[0]
+    again = llm.generate([PROMPT], params)[0]
+    longer = PROMPT + list(first.outputs[0].token_ids)  # 20 tokens; the first answer's fixed tokens from position 15
+    follow = llm.generate([longer], params)[0]
+    assert (first.num_cached_tokens, again.num_cached_tokens, follow.num_cached_tokens) == (0, 12, 12)
+    assert again.outputs[0].token_ids == first.outputs[0].token_ids
+    with fixed_after(reference, len(PROMPT) + 1) as fixed:
+        _check_against(fixed, PROMPT, again)
+    with fixed_after(reference, len(longer) + 1) as fixed:
+        _check_against(fixed, longer, follow)
+
+
 def test_bad_selectors(tiny_llama, xlora, tmp_path):
     root, _ = xlora
     (tmp_path / "o.json").write_text(json.dumps({"base_model_id": str(tiny_llama[1]), "order": ["1", "0", "2"]}))
@@ -150,8 +168,8 @@ def test_bad_selectors(tiny_llama, xlora, tmp_path):
     for bad in (0, True, "3"):
         with pytest.raises(InvalidRequestError, match="tgt_non_granular_index must be an integer >= 1"):
             Runner(Which.XLora(str(root / "xl"), str(root / "ordering.json"), tgt_non_granular_index=bad))
-    with pytest.raises(InvalidRequestError, match="needs enable_prefix_caching=False"):
-        LLM(str(tiny_llama[1]), xlora=str(root / "xl"), xlora_non_granular=2)
+    with pytest.raises(InvalidRequestError, match="tgt_non_granular_index needs an X-LoRA model"):
+        LLM(str(tiny_llama[1]), xlora_non_granular=2)
     with pytest.raises(InvalidRequestError, match="is not an X-LoRA model"):
         Runner(Which.XLora(str(tiny_llama[1]), str(root / "ordering.json")))
     with pytest.raises(InvalidRequestError, match=r"Which.XLoraGGUF\(topology='x'\) is not supported"):

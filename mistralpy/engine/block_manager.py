@@ -79,7 +79,7 @@ class BlockManager:
         tokens = request.all_token_ids
         hits: list[int] = []
         parent = request.prefix_root
-        for i in range((len(tokens) - 1) // self.block_size):
+        for i in range(_cacheable(request, len(tokens) - 1) // self.block_size):
             block_tokens = tuple(tokens[i * self.block_size : (i + 1) * self.block_size])
             parent = _key(parent, block_tokens, request, i, self.block_size)
             block_id = self.hash_to_block.get(parent)
@@ -154,13 +154,17 @@ class BlockManager:
             return
         tokens = request.all_token_ids
         parent = request.prefix_root
-        for i in range(min(num_tokens, len(tokens)) // self.block_size):
+        for i in range(_cacheable(request, min(num_tokens, len(tokens))) // self.block_size):
             block = self.blocks[request.block_ids[i]]
             if block.block_hash is None:
                 block.token_ids = tuple(tokens[i * self.block_size : (i + 1) * self.block_size])
                 block.block_hash = _key(parent, block.token_ids, request, i, self.block_size)
                 self.hash_to_block.setdefault(block.block_hash, block.block_id)
             parent = block.block_hash
+
+
+def _cacheable(request: Request, num_tokens: int) -> int:
+    return num_tokens if request.cache_limit is None else min(num_tokens, request.cache_limit)
 
 
 def _key(parent: bytes, tokens: tuple[int, ...], request: Request, index: int, block_size: int) -> bytes:

@@ -51,6 +51,9 @@ class Request:
     # long rows give equal tokens other K) and the caller's cache_salt, so requests under different roots never share
     prefix_root: bytes = b""
     lora_slot: int = -1  # the LoRA slot of this request's adapter (mistralpy.lora), -1 for none
+    # tokens at the start whose KV blocks the prefix cache may hold or give (None: all); X-LoRA's fixed scalings make
+    # later tokens' K/V depend on more than the tokens before them (lora/xlora/non_granular.py)
+    cache_limit: int | None = None
     spec_token_ids: list[int] = field(default_factory=list)  # draft tokens to verify next step (spec_decode)
     # An embedding request: prefill only, scheduled whole; its output is its hidden states pooled, then it finishes
     pooling: PoolingParams | None = None

@@ -4,7 +4,7 @@
 The ordering's `order` must list the X-LoRA model's adapters in its own order (the classifier's classes), or be
 absent; its `layers` (mistral.rs's scalings index) is checked for shape only: the layers are numbered as PEFT numbers
 them, which is what mistral.rs's ordering script writes. `tgt_non_granular_index` N: after N completion tokens a
-request's scalings stay fixed (lora/xlora/non_granular.py); such an engine runs without prefix caching."""
+request's scalings stay fixed (lora/xlora/non_granular.py)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ prompt length + N - 1) is fixed for every later token, whose steps skip the scal
 per model and runs one sequence at a time; here each request keeps its own, so X-LoRA requests still batch.
 
 The real pass of a fixed token depends on the request's prompt length, not only on the tokens before it, so its K/V
-cannot be shared by the prefix cache: an engine with N set runs without it (EngineConfig checks)."""
+must not be shared: a request's prefix-cache blocks stop before its first fixed token (`Request.cache_limit`), on
+both sides, writing and reading. The blocks before it hold granular K/V (both passes), the same for any request."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ class NonGranularScalings:
             req, n, start = s.request, s.num_new_tokens, s.start
             if req.lora_slot == 0:
                 threshold = req.num_prompt_tokens + self.n
+                req.cache_limit = threshold
                 entry = self.rows.get(req.request_id)
                 keep[offset : offset + n] = entry is None or start < threshold
                 first = max(start, threshold)
