@@ -29,6 +29,7 @@ from .server.streaming import ChunkStream
 from .structured.compile_cache import GrammarCompiler
 from .tokenizer import Tokenizer
 from .which import GGUF, Plain, reject_unsupported
+from .which.xlora import check_layers
 
 T = TypeVar("T")
 MODEL_NAME = "default"
@@ -135,6 +136,7 @@ class Runner:
                 engine.lora.read(adapter)
             self._ctx.lora_modules, self._ctx.lora_default = dict(spec.adapters.modules), spec.adapters.default
         if spec.xlora is not None:  # the X-LoRA model runs every request, as in mistral.rs
+            check_layers(engine.lora.model.layer_numbers, spec.xlora_layers, getattr(which, "order", ""))
             xlora = engine.lora.request
             self._ctx.lora_modules, self._ctx.lora_default = {xlora.lora_name: xlora}, (xlora.lora_name,)
         self._thread = LoopThread()

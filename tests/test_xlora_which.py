@@ -8,8 +8,10 @@ test, each request with its own prompt length, and the fixed tokens' steps skip 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 
+import peft
 import pytest
 
 from mistralpy import LLM, Runner, SamplingParams, Which
@@ -17,7 +19,7 @@ from mistralpy.errors import InvalidRequestError
 from mistralpy.lora.xlora.classifier import XLoraClassifier
 from mistralpy.server.protocol import CompletionRequest
 
-from .lora_adapters import peft_logits
+from .lora_adapters import ALL_TARGETS, peft_logits
 from .model_steps import reference_greedy
 from .test_lora import PROMPT, _check_against
 from .xlora_models import make_xlora
@@ -28,9 +30,19 @@ def xlora(tiny_llama, tmp_path_factory):
     """The X-LoRA model (3 adapters, top-2, layerwise), its ordering file, PEFT's model of it."""
     root = tmp_path_factory.mktemp("xlora_which")
     reference = make_xlora(tiny_llama[0], root / "xl", seed=21, num_adapters=3, top_k_lora=2, layerwise_scalings=True)
-    ordering = {"base_model_id": str(tiny_llama[1]), "order": ["0", "1", "2"], "layers": {}}
+    ordering = {"base_model_id": str(tiny_llama[1]), "order": ["0", "1", "2"], "layers": _layers(tiny_llama[0])}
     (root / "ordering.json").write_text(json.dumps(ordering))
     return root, reference
+
+
+def _layers(base) -> dict[str, int]:
+    """The ordering's layers as mistral.rs's scripts/create_ordering.py makes them: PEFT's LoRA layers of the adapters'
+    target modules, numbered in module order (the script's transformers add_adapter is PEFT's inject_adapter)."""
+    from peft.tuners import lora
+
+    model = peft.inject_adapter_in_model(peft.LoraConfig(target_modules=ALL_TARGETS), copy.deepcopy(base))
+    names = [n.split("lora_A.")[0] for n, m in model.named_modules() if isinstance(m, lora.Linear)]
+    return {name.rstrip("."): i for i, name in enumerate(names)}
 
 
 @contextlib.contextmanager
@@ -165,6 +177,10 @@ def test_bad_selectors(tiny_llama, xlora, tmp_path):
     (tmp_path / "o.json").write_text(json.dumps({"base_model_id": str(tiny_llama[1]), "order": ["1", "0", "2"]}))
     with pytest.raises(InvalidRequestError, match=r"order \['1', '0', '2'\] is not the X-LoRA model's adapters"):
         Runner(Which.XLora(str(root / "xl"), str(tmp_path / "o.json")))
+    layers = {**_layers(tiny_llama[0]), "model.layers.0.self_attn.k_proj": 0}
+    (tmp_path / "l.json").write_text(json.dumps({"base_model_id": str(tiny_llama[1]), "layers": layers}))
+    with pytest.raises(InvalidRequestError, match="layers gives 'model.layers.0.self_attn.k_proj' the index 0"):
+        Runner(Which.XLora(str(root / "xl"), str(tmp_path / "l.json")))
     for bad in (0, True, "3"):
         with pytest.raises(InvalidRequestError, match="tgt_non_granular_index must be an integer >= 1"):
             Runner(Which.XLora(str(root / "xl"), str(root / "ordering.json"), tgt_non_granular_index=bad))

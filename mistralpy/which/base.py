@@ -40,6 +40,7 @@ class ModelSpec:
     adapters: AdapterSet | None = None  # Which.Lora*: LoRA adapters by name and those active by default
     xlora: str | None = None  # Which.XLora*: the X-LoRA model's folder (PEFT's layout)
     xlora_non_granular: int | None = None  # Which.XLora*'s tgt_non_granular_index
+    xlora_layers: dict[str, int] | None = None  # Which.XLora*: the ordering file's layers, checked at load
 
 
 def reject_unsupported(owner: str, given: dict[str, Any], known: dict[str, tuple[tuple[Any, ...], str]]) -> None:

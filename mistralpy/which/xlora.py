@@ -2,9 +2,9 @@
 (`xlora_model_id`) and mistral.rs's ordering file (`order`), run for every request that names no other model.
 
 The ordering's `order` must list the X-LoRA model's adapters in its own order (the classifier's classes), or be
-absent; its `layers` (mistral.rs's scalings index) is checked for shape only: the layers are numbered as PEFT numbers
-them, which is what mistral.rs's ordering script writes. `tgt_non_granular_index` N: after N completion tokens a
-request's scalings stay fixed (lora/xlora/non_granular.py)."""
+absent; its `layers` (mistral.rs's scalings index per module), when given, must be PEFT's numbering of the modules the
+adapters target (what mistral.rs's ordering script writes), checked once the model is loaded.
+`tgt_non_granular_index` N: after N completion tokens a request's scalings stay fixed (lora/xlora/non_granular.py)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,20 @@ def _xlora_spec(spec: ModelSpec, xlora_model_id: Any, order: Any, non_granular: 
         raise InvalidRequestError(f"tgt_non_granular_index must be an integer >= 1 or None, got {non_granular!r}")
     if non_granular is not None and non_granular < 1:
         raise InvalidRequestError(f"tgt_non_granular_index must be an integer >= 1 or None, got {non_granular!r}")
-    return dataclasses.replace(spec, xlora=str(folder), xlora_non_granular=non_granular)
+    return dataclasses.replace(spec, xlora=str(folder), xlora_non_granular=non_granular, xlora_layers=ordering.layers)
+
+
+def check_layers(numbers: dict[str, int], layers: dict[str, int] | None, order: str) -> None:
+    """The ordering file's `layers` (mistral.rs's scalings index of each module) against PEFT's numbering of the
+    loaded X-LoRA model's LoRA layers (`numbers`), which mistral.rs's create_ordering.py writes: they must agree."""
+    if layers is None:
+        return
+    for name in sorted(set(numbers) | set(layers)):
+        if layers.get(name) != numbers.get(name):
+            raise InvalidRequestError(
+                f"ordering file {order}: layers gives {name!r} the index {layers.get(name)}, but the X-LoRA model's "
+                f"LoRA layer {name!r} is number {numbers.get(name)} (PEFT's numbering of the modules it targets)"
+            )
 
 
 class XLora(Plain):

@@ -39,7 +39,8 @@ class XLoraModel(nn.Module):
                 f"{model.config.hidden_size}"
             )
         self.state = XLoraState()
-        self.num_lora_layers, plan = plan_targets(model, checkpoint)
+        self.layer_numbers, plan = plan_targets(model, checkpoint)  # HF module name -> PEFT's LoRA layer number
+        self.num_lora_layers = len(self.layer_numbers)
         _check_classifier_output(checkpoint, self.num_lora_layers)
         self.classifier = XLoraClassifier(checkpoint.classifier, checkpoint.config, self.num_lora_layers)
         for name, parts in plan.items():

@@ -37,8 +37,8 @@ def candidate_linears(model: nn.Module) -> dict[str, nn.Module]:
     }  # fmt: skip
 
 
-def plan_targets(model: nn.Module, checkpoint: XLoraCheckpoint) -> tuple[int, dict[str, list[Part]]]:
-    """(number of LoRA layers, our linear's name -> its parts)."""
+def plan_targets(model: nn.Module, checkpoint: XLoraCheckpoint) -> tuple[dict[str, int], dict[str, list[Part]]]:
+    """(PEFT's number of each LoRA layer by its HF module name, our linear's name -> its parts)."""
     linears = candidate_linears(model)
     placed = []  # (HF module name, our linear, adapter index, row offset, weights)
     for j, adapter in enumerate(checkpoint.adapters):
@@ -51,7 +51,7 @@ def plan_targets(model: nn.Module, checkpoint: XLoraCheckpoint) -> tuple[int, di
     plan: dict[str, list[Part]] = {}
     for module, target, j, row, w in placed:
         plan.setdefault(target, []).append((numbers[module] * n + j, row, w.a, w.b * w.scale))
-    return len(numbers), plan
+    return numbers, plan
 
 
 def _position(module: str, order: list[str]) -> tuple[int, int]:
