@@ -13,6 +13,7 @@ import json
 
 import peft
 import pytest
+import torch
 
 from mistralpy import LLM, Runner, SamplingParams, Which
 from mistralpy.errors import InvalidRequestError
@@ -170,6 +171,60 @@ def test_non_granular_prefix_cache(tiny_llama, xlora):
         _check_against(fixed, PROMPT, again)
     with fixed_after(reference, len(longer) + 1) as fixed:
         _check_against(fixed, longer, follow)
+
+
+def test_non_granular_speculative(tiny_llama, xlora):
+    """n-gram drafts past the fixed token: a step that verifies drafts takes the row of its own token at the fixed
+    position (recorded again when that draft is rejected); greedy tokens and logprobs equal PEFT's."""
+    root, reference = xlora
+    spec = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1, "prompt_lookup_max": 2}
+    llm = LLM(str(tiny_llama[1]), dtype="float32", xlora=str(root / "xl"), xlora_non_granular=2,
+              speculative_config=spec)  # fmt: skip
+    prompt = PROMPT[:6] * 3  # repeats: the n-gram proposer finds drafts
+    output = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=8, logprobs=2, ignore_eos=True))[0]
+    with fixed_after(reference, len(prompt) + 2) as fixed:
+        _check_against(fixed, prompt, output)
+
+
+def test_non_granular_rows_follow_rejected_drafts():
+    """The fixed row is the latest computation of the token at prompt length + N - 1: when that token was a draft
+    and is computed again (rejected), the new row replaces the old for the later tokens; a plain request in the same
+    step is left alone. The expected rows are read off by hand from the positions."""
+    from mistralpy.engine.request import Request
+    from mistralpy.engine.scheduler import ScheduledRequest
+    from mistralpy.lora.xlora.non_granular import NonGranularScalings
+
+    fixed = NonGranularScalings(2)
+    req, plain = Request("x", [1, 2, 3, 4], SamplingParams()), Request("p", [5, 6], SamplingParams())
+    req.lora_slot = 0
+
+    def step(start: int, n: int) -> list[float]:
+        plan = fixed.plan([ScheduledRequest(plain, 1, 2), ScheduledRequest(req, n, start)])
+        scalings = torch.tensor([0.0] + [10.0 * start + i for i in range(n)]).view(-1, 1, 1)  # one number a token
+        out = plan.apply(scalings)
+        fixed.record(plan, out)
+        assert plan.scaling_keep.tolist() == [False] + [start < 6] * n  # the fixed steps skip the scaling pass
+        return out.flatten().tolist()
+
+    assert step(4, 3) == [0, 40, 41, 41]  # positions 4, 5 (a draft), 6 (a draft): 6 takes 5's row
+    assert step(5, 3) == [0, 50, 50, 50]  # 5 rejected and computed again: its new row, for 6 and 7
+    assert step(8, 1) == [0, 50]  # a later step: the recorded row, no scaling pass
+    assert req.cache_limit == 6
+
+
+def test_serve_flag():
+    import argparse
+
+    from mistralpy.config import EngineConfig
+    from mistralpy.lora.xlora.cli import xlora_options
+    from mistralpy.server.serve import add_serve_args
+
+    p = argparse.ArgumentParser()
+    add_serve_args(p)
+    args = p.parse_args(["--xlora", "xl", "--tgt-non-granular-index", "3"])
+    assert xlora_options(args)["xlora_non_granular"] == 3
+    with pytest.raises(InvalidRequestError, match="tgt_non_granular_index must be an integer >= 1, got 0"):
+        EngineConfig(xlora="xl", xlora_non_granular=0)
 
 
 def test_bad_selectors(tiny_llama, xlora, tmp_path):

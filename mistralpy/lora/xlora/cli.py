@@ -1,5 +1,6 @@
 """The serve flags of an X-LoRA model: `--xlora PATH` (mistral.rs's `--xlora-model-id` also accepted), served under
-`--xlora-name` (default: the folder's name) beside the plain base model, and `--xlora-log FILE` (the scalings)."""
+`--xlora-name` (default: the folder's name) beside the plain base model, `--xlora-log FILE` (the scalings) and
+mistral.rs's `--tgt-non-granular-index N` (lora/xlora/non_granular.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def add_xlora_args(p: argparse.ArgumentParser) -> None:
         "--xlora-log", metavar="FILE", default=None,
         help="append the X-LoRA classifier's scalings of every request to FILE (JSON lines)",
     )  # fmt: skip
+    p.add_argument(
+        "--tgt-non-granular-index", dest="xlora_non_granular", metavar="N", type=int, default=None,
+        help="mistral.rs's non-granular X-LoRA scalings: after N completion tokens a request's scalings stay fixed "
+        "and its steps skip the scaling pass",
+    )  # fmt: skip
 
 
 def xlora_name(args: argparse.Namespace) -> str | None:
@@ -29,9 +35,12 @@ def xlora_name(args: argparse.Namespace) -> str | None:
     return args.xlora_name or Path(args.xlora).resolve().name
 
 
-def xlora_options(args: argparse.Namespace) -> dict[str, str | None]:
+def xlora_options(args: argparse.Namespace) -> dict[str, str | int | None]:
     """The flags as EngineConfig keyword arguments."""
-    return {"xlora": args.xlora, "xlora_name": xlora_name(args), "xlora_log": args.xlora_log}
+    return {
+        "xlora": args.xlora, "xlora_name": xlora_name(args), "xlora_log": args.xlora_log,
+        "xlora_non_granular": args.xlora_non_granular,
+    }  # fmt: skip
 
 
 def xlora_modules(args: argparse.Namespace, served_model_name: str) -> dict[str, LoRARequest]:

@@ -1,7 +1,8 @@
 """mistral.rs's non-granular X-LoRA scalings (`tgt_non_granular_index` N): a request's scalings are computed per token
 until it has fed N completion tokens back (its first N decode steps), then the last of them (the token at position
 prompt length + N - 1) is fixed for every later token, whose steps skip the scaling pass. mistral.rs keeps that row
-per model and runs one sequence at a time; here each request keeps its own, so X-LoRA requests still batch.
+per model and runs one sequence at a time; here each request keeps its own, so X-LoRA requests still batch. A step
+that computes the token at prompt length + N - 1 (again: a rejected draft, a preempted request) records its row anew.
 
 The real pass of a fixed token depends on the request's prompt length, not only on the tokens before it, so its K/V
 must not be shared: a request's prefix-cache blocks stop before its first fixed token (`Request.cache_limit`), on
@@ -49,33 +50,34 @@ class NonGranularScalings:
         """`order`: the step's ScheduledRequests, in the order of its tokens; X-LoRA requests have lora_slot 0."""
         self.rows = {k: v for k, v in self.rows.items() if not v[0].is_finished}
         total = sum(s.num_new_tokens for s in order)
-        keep = torch.zeros(total, dtype=torch.bool)
-        fixed = torch.zeros(total, dtype=torch.bool)
-        source = torch.zeros(total, dtype=torch.long)
-        known, records, offset = [], [], 0
+        plan = StepPlan(torch.zeros(total, dtype=torch.bool), torch.zeros(total, dtype=torch.bool),
+                        torch.zeros(total, dtype=torch.long), None, [])  # fmt: skip
+        known, offset = [], 0
         for s in order:
-            req, n, start = s.request, s.num_new_tokens, s.start
-            if req.lora_slot == 0:
-                threshold = req.num_prompt_tokens + self.n
-                req.cache_limit = threshold
-                entry = self.rows.get(req.request_id)
-                keep[offset : offset + n] = entry is None or start < threshold
-                first = max(start, threshold)
-                if first < start + n:  # some tokens of this step are fixed
-                    span = slice(offset + first - start, offset + n)
-                    fixed[span] = True
-                    if entry is not None:
-                        source[span] = total + len(known)
-                        known.append(entry[1])
-                    elif start <= threshold - 1:
-                        source[span] = offset + threshold - 1 - start
-                    else:
-                        raise RuntimeError(f"X-LoRA request {req.request_id}: its fixed scalings were lost")
-                if entry is None and start <= threshold - 1 < start + n:
-                    records.append((req, offset + threshold - 1 - start))
-            offset += n
-        stacked = torch.stack(known) if known else None
-        return StepPlan(keep, fixed, source, stacked, records)
+            if s.request.lora_slot == 0:
+                self._plan_request(plan, known, s.request, offset, s.start, s.num_new_tokens)
+            offset += s.num_new_tokens
+        plan.known = torch.stack(known) if known else None
+        return plan
+
+    def _plan_request(self, plan: StepPlan, known: list, req: Request, offset: int, start: int, n: int) -> None:
+        threshold = req.num_prompt_tokens + self.n
+        req.cache_limit = threshold
+        plan.scaling_keep[offset : offset + n] = start < threshold
+        if start <= threshold - 1 < start + n:
+            plan.records.append((req, offset + threshold - 1 - start))
+        first = max(start, threshold)
+        if first >= start + n:
+            return  # none of this step's tokens is fixed
+        span = slice(offset + first - start, offset + n)
+        plan.fixed[span] = True
+        if start < threshold:  # the row is this step's own (the latest: a rejected draft is computed again)
+            plan.source[span] = offset + threshold - 1 - start
+        elif req.request_id in self.rows:
+            plan.source[span] = len(plan.fixed) + len(known)
+            known.append(self.rows[req.request_id][1])
+        else:
+            raise RuntimeError(f"X-LoRA request {req.request_id}: its fixed scalings were lost")
 
     def record(self, plan: StepPlan, scalings: torch.Tensor) -> None:
         """After the step: the rows that became fixed in it (`scalings`: the step's, float32)."""
