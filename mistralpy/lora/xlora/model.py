@@ -80,6 +80,8 @@ class XLoraModel(nn.Module):
         """The classifier's scalings of the `keep` tokens (None: all); zero rows for the others, which it skips."""
         if keep is not None and not bool(keep.any()):
             return torch.zeros(len(input_ids), self.num_lora_layers, self.xlora_config.num_adapters)
+        if keep is not None and bool(keep.all()):
+            keep = None
         if keep is not None:
             input_ids, positions, meta = input_ids[keep], positions[keep], sub_metadata(meta, keep)
         self.state.weights = None if self.pass_row is None else self.pass_row.expand(len(input_ids), -1).to(self.dtype)
