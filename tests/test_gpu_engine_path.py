@@ -41,6 +41,23 @@ def test_greedy_tokens_through_the_triton_seams_match_transformers(tiny_llama):
         assert out.outputs[0].token_ids == reference_greedy(hf_model, prompt, 8)
 
 
+def test_a_draft_model_runs_where_the_target_runs(tiny_llama):
+    """Speculative decoding on the Triton path: the draft model's runner binds the same kernels as the target's (on
+    CUDA: the same device), and greedy tokens stay transformers'. The draft is the target's own weights, so its
+    proposals are accepted and the verify rows are the ones that produce the text."""
+    hf_model, folder, _ = tiny_llama
+    draft = {"model": str(folder), "num_speculative_tokens": 2, "adaptive_k": False}
+    llm = LLM(str(folder), dtype="float32", kernels="triton", block_size=BLOCK, speculative_config=draft)
+    draft_runner = llm.engine.speculator.draft.draft.runner
+    assert draft_runner.device == llm.engine.model_runner.device
+    assert draft_runner.decode_kernel == TritonKernels.decode_attention
+    assert draft_runner.prefill_kernel == TritonKernels.prefill_attention
+    prompt = [5, 100, 2000, 31, 7, 9]
+    out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True))[0]
+    assert out.outputs[0].token_ids == reference_greedy(hf_model, prompt, 6)
+    assert llm.engine.speculator.stats.num_accepted_tokens > 0
+
+
 def _runner(path, backend: str) -> ModelRunner:
     model = load_model(open_model_source(path), torch.bfloat16, backend=backend)
     placement = Placement(torch.device("cpu"), backend)

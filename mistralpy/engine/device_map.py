@@ -26,6 +26,9 @@ CPU = torch.device("cpu")
 class DeviceEntry:
     device: torch.device
     count: int  # consecutive decoder layers on this device
+    # the kernels its layers bind: "" for the device's own (site_kernels); "triton" on the CPU runs the GPU kernels
+    # in Triton's interpreter, which is how a GPU segment is tested on a machine without one
+    kernels: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class DeviceMap:
     entries: tuple[DeviceEntry, ...]  # in layer order; one segment (own KV pool, a boundary before it) each
     head: torch.device  # the final norm and the LM head (and a tied embedding table)
     embed: torch.device = CPU  # the input embeddings
+    head_kernels: str = ""  # as DeviceEntry.kernels, for the head
 
     @property
     def num_layers(self) -> int:
@@ -47,6 +51,10 @@ class DeviceMap:
             start += e.count
         return out
 
+    def segment_kernels(self) -> list[str]:
+        """The kernels each segment's layers bind, in the order of `segments`."""
+        return [site_kernels(e.device, e.kernels) for e in self.entries if e.count]
+
     def layer_devices(self) -> list[torch.device]:
         return [device for start, end, device in self.segments() for _ in range(start, end)]
 
@@ -60,6 +68,13 @@ class DeviceMap:
             raise InvalidRequestError(
                 f"device_layers places {counts} = {self.num_layers} layers; the model has {num_layers}"
             )
+
+
+def site_kernels(device: torch.device, kernels: str = "") -> str:
+    """A device's kernels: the C++ ones on the CPU, Triton's on CUDA (the native ones read CPU memory only)."""
+    if device.type == "cuda" and kernels not in ("", "triton"):
+        raise InvalidRequestError(f"{device} runs the Triton kernels; {kernels!r} runs on the CPU only")
+    return kernels or ("triton" if device.type == "cuda" else "native")
 
 
 def parse_device_layers(text: str, cuda_count: Callable[[], int] = torch.cuda.device_count) -> DeviceMap:

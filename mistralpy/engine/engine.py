@@ -40,6 +40,7 @@ from .output_processor import OutputProcessor, ParentRequest, child_params
 from .request import Request, RequestStatus
 from .runner_setup import build_runner
 from .scheduler import Scheduler, SchedulerOutput
+from .weight_sites import kv_kernels, weight_sites
 
 if TYPE_CHECKING:
     import llguidance
@@ -50,9 +51,7 @@ class Engine:
         self.config = config
         bound_onednn_caches()
         self.threads = ThreadPolicy(config.num_threads)  # first: the load is mostly parallel torch ops
-        self.model_path = config.model or (
-            default_embedding_model_path() if config.task == "embed" else default_model_path()
-        )
+        self.model_path = config.model or (default_model_path, default_embedding_model_path)[config.task == "embed"]()
         source = open_model_source(self.model_path, GGMLParams.from_engine_config(config))
         self.model_config = source.model_config()
         # fail on an unsupported architecture before any heavy work
@@ -66,10 +65,11 @@ class Engine:
         self.dtype = resolve_dtype(config.dtype)
         self.placement = placement_of(config.device, config.kernels)  # before the load: its kernels pick the linears
         self.tp = start_tensor_parallel(config, self.model_path, self.placement)  # one process, or rank 0 of a group
+        sites = weight_sites(config, self.placement, self.model_config)  # each weight's device as it is read
         model = load_model(
             source, self.dtype, config.show_progress, weights=config.weights, quantization=config.quantization,
             between_modules=self.threads.update, mmproj=config.mmproj, backend=self.placement.kernels,
-            tensor_shard=self.tp.shard,
+            tensor_shard=self.tp.shard, sites=sites,
         )  # fmt: skip
         context = self.model_config.max_position_embeddings
         if self.embedding is not None and self.embedding.max_seq_length is not None:
@@ -81,7 +81,7 @@ class Engine:
         self.scheduler_config = SchedulerConfig(config.max_num_seqs, step_tokens, max_model_len)
         quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())
         int8_default = default_kv_cache_dtype(self.dtype, quantized) == "int8"
-        self.kv_cache_dtype = kv_cache_dtype_for(self.placement.kernels, config.kv_cache_dtype, int8_default)
+        self.kv_cache_dtype = kv_cache_dtype_for(kv_kernels(sites, self.placement), config.kv_cache_dtype, int8_default)
         self.lora = setup_lora(model, config, self.dtype)  # adapters merged into the weights, slots for the others
         model, self.lora = extend_model(model, config, self.dtype, self.tokenizer, self.lora)  # X-LoRA, AnyMoE
         self.model_runner, num_blocks = build_runner(self, model, config, max_model_len, step_tokens)

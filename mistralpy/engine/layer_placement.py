@@ -25,7 +25,7 @@ from ..layers.kv_cache import cache_shape, storage_dtype
 from ..layers.native import NativeLayer
 from ..layers.rotary import RotaryEmbedding
 from ..quant.native_linear import NativeQuantLinear
-from .device_map import CPU, DeviceMap, resolve_device_map
+from .device_map import CPU, DeviceMap, resolve_device_map, site_kernels
 
 
 @dataclass
@@ -45,26 +45,29 @@ class LayerPlacement:
     pools: list[torch.Tensor] = field(default_factory=list)  # the KV pools, one a segment (kv_pools)
 
     def apply(self, model: nn.Module) -> None:
-        """Weights onto their devices and the boundary hooks in place (after `bind_native`)."""
+        """Weights onto their devices, each segment's kernels bound, and the boundary hooks in place (after
+        `bind_native`, whose binding the CPU's native segments keep)."""
         inner = _decoder(model)
         layers = list(inner.layers)
         self.dmap.check_layers(len(layers))
-        devices = self.dmap.layer_devices()
-        _unshare(layers, devices)
-        for layer, device in zip(layers, devices, strict=True):
-            _move_layer(layer, device)
+        segments = list(zip(self.dmap.segments(), self.dmap.segment_kernels(), strict=True))
+        sites = [(device, kernels) for (start, end, device), kernels in segments for _ in range(start, end)]
+        _unshare(layers, sites, home=(CPU, "native"))
+        for (start, end, device), kernels in segments:
+            for layer in layers[start:end]:
+                _move_layer(layer, device, kernels)
         tied = getattr(model, "lm_head", None) is None
         embed_device = self.dmap.head if tied else self.dmap.embed
         inner.embed_tokens.to(embed_device)
         self._hook(inner.embed_tokens, "embed", embed_device)
-        for start, _, device in self.dmap.segments():
-            self._hook(layers[start], f"layer {start}", device)
-        head = _final_norm(inner)
-        head.to(self.dmap.head)
+        for (start, _, device), kernels in segments:
+            self._hook(layers[start], f"layer {start}", device, kernels)
+        head, head_kernels = _final_norm(inner), site_kernels(self.dmap.head, self.dmap.head_kernels)
+        _move_layer(head, self.dmap.head, head_kernels)
         if not tied:
             model.lm_head.to(self.dmap.head)
-        self._hook(head, "head", self.dmap.head)
-        if len(self.dmap.segments()) > 1 or self.dmap.devices != {CPU}:
+        self._hook(head, "head", self.dmap.head, head_kernels)
+        if len(self.dmap.segments()) > 1 or self.dmap.devices != {CPU} or {k for _, k in segments} != {"native"}:
             inner.stack_allowed = False
 
     def kv_pools(self, num_blocks: int, block_size: int, cfg, kv_cache_dtype: str, dtype: torch.dtype, cpu_zeros):
@@ -80,29 +83,30 @@ class LayerPlacement:
     def to_host(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.host)
 
-    def _hook(self, module: nn.Module, site: str, device: torch.device) -> None:
+    def _hook(self, module: nn.Module, site: str, device: torch.device, kernels: str = "native") -> None:
         def move_inputs(_module, args, kwargs):
             if self.record_moves:
                 self.moves.append(Move(site, device))
-            return tuple(self._to(a, device) for a in args), {k: self._to(v, device) for k, v in kwargs.items()}
+            moved = {k: self._to(v, device, kernels) for k, v in kwargs.items()}
+            return tuple(self._to(a, device, kernels) for a in args), moved
 
         module.register_forward_pre_hook(move_inputs, with_kwargs=True)
 
-    def _to(self, value, device: torch.device):
+    def _to(self, value, device: torch.device, kernels: str):
         if isinstance(value, torch.Tensor):
             return value.to(device)
         if isinstance(value, AttentionMetadata):
-            return self._meta_on(value, device)
+            return self._meta_on(value, device, kernels)
         return value
 
-    def _meta_on(self, meta: AttentionMetadata, device: torch.device) -> AttentionMetadata:
-        if meta.slot_mapping.device == device and device == CPU:
+    def _meta_on(self, meta: AttentionMetadata, device: torch.device, kernels: str) -> AttentionMetadata:
+        if meta.slot_mapping.device == device and device == CPU and kernels == "native":
             return meta
         if meta is not self._meta_src:  # a new step: the copies of the last one are stale
             self._meta_src, self._meta_copies = meta, {}
-        if device not in self._meta_copies:
-            self._meta_copies[device] = meta_on(meta, device)
-        return self._meta_copies[device]
+        if (device, kernels) not in self._meta_copies:
+            self._meta_copies[device, kernels] = meta_on(meta, device, kernel_set(device, kernels))
+        return self._meta_copies[device, kernels]
 
 
 def placement_for(model: nn.Module, config) -> LayerPlacement | None:
@@ -117,13 +121,19 @@ def placement_for(model: nn.Module, config) -> LayerPlacement | None:
     return placement
 
 
-def meta_on(meta: AttentionMetadata, device: torch.device) -> AttentionMetadata:
-    """The step's metadata with its tensors on `device`; the native kernels kept on the CPU only."""
+def meta_on(meta: AttentionMetadata, device: torch.device, kernels=None) -> AttentionMetadata:
+    """The step's metadata with its tensors on `device` and the attention kernels of `kernels` (a kernel set: the
+    Triton one of a GPU segment); without one, the native kernels kept on the CPU only (torch's paths elsewhere)."""
 
     def to(t):
         return None if t is None else t.to(device)
 
-    native = device == CPU
+    if kernels is not None:
+        write, decode, prefill = kernels.write_kv, kernels.decode_attention, kernels.prefill_attention
+    elif device == CPU:
+        write, decode, prefill = meta.write_kernel, meta.decode_kernel, meta.prefill_kernel
+    else:
+        write = decode = prefill = None
     return replace(
         meta,
         slot_mapping=to(meta.slot_mapping),
@@ -131,11 +141,21 @@ def meta_on(meta: AttentionMetadata, device: torch.device) -> AttentionMetadata:
         decode_lens=to(meta.decode_lens),
         prompt_lens=to(meta.prompt_lens),
         prefills=[replace(p, block_table=to(p.block_table)) for p in meta.prefills],
-        write_kernel=meta.write_kernel if native else None,
-        decode_kernel=meta.decode_kernel if native else None,
-        prefill_kernel=meta.prefill_kernel if native else None,
+        write_kernel=write,
+        decode_kernel=decode,
+        prefill_kernel=prefill,
         _masks={},
     )
+
+
+def kernel_set(device: torch.device, kernels: str):
+    """What a segment's layers and attention call: the Triton kernel set, or None for the native kernels (the
+    runner's binding on the CPU; torch's paths on a device they cannot read)."""
+    if kernels != "triton":
+        return None
+    from ..device import Placement, kernel_module
+
+    return kernel_module(Placement(device, "triton"))
 
 
 def _decoder(model: nn.Module) -> nn.Module:
@@ -154,17 +174,19 @@ def _final_norm(inner: nn.Module) -> nn.Module:
     raise InvalidRequestError(f"device_layers: {type(inner).__name__} has no final norm this placement knows")
 
 
-def _move_layer(layer: nn.Module, device: torch.device) -> None:
-    if device != CPU:
-        native = [type(m).__name__ for m in layer.modules() if isinstance(m, NativeQuantLinear)]
-        if native:
-            raise InvalidRequestError(
-                f"{native[0]} weights run on the CPU's native kernel only and cannot be placed on {device}; "
-                "load with weights='dequantized' to offload them"
-            )
+def _move_layer(layer: nn.Module, device: torch.device, kernels: str = "native") -> None:
+    """A layer's weights onto `device` and its norms / rotary / SiLU bound to the segment's kernels."""
+    native = [type(m).__name__ for m in layer.modules() if isinstance(m, NativeQuantLinear)]
+    if native and (device != CPU or kernels != "native"):
+        raise InvalidRequestError(
+            f"{native[0]} weights run on the CPU's native kernel only and cannot be placed on {device} "
+            f"({kernels} kernels); load with weights='dequantized' to offload them"
+        )
+    if device != CPU or kernels != "native":
+        bound = kernel_set(device, kernels)
         for m in layer.modules():
             if isinstance(m, NativeLayer):
-                m.native = None  # the native norms / rotary / SiLU kernels take CPU tensors only
+                m.native = bound  # the native norms / rotary / SiLU kernels take CPU tensors only
     layer.to(device)
     for m in layer.modules():  # the cos/sin tables are plain attributes, not buffers: .to() leaves them behind
         if isinstance(m, RotaryEmbedding) and m.cos is not None and m.cos.device != device:
@@ -174,9 +196,9 @@ def _move_layer(layer: nn.Module, device: torch.device) -> None:
         raise InvalidRequestError(f"a layer's {stray[0]} could not be placed on {device}")
 
 
-def _unshare(layers: list[nn.Module], devices: list[torch.device]) -> None:
-    """A module several layers hold (the rotary) becomes one copy per device off the CPU: moving one layer must not
-    move another's tables."""
+def _unshare(layers: list[nn.Module], devices: list, home=CPU) -> None:
+    """A module several layers hold (the rotary) becomes one copy per device (or site: device and kernels) other
+    than `home`, the original's: moving or binding one layer must not move or rebind another's tables."""
     holders: dict[int, list[tuple[int, nn.Module, str, nn.Module]]] = {}
     for i, layer in enumerate(layers):
         for parent in layer.modules():
@@ -186,7 +208,7 @@ def _unshare(layers: list[nn.Module], devices: list[torch.device]) -> None:
     for key in shared:
         copies: dict[torch.device, nn.Module] = {}
         for i, parent, name, child in holders[key]:
-            if id(parent) in shared or devices[i] == CPU:
+            if id(parent) in shared or devices[i] == home:
                 continue  # inside a shared module that is copied whole, or the original's device
             if devices[i] not in copies:
                 # the bound kernels module is shared, not copied (a module cannot be)

@@ -52,6 +52,7 @@ def load_model(
     mmproj: str | None = None,
     tensor_shard=None,
     backend: str = "native",
+    sites=None,
 ) -> torch.nn.Module:
     """`weights`: "quantized" keeps quantized weights quantized, "dequantized" turns every weight into a dense
     `dtype` tensor (their float reference), "auto" is "quantized" for bfloat16 and float32 compute and "dequantized"
@@ -61,7 +62,10 @@ def load_model(
     `mmproj`: a llama.cpp projector file whose vision tower joins the (Gemma 3) text model (loader/mmproj.py).
     `tensor_shard`: this rank's part of a tensor-parallel model (distributed/tensor_parallel/shard.py), or None.
     `backend`: "triton" builds GGUF weights for the Triton matmuls (a CUDA engine, device.py); the model stays on
-    the CPU here, its ModelRunner moves it to its device."""
+    the CPU here, its ModelRunner moves it to its device.
+    `sites`: an engine.weight_sites.WeightSites: each weight goes to its module's device as it is read, its module
+    built for that site's kernels (the GPU's part of a device map keeps its GGUF blocks for Triton); None: all in
+    host memory for `backend`."""
     cfg: ModelConfig = source.model_config()
     cls = resolve_model_class(cfg)
     isq_type = isq.resolve_isq(quantization)
@@ -76,6 +80,7 @@ def load_model(
     expected = set(model.state_dict())
     loader = _WeightReader(source, cls, cfg, model, dtype, keep_quantized(weights, dtype), isq_type)
     loader.between_modules, loader.tensor_shard, loader.backend = between_modules, tensor_shard, backend
+    loader.sites = sites
     model = shard_model
     state, modules = loader.read(show_progress)
     for name, module in modules.items():
@@ -136,6 +141,7 @@ class _WeightReader:
         self.between_modules: Callable[[], object] | None = None
         self.tensor_shard = None  # a tensor-parallel rank's TensorShard: each weight cut to its part in `_put`
         self.backend = "native"  # or "triton": GGUF weights for the Triton matmuls
+        self.sites = None  # a WeightSites: each module's device and kernels (over `backend`)
 
     def read(self, show_progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.nn.Module]]:
         parts: dict[str, dict[int, torch.Tensor | RawPart]] = {}
@@ -239,7 +245,8 @@ class _WeightReader:
             self.raw[module_name] = concat_parts(pieces)
         else:
             pieces = [dense_from_parts([p], self.dtype) if isinstance(p, RawPart) else p for p in pieces]
-            self.state[target] = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+            dense = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+            self.state[target] = dense if self.sites is None else dense.to(self.sites.site(module_name).device)
         if module_name in self.raw and self._has_all_weights(module_name):
             self._build(module_name)
 
@@ -258,12 +265,14 @@ class _WeightReader:
         """The quantized module, as soon as its weights are read: its blocks' transient copies are freed, and the
         file pages they were read from are handed back, one module at a time rather than all at the end."""
         parts = self.raw.pop(module_name)
+        site = None if self.sites is None else self.sites.site(module_name)
+        kernels = self.backend if site is None else site.kernels
         if weight_kind(self.model, f"{module_name}.weight") == "embedding":
-            module = embedding_from_part(parts[0], self.cfg.tie_word_embeddings, self.dtype, self.backend)
+            module = embedding_from_part(parts[0], self.cfg.tie_word_embeddings, self.dtype, kernels)
         else:
             bias = self.state.pop(f"{module_name}.bias", None)
-            module = linear_from_parts(parts, bias, self.dtype, self.backend)
-        self.modules[module_name] = module
+            module = linear_from_parts(parts, bias, self.dtype, kernels)
+        self.modules[module_name] = module if site is None else module.to(site.device)
         release_file_pages(self.source)
         if self.between_modules is not None:
             self.between_modules()

@@ -1,7 +1,9 @@
 """The draft model of speculative decoding: loaded like the target (GGUF, HF folder, ISQ) into its own ModelRunner,
 whose paged KV cache has the target's block count and block size. A request's draft K/V lives in the blocks its
 target K/V does (the same block ids, another cache tensor): freeing, trimming and preempting the target's blocks is
-all the draft cache needs. Its tokenizer must be the target's (same ids for the same tokens, same special ids)."""
+all the draft cache needs. Its tokenizer must be the target's (same ids for the same tokens, same special ids).
+It runs where the target runs (the engine's Placement: its device and kernels), so proposals and verification
+never cross devices."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..device import Placement, kv_cache_dtype_for
 from ..engine.model_runner import ModelRunner
+from ..engine.weight_sites import WeightSites
 from ..errors import InvalidRequestError
 from ..layers.kv_cache import default_kv_cache_dtype
 from ..loader import open_model_source
@@ -30,12 +34,21 @@ class DraftModel:
 def load_draft_model(
     path: str, quantization: str | None, target: Tokenizer, target_vocab_size: int, dtype: torch.dtype,
     num_blocks: int, block_size: int, between_modules: Callable[[], object] | None = None,
+    placement: Placement | None = None,
 ) -> DraftModel:  # fmt: skip
+    placement = placement or Placement(torch.device("cpu"), "native")
     source = open_model_source(path)
     check_same_tokenizer(target, _tokenizer_of(source, path), path)
-    model = load_model(source, dtype, weights="auto", quantization=quantization, between_modules=between_modules)
+    on_host = placement == Placement(torch.device("cpu"), "native")
+    sites = None if on_host else WeightSites.single(placement, source.model_config().num_hidden_layers)
+    model = load_model(
+        source, dtype, weights="auto", quantization=quantization, between_modules=between_modules,
+        backend=placement.kernels, sites=sites,
+    )  # fmt: skip
     quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())
-    runner = ModelRunner(model, num_blocks, block_size, dtype, default_kv_cache_dtype(dtype, quantized))
+    int8 = default_kv_cache_dtype(dtype, quantized) == "int8"
+    kv_cache_dtype = kv_cache_dtype_for(placement.kernels, None, int8)
+    runner = ModelRunner(model, num_blocks, block_size, dtype, kv_cache_dtype, placement=placement)
     config = source.model_config()
     return DraftModel(
         runner, min(config.vocab_size, target_vocab_size), config.max_position_embeddings, weight_bytes(model)

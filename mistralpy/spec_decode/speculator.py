@@ -25,6 +25,7 @@ class EngineParts(Protocol):
     threads: Any
     scheduler_config: Any
     max_model_len: int
+    placement: Any  # device.Placement: the draft model runs where the target does
 
 
 @dataclass
@@ -114,7 +115,7 @@ def make_speculator(config: SpeculativeConfig, engine: EngineParts) -> Speculato
     if config.method == "draft_model":
         model = load_draft_model(
             config.model, config.quantization, engine.tokenizer, engine.model_config.vocab_size, engine.dtype,
-            engine.block_manager.num_blocks, engine.block_manager.block_size, engine.threads.update,
+            engine.block_manager.num_blocks, engine.block_manager.block_size, engine.threads.update, engine.placement,
         )  # fmt: skip
         draft = DraftProposer(model, engine.block_manager, engine.scheduler_config.max_num_batched_tokens)
     return Speculator(config, engine.max_model_len, draft)
