@@ -3,16 +3,23 @@ from __future__ import annotations
 import os
 import signal
 
-import openai
-import pytest
 import torch
 
-from mistralpy import threads
+# Triton's kernels run in its interpreter on a machine without a GPU (the GPU path's tests: test_gpu_*.py,
+# test_weight_sites.py). Set before anything imports triton.language: a library imported early (peft) makes its
+# jit'd helpers for compiled kernels otherwise, and an interpreted kernel cannot call them.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from . import machine
-from .families import build as build_family
-from .helpers import llama_to_gguf, make_tiny_llama, save_tokenizer
-from .server_process import KEY, start_test_server
+import openai  # noqa: E402
+import pytest  # noqa: E402
+
+from mistralpy import threads  # noqa: E402
+
+from . import machine  # noqa: E402
+from .families import build as build_family  # noqa: E402
+from .helpers import llama_to_gguf, make_tiny_llama, save_tokenizer  # noqa: E402
+from .server_process import KEY, start_test_server  # noqa: E402
 
 # The suite's engines (and its servers, which inherit this) on a fixed thread count: float32 results depend on it,
 # and tests compare runs. tests/test_threads.py tests the adaptive policy.
