@@ -18,6 +18,9 @@ import psutil
 import pytest
 
 from mistralpy import LLM, SamplingParams
+from mistralpy.cli import build_parser
+from mistralpy.distributed.cli import check_replica_flags, placement_options
+from mistralpy.errors import InvalidRequestError
 
 from .server_process import free_port
 
@@ -37,6 +40,11 @@ def _ray(env: dict, *args: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _ports() -> tuple[str, ...]:
+    """A node's ports that default to fixed numbers, free ones instead: two nodes, and any other Ray on the host."""
+    return ("--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port()))
+
+
 def _kill_cluster(temp_dir: str) -> None:
     """The cluster's daemons: every process whose command line names its temp dir, and their children."""
     mine = [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
@@ -54,11 +62,13 @@ def test_two_node_cluster_serves_replicas_on_both_nodes(tiny_llama):
     address, port = f"127.0.0.1:{free_port()}", free_port()
     serve, log = None, tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would block the server
     try:
-        _ray(env, "--head", "--port", address.split(":")[1], "--num-cpus", "1", "--temp-dir", temp_dir,
-             "--include-dashboard=false", "--disable-usage-stats")  # fmt: skip
-        _ray(env, "--address", address, "--num-cpus", "1", "--temp-dir", temp_dir, "--disable-usage-stats")
+        common = ("--num-cpus", "1", "--temp-dir", temp_dir, "--disable-usage-stats")
+        _ray(env, "--head", "--port", address.split(":")[1], "--include-dashboard=false", *common, *_ports(),
+             "--ray-client-server-port", str(free_port()), "--dashboard-port", str(free_port()))  # fmt: skip
+        _ray(env, "--address", address, *common, *_ports())
         cmd = [sys.executable, "-m", "mistralpy", "serve", "--replicas", "2", "--ray-address", address, "--port",
-               str(port), "-m", str(tiny_llama[2]), "--dtype", "float32", "--kv-cache-tokens", "512"]  # fmt: skip
+               str(port), "-m", str(tiny_llama[2]), "--dtype", "float32", "--kv-cache-tokens", "512",
+               "--max-replicas-per-node", "1"]  # fmt: skip
         serve = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline, reply = time.monotonic() + 180, None
         while time.monotonic() < deadline and serve.poll() is None:
@@ -87,3 +97,15 @@ def test_two_node_cluster_serves_replicas_on_both_nodes(tiny_llama):
         _kill_cluster(temp_dir)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_max_replicas_per_node_flag():
+    def args(*extra: str):
+        return build_parser().parse_args(["serve", *extra])
+
+    assert placement_options(args("--replicas", "2", "--max-replicas-per-node", "1")) == {"max_replicas_per_node": 1}
+    assert placement_options(args("--replicas", "2")) == {}
+    with pytest.raises(InvalidRequestError, match="need --replicas"):
+        check_replica_flags(args("--max-replicas-per-node", "1"))
+    with pytest.raises(InvalidRequestError, match="must be >= 1"):
+        check_replica_flags(args("--replicas", "2", "--max-replicas-per-node", "0"))
