@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from .remote_ranks import RemoteRanks
 from .runner import TensorParallelRunner
 from .shard import TensorShard
 from .torchrun import TorchrunRank, torchrun_rank
-from .watcher import watch_workers
+from .watcher import exit_code, has_exited, watch_workers
 from .worker import run_worker
 
 logger = logging.getLogger(__name__)
@@ -84,17 +85,28 @@ class TensorParallel:
     def send(self, *command) -> None:
         """One command to every worker (they run them in order)."""
         self.check_workers()
-        self.shard.group.broadcast_object(command)
+        try:
+            self.shard.group.broadcast_object(command)
+        except TensorParallelError:
+            self._name_the_gone(within_s=1.0)
+            raise
 
     def check_workers(self) -> None:
         for rank, w in enumerate(self.workers, start=1):
-            if not w.is_alive():
+            if has_exited(w):
                 raise TensorParallelError(
-                    f"tensor-parallel worker rank {rank} (pid {w.pid}) exited with code {w.exitcode}; "
+                    f"tensor-parallel worker rank {rank} (pid {w.pid}) exited with code {exit_code(w)}; "
                     "this engine cannot run another step"
                 )
         if self.remote is not None:
             self.remote.check()
+
+    def _name_the_gone(self, within_s: float) -> None:
+        """After a failed broadcast: the rank that went away, named (its links close a moment before its end shows)."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            self.check_workers()
+            time.sleep(0.02)
 
     def close(self) -> None:
         """Stops the workers (politely when they are all alive) and leaves the process group."""

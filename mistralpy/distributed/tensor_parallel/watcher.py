@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from multiprocessing.connection import wait
 
 logger = logging.getLogger(__name__)
@@ -35,14 +36,27 @@ def report_gone(message: str) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def has_exited(worker) -> bool:
+    """A spawned worker's end: its sentinel closes a moment before its exit status can be read (is_alive() can still
+    say True then)."""
+    return not worker.is_alive() or bool(wait([worker.sentinel], 0))
+
+
+def exit_code(worker, within_s: float = 5.0) -> int | None:
+    """An exited worker's exit code, once the OS has it."""
+    deadline = time.monotonic() + within_s
+    while worker.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return worker.exitcode
+
+
 def watch_workers(workers: list, closing: threading.Event) -> None:
     ended = wait([w.sentinel for w in workers])
     if closing.is_set():
         return
-    for w in workers:
-        if w.sentinel in ended:
-            w.join(timeout=5)  # its sentinel closes a moment before its exit status can be read
     gone = [(rank, w) for rank, w in enumerate(workers, start=1) if w.sentinel in ended]
     report_gone(
-        "; ".join(f"tensor-parallel worker rank {rank} (pid {w.pid}) exited with code {w.exitcode}" for rank, w in gone)
+        "; ".join(
+            f"tensor-parallel worker rank {rank} (pid {w.pid}) exited with code {exit_code(w)}" for rank, w in gone
+        )
     )
