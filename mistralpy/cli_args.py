@@ -58,7 +58,8 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
     )  # fmt: skip
     p.add_argument(
         "--tensor-parallel-size", type=int, default=1,
-        help="ranks the model is sharded over: worker processes joined by torch.distributed (gloo); default 1",
+        help="ranks the model is sharded over: workers spawned here, or torchrun's ranks on every node "
+        "(torch.distributed: NCCL on GPUs, gloo on CPUs; docs/DEPLOYMENT.md); default 1",
     )  # fmt: skip
     add_device_args(p)
     add_speculative_args(p)

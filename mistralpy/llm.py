@@ -65,7 +65,7 @@ class LLM:
     `generation_config`: the sampling defaults of `get_default_sampling_params` and the server: "auto" (the model
     folder's generation_config.json), "vllm" (none), or a generation_config.json's path (or its folder's).
     `mmproj`: a llama.cpp projector GGUF (Gemma 3's) that gives a Gemma 3 text GGUF its vision tower (images in chat).
-    `tensor_parallel_size`: ranks the model is sharded over (worker processes joined by torch.distributed, gloo).
+    `tensor_parallel_size`: ranks the model is sharded over (torch.distributed; under torchrun: run_if_worker_rank).
     `device`: "auto" (CUDA when torch sees it), "cpu", "cuda" or "cuda:N"; `gpu_memory_utilization` (CUDA only):
     the share of GPU memory the engine fills, its KV pool sized to it (default 0.9). `kernels`: device.py.
     `device_layers` ("cuda:0:20;cpu:10") / `n_gpu_layers` (llama.cpp's -ngl): decoder layers split between devices,

@@ -16,6 +16,10 @@ def add_replica_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", default=None, help="a Ray cluster to join (default: a local one is started)")
     p.add_argument("--min-replicas", type=int, default=None, help="autoscaling: the fewest replicas (with --replicas)")
     p.add_argument("--max-replicas", type=int, default=None, help="autoscaling: the most replicas (with --replicas)")
+    p.add_argument(
+        "--max-replicas-per-node", type=int, default=None,
+        help="at most this many replicas on one Ray node (Ray Serve's max_replicas_per_node; 1: a node each)",
+    )  # fmt: skip
 
 
 def replica_counts(args: argparse.Namespace) -> dict[str, int]:
@@ -32,5 +36,18 @@ def replica_counts(args: argparse.Namespace) -> dict[str, int]:
 
 
 def check_replica_flags(args: argparse.Namespace) -> None:
-    if args.replicas is None and (args.min_replicas is not None or args.max_replicas is not None or args.ray_address):
-        raise InvalidRequestError("--min-replicas, --max-replicas and --ray-address need --replicas")
+    per_node = args.max_replicas_per_node
+    if args.replicas is None and (
+        args.min_replicas is not None or args.max_replicas is not None or args.ray_address or per_node is not None
+    ):
+        raise InvalidRequestError(
+            "--min-replicas, --max-replicas, --max-replicas-per-node and --ray-address need --replicas"
+        )
+    if per_node is not None and per_node < 1:
+        raise InvalidRequestError(f"--max-replicas-per-node must be >= 1, got {per_node}")
+
+
+def placement_options(args: argparse.Namespace) -> dict[str, int]:
+    """Ray Serve's placement options for the engine replicas (none: Ray spreads them as it can)."""
+    per_node = args.max_replicas_per_node
+    return {} if per_node is None else {"max_replicas_per_node": per_node}

@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from ..errors import InvalidRequestError
-from .cli import replica_counts
+from .cli import placement_options, replica_counts
 
 APP_NAME = "mistralpy"
 
@@ -37,6 +37,7 @@ def replicas_app(args: argparse.Namespace) -> Any:
         health_check_period_s=2,
         request_router_config=RequestRouterConfig(request_router_class=PrefixAffinityRouter),
         **scaling,
+        **placement_options(args),
     ).bind(args)
     ingress = serve.deployment(serve.ingress()(Ingress), name="Ingress", ray_actor_options={"num_cpus": 0})
     return ingress.bind(engines, args.max_body_bytes)

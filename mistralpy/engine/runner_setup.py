@@ -51,7 +51,8 @@ def build_runner(
         tp, dtype, kv = engine.tp, engine.dtype, engine.kv_cache_dtype
         return tp.runner(model, num_blocks, dtype, kv, engine.lora, placement, config)
 
-    if utilization is None or config.num_kv_blocks is not None:
+    # a tensor-parallel group sizes its pool from kv_cache_tokens: the profile forward would run on rank 0 alone
+    if utilization is None or config.num_kv_blocks is not None or engine.tp.shard is not None:
         num_blocks = config.num_kv_blocks or -(-max(max_model_len, config.kv_cache_tokens) // bs)
         if num_blocks * bs < max_model_len:
             raise InvalidRequestError(

@@ -9,7 +9,7 @@ import signal
 import sys
 
 from ..distributed.cli import add_replica_args, check_replica_flags
-from ..distributed.tensor_parallel.watcher import stop_server_on_worker_death
+from ..distributed.tensor_parallel.watcher import rank_failure, stop_server_on_worker_death
 from ..lora.anymoe.cli import add_anymoe_args
 from ..lora.cli import add_lora_args
 from ..lora.xlora.cli import add_xlora_args
@@ -116,6 +116,10 @@ def serve_command(args: argparse.Namespace) -> int:
     if not 0 <= args.shutdown_timeout < float("inf"):
         raise InvalidRequestError(f"--shutdown-timeout must be a number of seconds >= 0, got {args.shutdown_timeout}")
     check_replica_flags(args)
+    from ..distributed.tensor_parallel.worker_rank import serve_if_worker_rank
+
+    if serve_if_worker_rank(args):  # torchrun's ranks 1..N-1: a worker of rank 0's engine, until rank 0 stops it
+        return 0
     if args.replicas is not None:
         from ..distributed.replicas import serve_replicas
 
@@ -157,4 +161,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+    failure = rank_failure()  # the watcher's SIGTERM: a tensor-parallel rank is gone, an error exit
+    if failure is not None:
+        print(f"mistralpy: error: {failure}", file=sys.stderr, flush=True)
+    raise SystemExit(0 if failure is None else 1)

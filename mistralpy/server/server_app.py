@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 def server_app(args: argparse.Namespace, on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
     """The app; its models load in the background once its lifespan starts (`app.state.models.ready` then)."""
-    from ..config import EngineConfig
     from ..engine.async_engine import AsyncEngine
     from .app import create_app
     from .context import ServerContext
@@ -35,20 +34,7 @@ def server_app(args: argparse.Namespace, on_load_error: Callable[[BaseException]
 
     limits = RequestLimits(max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens)
     images = image_limits(args)  # checked before the models load
-    base = EngineConfig(
-        model=None,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        max_num_seqs=args.max_num_seqs,
-        show_progress=sys.stderr.isatty(),
-        task=args.task,
-        pooling=args.pooling,
-        generation_config=args.generation_config,
-        **engine_options(args),
-        **lora_options(args),
-        **xlora_options(args),
-        **anymoe_options(args),
-    )
+    base = base_config(args)
     adapters = {**lora_modules(args, ""), **xlora_modules(args, "")}
     served, default = served_models(args, base, adapters)
     paths = {m.name: check_model(m.config) for m in served}
@@ -89,6 +75,26 @@ def server_app(args: argparse.Namespace, on_load_error: Callable[[BaseException]
     )  # fmt: skip
 
     return app
+
+
+def base_config(args: argparse.Namespace) -> EngineConfig:
+    """The engine settings the flags give every served model (served_models adds each model's own)."""
+    from ..config import EngineConfig
+
+    return EngineConfig(
+        model=None,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
+        show_progress=sys.stderr.isatty(),
+        task=args.task,
+        pooling=args.pooling,
+        generation_config=args.generation_config,
+        **engine_options(args),
+        **lora_options(args),
+        **xlora_options(args),
+        **anymoe_options(args),
+    )
 
 
 def mcp_toolbox(args: argparse.Namespace) -> McpToolbox | None:

@@ -12,11 +12,13 @@ from .step_payload import StepPayload
 
 
 class TensorParallelRunner(ModelRunner):
-    def __init__(self, tp, model: torch.nn.Module, num_blocks: int, block_size: int, dtype, kv_cache_dtype, lora):
+    def __init__(
+        self, tp, model: torch.nn.Module, num_blocks: int, block_size: int, dtype, kv_cache_dtype, lora, placement=None
+    ) -> None:
         self.tp = tp
         tp.send("init", num_blocks, block_size, dtype, kv_cache_dtype)
-        super().__init__(model, num_blocks, block_size, dtype, kv_cache_dtype, lora=lora)
-        tp.shard.group.announce_logits = lambda hidden: tp.send("logits", hidden)
+        super().__init__(model, num_blocks, block_size, dtype, kv_cache_dtype, lora=lora, placement=placement)
+        tp.shard.group.announce_logits = lambda hidden: tp.send("logits", hidden.cpu())
 
     def _prepare(self, sched: SchedulerOutput) -> StepInputs:
         inputs = super()._prepare(sched)

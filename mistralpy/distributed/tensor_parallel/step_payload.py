@@ -1,8 +1,10 @@
 """StepPayload: what rank 0 sends the workers for one forward pass (the model runner's inputs, not the scheduler's
-requests: those hold matchers, generators and other state that stays on rank 0)."""
+requests: those hold matchers, generators and other state that stays on rank 0). It travels pickled, its tensors on
+the CPU (a CUDA tensor would unpickle onto rank 0's device index); each worker moves them to its own device."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +28,16 @@ class StepPayload:
         return cls(
             input_ids, positions, meta.slot_mapping, meta.num_decode_tokens, meta.decode_block_tables,
             meta.decode_lens, meta.prefills, meta.prompt_lens,
+        ).to(torch.device("cpu"))  # fmt: skip
+
+    def to(self, device: torch.device) -> StepPayload:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        spans = [dataclasses.replace(s, block_table=s.block_table.to(device)) for s in self.prefills]
+        return StepPayload(
+            self.input_ids.to(device), self.positions.to(device), self.slot_mapping.to(device), self.num_decode_tokens,
+            move(self.decode_block_tables), move(self.decode_lens), spans, move(self.prompt_lens),
         )  # fmt: skip
 
     def metadata(self, write_kernel, decode_kernel, prefill_kernel) -> AttentionMetadata:
