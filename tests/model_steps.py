@@ -26,6 +26,22 @@ def decode(runner: ModelRunner, token: int, pos: int) -> torch.Tensor:
     return runner.model.compute_logits(hidden)[0]
 
 
+def bound_step(runner: ModelRunner, ids: list[int], start: int) -> torch.Tensor:
+    """A prefill chunk (several ids) or a decode token (one) through the runner's bound attention kernels: float32
+    logits."""
+    n, ctx = len(ids), start + len(ids)
+    table = torch.arange(-(-ctx // BLOCK))
+    meta = AttentionMetadata(torch.arange(start, ctx), write_kernel=runner.write_kernel)
+    if n == 1:
+        meta.num_decode_tokens, meta.decode_block_tables, meta.decode_lens = 1, table[None], torch.tensor([ctx])
+        meta.decode_kernel = runner.decode_kernel
+    else:
+        meta.prefills, meta.prefill_kernel = [PrefillSpan(n, ctx, table)], runner.prefill_kernel
+    with torch.inference_mode():
+        hidden = runner.model(torch.tensor(ids), torch.arange(start, ctx), runner.kv_caches, meta)
+        return runner.model.compute_logits(hidden).float()
+
+
 def reference_logits(model, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].float()

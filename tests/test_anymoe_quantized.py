@@ -5,8 +5,6 @@ Runner's anymoe_config reads the saved gates back."""
 
 from __future__ import annotations
 
-import random
-
 import gguf
 import pytest
 import torch
@@ -18,7 +16,7 @@ from mistralpy.lora.layer import LoRALinear
 from mistralpy.quant.quantized_linear import QuantizedLinear
 
 from .helpers import llama_to_gguf
-from .test_anymoe import _config, _prompts, _routing, experts  # noqa: F401 (experts: the fixture)
+from .test_anymoe import _assert_routes_held_out_prompts, _config, experts  # noqa: F401 (experts: the fixture)
 
 
 def test_gates_route_on_a_q8_0_base(tiny_llama, experts, tmp_path, monkeypatch):  # noqa: F811
@@ -36,12 +34,7 @@ def test_gates_route_on_a_q8_0_base(tiny_llama, experts, tmp_path, monkeypatch):
         for expert in loras:
             layers = [m for m in expert.children() if isinstance(m, LoRALinear)]
             assert layers and all(isinstance(m.base, QuantizedLinear) for m in layers)
-    rng = random.Random(1)
-    held_out = [(p, kind + 1) for kind in (0, 1) for p in _prompts(kind, 10, rng)]
-    routing = _routing(llm, [p for p, _ in held_out])
-    labels = torch.tensor([e for _, e in held_out])
-    accuracy = (routing.argmax(-1) == labels.unsqueeze(1)).float().mean(0)  # per layer
-    assert (accuracy >= 0.9).all(), accuracy
+    _assert_routes_held_out_prompts(llm)
     # mistral.rs's way: Runner(anymoe_config=...) over the same file reads the saved gates instead of training
     monkeypatch.setattr(anymoe_build, "train_gates", lambda *a, **k: pytest.fail("trained again"))
     with Runner(Which.GGUF(str(path), path.name, dtype="f32"), anymoe_config=config) as runner:

@@ -16,16 +16,14 @@ from mistralpy.device import Placement  # noqa: E402
 from mistralpy.engine.model_runner import ModelRunner  # noqa: E402
 from mistralpy.gpu.gguf_linear import TritonGGUFLinear  # noqa: E402
 from mistralpy.gpu.kernel_set import TritonKernels  # noqa: E402
-from mistralpy.layers.attention import AttentionMetadata, PrefillSpan  # noqa: E402
 from mistralpy.layers.norm import RMSNorm  # noqa: E402
 from mistralpy.loader import open_model_source  # noqa: E402
 from mistralpy.loader.model_loader import load_model  # noqa: E402
 from mistralpy.quant.quantized_linear import FusedQuantizedLinear  # noqa: E402
 
 from .helpers import llama_to_gguf  # noqa: E402
-from .model_steps import reference_greedy  # noqa: E402
+from .model_steps import BLOCK, bound_step, reference_greedy  # noqa: E402
 
-BLOCK = 4
 Q = gguf.GGMLQuantizationType
 
 
@@ -64,21 +62,6 @@ def _runner(path, backend: str) -> ModelRunner:
     return ModelRunner(model, 16, BLOCK, torch.bfloat16, "auto", placement=placement)
 
 
-def _step(runner: ModelRunner, ids: list[int], start: int) -> torch.Tensor:
-    """One chunk (prefill) or token (decode) of a sequence on blocks 0.., through the runner's bound kernels."""
-    n, ctx = len(ids), start + len(ids)
-    table = torch.arange(-(-ctx // BLOCK))
-    meta = AttentionMetadata(torch.arange(start, ctx), write_kernel=runner.write_kernel)
-    if n == 1:
-        meta.num_decode_tokens, meta.decode_block_tables, meta.decode_lens = 1, table[None], torch.tensor([ctx])
-        meta.decode_kernel = runner.decode_kernel
-    else:
-        meta.prefills, meta.prefill_kernel = [PrefillSpan(n, ctx, table)], runner.prefill_kernel
-    with torch.inference_mode():
-        hidden = runner.model(torch.tensor(ids), torch.arange(start, ctx), runner.kv_caches, meta)
-        return runner.model.compute_logits(hidden).float()
-
-
 def test_bf16_gguf_through_the_triton_seams_matches_the_cpu_path(tiny_llama, tmp_path):
     path = tmp_path / "q.gguf"
     llama_to_gguf(tiny_llama[0], path, qtypes={"attn": Q.Q8_0, "ffn": Q.Q4_0})
@@ -91,7 +74,7 @@ def test_bf16_gguf_through_the_triton_seams_matches_the_cpu_path(tiny_llama, tmp
     prompt = [7, 300, 41, 5000, 12, 9, 77, 1024, 3]
     chunks = [(prompt[:5], 0), (prompt[5:], 5), ([11], 9), ([4000], 10)]  # chunked prefill, then two decodes
     for ids, start in chunks:
-        got, want = _step(triton, ids, start), _step(cpu, ids, start)
+        got, want = bound_step(triton, ids, start), bound_step(cpu, ids, start)
         # bf16 activations: the two paths round at different places (float32 norms inside the kernels); measured
         # differences 0.08-0.12 on logits up to ~4
         torch.testing.assert_close(got, want, atol=0.05 * want.abs().max().item(), rtol=0)

@@ -22,16 +22,15 @@ from mistralpy.engine.model_runner import ModelRunner  # noqa: E402
 from mistralpy.engine.weight_sites import Site, WeightSites, kv_kernels, weight_sites  # noqa: E402
 from mistralpy.gpu.gguf_linear import TritonGGUFLinear  # noqa: E402
 from mistralpy.gpu.kernel_set import TritonKernels  # noqa: E402
-from mistralpy.layers.attention import AttentionMetadata, PrefillSpan  # noqa: E402
 from mistralpy.layers.native import NativeLayer  # noqa: E402
 from mistralpy.loader import open_model_source  # noqa: E402
 from mistralpy.loader.model_loader import load_model  # noqa: E402
 from mistralpy.quant.quantized_linear import FusedQuantizedLinear  # noqa: E402
 
 from .helpers import llama_to_gguf  # noqa: E402
+from .model_steps import BLOCK, bound_step  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
-BLOCK = 4
 META = torch.device("meta")
 TWO_GPUS = lambda: 2  # noqa: E731 - the device count a map is checked against
 
@@ -83,20 +82,6 @@ def test_each_weight_goes_to_its_device_as_it_is_read(tiny_llama, tmp_path):
     assert not any(isinstance(p, TritonGGUFLinear) for p in _linear_parts(inner.layers[0]))
 
 
-def _forward(runner: ModelRunner, ids: list[int], start: int) -> torch.Tensor:
-    n, ctx = len(ids), start + len(ids)
-    table = torch.arange(-(-ctx // BLOCK))
-    meta = AttentionMetadata(torch.arange(start, ctx), write_kernel=runner.write_kernel)
-    if n == 1:
-        meta.num_decode_tokens, meta.decode_block_tables, meta.decode_lens = 1, table[None], torch.tensor([ctx])
-        meta.decode_kernel = runner.decode_kernel
-    else:
-        meta.prefills, meta.prefill_kernel = [PrefillSpan(n, ctx, table)], runner.prefill_kernel
-    with torch.inference_mode():
-        hidden = runner.model(torch.tensor(ids), torch.arange(start, ctx), runner.kv_caches, meta)
-        return runner.model.compute_logits(hidden).float()
-
-
 @pytest.mark.parametrize("triton_first", [False, True])
 def test_a_gguf_model_split_between_native_and_triton_kernels(tiny_llama, tmp_path, triton_first):
     """llama.cpp's -ngl shape (CPU layers first, the GPU's last with the head) and the issue's "cuda:0:N;cpu:M"."""
@@ -119,6 +104,6 @@ def test_a_gguf_model_split_between_native_and_triton_kernels(tiny_llama, tmp_pa
     assert not any(isinstance(m.native, TritonKernels) for m in n.modules() if isinstance(m, NativeLayer))
     prompt = [7, 300, 41, 5000, 12, 9, 77, 1024, 3]
     for ids, start in [(prompt[:5], 0), (prompt[5:], 5), ([11], 9), ([4000], 10)]:
-        got, want = _forward(split, ids, start), _forward(plain, ids, start)
+        got, want = bound_step(split, ids, start), bound_step(plain, ids, start)
         # bf16 activations, int8-quantized ones on the native side only: as test_gpu_engine_path's bound
         torch.testing.assert_close(got, want, atol=0.05 * want.abs().max().item(), rtol=0)

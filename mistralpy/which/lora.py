@@ -19,7 +19,23 @@ def tokenizer_of_ordering(base_model_id: str) -> str | None:
     return base_model_id if (Path(base_model_id).expanduser() / "tokenizer.json").is_file() else None
 
 
-class LoraGGUF(GGUF):
+class _OrderedAdapters:
+    """A quantized base whose adapters an ordering file names (LoraGGUF, LoraGGML): its tokenizer, where none is
+    given, from the ordering's base_model_id."""
+
+    adapters_model_id: str
+    order: str
+    tok_model_id: str | None
+
+    def resolve(self) -> ModelSpec:
+        ordering = read_ordering(self.order)
+        if self.tok_model_id is None:
+            self.tok_model_id = tokenizer_of_ordering(ordering.base_model_id)
+        spec = super().resolve()
+        return dataclasses.replace(spec, adapters=ordering.adapters(self.adapters_model_id))
+
+
+class LoraGGUF(_OrderedAdapters, GGUF):
     """A GGUF base with the LoRA adapters of a mistral.rs ordering file (`order`): its `order` names folders of
     `adapters_model_id`, active for every request that names no adapter (lora/ordering.py). `tok_model_id` None: the
     ordering file's base_model_id where it is a local folder with tokenizer.json, else the GGUF's own tokenizer."""
@@ -40,15 +56,8 @@ class LoraGGUF(GGUF):
     def __repr__(self) -> str:
         return f"Which.LoraGGUF({self.quantized_model_id!r}, {self.quantized_filename!r}, {self.order!r})"
 
-    def resolve(self) -> ModelSpec:
-        ordering = read_ordering(self.order)
-        if self.tok_model_id is None:
-            self.tok_model_id = tokenizer_of_ordering(ordering.base_model_id)
-        spec = super().resolve()
-        return dataclasses.replace(spec, adapters=ordering.adapters(self.adapters_model_id))
 
-
-class LoraGGML(GGML):
+class LoraGGML(_OrderedAdapters, GGML):
     """A legacy GGML base with the LoRA adapters of an ordering file, as Which.LoraGGUF. `gqa` is mistralpy's
     addition (mistral.rs's LoraGGML has none and assumes 1): the grouped-query factor the format does not record."""
 
@@ -68,13 +77,6 @@ class LoraGGML(GGML):
 
     def __repr__(self) -> str:
         return f"Which.LoraGGML({self.quantized_model_id!r}, {self.quantized_filename!r}, {self.order!r})"
-
-    def resolve(self) -> ModelSpec:
-        ordering = read_ordering(self.order)
-        if self.tok_model_id is None:
-            self.tok_model_id = tokenizer_of_ordering(ordering.base_model_id)
-        spec = super().resolve()
-        return dataclasses.replace(spec, adapters=ordering.adapters(self.adapters_model_id))
 
 
 class Lora(Plain):
