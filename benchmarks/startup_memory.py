@@ -1,6 +1,7 @@
 """Start-up time and memory of the embedded model, each measurement in a fresh process.
 
     python benchmarks/startup_memory.py [--rounds 3] [--threads 2] [--server-clients 32] [--server-bursts 3]
+        [--server-max-tokens 128] [--server-only [--server-kv-cache-dtype int8]]
 
 Per round: seconds from `LLM()` (mistralpy already imported) to the first generated token, the import time, and the
 peak RSS of a serving-like run (LLM() + 16 concurrent chat requests of 64 tokens), with the RSS after load for scale.
@@ -59,11 +60,11 @@ def _status_mb(pid: int, key: str) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith(f"{key}:")) / 1024
 
 
-def _chat(url: str, i: int) -> int:
+def _chat(url: str, i: int, max_tokens: int) -> int:
     body = {
         "model": "default",
         "messages": [{"role": "user", "content": f"Write a story about the number {i}, with some detail."}],
-        "max_tokens": 128,
+        "max_tokens": max_tokens,
         "temperature": 0.8,
         "seed": i,
         "stream": i % 2 == 0,
@@ -73,7 +74,7 @@ def _chat(url: str, i: int) -> int:
         return len(response.read())
 
 
-def server_peak(clients: int, bursts: int, kv_cache_dtype: str | None) -> dict:
+def server_peak(clients: int, bursts: int, kv_cache_dtype: str | None, max_tokens: int = 128) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -94,7 +95,7 @@ def server_peak(clients: int, bursts: int, kv_cache_dtype: str | None) -> dict:
                 ids = range(
                     burst * clients, (burst + 1) * clients
                 )  # new prompts: no prefix-cache hits past the system's
-                list(pool.map(lambda i: _chat(f"{base}/v1/chat/completions", i), ids))
+                list(pool.map(lambda i: _chat(f"{base}/v1/chat/completions", i, max_tokens), ids))
             peaks.append(_status_mb(proc.pid, "VmHWM"))
         return {"rss_ready_mb": ready_mb, "peak_rss_mb_after_each_burst": peaks}
     finally:
@@ -108,10 +109,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--server-clients", type=int, default=32)
     parser.add_argument("--server-bursts", type=int, default=3)
+    parser.add_argument("--server-max-tokens", type=int, default=128, help="tokens each chat of a burst generates")
+    parser.add_argument("--server-only", action="store_true", help="only the server's peaks (a slow level: portable)")
+    parser.add_argument("--server-kv-cache-dtype", choices=["auto", "int8"], help="--server-only: its K/V")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.threads)))
+        return
+    if args.server_only:
+        kv = args.server_kv_cache_dtype
+        peak = server_peak(args.server_clients, args.server_bursts, kv, args.server_max_tokens)
+        print(json.dumps({"server": {f"{kv or 'default'} K/V": peak, "max_tokens": args.server_max_tokens}}, indent=2))
         return
     runs = []
     for _ in range(args.rounds):
@@ -121,7 +130,7 @@ def main() -> None:
         key: {"median": statistics.median(r[key] for r in runs), "best": min(r[key] for r in runs)} for key in runs[0]
     }
     server = {
-        name: server_peak(args.server_clients, args.server_bursts, dtype)
+        name: server_peak(args.server_clients, args.server_bursts, dtype, args.server_max_tokens)
         for name, dtype in (("default (int8 K/V)", None), ("auto (bf16 K/V)", "auto"))
     }
     print(json.dumps({"runs": runs, "summary": summary, "server": server}, indent=2))

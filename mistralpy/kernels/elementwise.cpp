@@ -8,9 +8,7 @@
 
 #include "isa.h"
 #include "ops.h"
-#ifdef MISTRALPY_AVX512
 #include "vec_exp.h"
-#endif
 
 namespace {
 
@@ -56,6 +54,14 @@ void silu_mul_rows(const bf16* x, int64_t x_stride, bf16* out, int64_t n, int64_
         const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
         _mm512_mask_storeu_ps(s + i, m, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
       }
+#elif defined(MISTRALPY_AVX2)
+      int64_t i = 0;
+      for (; i + 8 <= len; i += 8) {  // scalar expf was ~5% of a batch-32 run at the avx2 level
+        const __m256 v = _mm256_loadu_ps(s + i);
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+        _mm256_storeu_ps(s + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+      }
+      for (; i < len; ++i) s[i] = s[i] / (1.0f + std::exp(-s[i]));
 #else
       for (int64_t i = 0; i < len; ++i) s[i] = s[i] / (1.0f + std::exp(-s[i]));
 #endif

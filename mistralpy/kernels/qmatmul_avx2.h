@@ -16,6 +16,7 @@
 #ifdef MISTRALPY_AVX2
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -24,7 +25,7 @@
 namespace quant {
 
 struct Avx2Pass {
-  static constexpr int kMaxRows = 4;
+  static constexpr int kMaxRows = 8;
   static constexpr bool kPrefetches = true;
 
   static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
@@ -34,6 +35,19 @@ struct Avx2Pass {
 
   template <int kBits, int kG, int MR, typename P>
   static void run(const PanelArgs<P>& o, int64_t p, int64_t m, float (*out)[kPanel]) {
+    if constexpr (kBits == 4 && MR >= 4) {
+      run_halves<kBits, kG, MR>(o, p, m, out);
+    } else if constexpr (MR > 4) {  // 8 bits: halves measured ~4% slower than two passes of 4 rows (thread time)
+      run_both<kBits, kG, 4>(o, p, m, out);
+      run_both<kBits, kG, MR - 4>(o, p, m + 4, out + 4);
+    } else {
+      run_both<kBits, kG, MR>(o, p, m, out);
+    }
+  }
+
+  // Few rows (decode): both halves of a block as it streams by, the next panel requested a line a block.
+  template <int kBits, int kG, int MR, typename P>
+  static void run_both(const PanelArgs<P>& o, int64_t p, int64_t m, float (*out)[kPanel]) {
     constexpr int kBlocks = kG * kBits / 32;
     const int64_t G = o.groups;
     const uint8_t* codes = o.codes + p * o.panel_bytes;
@@ -101,6 +115,78 @@ struct Avx2Pass {
     for (int j = 0; j < MR; ++j) {
       _mm256_storeu_ps(out[j], acc[j][0]);
       _mm256_storeu_ps(out[j] + 8, acc[j][1]);
+    }
+  }
+
+  // Many rows (batches, prefill): one half of the panel (8 weight rows, one ymm) at a time, so that each weight
+  // vector loaded serves MR rows of x and a group's integer sums (MR ymm) stay in registers (both halves' sums of 4
+  // rows spilled to the stack); the float sums wait in `out` (L1) from group to group. A lane's float operations are
+  // run_both's, in the same order; the panel's codes, read twice, stay in L1 (at most 16 x 1536 bytes).
+  template <int kBits, int kG, int MR, typename P>
+  static void run_halves(const PanelArgs<P>& o, int64_t p, int64_t m, float (*out)[kPanel]) {
+    constexpr int kBlocks = kG * kBits / 32;
+    const int64_t G = o.groups, row = o.K / 4;  // u32 of x codes per row
+    const uint8_t* codes = o.codes + p * o.panel_bytes;
+    const P* scale = o.scale + p * G * kPanel;
+    const P* bias = o.bias != nullptr ? o.bias + p * G * kPanel : nullptr;
+    const __m256i nibble = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256 offset = _mm256_set1_ps(o.offset);
+    const int* x = reinterpret_cast<const int*>(o.x.q.data()) + m * row;
+    // x's per-group numbers as locals: read through o, they were loaded again after every store to out
+    const float* d = o.x.d.data() + m * G;
+    const float* dq = o.x.dq.data() + m * G;
+    const int32_t* q_sum = o.x.sum.data() + m * G;
+    for (int j = 0; j < MR; ++j) std::fill(out[j], out[j] + kPanel, 0.0f);
+    for (int h = 0; h < 2; ++h) {
+      for (int64_t g = 0; g < G; ++g) {
+        const uint8_t* group = codes + g * kBlocks * 64;
+        if (h == 0) prefetch_next(o, group, scale, bias, g, kBlocks);
+        __m256i s[MR];
+        for (int j = 0; j < MR; ++j) s[j] = _mm256_setzero_si256();
+        const int* xg = x + g * (kG / 4);
+        for (int b = 0; b < kBlocks; ++b) {
+          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + b * 64 + 32 * h));
+          if constexpr (kBits == 4) {
+            const __m256i low = _mm256_and_si256(w, nibble);
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
+            for (int j = 0; j < MR; ++j) {
+              s[j] = _mm256_add_epi16(s[j], _mm256_maddubs_epi16(low, _mm256_set1_epi32(xg[j * row + 2 * b])));
+              s[j] = _mm256_add_epi16(s[j], _mm256_maddubs_epi16(high, _mm256_set1_epi32(xg[j * row + 2 * b + 1])));
+            }
+          } else {
+            const __m256i signed_w = _mm256_xor_si256(w, flip);
+            const __m256i magnitude = _mm256_abs_epi8(signed_w);
+            for (int j = 0; j < MR; ++j) {
+              const __m256i xb = _mm256_sign_epi8(_mm256_set1_epi32(xg[j * row + b]), signed_w);
+              s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, xb), ones));
+            }
+          }
+        }
+        const __m256 a = load8(scale + g * kPanel + 8 * h);
+        const __m256 z = _mm256_fmadd_ps(a, offset, bias != nullptr ? load8(bias + g * kPanel + 8 * h)
+                                                                     : _mm256_setzero_ps());
+        for (int j = 0; j < MR; ++j) {
+          const int64_t i = j * G + g;
+          const __m256i sum = kBits == 4 ? _mm256_madd_epi16(s[j], ones)
+                                         : _mm256_add_epi32(s[j], _mm256_set1_epi32(128 * q_sum[i]));
+          __m256 acc = _mm256_loadu_ps(out[j] + 8 * h);
+          acc = _mm256_fmadd_ps(z, _mm256_set1_ps(dq[i]), acc);
+          acc = _mm256_fmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(d[i])), _mm256_cvtepi32_ps(sum), acc);
+          _mm256_storeu_ps(out[j] + 8 * h, acc);
+        }
+      }
+    }
+  }
+
+  // The next panel's lines of group g (codes, and the parameters a line at a time), requested one pass ahead.
+  template <typename P>
+  static void prefetch_next(const PanelArgs<P>& o, const uint8_t* group, const P* scale, const P* bias, int64_t g,
+                            int blocks) {
+    for (int b = 0; b < blocks; ++b) prefetch_line(group + b * 64 + o.panel_bytes);
+    if (g % (64 / (kPanel * sizeof(P))) == 0) {
+      prefetch_line(scale + o.groups * kPanel + g * kPanel);
+      if (bias != nullptr) prefetch_line(bias + o.groups * kPanel + g * kPanel);
     }
   }
 };

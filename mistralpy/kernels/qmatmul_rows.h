@@ -41,6 +41,9 @@ void panel_rows(const PanelArgs<P>& o, int64_t m, int64_t M, int64_t p, O* out, 
     m += rows;
   };
   for (; m + kMax <= M; ) Pass::template run<kBits, kG, kMax>(o, p, m, sums), store(kMax);
+  if constexpr (kMax > 4) {
+    if (M - m >= 4) Pass::template run<kBits, kG, 4>(o, p, m, sums), store(4);
+  }
   if constexpr (kMax > 2) {
     if (M - m >= 2) Pass::template run<kBits, kG, 2>(o, p, m, sums), store(2);
   }

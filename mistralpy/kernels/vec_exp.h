@@ -2,10 +2,12 @@
 // calls cost more than the rest of the softmax and SiLU loops. 2^(x log2 e) as 2^n * 2^f, |f| <= 1/2, with a
 // degree-7 polynomial for 2^f: relative error ~1e-7 plus ~|x| * 6e-8 from rounding x log2 e.
 #pragma once
+#include "isa.h"
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
+#ifdef MISTRALPY_AVX512
 inline __m512 exp16(__m512 x) {
   x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-103.9f));
   const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
@@ -33,3 +35,26 @@ inline void exp_inplace(float* a, int64_t n, float add) {
     _mm512_mask_storeu_ps(a + i, m, exp16(_mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), v)));
   }
 }
+#endif
+
+#ifdef MISTRALPY_AVX2
+// exp over 8 float32 lanes (AVX2, for the SiLU), exp16's polynomial; without scalef, 2^n is built in the exponent
+// bits, so x is clamped to [-86, 88.7] (2^n normal: n in [-125, 128] as 2 * 2^(n-1)). Below e^-86 (~4e-38) the
+// result stays e^-86: nothing next to 1 (SiLU's 1 + e^-x).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.7f)), _mm256_set1_ps(-86.0f));
+  const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
+  const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(t, n);
+  __m256 p = _mm256_set1_ps(1.5252734e-5f);
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.5403530e-4f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504109e-2f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022651e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(126)), 23);
+  return _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), _mm256_set1_ps(2.0f));  // p 2^(n-1) 2
+}
+#endif
