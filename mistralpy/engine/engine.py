@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ..config import EngineConfig, SchedulerConfig, resolve_dtype
 from ..device import kv_cache_dtype_for, placement_of
 from ..distributed.tensor_parallel.launch import start_tensor_parallel
-from ..embed.default_model import default_embedding_model_path
+from ..embed.default_model import default_model_for
 from ..embed.outputs import EmbeddingRequestOutput
 from ..embed.spec import source_embedding_spec
 from ..embed.task import NO_SAMPLING, STEP_TOKENS, resolve_task
@@ -16,7 +16,6 @@ from ..errors import InvalidRequestError, PromptTooLongError
 from ..generation_config import generation_defaults
 from ..layers.kv_cache import default_kv_cache_dtype
 from ..loader import GGMLParams, open_model_source
-from ..loader.default_model import default_model_path
 from ..loader.model_loader import load_model
 from ..lora.extend import extend_model
 from ..lora.request import LoRARequest
@@ -51,7 +50,7 @@ class Engine:
         self.config = config
         bound_onednn_caches()
         self.threads = ThreadPolicy(config.num_threads)  # first: the load is mostly parallel torch ops
-        self.model_path = config.model or (default_model_path, default_embedding_model_path)[config.task == "embed"]()
+        self.model_path = config.model or default_model_for(config.task)
         source = open_model_source(self.model_path, GGMLParams.from_engine_config(config))
         self.model_config = source.model_config()
         # fail on an unsupported architecture before any heavy work

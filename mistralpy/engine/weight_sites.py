@@ -44,6 +44,11 @@ class WeightSites:
     def any_triton(self) -> bool:
         return any(s.kernels == "triton" for s in (*self.layers, self.embed, self.head))
 
+    def off_host(self) -> WeightSites | None:
+        """These sites, or None where every one is the CPU's native kernels in host memory (the loader's default)."""
+        host = Site(CPU, "native")
+        return None if all(s == host for s in (*self.layers, self.embed, self.head)) else self
+
     def on_host(self) -> WeightSites:
         """The same kernels with every weight in host memory (an adapter merge changes weights before they move)."""
 
@@ -73,15 +78,13 @@ def weight_sites(config, placement: Placement, model_config) -> WeightSites | No
     cost): a CPU engine, or a device map whose entries are all the CPU."""
     n = model_config.num_hidden_layers
     dmap = resolve_device_map(config.device_layers, config.n_gpu_layers, n)
-    if dmap is not None:
-        sites = WeightSites.from_map(dmap, model_config.tie_word_embeddings)
-    elif placement.device.type != "cpu" or placement.kernels != "native":
-        sites = WeightSites.single(placement, n)
-    else:
-        return None
-    if all(s == Site(CPU, "native") for s in (*sites.layers, sites.embed, sites.head)):
-        return None
-    return sites.on_host() if config.lora_merge else sites
+    placed = (
+        WeightSites.single(placement, n)
+        if dmap is None
+        else WeightSites.from_map(dmap, model_config.tie_word_embeddings)
+    )
+    sites = placed.off_host()
+    return sites.on_host() if sites is not None and config.lora_merge else sites
 
 
 def kv_kernels(sites: WeightSites | None, placement: Placement) -> str:

@@ -115,11 +115,10 @@ def mcp_toolbox(args: argparse.Namespace) -> McpToolbox | None:
 
 def check_model(config: EngineConfig) -> str:
     """Fail before the server starts on what is cheap to check: the path, the file format, the architecture."""
-    from ..embed.default_model import default_embedding_model_path
+    from ..embed.default_model import default_model_for
     from ..loader import GGMLParams, open_model_source
-    from ..loader.default_model import default_model_path
     from ..models import resolve_model_class
 
-    path = config.model or (default_embedding_model_path() if config.task == "embed" else default_model_path())
+    path = config.model or default_model_for(config.task)
     resolve_model_class(open_model_source(path, GGMLParams.from_engine_config(config)).model_config())
     return path

@@ -39,8 +39,7 @@ def load_draft_model(
     placement = placement or Placement(torch.device("cpu"), "native")
     source = open_model_source(path)
     check_same_tokenizer(target, _tokenizer_of(source, path), path)
-    on_host = placement == Placement(torch.device("cpu"), "native")
-    sites = None if on_host else WeightSites.single(placement, source.model_config().num_hidden_layers)
+    sites = WeightSites.single(placement, source.model_config().num_hidden_layers).off_host()
     model = load_model(
         source, dtype, weights="auto", quantization=quantization, between_modules=between_modules,
         backend=placement.kernels, sites=sites,
