@@ -53,7 +53,15 @@ if _FORCED in ("", "auto"):
     _FORCED = ""
 CPU_AVX512 = ARCH == "x86_64" and _AVX512_FLAGS | _V3_FLAGS <= CPU_FLAGS
 CPU_AVX2 = ARCH == "x86_64" and _V3_FLAGS <= CPU_FLAGS
-ISA_LEVEL = _FORCED or ("avx512" if CPU_AVX512 else "avx2" if CPU_AVX2 else "portable")
+CPU_AVX2_VNNI = CPU_AVX2 and "avx_vnni" in CPU_FLAGS
+_BEST = "avx512" if CPU_AVX512 else "avx2_vnni" if CPU_AVX2_VNNI else "avx2" if CPU_AVX2 else "portable"
+ISA_LEVEL = _FORCED or _BEST
+# The levels this CPU runs, best first (a build for each below ISA_LEVEL is tested: test_isa_level_builds.py)
+CPU_LEVELS = [
+    name
+    for name, runs in (("avx512", CPU_AVX512), ("avx2_vnni", CPU_AVX2_VNNI), ("avx2", CPU_AVX2), ("portable", True))
+    if runs
+]
 # The build's AVX-512 kernels: on the avx512 level only (a forced lower level compiles without them).
 AVX512F = ISA_LEVEL == "avx512"
 AVX512_BF16 = AVX512F

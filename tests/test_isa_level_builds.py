@@ -18,7 +18,6 @@ import pytest
 from . import machine
 
 ROOT = Path(__file__).resolve().parents[1]
-BELOW = {"avx512": ["avx2", "portable"], "avx2": ["portable"], "portable": []}
 # per level: the quantized matmul, the loaded build's key, and the embedded model's greedy agreement in the level's
 # auto dtype (bf16 on avx2, whose decode steps run the decoder stack; float32 on portable), short: 8 prompts x 16
 # tokens (the full 38 x 32 runs on this machine's own level)
@@ -35,7 +34,8 @@ BELOW_AVX512_TESTS = [
     "tests/test_native_prefill_attention.py",
     "tests/test_decoder_stack.py",
 ]
-KERNEL_TESTS = {"avx2": COMMON_TESTS + BELOW_AVX512_TESTS, "portable": COMMON_TESTS}
+# avx2_vnni differs from avx2 in the quantized matmul's integer dot products only (qmatmul_avx2.h)
+KERNEL_TESTS = {"avx2_vnni": COMMON_TESTS, "avx2": COMMON_TESTS + BELOW_AVX512_TESTS, "portable": COMMON_TESTS}
 
 
 def _run(level: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -46,11 +46,14 @@ def _run(level: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
 
 
 def _levels() -> list[str]:
-    return BELOW[machine.ISA_LEVEL] if machine.CAN_BUILD_NATIVE else []
+    """The levels below this run's that this CPU runs."""
+    levels = machine.CPU_LEVELS
+    below = levels[levels.index(machine.ISA_LEVEL) + 1 :] if machine.ISA_LEVEL in levels else []
+    return below if machine.CAN_BUILD_NATIVE else []
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("level", ["avx2", "portable"])
+@pytest.mark.parametrize("level", ["avx2_vnni", "avx2", "portable"])
 def test_a_lower_level_builds_and_passes_the_kernel_tests(native_kernels, level: str) -> None:
     if level not in _levels():
         pytest.skip(f"this run's level is {machine.ISA_LEVEL}: {level} is not below it, or nothing builds here")

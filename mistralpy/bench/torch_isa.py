@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 # the ISA levels below this CPU's, as torch spells them; avx512 and auto leave torch to pick its best
 TORCH_ISA: dict[str, dict[str, str]] = {
+    "avx2_vnni": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2_VNNI"},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "portable": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
 }

@@ -12,10 +12,15 @@
 #if defined(MISTRALPY_AVX512_BF16) && defined(__AVX512VNNI__)
 #define MISTRALPY_AVX512_VNNI 1  // and u8 x s8 dot products (vpdpbusd)
 #endif
-#if defined(MISTRALPY_LEVEL_AVX2) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#if (defined(MISTRALPY_LEVEL_AVX2) || defined(MISTRALPY_LEVEL_AVX2_VNNI)) && defined(__AVX2__) && defined(__FMA__) && \
+    defined(__F16C__)
 #define MISTRALPY_AVX2 1  // x86-64-v3: 8-lane float32 FMA, u8 x s8 pair products (vpmaddubsw), f16 conversions
 #endif
-#if !defined(MISTRALPY_LEVEL_AVX512) && !defined(MISTRALPY_LEVEL_AVX2) && !defined(MISTRALPY_LEVEL_PORTABLE)
+#if defined(MISTRALPY_LEVEL_AVX2_VNNI) && defined(MISTRALPY_AVX2) && defined(__AVXVNNI__)
+#define MISTRALPY_AVX2_VNNI 1  // and VEX u8 x s8 dot products (vpdpbusd on ymm)
+#endif
+#if !defined(MISTRALPY_LEVEL_AVX512) && !defined(MISTRALPY_LEVEL_AVX2) && !defined(MISTRALPY_LEVEL_AVX2_VNNI) && \
+    !defined(MISTRALPY_LEVEL_PORTABLE)
 #error "build with the flags of an ISA level (kernels/isa_level.py)"
 #endif
 
@@ -23,6 +28,8 @@
 inline const char* isa_level_name() {
 #if defined(MISTRALPY_LEVEL_AVX512)
   return "avx512";
+#elif defined(MISTRALPY_LEVEL_AVX2_VNNI)
+  return "avx2_vnni";
 #elif defined(MISTRALPY_LEVEL_AVX2)
   return "avx2";
 #else

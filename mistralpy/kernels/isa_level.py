@@ -1,6 +1,8 @@
 """The instruction-set levels the native kernels are built for, as data; which one this process uses.
 
 - `avx512`: AVX-512 with bf16 and VNNI dot products (`-march=native`: today's build, tuned to this CPU);
+- `avx2_vnni`: x86-64-v3 and AVX-VNNI (the VEX u8 x s8 dot product `vpdpbusd` of Alder Lake, Sapphire Rapids and
+  Zen 5): the avx2 level's kernels with one instruction for each 4-byte dot product where avx2 takes two or four;
 - `avx2`: x86-64-v3 (AVX2, FMA, F16C, BMI2): integer dot products with `maddubs` / `madd`, as llama.cpp's AVX2 path;
 - `portable`: no `-march` at all: plain C++ the compiler vectorises for the baseline of its target (any CPU).
 
@@ -9,9 +11,9 @@ MISTRALPY_ISA names one; naming one the CPU lacks is an error (its code would di
 level names the build (build_key) and its `-DMISTRALPY_LEVEL_*` macro, from which kernels/isa.h derives the macros
 the C++ sources branch on. `auto_dtype` is what dtype="auto" computes in: bfloat16 where that measured faster, on
 avx2 as on avx512 (bf16 storage, float32 math: the native decoder stack and fused element-wise kernels run; about
-1.5x decode and 2x prefill over float32 with torch itself held to AVX2, docs/BENCHMARKS.md). AVX-VNNI (the VEX
-u8 x s8 dot product of Alder Lake and Zen 5) is not used yet: the avx2 level is x86-64-v3 exactly, one build for
-every CPU that has it.
+1.5x decode and 2x prefill over float32 with torch itself held to AVX2, docs/BENCHMARKS.md). AVX-VNNI is a level
+of its own rather than a variant of avx2 chosen inside one build: a build's flags say which instructions it may hold,
+so `MISTRALPY_ISA=avx2` runs (and the tests check) exactly what a Haswell-to-Zen 4 CPU runs, on any newer one.
 """
 
 from __future__ import annotations
@@ -46,10 +48,14 @@ class IsaLevel:
 _X86 = frozenset({"x86_64", "AMD64"})
 # x86-64-v3 as the kernel reports it (lzcnt is "abm", movbe and xsave complete the psABI's list)
 _V3 = frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"})
+_V3_VNNI = _V3 | {"avx_vnni"}
 _AVX512 = _V3 | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx512_vnni"}
 
 LEVELS: dict[str, IsaLevel] = {
     "avx512": IsaLevel("avx512", ("-march=native", "-DMISTRALPY_LEVEL_AVX512=1"), _AVX512, _X86, "bfloat16"),
+    "avx2_vnni": IsaLevel(
+        "avx2_vnni", ("-march=x86-64-v3", "-mavxvnni", "-DMISTRALPY_LEVEL_AVX2_VNNI=1"), _V3_VNNI, _X86, "bfloat16"
+    ),
     "avx2": IsaLevel("avx2", ("-march=x86-64-v3", "-DMISTRALPY_LEVEL_AVX2=1"), _V3, _X86, "bfloat16"),
     "portable": IsaLevel("portable", ("-DMISTRALPY_LEVEL_PORTABLE=1",), frozenset(), frozenset(), "float32"),
 }

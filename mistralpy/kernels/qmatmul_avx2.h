@@ -7,6 +7,9 @@
 //   8 bits: codes up to 255 would overflow a pair (2 * 255 * 127); the weight is taken signed, w = code - 128, and
 //     |w| (u8, up to 128) multiplies x times w's sign (x is in [-127, 127]: pairs at most 2 * 128 * 127), as
 //     llama.cpp's sign trick; S = S' + 128 Q after.
+// With AVX-VNNI (the avx2_vnni level) vpdpbusd does each lane's four products and their sum into s32 in one
+// instruction: 4-bit sums need no vpmaddwd, 8-bit codes go in as u8 (S directly, no sign trick). The integer sums
+// are the same numbers either way, so every variant stays bit-exact with qmatmul_reference.
 // Then per group, as every level: acc = fma(a c + b, d Q, acc), acc = fma(a d, float(S), acc).
 // The pass requests the next panel's lines itself, one a block as it reads the block one panel before (kPrefetches):
 // a whole panel requested at once (qmatmul_rows.h's prefetch_panel) stalled on the few misses a core keeps in flight
@@ -24,9 +27,50 @@
 
 namespace quant {
 
+// A group's integer sums of 4-bit codes (u8, < 16) times x's s8 codes, 4-byte lanes: s16 pair sums (at most 8 a
+// group) without AVX-VNNI, s32 with it.
+struct Dot4 {
+#ifdef MISTRALPY_AVX2_VNNI
+  static __m256i add(__m256i s, __m256i w, __m256i x) { return _mm256_dpbusd_avx_epi32(s, w, x); }
+  static __m256i total(__m256i s) { return s; }
+#else
+  static __m256i add(__m256i s, __m256i w, __m256i x) { return _mm256_add_epi16(s, _mm256_maddubs_epi16(w, x)); }
+  static __m256i total(__m256i s) { return _mm256_madd_epi16(s, _mm256_set1_epi16(1)); }
+#endif
+};
+
+// The same for 8-bit codes: S = sum(code x) in s32. Without AVX-VNNI the products are taken of w = code - 128
+// (|w| as u8, x with w's sign) and total() adds 128 sum(x).
+struct Dot8 {
+#ifdef MISTRALPY_AVX2_VNNI
+  using Codes = __m256i;
+  static Codes codes(__m256i w) { return w; }
+  static __m256i add(__m256i s, Codes w, __m256i x) { return _mm256_dpbusd_avx_epi32(s, w, x); }
+  static __m256i total(__m256i s, int32_t) { return s; }
+#else
+  struct Codes {
+    __m256i magnitude, sign;
+  };
+  static Codes codes(__m256i w) {
+    const __m256i signed_w = _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80)));  // code - 128 as s8
+    return {_mm256_abs_epi8(signed_w), signed_w};  // |w| up to 128: as u8
+  }
+  static __m256i add(__m256i s, Codes w, __m256i x) {
+    const __m256i pairs = _mm256_maddubs_epi16(w.magnitude, _mm256_sign_epi8(x, w.sign));
+    return _mm256_add_epi32(s, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  }
+  static __m256i total(__m256i s, int32_t x_sum) { return _mm256_add_epi32(s, _mm256_set1_epi32(128 * x_sum)); }
+#endif
+};
+
 struct Avx2Pass {
   static constexpr int kMaxRows = 8;
   static constexpr bool kPrefetches = true;
+#ifdef MISTRALPY_AVX2_VNNI
+  static constexpr bool kVnni = true;
+#else
+  static constexpr bool kVnni = false;
+#endif
 
   static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
   static __m256 load8(const c10::Half* p) {
@@ -35,7 +79,7 @@ struct Avx2Pass {
 
   template <int kBits, int kG, int MR, typename P>
   static void run(const PanelArgs<P>& o, int64_t p, int64_t m, float (*out)[kPanel]) {
-    if constexpr (kBits == 4 && MR >= 4) {
+    if constexpr ((kBits == 4 || kVnni) && MR >= 4) {
       run_halves<kBits, kG, MR>(o, p, m, out);
     } else if constexpr (MR > 4) {  // 8 bits: halves measured ~4% slower than two passes of 4 rows (thread time)
       run_both<kBits, kG, 4>(o, p, m, out);
@@ -53,8 +97,7 @@ struct Avx2Pass {
     const uint8_t* codes = o.codes + p * o.panel_bytes;
     const P* scale = o.scale + p * G * kPanel;
     const P* bias = o.bias != nullptr ? o.bias + p * G * kPanel : nullptr;
-    const __m256i nibble = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8(static_cast<char>(0x80));
-    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
     const __m256 offset = _mm256_set1_ps(o.offset);
     __m256 acc[MR][2];
     const uint32_t* x[MR];
@@ -78,19 +121,12 @@ struct Avx2Pass {
             const __m256i low = _mm256_and_si256(w, nibble);
             const __m256i high = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
             for (int j = 0; j < MR; ++j) {
-              const __m256i xl = _mm256_set1_epi32(static_cast<int>(x[j][2 * b]));
-              const __m256i xh = _mm256_set1_epi32(static_cast<int>(x[j][2 * b + 1]));
-              s[j][h] = _mm256_add_epi16(s[j][h], _mm256_maddubs_epi16(low, xl));
-              s[j][h] = _mm256_add_epi16(s[j][h], _mm256_maddubs_epi16(high, xh));
+              s[j][h] = Dot4::add(s[j][h], low, _mm256_set1_epi32(static_cast<int>(x[j][2 * b])));
+              s[j][h] = Dot4::add(s[j][h], high, _mm256_set1_epi32(static_cast<int>(x[j][2 * b + 1])));
             }
           } else {
-            const __m256i signed_w = _mm256_xor_si256(w, flip);  // code - 128 as s8
-            const __m256i magnitude = _mm256_abs_epi8(signed_w);  // up to 128: as u8
-            for (int j = 0; j < MR; ++j) {
-              const __m256i xb = _mm256_set1_epi32(static_cast<int>(x[j][b]));
-              const __m256i pairs = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(xb, signed_w));
-              s[j][h] = _mm256_add_epi32(s[j][h], _mm256_madd_epi16(pairs, ones));
-            }
+            const Dot8::Codes c = Dot8::codes(w);
+            for (int j = 0; j < MR; ++j) s[j][h] = Dot8::add(s[j][h], c, _mm256_set1_epi32(static_cast<int>(x[j][b])));
           }
         }
       }
@@ -100,12 +136,7 @@ struct Avx2Pass {
         const __m256 z = _mm256_fmadd_ps(a, offset, b_g);  // a c + b
         for (int j = 0; j < MR; ++j) {
           const int64_t i = (m + j) * G + g;
-          __m256i sum = s[j][h];
-          if constexpr (kBits == 4) {
-            sum = _mm256_madd_epi16(sum, ones);
-          } else {
-            sum = _mm256_add_epi32(sum, _mm256_set1_epi32(128 * o.x.sum[i]));
-          }
+          const __m256i sum = kBits == 4 ? Dot4::total(s[j][h]) : Dot8::total(s[j][h], o.x.sum[i]);
           acc[j][h] = _mm256_fmadd_ps(z, _mm256_set1_ps(o.x.dq[i]), acc[j][h]);
           acc[j][h] = _mm256_fmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(o.x.d[i])), _mm256_cvtepi32_ps(sum), acc[j][h]);
         }
@@ -129,8 +160,7 @@ struct Avx2Pass {
     const uint8_t* codes = o.codes + p * o.panel_bytes;
     const P* scale = o.scale + p * G * kPanel;
     const P* bias = o.bias != nullptr ? o.bias + p * G * kPanel : nullptr;
-    const __m256i nibble = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8(static_cast<char>(0x80));
-    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
     const __m256 offset = _mm256_set1_ps(o.offset);
     const int* x = reinterpret_cast<const int*>(o.x.q.data()) + m * row;
     // x's per-group numbers as locals: read through o, they were loaded again after every store to out
@@ -151,16 +181,12 @@ struct Avx2Pass {
             const __m256i low = _mm256_and_si256(w, nibble);
             const __m256i high = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
             for (int j = 0; j < MR; ++j) {
-              s[j] = _mm256_add_epi16(s[j], _mm256_maddubs_epi16(low, _mm256_set1_epi32(xg[j * row + 2 * b])));
-              s[j] = _mm256_add_epi16(s[j], _mm256_maddubs_epi16(high, _mm256_set1_epi32(xg[j * row + 2 * b + 1])));
+              s[j] = Dot4::add(s[j], low, _mm256_set1_epi32(xg[j * row + 2 * b]));
+              s[j] = Dot4::add(s[j], high, _mm256_set1_epi32(xg[j * row + 2 * b + 1]));
             }
           } else {
-            const __m256i signed_w = _mm256_xor_si256(w, flip);
-            const __m256i magnitude = _mm256_abs_epi8(signed_w);
-            for (int j = 0; j < MR; ++j) {
-              const __m256i xb = _mm256_sign_epi8(_mm256_set1_epi32(xg[j * row + b]), signed_w);
-              s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, xb), ones));
-            }
+            const Dot8::Codes c = Dot8::codes(w);
+            for (int j = 0; j < MR; ++j) s[j] = Dot8::add(s[j], c, _mm256_set1_epi32(xg[j * row + b]));
           }
         }
         const __m256 a = load8(scale + g * kPanel + 8 * h);
@@ -168,8 +194,7 @@ struct Avx2Pass {
                                                                      : _mm256_setzero_ps());
         for (int j = 0; j < MR; ++j) {
           const int64_t i = j * G + g;
-          const __m256i sum = kBits == 4 ? _mm256_madd_epi16(s[j], ones)
-                                         : _mm256_add_epi32(s[j], _mm256_set1_epi32(128 * q_sum[i]));
+          const __m256i sum = kBits == 4 ? Dot4::total(s[j]) : Dot8::total(s[j], q_sum[i]);
           __m256 acc = _mm256_loadu_ps(out[j] + 8 * h);
           acc = _mm256_fmadd_ps(z, _mm256_set1_ps(dq[i]), acc);
           acc = _mm256_fmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(d[i])), _mm256_cvtepi32_ps(sum), acc);

@@ -2,15 +2,22 @@
 // activations: per row and group of kG values, d = max |x| / 127, q_k = round(x_k * (127 / max |x|)) (half to even),
 // Q = sum q_k. The codes are stored in the weight lanes' k order (quant_common.h), four to a u32: a 4-bit lane's low
 // nibbles are k0 k4 k1 k5 and its high nibbles k2 k6 k3 k7 (per 8 k); an 8-bit lane's bytes are k0 k2 k1 k3.
-// Plain C++ for float32 rows (every level; the avx512 level has its own bf16 quantizer): the same bits as the
-// vector quantizer, which computes the same float32 operations.
+// For float32 rows on every level and bf16 rows below avx512 (which has its own bf16 quantizer): 8-lane vectors on
+// the avx2 levels (their quantized matmul's x), plain C++ otherwise; the same bits everywhere: every quantizer
+// computes the same float32 operations.
 #pragma once
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
+
+#include "isa.h"
+#ifdef MISTRALPY_AVX2
+#include <immintrin.h>
+#endif
 
 namespace quant {
 
@@ -21,19 +28,68 @@ struct QuantizedX {
   std::vector<int32_t> sum;
 };
 
-// Where code i of 16 consecutive k goes in the lanes' order (k = order[i]).
-inline const int* lane_order16(int bits) {
-  static constexpr int kFour[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15};
-  static constexpr int kEight[16] = {0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15};
+// Where code i of 16 consecutive k goes in the lanes' order (k = order[i]; a byte shuffle's control).
+inline const int8_t* lane_order16(int bits) {
+  static constexpr int8_t kFour[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15};
+  static constexpr int8_t kEight[16] = {0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15};
   return bits == 4 ? kFour : kEight;
 }
+
+#ifdef MISTRALPY_AVX2
+inline __m256 load8_f32(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8_f32(const c10::BFloat16* p) {  // exact: a bf16 is a float32's high half
+  const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+}
+
+// One group of kG values quantized as the scalar loop below does, with the same float32 operations (one multiply by
+// 127 / max |x|, rounding half to even: vcvtps2dq under the default rounding mode); returns max |x| and the codes'
+// sum. The codes of each 16 go to q in the lanes' order (a byte shuffle by lane_order16).
+template <int kG, typename T>
+float quantize_group_avx2(const T* x, const __m128i order, int8_t* q, int32_t& sum) {
+  constexpr int kVecs = kG / 8;
+  const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 v[kVecs], m = _mm256_setzero_ps();
+  for (int i = 0; i < kVecs; ++i) {
+    v[i] = load8_f32(x + 8 * i);
+    m = _mm256_max_ps(m, _mm256_and_ps(v[i], magnitude));
+  }
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+  const __m256 inv = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+  __m256i total = _mm256_setzero_si256();
+  for (int i = 0; i < kVecs; i += 2) {
+    const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));
+    const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(v[i + 1], inv));
+    total = _mm256_add_epi32(total, _mm256_add_epi32(a, b));
+    const __m256i pairs = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  // a0-7, b0-7 as s16
+    const __m128i codes = _mm_packs_epi16(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 8 * i), _mm_shuffle_epi8(codes, order));
+  }
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+  sum = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1)));
+  return amax;
+}
+#endif
 
 // Rows [begin, end) of x (float32, or bf16: converted exactly) quantized into `out`.
 template <int kG, typename T>
 void quantize_rows_f32(const T* x, int64_t begin, int64_t end, int64_t K, int bits, QuantizedX& out) {
   const int64_t groups = K / kG;
-  const int* order = lane_order16(bits);
   auto* q = reinterpret_cast<int8_t*>(out.q.data());
+  const int8_t* order = lane_order16(bits);
+#ifdef MISTRALPY_AVX2
+  const __m128i shuffle = _mm_loadu_si128(reinterpret_cast<const __m128i*>(order));
+  for (int64_t i = begin * groups; i < end * groups; ++i) {
+    int32_t sum = 0;
+    const float d = quantize_group_avx2<kG>(x + i * kG, shuffle, q + i * kG, sum) / 127.0f;
+    out.d[i] = d;
+    out.dq[i] = d * static_cast<float>(sum);
+    out.sum[i] = sum;
+  }
+#else
   for (int64_t i = begin * groups; i < end * groups; ++i) {
     float v[kG];
     for (int k = 0; k < kG; ++k) v[k] = static_cast<float>(x[i * kG + k]);
@@ -54,6 +110,7 @@ void quantize_rows_f32(const T* x, int64_t begin, int64_t end, int64_t K, int bi
     out.dq[i] = d * static_cast<float>(sum);
     out.sum[i] = sum;
   }
+#endif
 }
 
 template <int kG, typename T>
