@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_missing_env_names_what_torch_reads():
     assert torch_isa.missing_env("avx2", {}) == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     assert torch_isa.missing_env("avx2", {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}) == {}
+    assert torch_isa.missing_env("avx2_vnni", {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}) == {
+        "ONEDNN_MAX_CPU_ISA": "AVX2_VNNI"
+    }  # fmt: skip
     assert torch_isa.missing_env("portable", {"ATEN_CPU_CAPABILITY": "avx2"}) == {
         "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"
     }  # fmt: skip

@@ -1,8 +1,9 @@
 """The native bf16 elementwise ops (RMSNorm, SiLU-and-mul, rotary) against the torch code they replace.
 
 They round to bf16 where that code does, so they agree with it bit for bit except where a float32 intermediate
-differs in its last bit (the norm's summation order, the exp in SiLU) and that flips a bf16 rounding: at most one
-bf16 step, on a small fraction of the elements."""
+differs in its last bit (the norm's summation order, the exp in SiLU) and that flips a bf16 rounding: one bf16 step
+per rounding it passes through (Llama's norm rounds twice, bf16(bf16(x r) w): up to two), on a small fraction of
+the elements."""
 
 from __future__ import annotations
 
@@ -28,15 +29,16 @@ def both(native_kernels):
     return run
 
 
-def assert_within_one_bf16_step(a: torch.Tensor, b: torch.Tensor) -> None:
+def assert_within_bf16_steps(a: torch.Tensor, b: torch.Tensor, steps: int = 1) -> None:
     assert a.dtype == b.dtype == torch.bfloat16 and a.shape == b.shape
     diff = (a.float() - b.float()).abs()
-    assert (diff <= a.float().abs() * 2**-7 + 1e-30).all()
+    assert (diff <= a.float().abs() * steps * 2**-7 + 1e-30).all()
     assert (a != b).float().mean() <= 1e-2
 
 
 @pytest.mark.parametrize("cls", [RMSNorm, GemmaRMSNorm])
 def test_rms_norm(both, cls) -> None:
+    torch.manual_seed(0)
     norm = cls(576, 1e-5)
     norm.weight.data = torch.randn(576).bfloat16()
     norm.to(torch.bfloat16)
@@ -49,17 +51,20 @@ def test_rms_norm(both, cls) -> None:
 
         return call
 
+    # Llama's norm rounds twice (a flipped first rounding moved seed 29's 1.875 two steps: 1.859375); Gemma's once
+    steps = 2 if cls is RMSNorm else 1
     plain, native = both(with_kernels(x))
-    assert_within_one_bf16_step(plain, native)
+    assert_within_bf16_steps(plain, native, steps)
     strided = torch.randn(5, 1000).bfloat16()[:, 100:676]  # rows with a stride, as a split's parts have
-    assert_within_one_bf16_step(*both(with_kernels(strided)))
+    assert_within_bf16_steps(*both(with_kernels(strided)), steps)
 
 
 def test_silu_and_mul(both) -> None:
+    torch.manual_seed(0)
     x = (torch.randn(3, 7, 2 * 1536) * 4).bfloat16()
     plain, native = both(lambda native: silu_and_mul(x, native))
     assert native.shape == (3, 7, 1536)
-    assert_within_one_bf16_step(plain, native)
+    assert_within_bf16_steps(plain, native)
 
 
 def test_rotary_is_bit_exact(both) -> None:

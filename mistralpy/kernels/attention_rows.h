@@ -16,9 +16,7 @@
 #include <vector>
 
 #include "attention_scores.h"
-#if defined(MISTRALPY_AVX512)
 #include "vec_exp.h"
-#endif
 
 namespace attn {
 
@@ -74,7 +72,7 @@ inline float exp_scores(float* s, int64_t lo, int64_t hi, float cap) {
 #endif
   float mx = -std::numeric_limits<float>::infinity();
   for (int64_t i = lo; i < hi; ++i) mx = std::max(mx, s[i]);
-#if defined(MISTRALPY_AVX512)
+#if defined(MISTRALPY_AVX512) || defined(MISTRALPY_AVX2)
   exp_inplace(s + lo, hi - lo, -mx);
 #else
   for (int64_t i = lo; i < hi; ++i) s[i] = std::exp(s[i] - mx);

@@ -6,7 +6,8 @@
 //     (float(dot) * k_scale) * (q_scale * softmax_scale).
 //   bf16 rows: vdpbf16ps over the row in chunks of 32 values (16 lanes of pairs), then the 16 lanes summed by one
 //     fixed tree, times the softmax scale. float rows: the same with fused multiply-adds over chunks of 16.
-// Builds without AVX-512 compute every score with portable loops: the same bits for decode and prefill on that build.
+// Builds without AVX-512 compute every score with portable loops (int8 dots in AVX2 vectors on the avx2 levels: the
+// same integers): the same bits for decode and prefill on that build.
 #pragma once
 #include <c10/util/BFloat16.h>
 
@@ -17,7 +18,7 @@
 
 #include "isa.h"
 #include "kv_cache.h"
-#if defined(MISTRALPY_AVX512)
+#if defined(MISTRALPY_AVX512) || defined(MISTRALPY_AVX2)
 #include <immintrin.h>
 #endif
 
@@ -132,8 +133,22 @@ inline void score_tile<uint8_t>(const uint8_t* k, const int64_t* offsets, int64_
 #else
   for (int64_t j = 0; j < n; ++j) {
     const int8_t* codes = reinterpret_cast<const int8_t*>(k + offsets[j]);
+    int64_t d = 0;
     int32_t dot = 0;
-    for (int64_t d = 0; d < D; ++d) dot += static_cast<int32_t>(q.codes[d]) * codes[d];
+#if defined(MISTRALPY_AVX2)
+    // s8 x s8 as llama.cpp's AVX2 dots: |k| (u8) times q with k's sign, pairs in s16 (at most 2 * 127 * 127)
+    __m256i acc = _mm256_setzero_si256();
+    for (; d + 32 <= D; d += 32) {
+      const __m256i kv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + d));
+      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.codes + d));
+      const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(kv), _mm256_sign_epi8(qv, kv));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+    }
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    dot = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1)));
+#endif
+    for (; d < D; ++d) dot += static_cast<int32_t>(q.codes[d]) * codes[d];
     scores[j] = static_cast<float>(dot) * k_scales[j] * q.factor;
   }
 #endif

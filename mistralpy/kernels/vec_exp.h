@@ -38,9 +38,9 @@ inline void exp_inplace(float* a, int64_t n, float add) {
 #endif
 
 #ifdef MISTRALPY_AVX2
-// exp over 8 float32 lanes (AVX2, for the SiLU), exp16's polynomial; without scalef, 2^n is built in the exponent
-// bits, so x is clamped to [-86, 88.7] (2^n normal: n in [-125, 128] as 2 * 2^(n-1)). Below e^-86 (~4e-38) the
-// result stays e^-86: nothing next to 1 (SiLU's 1 + e^-x).
+// exp over 8 float32 lanes (AVX2, for the SiLU and the softmax), exp16's polynomial; without scalef, 2^n is built in
+// the exponent bits, so x is clamped to [-86, 88.7] (2^n normal: n in [-125, 128] as 2 * 2^(n-1)). Below e^-86
+// (~4e-38) the result stays e^-86: nothing next to 1 (SiLU's 1 + e^-x; the softmax's largest term, e^0).
 inline __m256 exp8(__m256 x) {
   x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.7f)), _mm256_set1_ps(-86.0f));
   const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
@@ -56,5 +56,17 @@ inline __m256 exp8(__m256 x) {
   p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(126)), 23);
   return _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), _mm256_set1_ps(2.0f));  // p 2^(n-1) 2
+}
+
+// a[i] = exp(a[i] + add) for n floats, the last few through masked loads: every lane by exp8, wherever it sits.
+inline void exp_inplace(float* a, int64_t n, float add) {
+  const __m256 v = _mm256_set1_ps(add);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(a + i, exp8(_mm256_add_ps(_mm256_loadu_ps(a + i), v)));
+  if (i < n) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)), lanes);
+    _mm256_maskstore_ps(a + i, m, exp8(_mm256_add_ps(_mm256_maskload_ps(a + i, m), v)));
+  }
 }
 #endif
