@@ -27,7 +27,7 @@ def add_model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
     p.add_argument(
         "--kv-cache-dtype", default=None, choices=["auto", "int8"],
         help="KV cache rows: auto (the compute dtype) or int8 (codes and a scale a row: about half the memory); "
-        "default: int8 for quantized weights computed in bf16, else auto",
+        "default: int8 for quantized weights, else auto",
     )  # fmt: skip
     p.add_argument(
         "--kv-cache-tokens", type=int, default=16384,

@@ -101,8 +101,8 @@ class EngineConfig:
     block_size: int = 16
     num_kv_blocks: int | None = None  # None: enough for max(max_model_len, kv_cache_tokens) tokens
     kv_cache_tokens: int = 16384
-    # "auto": the compute dtype; "int8": rows of int8 codes and a scale (about half); None: int8 for quantized weights
-    # computed in bf16, else "auto" (layers.kv_cache.default_kv_cache_dtype)
+    # "auto": the compute dtype; "int8": rows of int8 codes and a scale (about half of bf16); None: int8 for quantized
+    # weights, else "auto" (layers.kv_cache.default_kv_cache_dtype)
     kv_cache_dtype: str | None = None
     max_num_seqs: int = 64
     max_num_batched_tokens: int | None = None  # per-step token budget; None: the task's (embed.task.STEP_TOKENS)

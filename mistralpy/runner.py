@@ -72,8 +72,8 @@ class Runner:
     - `in_situ_quant`: quantize full-precision weights at load: "Q4_0", "Q4_1", "Q8_0" or "Q4K".
     - `pa_ctxt_len`: tokens the KV cache holds (at least max_model_len); `pa_blk_size`: tokens per KV block.
     - `pa_cache_type`: "auto" (K/V in the compute dtype) or "int8" (int8 rows and a scale each; mistralpy's
-      counterpart of mistral.rs's "f8e4m3", which it does not implement); None: int8 for quantized weights computed
-      in bf16, else auto.
+      counterpart of mistral.rs's "f8e4m3", which it does not implement); None: int8 for quantized weights, else
+      auto.
     - `anymoe_config`: an AnyMoE mixture over the model's MLPs (`mistralpy.lora.anymoe.AnyMoeConfig`, its dict
       form or a .json / .toml file), its gates trained at load or read from its gate_model_id.
     - `seed`: requests without a seed get one drawn from a generator seeded with this, so a run is reproducible.

@@ -237,14 +237,16 @@ def test_engine_logits_on_an_int8_cache_within_its_rounding(tiny_llama, referenc
 
 
 def test_default_cache_dtype_follows_the_weights(tiny_llama):
-    """Unset, the cache is int8 for quantized weights computed in bf16 (the fast path) and the compute dtype else;
-    "auto" always keeps the compute dtype."""
+    """Unset, the cache is int8 for quantized weights in any compute dtype (bf16: the fast path; float32: the portable
+    level's) and the compute dtype for full-precision weights; "auto" always keeps the compute dtype."""
     folder = str(tiny_llama[1])
     cases = [
         ({"dtype": "bfloat16", "quantization": "q4_0"}, "int8", torch.uint8),
         ({"dtype": "bfloat16", "quantization": "q4_0", "kv_cache_dtype": "auto"}, "auto", torch.bfloat16),
         ({"dtype": "bfloat16"}, "auto", torch.bfloat16),
-        ({"dtype": "float32", "quantization": "q4_0"}, "auto", torch.float32),
+        ({"dtype": "float32", "quantization": "q4_0"}, "int8", torch.uint8),
+        ({"dtype": "float32", "quantization": "q4_0", "kv_cache_dtype": "auto"}, "auto", torch.float32),
+        ({"dtype": "float32"}, "auto", torch.float32),
     ]
     for kwargs, name, storage in cases:
         engine = LLM(folder, **kwargs).engine

@@ -14,6 +14,7 @@ from gguf import quants
 
 from mistralpy.errors import ModelLoadError, ModelNotFoundError
 from mistralpy.loader import GGUFFile, HFFolder, open_model_source
+from mistralpy.loader import gguf as gguf_file
 from mistralpy.loader.default_model import default_model_path
 
 VOCAB, HIDDEN, FFN = 256, 64, 128
@@ -107,6 +108,16 @@ def test_gguf_tensors_are_copy_on_write(tiny_gguf: Path) -> None:
         GGUFFile(tiny_gguf).load_tensor("blk.0.attn_norm.weight"),
         torch.from_numpy(_tiny_tensors()["blk.0.attn_norm.weight"]),
     )
+
+
+def test_small_gguf_tensors_are_copied_large_ones_viewed(tiny_gguf: Path, monkeypatch) -> None:
+    """A float tensor under SMALL_TENSOR_BYTES is copied out of the map (in place it would keep the pages around it
+    resident); a larger one of the dtype asked for is a view of the mapped file."""
+    f = GGUFFile(tiny_gguf)
+    start, end = f._bytes.data_ptr(), f._bytes.data_ptr() + f._bytes.numel()
+    assert not start <= f.load_tensor("blk.0.attn_norm.weight").data_ptr() < end
+    monkeypatch.setattr(gguf_file, "SMALL_TENSOR_BYTES", 0)
+    assert start <= f.load_tensor("blk.0.attn_norm.weight").data_ptr() < end
 
 
 def test_gguf_missing_file(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ class Engine:
         step_tokens = config.max_num_batched_tokens or STEP_TOKENS[self.task]
         self.scheduler_config = SchedulerConfig(config.max_num_seqs, step_tokens, max_model_len)
         quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())
-        int8_default = default_kv_cache_dtype(self.dtype, quantized) == "int8"
+        int8_default = default_kv_cache_dtype(quantized) == "int8"
         self.kv_cache_dtype = kv_cache_dtype_for(kv_kernels(sites, self.placement), config.kv_cache_dtype, int8_default)
         self.lora = setup_lora(model, config, self.dtype)  # adapters merged into the weights, slots for the others
         model, self.lora = extend_model(model, config, self.dtype, self.tokenizer, self.lora)  # X-LoRA, AnyMoE

@@ -12,6 +12,7 @@ import torch
 
 from ..device import Placement, kernel_module, place_model
 from ..embed.pooling import pool
+from ..heap import StepTrim
 from ..layers.attention import AttentionMetadata, PrefillSpan
 from ..layers.kv_cache import cache_shape, storage_dtype
 from ..layers.native import bind_native
@@ -103,6 +104,7 @@ class ModelRunner:
         self.needs_prompt_lens = self.rotary is not None and self.rotary.long_rows_start is not None
         self.images = StepEncoder(model) if hasattr(model, "encode_images") else None  # vision-language models
         self.graphs = cuda_graph_runner(self, config, num_blocks)  # decode steps replayed from CUDA graphs
+        self.step_trim = StepTrim() if self.device.type == "cpu" else None  # a prefill's freed activations returned
 
     def rotary_table(self, num_prompt_tokens: int) -> int | None:
         """Which rotary table a request's tokens use, where a model has several (LongRoPE): see Request.prefix_root."""
@@ -110,6 +112,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        if self.step_trim is not None:
+            self.step_trim.before_step(sum(s.num_new_tokens for s in sched.scheduled))
         inputs = self._prepare(sched)
         requests = inputs.rows
         masks = start_step_masks(requests, self.model.config.vocab_size, self.overlap_masks)

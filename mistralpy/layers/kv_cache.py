@@ -25,11 +25,13 @@ def check_kv_cache_dtype(name: str | None) -> str | None:
     return name
 
 
-def default_kv_cache_dtype(dtype: torch.dtype, quantized_weights: bool) -> str:
-    """kv_cache_dtype when none is given: int8 for quantized weights computed in bf16, where it halves the cache and
-    measured no loss (embedded model: perplexity 6.971 vs 6.988 with bf16 rows; with float32 compute int8 rows cost
-    0.14%); the compute dtype ("auto") otherwise."""
-    return "int8" if dtype == torch.bfloat16 and quantized_weights else "auto"
+def default_kv_cache_dtype(quantized_weights: bool) -> str:
+    """kv_cache_dtype when none is given: int8 for quantized weights, in any compute dtype (llama.cpp's default is f16
+    K/V whatever its weights); the compute dtype ("auto") for full-precision weights, whose users ask for their
+    precision. Embedded model's perplexity: bf16 compute 6.971 with int8 rows vs 6.988 with bf16 rows; float32 compute
+    (the portable level's) 6.951 vs 6.941 (+0.14%), where int8 rows take a quarter of float32's memory: 32 chats of
+    ~170 tokens hold ~65 MiB of them instead of ~245 (docs/BENCHMARKS.md, the portable level's 32-chat peak RSS)."""
+    return "int8" if quantized_weights else "auto"
 
 
 def cache_shape(num_layers: int, num_blocks: int, block_size: int, kv_heads: int, head_dim: int, kv_cache_dtype: str):

@@ -45,7 +45,7 @@ def load_draft_model(
         backend=placement.kernels, sites=sites,
     )  # fmt: skip
     quantized = any(isinstance(m, QuantizedLinear) for m in model.modules())
-    int8 = default_kv_cache_dtype(dtype, quantized) == "int8"
+    int8 = default_kv_cache_dtype(quantized) == "int8"
     kv_cache_dtype = kv_cache_dtype_for(placement.kernels, None, int8)
     runner = ModelRunner(model, num_blocks, block_size, dtype, kv_cache_dtype, placement=placement)
     config = source.model_config()
