@@ -15,6 +15,7 @@ from mistralpy.errors import InvalidRequestError
 from mistralpy.layers.linear import Linear
 from mistralpy.spec_decode.config import SpeculativeConfig
 
+from . import machine
 from .helpers import make_tiny_llama, save_tokenizer
 from .test_cli import run_cli
 from .test_spec_decode import GREEDY, _assert_no_leak, _repetitive_prompts, _texts
@@ -163,20 +164,37 @@ def test_bench_with_a_draft_model_against_no_speculation(tiny_llama):
     assert bad.returncode == 1 and "--compare no-spec is mistralpy without speculation" in bad.stderr
 
 
-def test_a_bf16_token_projects_alike_alone_and_among_others():
+# oneDNN runs bf16 matmuls of many rows on AMX tiles where the CPU has them (Sapphire Rapids on), summing in another
+# order than its AVX-512 kernel for fewer rows: 3 of 19008 outputs differed at 33 rows on such a CPU (2026-12-05).
+AMX = {"amx_bf16", "amx_tile"} <= machine.CPU_FLAGS
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        2,
+        5,
+        9,
+        pytest.param(
+            33,
+            marks=pytest.mark.xfail(AMX, strict=True, reason="oneDNN's AMX kernel for many bf16 rows sums otherwise"),
+        ),
+    ],
+)
+def test_a_bf16_token_projects_alike_alone_and_among_others(rows: int):
     """A verify step computes K + 1 tokens where plain decoding computes one: each row of a bf16 projection must not
-    depend on how many rows its step has (the embedded model's MLP down projection: 1536 -> 576)."""
+    depend on how many rows its step has (the embedded model's MLP down projection: 1536 -> 576). Known limit: on a
+    CPU with AMX, a step of many rows (33 here) takes oneDNN's AMX kernel, whose sums differ in the last bit."""
     torch.manual_seed(0)
     layer = Linear(1536, 576)
     layer.weight.copy_(torch.randn(576, 1536))
     layer.to(torch.bfloat16)
     x = torch.randn(33, 1536, dtype=torch.bfloat16)
     with torch.inference_mode():
-        for rows in (2, 5, 9, 33):
-            batch = torch.nn.functional.linear(x[:rows], layer.weight)
-            alone = torch.cat([layer(x[i : i + 1]) for i in range(rows)])
-            assert torch.equal(alone, batch)
-            assert torch.equal(layer(x[0]), batch[0])  # a 1-D input too
+        batch = torch.nn.functional.linear(x[:rows], layer.weight)
+        alone = torch.cat([layer(x[i : i + 1]) for i in range(rows)])
+        assert torch.equal(layer(x[0]), batch[0])  # a 1-D input too
+        assert torch.equal(alone, batch)
 
 
 @pytest.mark.slow
