@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -58,7 +59,10 @@ def _kill_cluster(temp_dir: str) -> None:
 @pytest.mark.slow
 def test_two_node_cluster_serves_replicas_on_both_nodes(tiny_llama):
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths live under it
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": os.getcwd()}
+    # token authentication (Ray 2.60) needs the cluster's token on every node: one made here, as the guide's
+    # `ray get-auth-token --generate` makes one (a machine without ~/.ray/auth_token has none)
+    token = secrets.token_hex(32)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PYTHONPATH": os.getcwd()}
     address, port = f"127.0.0.1:{free_port()}", free_port()
     serve, log = None, tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would block the server
     try:
