@@ -129,7 +129,8 @@ def test_conversations_survive_a_reload(context, ui_server):
     page.click("text=First question")
     expect(page.locator(".msg.user .content")).to_have_text(["First question"])
     expect(page.locator(".msg.assistant .stats")).to_contain_text(["4 tokens"])
-    assert page.locator(".msg.assistant .content").inner_text().strip() == first_answer.strip()
+    shown = page.locator(".msg.assistant .content").inner_text()
+    assert shown.split() == first_answer.split()  # the page collapses runs of spaces, as HTML does
     page.click("[aria-label='Delete conversation: First question']")
     page.reload()
     expect(titles).to_have_text(["Second question"])

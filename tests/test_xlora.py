@@ -64,7 +64,8 @@ def test_logits_match_peft(family_files, tmp_path, variant):
     assert (expected - base).abs().max() > 0.5  # the adapters change the logits: the comparison means something
     got, scalings = step_logits(xlora_runner(files.folder, tmp_path / "x"))
     torch.testing.assert_close(scalings, expected_scalings, atol=1e-5, rtol=0)
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    # float32 sums in oneDNN's kernel order for this CPU: up to 1.13e-4 apart on an AMX host (2026-12-05)
+    torch.testing.assert_close(got, expected, atol=2e-4, rtol=0)
 
 
 def test_quantized_base(family_files, tmp_path):
