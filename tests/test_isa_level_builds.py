@@ -26,8 +26,8 @@ COMMON_TESTS = [
     "tests/test_kernel_loading.py::test_the_session_loaded_the_keyed_build",
     "tests/test_embedded_model.py::test_short_greedy_equals_the_kernel_reference",
 ]
-# the attention and element-wise kernels have one code path below avx512 (isa.h): tested on avx2, the first level
-# without AVX-512, built from the same sources as portable's
+# the attention and element-wise kernels below avx512: AVX2 vectors on the avx2 levels (attention_scores.h,
+# attention_rows.h, elementwise.cpp), plain C++ on portable; the same bits as the avx512 level's
 BELOW_AVX512_TESTS = [
     "tests/test_native_ops.py",
     "tests/test_native_attention.py",
@@ -35,7 +35,11 @@ BELOW_AVX512_TESTS = [
     "tests/test_decoder_stack.py",
 ]
 # avx2_vnni differs from avx2 in the quantized matmul's integer dot products only (qmatmul_avx2.h)
-KERNEL_TESTS = {"avx2_vnni": COMMON_TESTS, "avx2": COMMON_TESTS + BELOW_AVX512_TESTS, "portable": COMMON_TESTS}
+KERNEL_TESTS = {
+    "avx2_vnni": COMMON_TESTS,
+    "avx2": COMMON_TESTS + BELOW_AVX512_TESTS,
+    "portable": COMMON_TESTS + BELOW_AVX512_TESTS,
+}
 
 
 def _run(level: str, *args: str, timeout: float) -> subprocess.CompletedProcess:

@@ -61,7 +61,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--isa", choices=["auto", *LEVELS], default=None,
         help="the native kernels' ISA level (default: MISTRALPY_ISA, else the best this CPU runs); avx2 and "
-        "portable also hold torch's own kernels to that level (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA)",
+        "portable also hold torch's own kernels to that level (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, "
+        "MKL_ENABLE_INSTRUCTIONS)",
     )  # fmt: skip
 
 

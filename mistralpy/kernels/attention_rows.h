@@ -113,6 +113,26 @@ void row_weights(const Context<KV>& c, const Query& q, int64_t lo, int64_t hi, i
   std::fill(s + hi, w + width, 0.0f);
 }
 
+// out[r] = sum over keys [base, base + width) of w[r][i - base] * v_i, in key order, for rows r < n: plain C++.
+template <typename KV, typename T>
+void weighted_scalar(const Context<KV>& c, const float* w, int64_t base, int64_t width, int64_t D,
+                     const Row<T>* rows, int64_t n) {
+  std::vector<float> acc(n * D, 0.0f);
+  for (int64_t i = 0; i < width; ++i) {
+    const KV* row = c.v + c.offsets[base + i];
+    for (int64_t r = 0; r < n; ++r) {
+      const float wr = w[r * width + i];
+      for (int64_t d = 0; d < D; ++d) {
+        const float x = std::is_same_v<KV, uint8_t> ? static_cast<float>(static_cast<int8_t>(row[d]))
+                                                     : static_cast<float>(row[d]);
+        acc[r * D + d] = std::fma(wr, x, acc[r * D + d]);
+      }
+    }
+  }
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t d = 0; d < D; ++d) rows[r].out[d] = static_cast<T>(acc[r * D + d]);
+}
+
 #if defined(MISTRALPY_AVX512)
 // A V row's 16 values from dim d (fewer at the row's end: the rest 0) as float32, exactly.
 inline __m512 values16(const uint8_t* row, int64_t d, __mmask16 m) {
@@ -159,6 +179,50 @@ void weighted_rows(const Context<KV>& c, const float* w, int64_t base, int64_t w
   for (int64_t d0 = 0; d0 < D; d0 += 16 * V) weighted_values<R, V>(c, w, base, width, D, d0, rows);
 }
 
+#elif defined(MISTRALPY_AVX2)
+inline __m256 values8(const uint8_t* row) { return vec::codes8_f32(row); }
+template <typename KV>
+inline __m256 values8(const KV* row) {
+  return vec::load8_f32(row);
+}
+
+// out[r][d0 .. d0 + 8 V) as the avx512 level's weighted_values computes it (the same fma per lane, in key order).
+template <int R, int V, typename KV, typename T>
+void weighted_values8(const Context<KV>& c, const float* w, int64_t base, int64_t width, int64_t d0,
+                      const Row<T>* rows) {
+  __m256 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < width; ++i) {
+    if (i + kAhead < width) prefetch_line(c.v + c.offsets[base + i + kAhead] + d0);
+    const KV* row = c.v + c.offsets[base + i] + d0;
+    __m256 x[V];
+    for (int v = 0; v < V; ++v) x[v] = values8(row + 8 * v);
+    for (int r = 0; r < R; ++r) {
+      const __m256 wr = _mm256_set1_ps(w[r * width + i]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(wr, x[v], acc[r][v]);
+    }
+  }
+  alignas(32) float tmp[8];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) {
+      _mm256_store_ps(tmp, acc[r][v]);
+      for (int e = 0; e < 8; ++e) rows[r].out[d0 + 8 * v + e] = static_cast<T>(tmp[e]);
+    }
+  }
+}
+
+template <int R, typename KV, typename T>
+void weighted_rows(const Context<KV>& c, const float* w, int64_t base, int64_t width, int64_t D, const Row<T>* rows) {
+  if (D % 8 != 0) return weighted_scalar(c, w, base, width, D, rows, R);
+  constexpr int V = R <= 2 ? 4 : R <= 4 ? 2 : 1;  // R x V sums, V values and a weight: within 16 ymm
+  int64_t d0 = 0;
+  for (; d0 + 8 * V <= D; d0 += 8 * V) weighted_values8<R, V>(c, w, base, width, d0, rows);
+  for (; d0 < D; d0 += 8) weighted_values8<R, 1>(c, w, base, width, d0, rows);
+}
+#endif
+
+#if defined(MISTRALPY_AVX512) || defined(MISTRALPY_AVX2)
 template <typename KV, typename T>
 void weighted_sums(const Context<KV>& c, const float* w, int64_t base, int64_t width, int64_t D, const Row<T>* rows,
                    int64_t n) {
@@ -177,20 +241,7 @@ void weighted_sums(const Context<KV>& c, const float* w, int64_t base, int64_t w
 template <typename KV, typename T>
 void weighted_sums(const Context<KV>& c, const float* w, int64_t base, int64_t width, int64_t D, const Row<T>* rows,
                    int64_t n) {
-  std::vector<float> acc(n * D, 0.0f);
-  for (int64_t i = 0; i < width; ++i) {
-    const KV* row = c.v + c.offsets[base + i];
-    for (int64_t r = 0; r < n; ++r) {
-      const float wr = w[r * width + i];
-      for (int64_t d = 0; d < D; ++d) {
-        const float x = std::is_same_v<KV, uint8_t> ? static_cast<float>(static_cast<int8_t>(row[d]))
-                                                     : static_cast<float>(row[d]);
-        acc[r * D + d] = std::fma(wr, x, acc[r * D + d]);
-      }
-    }
-  }
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t d = 0; d < D; ++d) rows[r].out[d] = static_cast<T>(acc[r * D + d]);
+  weighted_scalar(c, w, base, width, D, rows, n);
 }
 #endif
 

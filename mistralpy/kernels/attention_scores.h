@@ -20,6 +20,8 @@
 #include "kv_cache.h"
 #if defined(MISTRALPY_AVX512) || defined(MISTRALPY_AVX2)
 #include <immintrin.h>
+
+#include "vec_avx2.h"
 #endif
 
 namespace attn {
@@ -144,9 +146,7 @@ inline void score_tile<uint8_t>(const uint8_t* k, const int64_t* offsets, int64_
       const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(kv), _mm256_sign_epi8(qv, kv));
       acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
     }
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-    dot = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1)));
+    dot = vec::sum8_epi32(acc);
 #endif
     for (; d < D; ++d) dot += static_cast<int32_t>(q.codes[d]) * codes[d];
     scores[j] = static_cast<float>(dot) * k_scales[j] * q.factor;

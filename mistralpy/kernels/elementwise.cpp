@@ -8,6 +8,7 @@
 
 #include "isa.h"
 #include "ops.h"
+#include "vec_avx2.h"
 #include "vec_exp.h"
 
 namespace {
@@ -71,13 +72,8 @@ void silu_mul_rows(const bf16* x, int64_t x_stride, bf16* out, int64_t n, int64_
 }
 
 #if defined(MISTRALPY_AVX2) || defined(MISTRALPY_AVX512)
-// 8 bf16 as float32 (exact), and 8 float32 rounded to bf16 as c10::BFloat16 rounds (nearest, ties to even; NaN to
-// 0x7FC0), kept as float32 (the low half zero).
-inline __m256 load_bf16x8(const bf16* p) {
-  const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
-}
-
+// 8 float32 rounded to bf16 as c10::BFloat16 rounds (nearest, ties to even; NaN to 0x7FC0), kept as float32 (the
+// low half zero).
 inline __m256 round_bf16x8(__m256 v) {
   const __m256i bits = _mm256_castps_si256(v);
   const __m256i bias = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1)),
@@ -102,8 +98,8 @@ inline void rotate_head(const bf16* x, const bf16* cos, const bf16* sin, bf16* o
   int64_t i = 0;
 #if defined(MISTRALPY_AVX2) || defined(MISTRALPY_AVX512)
   for (; i + 8 <= half; i += 8) {
-    const __m256 x1 = load_bf16x8(x + i), x2 = load_bf16x8(x + half + i);
-    const __m256 c = load_bf16x8(cos + i), s = load_bf16x8(sin + i);
+    const __m256 x1 = vec::load8_f32(x + i), x2 = vec::load8_f32(x + half + i);
+    const __m256 c = vec::load8_f32(cos + i), s = vec::load8_f32(sin + i);
     const __m256 r1 = _mm256_sub_ps(round_bf16x8(_mm256_mul_ps(x1, c)), round_bf16x8(_mm256_mul_ps(x2, s)));
     const __m256 r2 = _mm256_add_ps(round_bf16x8(_mm256_mul_ps(x2, c)), round_bf16x8(_mm256_mul_ps(x1, s)));
     store_bf16x8(o + i, round_bf16x8(r1));

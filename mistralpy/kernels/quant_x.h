@@ -17,6 +17,8 @@
 #include "isa.h"
 #ifdef MISTRALPY_AVX2
 #include <immintrin.h>
+
+#include "vec_avx2.h"
 #endif
 
 namespace quant {
@@ -36,12 +38,6 @@ inline const int8_t* lane_order16(int bits) {
 }
 
 #ifdef MISTRALPY_AVX2
-inline __m256 load8_f32(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8_f32(const c10::BFloat16* p) {  // exact: a bf16 is a float32's high half
-  const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
-}
-
 // One group of kG values quantized as the scalar loop below does, with the same float32 operations (one multiply by
 // 127 / max |x|, rounding half to even: vcvtps2dq under the default rounding mode); returns max |x| and the codes'
 // sum. The codes of each 16 go to q in the lanes' order (a byte shuffle by lane_order16).
@@ -51,7 +47,7 @@ float quantize_group_avx2(const T* x, const __m128i order, int8_t* q, int32_t& s
   const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   __m256 v[kVecs], m = _mm256_setzero_ps();
   for (int i = 0; i < kVecs; ++i) {
-    v[i] = load8_f32(x + 8 * i);
+    v[i] = vec::load8_f32(x + 8 * i);
     m = _mm256_max_ps(m, _mm256_and_ps(v[i], magnitude));
   }
   __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
@@ -67,9 +63,7 @@ float quantize_group_avx2(const T* x, const __m128i order, int8_t* q, int32_t& s
     const __m128i codes = _mm_packs_epi16(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 8 * i), _mm_shuffle_epi8(codes, order));
   }
-  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
-  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-  sum = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1)));
+  sum = vec::sum8_epi32(total);
   return amax;
 }
 #endif
