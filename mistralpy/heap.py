@@ -14,7 +14,12 @@ from typing import Any
 # A step of at least this many tokens is a prefill's: its activations are several times a decode step's (at 512
 # float32 tokens of the embedded model glibc kept ~23 MiB of them, against ~10 for 32 decode rows).
 WIDE_STEP_TOKENS = 256
-M_ARENA_MAX = -8  # mallopt's parameter number (glibc's malloc.h)
+M_ARENA_MAX = -8  # mallopt's parameter numbers (glibc's malloc.h)
+M_MMAP_THRESHOLD = -3
+# Allocations from this size up get pages of their own, returned when freed: a float32 decode step's logits (6.3 MB
+# at 32 rows) and a float32 prefill chunk's widest activations (512 x 3072 x 4 bytes). Smaller ones stay in the heap,
+# so a bf16 step allocates as before.
+MMAP_THRESHOLD_BYTES = 4 << 20
 
 
 def trim_heap() -> None:
@@ -30,10 +35,27 @@ def one_arena(environ: dict | os._Environ = os.environ, mallopt: Callable[[int, 
     arena but never its top chunk, where a server's engine thread (its steps run on the loop thread) kept a prefill's
     freed activations: 14 MiB of the portable level's 32-chat peak. The main arena's top is trimmed too. For a
     process's start, before its threads allocate: arenas made before stay in use."""
-    if "MALLOC_ARENA_MAX" in environ:
+    return _mallopt_unless_set("MALLOC_ARENA_MAX", M_ARENA_MAX, 1, environ, mallopt)
+
+
+def fixed_mmap_threshold(
+    environ: dict | os._Environ = os.environ, mallopt: Callable[[int, int], int] | None = None
+) -> bool:
+    """Allocations of MMAP_THRESHOLD_BYTES and more are mmapped from now on (mallopt M_MMAP_THRESHOLD, as
+    MALLOC_MMAP_THRESHOLD_ does), unless MALLOC_MMAP_THRESHOLD_ is set; whether it was set here. glibc otherwise
+    raises its threshold to the size of each mmapped block freed, up to 32 MiB, after which a step's large transients
+    come from the heap and its freed pages stay resident between trims: the portable level's 32-chat peak was 447.4
+    and 450.8 MiB without this, 446.5 and 446.3 with it (docs/BENCHMARKS.md)."""
+    return _mallopt_unless_set("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES, environ, mallopt)
+
+
+def _mallopt_unless_set(
+    variable: str, param: int, value: int, environ: dict | os._Environ, mallopt: Callable[[int, int], int] | None
+) -> bool:
+    if variable in environ:
         return False
     mallopt = mallopt or _libc("mallopt")
-    return mallopt is not None and mallopt(M_ARENA_MAX, 1) == 1
+    return mallopt is not None and mallopt(param, value) == 1
 
 
 class StepTrim:

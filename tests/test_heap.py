@@ -1,6 +1,7 @@
 """heap.py's policies. StepTrim: the heap is trimmed once before the first narrow step after a wide (prefill) one,
 never between steps of one kind; the CPU model runner applies it to every step it executes. one_arena: glibc's
-M_ARENA_MAX set to 1 unless the user's MALLOC_ARENA_MAX says otherwise; `mistralpy serve` sets it first."""
+M_ARENA_MAX set to 1 unless the user's MALLOC_ARENA_MAX says otherwise; `mistralpy serve` sets it first.
+fixed_mmap_threshold: large transients get pages of their own, given back when freed, as the resident set shows."""
 
 from __future__ import annotations
 
@@ -8,8 +9,19 @@ import inspect
 import subprocess
 import sys
 
+import pytest
+
 from mistralpy import LLM, SamplingParams
-from mistralpy.heap import M_ARENA_MAX, WIDE_STEP_TOKENS, StepTrim, one_arena, trim_heap
+from mistralpy.heap import (
+    M_ARENA_MAX,
+    M_MMAP_THRESHOLD,
+    MMAP_THRESHOLD_BYTES,
+    WIDE_STEP_TOKENS,
+    StepTrim,
+    fixed_mmap_threshold,
+    one_arena,
+    trim_heap,
+)
 from mistralpy.server import serve
 
 
@@ -69,6 +81,48 @@ def test_one_arena_calls_glibc():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "True\n"
 
 
-def test_serve_sets_one_arena_before_building_the_server():
+def test_serve_sets_one_arena_and_the_threshold_before_building_the_server():
     source = inspect.getsource(serve.serve_command)
-    assert "one_arena()" in source and source.index("one_arena()") < source.index("server_app(")
+    for call in ("one_arena()", "fixed_mmap_threshold()"):
+        assert call in source and source.index(call) < source.index("server_app(")
+
+
+def test_fixed_mmap_threshold_sets_glibcs_threshold_unless_the_user_did():
+    calls = []
+    assert fixed_mmap_threshold({}, lambda param, value: calls.append((param, value)) or 1)
+    assert calls == [(M_MMAP_THRESHOLD, 4 << 20)] and M_MMAP_THRESHOLD == -3  # malloc.h's M_MMAP_THRESHOLD
+    assert not fixed_mmap_threshold({"MALLOC_MMAP_THRESHOLD_": "65536"}, lambda *a: calls.append(a) or 1)
+    assert len(calls) == 1
+
+
+# Two 6 MB blocks, each written and freed in turn; prints the resident growth (kB) the second one left behind.
+_TWO_TRANSIENTS = """
+import ctypes, ctypes.util, sys
+from mistralpy.heap import fixed_mmap_threshold
+if sys.argv[1] == "fixed":
+    assert fixed_mmap_threshold({})
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def rss_kb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4
+size = 6 << 20
+first = libc.malloc(size); ctypes.memset(first, 1, size); libc.free(first)
+before = rss_kb()
+second = libc.malloc(size); ctypes.memset(second, 1, size); libc.free(second)
+print(rss_kb() - before)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc and /proc/self/statm")
+def test_a_freed_large_transient_leaves_the_resident_set_with_the_fixed_threshold():
+    """glibc's own threshold rises to a freed mmapped block's size, so the second 6 MB block comes from the heap and
+    stays resident after it is freed; with the fixed threshold both are unmapped."""
+    assert MMAP_THRESHOLD_BYTES < 6 << 20
+
+    def kept_kb(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", _TWO_TRANSIENTS, mode], capture_output=True, text=True, check=True)
+        return int(run.stdout.split()[-1])
+
+    assert kept_kb("glibc") > 5000  # the premise: without the setting the block stays (6144 kB written)
+    assert kept_kb("fixed") < 1000

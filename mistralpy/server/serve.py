@@ -10,7 +10,7 @@ import sys
 
 from ..distributed.cli import add_replica_args, check_replica_flags
 from ..distributed.tensor_parallel.watcher import rank_failure, stop_server_on_worker_death
-from ..heap import one_arena
+from ..heap import fixed_mmap_threshold, one_arena
 from ..lora.anymoe.cli import add_anymoe_args
 from ..lora.cli import add_lora_args
 from ..lora.xlora.cli import add_xlora_args
@@ -112,6 +112,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from .ui.routes import page_url
 
     one_arena()  # before the server's threads: the engine thread's freed activations can then be trimmed
+    fixed_mmap_threshold()  # large transients (float32 logits and prefill activations) unmapped when freed
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not 0 <= args.port <= 65535:
         raise InvalidRequestError(f"--port must be in [0, 65535], got {args.port}")
