@@ -111,12 +111,19 @@ def test_32_clients_get_the_greedy_answer_from_both_replicas(replicas, tiny_llam
     prompts = [PROMPT[:2] + [100 + i] + PROMPT[2:] for i in range(32)]  # distinct from their third token on
     # long enough that requests overlap even on a loaded machine: six-token ones could finish one by one, and the
     # router then saw two idle replicas each time and kept the first (both replicas answered in most runs, not all)
+    # Up to three bursts: under CI's load the proxy's router has once sent a whole burst to one replica (its view of
+    # the second one lags); every burst's answers must be right, and one of them must come from both replicas.
     want = greedy_texts(tiny_llama[0], tokenizer_dir, prompts, 24)
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        responses = list(pool.map(lambda p: complete(replicas, p, 24), prompts))
-    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
-    assert [r.json()["choices"][0]["text"] for r in responses] == want
-    assert len({r.headers[REPLICA_HEADER] for r in responses}) == 2  # both replicas answered
+    answered_by = set()
+    for _ in range(3):
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            responses = list(pool.map(lambda p: complete(replicas, p, 24), prompts))
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+        assert [r.json()["choices"][0]["text"] for r in responses] == want
+        answered_by = {r.headers[REPLICA_HEADER] for r in responses}
+        if len(answered_by) == 2:
+            break
+    assert len(answered_by) == 2  # both replicas answered one burst
 
 
 def test_streams_stay_streams(replicas):
