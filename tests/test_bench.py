@@ -73,3 +73,37 @@ def test_llama_bench_output_parsing():
     assert parse_seconds(json.dumps([row])) == 1.75
     with pytest.raises(InvalidRequestError, match="printed no result"):
         parse_seconds("main: error: failed to load model")
+
+
+class _Recorder:
+    """A backend that logs each run it is given (the runner's warm-up is tg4) and takes a fixed time."""
+
+    vocab_size = 1000
+    dtype = "none"
+
+    def __init__(self, name: str, log: list, seconds: float, concurrent: bool) -> None:
+        self.name, self.log, self.time, self.concurrent = name, log, seconds, concurrent
+
+    def supports(self, test) -> bool:
+        return self.concurrent or test.concurrency == 1
+
+    def run(self, test, prompts) -> float:
+        self.log.append((self.name, test.name))
+        return self.time
+
+
+def test_backends_take_turns_within_each_test():
+    from mistralpy.bench.runner import run_benchmarks
+    from mistralpy.bench.workloads import build_tests
+
+    log: list = []
+    backends = [_Recorder("a", log, 2.0, True), _Recorder("b", log, 4.0, False)]
+    results = run_benchmarks(backends, build_tests([16], [], [2], 64), repetitions=2, progress=False)
+    assert log == [
+        ("a", "tg4"), ("b", "tg4"), ("a", "pp16"), ("b", "pp16"), ("a", "pp16"), ("b", "pp16"),
+        ("a", "tg4"), ("a", "c2 pp64+tg128"), ("a", "c2 pp64+tg128"),
+    ]  # fmt: skip
+    assert [(r.backend, r.test, r.seconds) for r in results] == [
+        ("a", "pp16", [2.0, 2.0]), ("a", "c2 pp64+tg128", [2.0, 2.0]), ("b", "pp16", [4.0, 4.0]),
+    ]  # fmt: skip
+    assert results[0].tok_per_s == 8.0 and results[2].tok_per_s == 4.0

@@ -27,9 +27,10 @@ COMMON_TESTS = [
     "tests/test_embedded_model.py::test_short_greedy_equals_the_kernel_reference",
 ]
 # the attention and element-wise kernels below avx512: AVX2 vectors on the avx2 levels (attention_scores.h,
-# attention_rows.h, elementwise.cpp), plain C++ on portable; the same bits as the avx512 level's
+# attention_rows.h, elementwise.cpp, argmax.cpp), plain C++ on portable; the same bits as the avx512 level's
 BELOW_AVX512_TESTS = [
     "tests/test_native_ops.py",
+    "tests/test_native_argmax.py",
     "tests/test_native_attention.py",
     "tests/test_native_prefill_attention.py",
     "tests/test_decoder_stack.py",

@@ -41,22 +41,26 @@ class Result:
 
 
 def run_benchmarks(backends: list[Backend], tests: list[Test], repetitions: int, progress: bool) -> list[Result]:
-    jobs = [(b, t) for b in backends for t in tests if b.supports(t)]
-    results = []
-    with tqdm(total=len(jobs) * repetitions, desc="Benchmarking", unit="run", disable=not progress) as bar:
-        for backend, test in jobs:
-            vocab = backend.vocab_size
-            backend.run(Test("tg", 8, 4), random_prompts(Test("tg", 8, 4), vocab, seed=-1))  # warm-up
-            seconds = []
+    """Each test's repetitions with the backends taking turns (A B A B ...), each warmed up first: on a shared
+    machine whose speed drifts from minute to minute, a slow spell then slows every backend alike, instead of
+    deciding the ratio by which backend ran in it. Results are listed backend by backend."""
+    seconds: dict[tuple[int, Test], list[float]] = {}
+    runs = sum(b.supports(t) for b in backends for t in tests) * repetitions
+    with tqdm(total=runs, desc="Benchmarking", unit="run", disable=not progress) as bar:
+        for test in tests:
+            turns = [(i, b) for i, b in enumerate(backends) if b.supports(test)]
+            for i, backend in turns:
+                backend.run(Test("tg", 8, 4), random_prompts(Test("tg", 8, 4), backend.vocab_size, seed=-1))
+                seconds[i, test] = []
             for rep in range(repetitions):
-                bar.set_postfix_str(f"{backend.name} {test.name}")
-                seconds.append(backend.run(test, random_prompts(test, vocab, seed=rep)))
-                bar.update(1)
-            results.append(
-                Result(backend.name, backend.dtype, test.name, test.kind, test.prompt_tokens, test.gen_tokens,
-                       test.concurrency, seconds)
-            )  # fmt: skip
-    return results
+                for i, backend in turns:
+                    bar.set_postfix_str(f"{backend.name} {test.name}")
+                    seconds[i, test].append(backend.run(test, random_prompts(test, backend.vocab_size, seed=rep)))
+                    bar.update(1)
+    return [
+        Result(b.name, b.dtype, t.name, t.kind, t.prompt_tokens, t.gen_tokens, t.concurrency, seconds[i, t])
+        for i, b in enumerate(backends) for t in tests if (i, t) in seconds
+    ]  # fmt: skip
 
 
 def format_table(results: list[Result]) -> str:

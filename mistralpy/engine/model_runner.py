@@ -96,7 +96,7 @@ class ModelRunner:
         self.write_kernel = None if native is None else native.write_kv
         self.decode_kernel = None if native is None else native.decode_attention
         self.prefill_kernel = None if native is None else native.prefill_attention
-        self.sampler = Sampler(None if native is None else native.apply_token_bitmask)
+        self.sampler = Sampler() if native is None else Sampler(native.apply_token_bitmask, native.argmax_rows)
         # structured output's masks for a step computed on a background thread while the forward runs (StepMasks)
         self.overlap_masks = True
         # only LongRoPE picks rotary rows by prompt length; the other models skip building them every step

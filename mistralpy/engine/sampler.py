@@ -3,6 +3,7 @@ over the batch, with a torch.Generator per seeded request."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,9 @@ _TOP_P_CANDIDATES = (256, 4096)
 _SAMPLE_CHUNK = 8
 # A row whose top_k is at most this is filtered and drawn among its top-k tokens only (sample_random).
 _TOP_K_CANDIDATES = 1024
+
+# The native greedy choice (kernels/argmax.cpp): float32 rows -> each row's torch.argmax(dim=1), faster.
+ArgmaxKernel = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -199,8 +203,9 @@ def compute_prompt_logprobs(logits: torch.Tensor, target_ids: list[int], num_log
 class Sampler:
     """Turns one row of next-token logits per request into one token per request."""
 
-    def __init__(self, mask_kernel: MaskKernel | None = None) -> None:
+    def __init__(self, mask_kernel: MaskKernel | None = None, argmax_kernel: ArgmaxKernel | None = None) -> None:
         self.mask_kernel = mask_kernel  # the native structured-output mask (kernels/token_mask.cpp), where loaded
+        self.argmax_kernel = argmax_kernel
 
     def sample(self, logits: torch.Tensor, requests: list[Request], masks: StepMasks | None = None) -> SamplerOutput:
         """One token per row. Consumes `logits`: contiguous float32 rows are processed in place, where a copy of a
@@ -240,15 +245,18 @@ class Sampler:
                 logprobs[i] = entry
         return SamplerOutput(token_list, logprobs)
 
-    @staticmethod
-    def _choose(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+    def _choose(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
         greedy = [r.sampling_params.is_greedy for r in requests]
         if all(greedy):
-            return logits.argmax(dim=1)
+            return self._argmax(logits)
         random_rows = [i for i, g in enumerate(greedy) if not g]
         if len(random_rows) == len(requests):
             return sample_random(logits, requests)
-        token_ids = logits.argmax(dim=1)
+        token_ids = self._argmax(logits)
         row_index = list_tensor(random_rows, torch.long, logits.device)
         token_ids[row_index] = sample_random(logits[row_index], [requests[i] for i in random_rows])
         return token_ids
+
+    def _argmax(self, logits: torch.Tensor) -> torch.Tensor:
+        native = self.argmax_kernel is not None and logits.device.type == "cpu" and logits.dtype == torch.float32
+        return self.argmax_kernel(logits) if native and logits.stride(1) == 1 else logits.argmax(dim=1)

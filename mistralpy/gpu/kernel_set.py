@@ -15,6 +15,7 @@ class TritonKernels:
 
     write_kv = None  # layers/kv_cache.write_kv's torch path
     apply_token_bitmask = None  # structured/token_mask.apply_bitmask's torch path
+    argmax_rows = None  # the sampler's torch argmax
 
     @staticmethod
     def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, gemma: bool) -> torch.Tensor:

@@ -20,6 +20,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rotary", &rotary, "bf16 half-split rotary of q and k, from the step's cos/sin rows");
   m.def("apply_token_bitmask", &apply_token_bitmask,
         "structured output: the tokens an int32 bitmask disallows set to -inf in the given float32 logits rows");
+  m.def("argmax_rows", &argmax_rows, "greedy tokens: each float32 row's argmax, as torch.argmax(dim=1)");
   pybind11::class_<QuantLinear>(m, "QuantLinear", "a projection over group-quantized codes (for DecoderStack)")
       .def(pybind11::init<torch::Tensor, torch::Tensor, c10::optional<torch::Tensor>, int64_t, double, int64_t,
                           c10::optional<torch::Tensor>>())

@@ -29,3 +29,5 @@ torch::Tensor silu_and_mul(torch::Tensor gate_up);
 std::vector<torch::Tensor> rotary(torch::Tensor q, torch::Tensor k, torch::Tensor cos, torch::Tensor sin);
 // sets the tokens that llguidance's int32 bitmask (M, W) disallows to -inf in logits rows `rows` (M,), in place
 void apply_token_bitmask(torch::Tensor logits, torch::Tensor bitmask, torch::Tensor rows);
+// the index of each float32 row's maximum, as torch.argmax(dim=1) answers (argmax.cpp)
+torch::Tensor argmax_rows(torch::Tensor logits);
