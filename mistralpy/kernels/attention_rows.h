@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "attention_scores.h"
-#include "vec_avx2.h"
 #include "vec_exp.h"
+#include "vec_max.h"
 
 namespace attn {
 
@@ -71,11 +71,10 @@ inline float exp_scores(float* s, int64_t lo, int64_t hi, float cap) {
     for (int64_t i = lo; i < hi; ++i) s[i] = cap * std::tanh(s[i] * (1.0f / cap));
   }
 #endif
+  const float mx = vec::max_f32(s + lo, hi - lo);
 #if defined(MISTRALPY_AVX512) || defined(MISTRALPY_AVX2)
-  exp_inplace(s + lo, hi - lo, -vec::max_f32(s + lo, hi - lo));
+  exp_inplace(s + lo, hi - lo, -mx);
 #else
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t i = lo; i < hi; ++i) mx = std::max(mx, s[i]);
   for (int64_t i = lo; i < hi; ++i) s[i] = std::exp(s[i] - mx);
 #endif
   float sum = 0.0f;

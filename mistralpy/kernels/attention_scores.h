@@ -18,6 +18,7 @@
 
 #include "isa.h"
 #include "kv_cache.h"
+#include "vec_max.h"
 #if defined(MISTRALPY_AVX512) || defined(MISTRALPY_AVX2)
 #include <immintrin.h>
 
@@ -42,8 +43,7 @@ inline int64_t padded_dim(int64_t D) { return (D + 63) / 64 * 64; }
 // The row's int8 codes into `codes` (padded_dim(D) bytes), as kv::quantize_row rounds.
 template <typename T>
 Query quantize_query(const T* q, int64_t D, float scale, int8_t* codes) {
-  float amax = 0.0f;
-  for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(static_cast<float>(q[d])));
+  const float amax = vec::max_abs_f32(q, D);
   const float q_scale = amax / 127.0f, inv = q_scale > 0.0f ? 1.0f / q_scale : 0.0f;
   int32_t sum = 0;
   for (int64_t d = 0; d < padded_dim(D); ++d) {

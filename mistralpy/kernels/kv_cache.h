@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "vec_max.h"
+
 namespace kv {
 
 constexpr int64_t kScaleBytes = sizeof(float);
@@ -27,9 +29,7 @@ inline float row_scale(const uint8_t* row, int64_t D) {
 
 template <typename T>
 inline void quantize_row(const T* x, int64_t D, uint8_t* row) {
-  float amax = 0.0f;
-  for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(static_cast<float>(x[d])));
-  const float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+  const float scale = vec::max_abs_f32(x, D) / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
   for (int64_t d = 0; d < D; ++d) {
     const float code = std::nearbyint(std::clamp(static_cast<float>(x[d]) * inv, -127.0f, 127.0f));
     row[d] = static_cast<uint8_t>(static_cast<int8_t>(code));
