@@ -11,9 +11,7 @@
 
 #include "isa.h"
 #include "ops.h"
-#if defined(MISTRALPY_AVX512) || defined(MISTRALPY_AVX2)
-#include <immintrin.h>
-#endif
+#include "vec_max.h"
 
 namespace {
 
@@ -36,9 +34,7 @@ float row_max(const float* x, int64_t n) {
     a = _mm256_max_ps(a, u), b = _mm256_max_ps(b, v);
     unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(u, v, _CMP_UNORD_Q));
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_max_ps(a, b));
-  for (float lane : lanes) m = std::max(m, lane);
+  m = vec::max_lanes(_mm256_max_ps(a, b));
   nan = _mm256_movemask_ps(unordered) != 0;
 #endif
   for (; i < n; ++i) {
