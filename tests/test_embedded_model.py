@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,7 +149,8 @@ def assert_greedy_equals_the_kernel_reference(prompts: list[str], params: Sampli
 
 
 def _cpu_model() -> str:
-    lines = open("/proc/cpuinfo").read().splitlines() if os.path.exists("/proc/cpuinfo") else []
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     fields = {k.strip(): v for k, v in (line.split(":", 1) for line in lines[:12] if ":" in line)}
     return " ".join(fields.get(k, "?").strip() for k in ("vendor_id", "cpu family", "model", "stepping", "microcode"))
 
