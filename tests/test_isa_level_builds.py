@@ -35,11 +35,13 @@ BELOW_AVX512_TESTS = [
     "tests/test_native_prefill_attention.py",
     "tests/test_decoder_stack.py",
 ]
+# int8 attention (the cache's default with quantized weights) against float64, decode and prefill (attention_scores.h)
+INT8_ATTENTION_TESTS = ["tests/test_kv_cache_int8.py::test_kernels_on_an_int8_cache"]
 # avx2_vnni differs from avx2 in the quantized matmul's integer dot products only (qmatmul_avx2.h)
 KERNEL_TESTS = {
     "avx2_vnni": COMMON_TESTS,
-    "avx2": COMMON_TESTS + BELOW_AVX512_TESTS,
-    "portable": COMMON_TESTS + BELOW_AVX512_TESTS,
+    "avx2": COMMON_TESTS + BELOW_AVX512_TESTS + INT8_ATTENTION_TESTS,
+    "portable": COMMON_TESTS + BELOW_AVX512_TESTS + INT8_ATTENTION_TESTS,
 }
 
 

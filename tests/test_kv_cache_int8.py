@@ -99,7 +99,7 @@ def _q_rounding_bound(q, k, v, scale: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("qdtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("window, softcap", [(None, None), (5, None), (7, 20.0)])
-@pytest.mark.parametrize("head_dim", [64, 24])
+@pytest.mark.parametrize("head_dim", [64, 24, 80])  # 80: 32-dim vectors, then a rest
 @pytest.mark.parametrize("kind", ["decode", "prefill"])
 def test_kernels_on_an_int8_cache(native, qdtype, window, softcap, head_dim, kind):
     """Against float64 attention over the cache's values: with q rounded to int8 as the kernels round it, to float32
