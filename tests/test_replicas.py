@@ -72,6 +72,9 @@ def test_prefix_key():
     assert prefix_key(json.dumps(chat).encode()) == prefix_key(json.dumps(other_tail).encode())  # past 512 chars
     assert prefix_key(json.dumps({**chat, "model": "n"}).encode()) != prefix_key(json.dumps(chat).encode())
     assert prefix_key(json.dumps({"prompt": "x"}).encode()) != prefix_key(json.dumps({"prompt": "y"}).encode())
+    tokens = {"prompt": [1, 2, 3]}  # token ids: one prompt, keyed by all of its ids (not its first)
+    assert prefix_key(json.dumps(tokens).encode()) != prefix_key(json.dumps({"prompt": [1, 2, 4]}).encode())
+    assert prefix_key(json.dumps({"prompt": [[1, 2, 3], [5]]}).encode()) == prefix_key(json.dumps(tokens).encode())
     assert prefix_key(b"not json") is None and prefix_key(b"") is None and prefix_key(b"[1]") is None
 
 
@@ -108,14 +111,15 @@ def complete(url: str, prompt: list[int], n: int = 6, **extra) -> httpx.Response
 
 
 def test_32_clients_get_the_greedy_answer_from_both_replicas(replicas, tiny_llama, tokenizer_dir):
-    prompts = [PROMPT[:2] + [100 + i] + PROMPT[2:] for i in range(32)]  # distinct from their third token on
     # long enough that requests overlap even on a loaded machine: six-token ones could finish one by one, and the
     # router then saw two idle replicas each time and kept the first (both replicas answered in most runs, not all)
     # Up to three bursts: under CI's load the proxy's router has once sent a whole burst to one replica (its view of
-    # the second one lags); every burst's answers must be right, and one of them must come from both replicas.
-    want = greedy_texts(tiny_llama[0], tokenizer_dir, prompts, 24)
+    # the second one lags); every burst's answers must be right, and one of them must come from both replicas. Each
+    # burst's prompts are new (distinct from their third token on): prompts seen before go back to their replica.
     answered_by = set()
-    for _ in range(3):
+    for burst in range(3):
+        prompts = [PROMPT[:2] + [100 + 32 * burst + i] + PROMPT[2:] for i in range(32)]
+        want = greedy_texts(tiny_llama[0], tokenizer_dir, prompts, 24)
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
             responses = list(pool.map(lambda p: complete(replicas, p, 24), prompts))
         assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]

@@ -49,8 +49,9 @@ def _prompt_text(doc: dict[str, Any]) -> str:
         value = doc.get(key)
         if isinstance(value, str):
             parts.append(value)
-        elif isinstance(value, list) and value:
-            parts.append(json.dumps(value[0], ensure_ascii=False) if not isinstance(value[0], str) else value[0])
+        elif isinstance(value, list) and value:  # token ids are one prompt; a batch is keyed by its first prompt
+            first = value if isinstance(value[0], int) else value[0]
+            parts.append(first if isinstance(first, str) else json.dumps(first, ensure_ascii=False))
     return "\n".join(parts)
 
 
