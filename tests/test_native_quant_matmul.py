@@ -71,6 +71,27 @@ def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizat
             assert torch.equal(y[i : i + 1], alone[i]), (batch, i)
 
 
+def test_threads_share_every_panel_once(native_kernels) -> None:
+    """balanced_for.h: 38 panels (threads' shares and chunks of 4 uneven) times 3 blocks of x rows give one thread's
+    bits on 2, 3 and 5 threads (more threads than cores: some wait while the others take their chunks)."""
+    machine.require_native_qmatmul()
+    raw = random_blocks(Q.Q4_1, 16 * 37 + 5, 224, seed=5)
+    kernels = native_qmatmul()
+    layer = NativeQuantLinear.from_gguf_blocks(torch.from_numpy(raw), Q.Q4_1, (16 * 37 + 5, 224), None, kernels)
+    x = torch.randn(150, 224, generator=torch.Generator().manual_seed(1)).bfloat16()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = kernels.qmatmul(x, *layer._args, False)
+        assert_matmul_close(alone, x, reference(raw, Q.Q4_1), BF16_TOL)
+        for n in (2, 3, 5):
+            torch.set_num_threads(n)
+            for _ in range(3):
+                assert torch.equal(kernels.qmatmul(x, *layer._args, False), alone), n
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("qtype", sorted(NATIVE_TYPES), ids=lambda t: t.name)
 def test_native_kernel_equals_its_torch_spelling(native_kernels, qtype: GGMLQuantizationType, dtype) -> None:

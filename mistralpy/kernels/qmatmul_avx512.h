@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "balanced_for.h"
 #include "quant_common.h"
 #include "quant_x.h"
 
@@ -162,14 +163,13 @@ void qmatmul_impl(const QuantizedX& qx, int64_t M, int64_t K, const uint8_t* cod
   const int64_t panel_bytes = kPanel * K * kBits / 8;
   const Operands<P, O> o{qx.q.data(), qx.d.data(),       qx.dq.data(), codes, scale, bias, K, groups, panel_bytes,
                       N,           static_cast<float>(offset), out};
-  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t m = 0; m < M; m += kRowBlock) {
-      for (int64_t p = begin; p < end; ++p) {
-        // the next panel's codes and group parameters are requested while this one is multiplied: the hardware
-        // prefetchers alone leave a one-row matmul waiting on memory
-        if (p + 1 < end) quant::prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
-        panel_passes<kBits, kG>(o, m, std::min(M, m + kRowBlock), p);
-      }
+  quant::balanced_for((M + kRowBlock - 1) / kRowBlock, panels, 4, [&](int64_t block, int64_t begin, int64_t end) {
+    const int64_t m = block * kRowBlock;
+    for (int64_t p = begin; p < end; ++p) {
+      // the next panel's codes and group parameters are requested while this one is multiplied: the hardware
+      // prefetchers alone leave a one-row matmul waiting on memory
+      if (p + 1 < panels) quant::prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
+      panel_passes<kBits, kG>(o, m, std::min(M, m + kRowBlock), p);
     }
   });
 }

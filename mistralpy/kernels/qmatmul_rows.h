@@ -1,15 +1,16 @@
 // The quantized matmul of the avx2 and portable levels (quant_matmul.cpp dispatches to it): x (float32 or bf16) is
-// quantized per group (quant_x.h), then each panel of 16 weight rows is multiplied by passes of up to Pass::kMaxRows
-// rows of x (Pass: qmatmul_avx2.h or qmatmul_portable.h), which leave 16 float32 sums per x row for this file to
-// store. The arithmetic is the avx512 level's (quant_matmul.cpp's header), in the same order: a row's results do not
-// depend on the batch, and equal quant/qmatmul_reference.py's bit for bit.
+// quantized per group (quant_x.h), then each panel of 16 weight rows (shared among threads by balanced_for.h) is
+// multiplied by passes of up to Pass::kMaxRows rows of x (Pass: qmatmul_avx2.h or qmatmul_portable.h), which leave
+// 16 float32 sums per x row for this file to store. The arithmetic is the avx512 level's (quant_matmul.cpp's
+// header), in the same order: a row's results do not depend on the batch, and equal quant/qmatmul_reference.py's bit
+// for bit.
 #pragma once
-#include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <cstdint>
 
+#include "balanced_for.h"
 #include "quant_common.h"
 #include "quant_x.h"
 
@@ -58,12 +59,11 @@ void qmatmul_rows(const T* x, int64_t M, int64_t K, const uint8_t* codes, const 
   const int64_t groups = K / kG, panels = (N + kPanel - 1) / kPanel, panel_bytes = kPanel * K * kBits / 8;
   const QuantizedX qx = quantize_x_f32<kG>(x, M, K, kBits);
   const PanelArgs<P> o{qx, codes, scale, bias, K, groups, panel_bytes, static_cast<float>(offset)};
-  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t m = 0; m < M; m += kRowBlock) {
-      for (int64_t p = begin; p < end; ++p) {
-        if (!Pass::kPrefetches && p + 1 < end) prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
-        panel_rows<Pass, kBits, kG>(o, m, std::min(M, m + kRowBlock), p, out, N);
-      }
+  balanced_for((M + kRowBlock - 1) / kRowBlock, panels, 4, [&](int64_t block, int64_t begin, int64_t end) {
+    const int64_t m = block * kRowBlock;
+    for (int64_t p = begin; p < end; ++p) {
+      if (!Pass::kPrefetches && p + 1 < panels) prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
+      panel_rows<Pass, kBits, kG>(o, m, std::min(M, m + kRowBlock), p, out, N);
     }
   });
 }
