@@ -6,8 +6,9 @@
 //     (float(dot) * k_scale) * (q_scale * softmax_scale).
 //   bf16 rows: vdpbf16ps over the row in chunks of 32 values (16 lanes of pairs), then the 16 lanes summed by one
 //     fixed tree, times the softmax scale. float rows: the same with fused multiply-adds over chunks of 16.
-// Builds without AVX-512 compute every score with portable loops (int8 dots in AVX2 vectors on the avx2 levels: the
-// same integers): the same bits for decode and prefill on that build.
+// Int8 scores on the AVX2 and AVX-512 VNNI builds: attention_key_tiles.h, for several rows at once (the same integers
+// and float steps). Otherwise, and for bf16 and float rows without AVX-512, plain loops: the same bits for decode and
+// prefill on each build.
 #pragma once
 #include <c10/util/BFloat16.h>
 
@@ -27,7 +28,8 @@
 
 namespace attn {
 
-constexpr int64_t kTile = 16;  // keys scored together
+constexpr int64_t kTile = 16;    // keys scored together
+constexpr int64_t kMaxRows = 8;  // query rows attended together: they share key tiles and a pass over V
 
 // A query row as the scores take it: for int8 rows, its codes (padded with zeros to a multiple of 64), their sum and
 // factor = q_scale * softmax_scale; for bf16 and float rows, the row itself and factor = softmax_scale.
@@ -77,29 +79,6 @@ inline __m512 sum16(const __m512* s) {
   return _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xDD));
 }
 
-template <int Imm>
-inline __m512i shuffle_epi32x2(__m512i a, __m512i b) {  // shuffle_ps's two-source pattern on int32 lanes
-  return _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), Imm));
-}
-
-// The same tree over int32 lanes (exact: any order would give the same sums).
-inline __m512i sum16(const __m512i* s) {
-  __m512i c[8], d[4], e[2];
-  for (int j = 0; j < 8; ++j) {
-    c[j] = _mm512_add_epi32(_mm512_shuffle_i32x4(s[2 * j], s[2 * j + 1], 0x44),
-                            _mm512_shuffle_i32x4(s[2 * j], s[2 * j + 1], 0xEE));
-  }
-  for (int j = 0; j < 4; ++j) {
-    d[j] = _mm512_add_epi32(_mm512_shuffle_i32x4(c[2 * j], c[2 * j + 1], 0x88),
-                            _mm512_shuffle_i32x4(c[2 * j], c[2 * j + 1], 0xDD));
-  }
-  for (int j = 0; j < 2; ++j) {
-    e[j] = _mm512_add_epi32(shuffle_epi32x2<0x44>(d[2 * j], d[2 * j + 1]),
-                            shuffle_epi32x2<0xEE>(d[2 * j], d[2 * j + 1]));
-  }
-  return _mm512_add_epi32(shuffle_epi32x2<0x88>(e[0], e[1]), shuffle_epi32x2<0xDD>(e[0], e[1]));
-}
-
 inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1); }
 #endif
 
@@ -108,50 +87,16 @@ template <typename KV>
 inline void score_tile(const KV* k, const int64_t* offsets, int64_t n, int64_t D, const Query& q,
                        const float* k_scales, float* scores);
 
+// Int8 rows key by key, in plain C++: the builds without key tiles (attention_key_tiles.h) take these.
 template <>
 inline void score_tile<uint8_t>(const uint8_t* k, const int64_t* offsets, int64_t n, int64_t D, const Query& q,
                                 const float* k_scales, float* scores) {
-#if defined(MISTRALPY_AVX512_VNNI)
-  // K's codes as unsigned (code + 128, a flip of the top bit): vpdpbusd multiplies u8 by s8, and the 128 * sum(q)
-  // this adds to every dot is taken off again.
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  __m512i s[kTile];
-  for (int j = 0; j < kTile; ++j) {
-    __m512i acc = _mm512_setzero_si512();
-    if (j < n) {
-      const uint8_t* row = k + offsets[j];
-      for (int64_t d = 0; d < D; d += 64) {
-        const __mmask64 m = D - d >= 64 ? ~0ULL : (1ULL << (D - d)) - 1;
-        const __m512i codes = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, row + d), flip);
-        acc = _mm512_dpbusd_epi32(acc, codes, _mm512_loadu_si512(q.codes + d));
-      }
-    }
-    s[kSlot[j]] = acc;
-  }
-  const __m512i dots = _mm512_sub_epi32(sum16(s), _mm512_set1_epi32(128 * q.code_sum));
-  const __mmask16 m = first_lanes(n);
-  const __m512 scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dots), _mm512_maskz_loadu_ps(m, k_scales));
-  _mm512_mask_storeu_ps(scores, m, _mm512_mul_ps(scaled, _mm512_set1_ps(q.factor)));
-#else
   for (int64_t j = 0; j < n; ++j) {
     const int8_t* codes = reinterpret_cast<const int8_t*>(k + offsets[j]);
-    int64_t d = 0;
     int32_t dot = 0;
-#if defined(MISTRALPY_AVX2)
-    // s8 x s8 as llama.cpp's AVX2 dots: |k| (u8) times q with k's sign, pairs in s16 (at most 2 * 127 * 127)
-    __m256i acc = _mm256_setzero_si256();
-    for (; d + 32 <= D; d += 32) {
-      const __m256i kv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + d));
-      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.codes + d));
-      const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(kv), _mm256_sign_epi8(qv, kv));
-      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-    }
-    dot = vec::sum8_epi32(acc);
-#endif
-    for (; d < D; ++d) dot += static_cast<int32_t>(q.codes[d]) * codes[d];
+    for (int64_t d = 0; d < D; ++d) dot += static_cast<int32_t>(q.codes[d]) * codes[d];
     scores[j] = static_cast<float>(dot) * k_scales[j] * q.factor;
   }
-#endif
 }
 
 template <>

@@ -38,4 +38,15 @@ void balanced_for(int64_t rounds, int64_t n, int64_t chunk, const F& f) {
   });
 }
 
+// A quantized matmul's loop: f(m, m_end, p) for every block [m, m_end) of up to 64 x rows (their codes stay in L2
+// while the weights stream past) and every panel p < panels, the panels shared by balanced_for in chunks of 4.
+template <typename F>
+void for_row_blocks_and_panels(int64_t M, int64_t panels, const F& f) {
+  constexpr int64_t kRowBlock = 64;
+  balanced_for((M + kRowBlock - 1) / kRowBlock, panels, 4, [&](int64_t block, int64_t begin, int64_t end) {
+    const int64_t m = block * kRowBlock;
+    for (int64_t p = begin; p < end; ++p) f(m, std::min(M, m + kRowBlock), p);
+  });
+}
+
 }  // namespace quant

@@ -18,8 +18,6 @@ namespace avx512 {
 
 using quant::kPanel;
 constexpr int kMaxRows = 8;  // x rows per pass over a panel: their sums stay in registers
-// x rows per sweep over the panels: a block's codes stay in L2 while the weight streams past them
-constexpr int64_t kRowBlock = 64;
 
 using quant::QuantizedX;
 
@@ -163,14 +161,11 @@ void qmatmul_impl(const QuantizedX& qx, int64_t M, int64_t K, const uint8_t* cod
   const int64_t panel_bytes = kPanel * K * kBits / 8;
   const Operands<P, O> o{qx.q.data(), qx.d.data(),       qx.dq.data(), codes, scale, bias, K, groups, panel_bytes,
                       N,           static_cast<float>(offset), out};
-  quant::balanced_for((M + kRowBlock - 1) / kRowBlock, panels, 4, [&](int64_t block, int64_t begin, int64_t end) {
-    const int64_t m = block * kRowBlock;
-    for (int64_t p = begin; p < end; ++p) {
-      // the next panel's codes and group parameters are requested while this one is multiplied: the hardware
-      // prefetchers alone leave a one-row matmul waiting on memory
-      if (p + 1 < panels) quant::prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
-      panel_passes<kBits, kG>(o, m, std::min(M, m + kRowBlock), p);
-    }
+  quant::for_row_blocks_and_panels(M, panels, [&](int64_t m, int64_t m_end, int64_t p) {
+    // the next panel's codes and group parameters are requested while this one is multiplied: the hardware
+    // prefetchers alone leave a one-row matmul waiting on memory
+    if (p + 1 < panels) quant::prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
+    panel_passes<kBits, kG>(o, m, m_end, p);
   });
 }
 

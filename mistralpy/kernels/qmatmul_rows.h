@@ -55,16 +55,12 @@ void panel_rows(const PanelArgs<P>& o, int64_t m, int64_t M, int64_t p, O* out, 
 template <typename Pass, int kBits, int kG, typename P, typename O, typename T>
 void qmatmul_rows(const T* x, int64_t M, int64_t K, const uint8_t* codes, const P* scale, const P* bias,
                   double offset, O* out, int64_t N) {
-  constexpr int64_t kRowBlock = 64;  // x rows per sweep over the panels: their codes stay in L2
   const int64_t groups = K / kG, panels = (N + kPanel - 1) / kPanel, panel_bytes = kPanel * K * kBits / 8;
   const QuantizedX qx = quantize_x_f32<kG>(x, M, K, kBits);
   const PanelArgs<P> o{qx, codes, scale, bias, K, groups, panel_bytes, static_cast<float>(offset)};
-  balanced_for((M + kRowBlock - 1) / kRowBlock, panels, 4, [&](int64_t block, int64_t begin, int64_t end) {
-    const int64_t m = block * kRowBlock;
-    for (int64_t p = begin; p < end; ++p) {
-      if (!Pass::kPrefetches && p + 1 < panels) prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
-      panel_rows<Pass, kBits, kG>(o, m, std::min(M, m + kRowBlock), p, out, N);
-    }
+  for_row_blocks_and_panels(M, panels, [&](int64_t m, int64_t m_end, int64_t p) {
+    if (!Pass::kPrefetches && p + 1 < panels) prefetch_panel(codes, panel_bytes, {scale, bias}, groups, p + 1);
+    panel_rows<Pass, kBits, kG>(o, m, m_end, p, out, N);
   });
 }
 
