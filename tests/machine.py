@@ -54,6 +54,7 @@ if _FORCED in ("", "auto"):
 CPU_AVX512 = ARCH == "x86_64" and _AVX512_FLAGS | _V3_FLAGS <= CPU_FLAGS
 CPU_AVX2 = ARCH == "x86_64" and _V3_FLAGS <= CPU_FLAGS
 CPU_AVX2_VNNI = CPU_AVX2 and "avx_vnni" in CPU_FLAGS
+CPU_AMX = CPU_AVX512 and {"amx_tile", "amx_int8"} <= CPU_FLAGS
 _BEST = "avx512" if CPU_AVX512 else "avx2_vnni" if CPU_AVX2_VNNI else "avx2" if CPU_AVX2 else "portable"
 ISA_LEVEL = _FORCED or _BEST
 # The levels this CPU runs, best first (a build for each below ISA_LEVEL is tested: test_isa_level_builds.py)
@@ -66,6 +67,8 @@ CPU_LEVELS = [
 AVX512F = ISA_LEVEL == "avx512"
 AVX512_BF16 = AVX512F
 AVX512_VNNI = AVX512F
+# ... and on a CPU with AMX, its quantized matmul takes batches of 16+ rows in int8 tiles (the kernel grants them)
+AMX = AVX512F and CPU_AMX
 # Every level has the native quantized matmul (and the DecoderStack on it); the machine must run it if it can build.
 NATIVE_QMATMUL = CAN_BUILD_NATIVE
 

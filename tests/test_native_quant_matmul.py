@@ -71,6 +71,13 @@ def test_native_kernel_on_every_batch_shape(native_kernels, qtype: GGMLQuantizat
             assert torch.equal(y[i : i + 1], alone[i]), (batch, i)
 
 
+def test_amx_tiles_where_the_cpu_has_them(native_kernels) -> None:
+    """The avx512 build on a CPU with AMX multiplies batches of 16+ rows with int8 tiles (qmatmul_amx.h); the batch
+    test above then checks them against the reference, and against each row alone (vpdpbusd), bit for bit."""
+    machine.require_native_qmatmul()
+    assert native_qmatmul().amx_tiles() == machine.AMX
+
+
 def test_threads_share_every_panel_once(native_kernels) -> None:
     """balanced_for.h: 38 panels (threads' shares and chunks of 4 uneven) times 3 blocks of x rows give one thread's
     bits on 2, 3 and 5 threads (more threads than cores: some wait while the others take their chunks)."""

@@ -24,4 +24,5 @@ def run_meta(args: argparse.Namespace, model: str) -> dict:
 
 def isa_line(meta: dict) -> str:
     native = "native kernels" if meta["native_kernels"] else "torch paths (native kernels not built)"
+    native += ", AMX int8 tiles for 16+ rows" if meta.get("amx_tiles") else ""
     return f"ISA level: {meta['isa']} ({native}); torch's kernels: {meta['torch_isa']}"

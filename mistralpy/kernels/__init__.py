@@ -64,14 +64,19 @@ def loaded() -> ModuleType | None:
 
 
 def isa_report() -> dict[str, object]:
-    """This process's ISA level and whether its native kernels run (for `mistralpy bench` and the server's /version):
-    {"isa": "avx2", "native_kernels": True}; "isa" is the level the kernels are (or would be) built for."""
+    """This process's ISA level, whether its native kernels run and whether their quantized matmul uses AMX tiles (for
+    `mistralpy bench` and the server's /version): {"isa": "avx2", "native_kernels": True, "amx_tiles": False}; "isa"
+    is the level the kernels are (or would be) built for."""
     try:
         level = isa_level.current_level().name
     except isa_level.IsaLevelError as e:
         level = f"invalid ({e})"
     module = _process.module
-    return {"isa": module.isa_level() if module is not None else level, "native_kernels": module is not None}
+    return {
+        "isa": module.isa_level() if module is not None else level,
+        "native_kernels": module is not None,
+        "amx_tiles": module is not None and module.amx_tiles(),
+    }
 
 
 def build_dir() -> BuildDir:

@@ -10,6 +10,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("prefill_attention", &prefill_attention, "causal attention of a sequence's new tokens over its paged KV");
   m.def("has_qmatmul", &has_qmatmul, "whether qmatmul was built (every ISA level has it)");
   m.def("isa_level", &isa_level, "the ISA level this build was made for: avx512, avx2 or portable");
+  m.def("amx_tiles", &amx_tiles, "whether qmatmul multiplies batches of 16+ rows with AMX int8 tiles here");
   m.def("qmatmul", &qmatmul,
         "x (M, K) bf16 or float32 times a group-quantized weight in panels of 16 rows, transposed -> (M, N) in x's "
         "dtype (float_out: float32)");

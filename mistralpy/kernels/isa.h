@@ -12,6 +12,9 @@
 #if defined(MISTRALPY_AVX512_BF16) && defined(__AVX512VNNI__)
 #define MISTRALPY_AVX512_VNNI 1  // and u8 x s8 dot products (vpdpbusd)
 #endif
+#if defined(MISTRALPY_AVX512_VNNI) && defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__)
+#define MISTRALPY_AMX 1  // and AMX int8 tile products (tdpbsud), where the kernel grants the process the tile state
+#endif
 #if (defined(MISTRALPY_LEVEL_AVX2) || defined(MISTRALPY_LEVEL_AVX2_VNNI)) && defined(__AVX2__) && defined(__FMA__) && \
     defined(__F16C__)
 #define MISTRALPY_AVX2 1  // x86-64-v3: 8-lane float32 FMA, u8 x s8 pair products (vpmaddubsw), f16 conversions

@@ -16,6 +16,8 @@ torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor
 bool has_qmatmul();
 // the ISA level this build was made for (kernels/isa_level.py)
 const char* isa_level();
+// whether qmatmul multiplies batches of 16 or more rows with AMX int8 tiles in this process (qmatmul_amx.h)
+bool amx_tiles();
 // x (M, K) bf16 or float32 times the weight in panels (quant_common.h) of N rows, transposed -> (M, N) in x's dtype
 // (float32: float_out)
 torch::Tensor qmatmul(torch::Tensor x, torch::Tensor codes, torch::Tensor scale, c10::optional<torch::Tensor> bias,

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "balanced_for.h"
+#include "qmatmul_amx.h"
 #include "quant_common.h"
 #include "quant_x.h"
 
@@ -86,6 +87,21 @@ struct Operands {
   O* out;
 };
 
+// out[m + j, 16 p .. 16 p + 16) = acc[j] for j < rows (fewer columns in a last, partial panel).
+template <typename P, typename O>
+void store_rows(const Operands<P, O>& o, int64_t p, int64_t m, int rows, const __m512* acc) {
+  const int64_t cols = std::min(kPanel, o.N - p * kPanel);
+  const __mmask16 mask = cols >= kPanel ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+  for (int j = 0; j < rows; ++j) {
+    O* out = o.out + (m + j) * o.N + p * kPanel;
+    if constexpr (std::is_same_v<O, float>) {
+      _mm512_mask_storeu_ps(out, mask, acc[j]);
+    } else {
+      _mm256_mask_storeu_epi16(out, mask, (__m256i)_mm512_cvtneps_pbh(acc[j]));
+    }
+  }
+}
+
 // Rows [m, m + MR) of x times panel p: out[m + j, 16 p .. 16 p + 16). Groups of kG weights.
 template <int kBits, int kG, int MR, typename P, typename O>
 void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
@@ -132,16 +148,7 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
       x[j] += kG / 4;
     }
   }
-  const int64_t cols = std::min(kPanel, o.N - p * kPanel);
-  const __mmask16 mask = cols >= kPanel ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-  for (int j = 0; j < MR; ++j) {
-    O* out = o.out + (m + j) * o.N + p * kPanel;
-    if constexpr (std::is_same_v<O, float>) {
-      _mm512_mask_storeu_ps(out, mask, acc[j]);
-    } else {
-      _mm256_mask_storeu_epi16(out, mask, (__m256i)_mm512_cvtneps_pbh(acc[j]));
-    }
-  }
+  store_rows(o, p, m, MR, acc);
 }
 
 // Rows [m, M) of x times panel p, kMaxRows at a time, then passes of 4, 2 and 1 rows.
@@ -153,6 +160,38 @@ void panel_passes(const Operands<P, O>& o, int64_t m, int64_t M, int64_t p) {
   if (M - m >= 1) panel_pass<kBits, kG, 1>(o, p, m);
 }
 
+#ifdef MISTRALPY_AMX
+// Rows [m, m + 16) of x times panel p with AMX tiles (qmatmul_amx.h), b: the panel's B tiles. Each group's sums go
+// through panel_pass's float steps, in the same order: the same results, bit for bit. A group's steps run while the
+// next group's tile product is formed.
+template <int kG, typename P, typename O>
+void tile_pass(const Operands<P, O>& o, int64_t p, int64_t m, const uint8_t* b) {
+  const int64_t G = o.groups;
+  const P* scale = o.scale + p * G * kPanel;
+  const P* bias = o.bias != nullptr ? o.bias + p * G * kPanel : nullptr;
+  const __m512 offset = _mm512_set1_ps(o.offset);
+  const uint8_t* x = reinterpret_cast<const uint8_t*>(o.q) + m * o.K;
+  alignas(64) int32_t sums[2][16][16];
+  __m512 acc[16];
+  for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
+  for (int64_t g = 0; g <= G; ++g) {
+    if (g < G) amx::group_sums<kG>(x, o.K, b, g, sums[g % 2]);
+    if (g == 0) continue;
+    const int64_t f = g - 1;  // the group whose float steps run now
+    const __m512 a = quant::load16(scale + f * kPanel);
+    const __m512 b_g = bias != nullptr ? quant::load16(bias + f * kPanel) : _mm512_setzero_ps();
+    const __m512 z = _mm512_fmadd_ps(a, offset, b_g);  // a c + b
+    for (int j = 0; j < 16; ++j) {
+      const int64_t i = (m + j) * G + f;
+      const __m512 s = _mm512_cvtepi32_ps(_mm512_load_si512(sums[f % 2][j]));
+      acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
+      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), s, acc[j]);
+    }
+  }
+  store_rows(o, p, m, 16, acc);
+}
+#endif
+
 // x quantized (quantize_x, or quant_x.h for float32 rows) times the panels -> out (M, N).
 template <int kBits, int kG, typename P, typename O>
 void qmatmul_impl(const QuantizedX& qx, int64_t M, int64_t K, const uint8_t* codes, const P* scale, const P* bias,
@@ -161,6 +200,20 @@ void qmatmul_impl(const QuantizedX& qx, int64_t M, int64_t K, const uint8_t* cod
   const int64_t panel_bytes = kPanel * K * kBits / 8;
   const Operands<P, O> o{qx.q.data(), qx.d.data(),       qx.dq.data(), codes, scale, bias, K, groups, panel_bytes,
                       N,           static_cast<float>(offset), out};
+#ifdef MISTRALPY_AMX
+  if (M >= 16 && amx::available()) {
+    quant::for_row_blocks_and_panels(M, panels, [&](int64_t m, int64_t m_end, int64_t p) {
+      thread_local std::vector<uint8_t> b;  // the panel's B tiles
+      b.resize(groups * kG * 16);
+      amx::configure<kG>();
+      amx::unpack_panel<kBits, kG>(codes + p * panel_bytes, groups, b.data());
+      for (; m + 16 <= m_end; m += 16) tile_pass<kG>(o, p, m, b.data());
+      _tile_release();  // a thread holding no tile state does not make the kernel save it at every switch
+      panel_passes<kBits, kG>(o, m, m_end, p);
+    });
+    return;
+  }
+#endif
   quant::for_row_blocks_and_panels(M, panels, [&](int64_t m, int64_t m_end, int64_t p) {
     // the next panel's codes and group parameters are requested while this one is multiplied: the hardware
     // prefetchers alone leave a one-row matmul waiting on memory

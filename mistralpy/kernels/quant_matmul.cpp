@@ -9,7 +9,8 @@
 // An x row's sums are formed in the same order whatever the number of rows: results do not depend on the batch.
 // The result is stored as bf16, or as float32 (logits: a greedy choice is not left to ties at bf16's resolution).
 // quant/qmatmul_reference.py spells the same arithmetic in torch, operation for operation.
-// Per ISA level (isa.h): avx512 (qmatmul_avx512.h, vpdpbusd), avx2 (qmatmul_avx2.h, vpmaddubsw + vpmaddwd) and
+// Per ISA level (isa.h): avx512 (qmatmul_avx512.h, vpdpbusd; batches of 16+ rows by AMX tile products where the CPU
+// and the kernel allow: qmatmul_amx.h), avx2 (qmatmul_avx2.h, vpmaddubsw + vpmaddwd) and
 // portable (qmatmul_portable.h, plain C++): the same results, bit for bit. x may be bf16 or float32 (the avx2 and
 // portable levels' compute dtype); float32 rows are quantized by quant_x.h on every level.
 #include "ops.h"
@@ -49,6 +50,14 @@ void run_level(const torch::Tensor& x, int64_t M, int64_t K, const uint8_t* code
 bool has_qmatmul() { return true; }
 
 const char* isa_level() { return isa_level_name(); }
+
+bool amx_tiles() {
+#ifdef MISTRALPY_AMX
+  return amx::available();
+#else
+  return false;
+#endif
+}
 
 // x: (M, K) bf16 or float32 -> (M, N) in x's dtype, or float32 with float_out. offset: c, added to every code before
 // the scale.
