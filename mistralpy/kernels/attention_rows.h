@@ -5,7 +5,7 @@
 //
 // Per query row, over its keys [lo, hi): scores as attention_scores.h computes them (attention_key_tiles.h shares
 // the work among rows, not the arithmetic); an optional soft-cap, cap * tanh(score * (1 / cap)); the softmax: the
-// maximum, exp(score - max) by one lane-independent routine, their sum (lane_sum: one fixed order), and the weights
+// maximum, exp(score - max) by one lane-independent routine, their sum in key order, and the weights
 // (e * (1 / sum)) [* v_scale for int8 rows]; then attention_values.h's out = fma(w_j, v_j, out) over the keys in
 // order from 0, rounded to the output dtype at the end. Rows that share a pass over V give the keys they do
 // not attend weight 0: fma(0, v, out) leaves out unchanged, bit for bit.
@@ -37,22 +37,7 @@ inline __m512 tanh16(__m512 x) {  // 1 - 2 / (e^2x + 1)
 }
 #endif
 
-// The sum of p[0..n): 16 running sums (p[i] into sum i % 16), then joined in halves (sum l += sum l + 8, + 4, + 2,
-// + 1). One fixed order, the same on every level, with a dependent chain 16 times shorter than one running sum's.
-inline float lane_sum(const float* p, int64_t n) {
-  float s[16] = {};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    for (int l = 0; l < 16; ++l) s[l] += p[i + l];
-  }
-  for (int l = 0; i + l < n; ++l) s[l] += p[i + l];
-  for (int half = 8; half > 0; half /= 2) {
-    for (int l = 0; l < half; ++l) s[l] += s[l + half];
-  }
-  return s[0];
-}
-
-// s[i] (i in [lo, hi)) -> exp(s[i] - max) after the soft-cap; returns their lane_sum.
+// s[i] (i in [lo, hi)) -> exp(s[i] - max) after the soft-cap; returns their sum, taken in key order.
 inline float exp_scores(float* s, int64_t lo, int64_t hi, float cap) {
 #if defined(MISTRALPY_AVX512)
   if (cap > 0.0f) {
@@ -74,7 +59,9 @@ inline float exp_scores(float* s, int64_t lo, int64_t hi, float cap) {
 #else
   for (int64_t i = lo; i < hi; ++i) s[i] = std::exp(s[i] - mx);
 #endif
-  return lane_sum(s + lo, hi - lo);
+  float sum = 0.0f;
+  for (int64_t i = lo; i < hi; ++i) sum += s[i];
+  return sum;
 }
 
 // Request the K rows of keys [i, i + kTile) into L1 and their V rows into L2 (they are cold: a step's weights have
