@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -129,23 +130,47 @@ def test_short_greedy_equals_the_kernel_reference(dtype: str):
 
 def assert_greedy_equals_the_kernel_reference(prompts: list[str], params: SamplingParams, dtype: str, **engine) -> None:
     """The fast path's greedy tokens equal the kernel reference's for every prompt. On a mismatch the message says
-    whether the fast path repeats its own tokens when run again (a nondeterministic kernel) or not, and the CPU."""
+    whether the fast path repeats its own tokens when run twice more (a nondeterministic kernel) or not, whether the
+    prompts were tokenized alike, how far the sampled tokens' logprobs moved before the first divergence (rounding-
+    sized or not), and the CPU."""
+    params = dataclasses.replace(params, logprobs=0)  # and the sampled token's logprob at each step
 
-    def fast() -> list[list[int]]:
-        return [o.outputs[0].token_ids for o in LLM(dtype=dtype, **engine).generate(prompts, params)]
+    def run(llm: LLM) -> list:
+        return llm.generate(prompts, params)
 
-    first = fast()
+    first = run(LLM(dtype=dtype, **engine))
     reference = LLM(dtype=dtype, **engine)
     assert use_kernel_reference(reference.engine.model_runner.model) == 30 * 4 + 1  # and the tied logits
-    outs = [o.outputs[0].token_ids for o in reference.generate(prompts, params)]
+    outs = run(reference)
     everywhere = [params.max_tokens] * len(prompts)
-    if first_divergence(first, outs) != everywhere:
-        again = fast()
+    if first_divergence(_tokens(first), _tokens(outs)) != everywhere:
+        again = [run(LLM(dtype=dtype, **engine)) for _ in range(2)]
         pytest.fail(
-            f"first divergence per prompt, fast vs reference: {first_divergence(first, outs)}; the fast path run "
-            f"again vs its first run: {first_divergence(again, first)}, vs the reference: "
-            f"{first_divergence(again, outs)}; CPU model {_cpu_model()}, {torch.get_num_threads()} threads"
+            f"first divergence per prompt, fast vs reference: {first_divergence(_tokens(first), _tokens(outs))}; "
+            f"run twice more vs its first run: {[first_divergence(_tokens(a), _tokens(first)) for a in again]}, "
+            f"vs the reference: {[first_divergence(_tokens(a), _tokens(outs)) for a in again]}; prompt ids equal: "
+            f"{[o.prompt_token_ids for o in first] == [o.prompt_token_ids for o in outs]}; largest |logprob change| "
+            f"of a sampled token before the divergence, first run vs reference: {_logprob_change(first, outs):.3g}, "
+            f"the runs after it: {[round(_logprob_change(a, outs), 6) for a in again]}; CPU model {_cpu_model()}, "
+            f"{torch.get_num_threads()} threads"
         )
+
+
+def _tokens(outputs: list) -> list[list[int]]:
+    return [o.outputs[0].token_ids for o in outputs]
+
+
+def _logprob_change(outputs: list, reference: list) -> float:
+    """The largest |logprob difference| of the sampled tokens at the steps where both runs still agree."""
+    change = 0.0
+    for a, b in zip(outputs, reference, strict=True):
+        for ta, tb, la, lb in zip(
+            a.outputs[0].token_ids, b.outputs[0].token_ids, a.outputs[0].logprobs, b.outputs[0].logprobs, strict=False
+        ):
+            if ta != tb:
+                break
+            change = max(change, abs(la[ta].logprob - lb[tb].logprob))
+    return change
 
 
 def _cpu_model() -> str:
