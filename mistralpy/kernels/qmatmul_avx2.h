@@ -116,10 +116,7 @@ struct Avx2Pass {
       x[j] = o.x.q.data() + (m + j) * (o.K / 4);
     }
     for (int64_t g = 0; g < G; ++g) {
-      if (g % (64 / (kPanel * sizeof(P))) == 0) {  // a line holds the parameters of 2 (float16) or 1 group
-        prefetch_line(scale + G * kPanel + g * kPanel);
-        if (bias != nullptr) prefetch_line(bias + G * kPanel + g * kPanel);
-      }
+      prefetch_group_params(G, {scale, bias}, g);
       __m256i s[MR][2];
       for (int j = 0; j < MR; ++j) s[j][0] = s[j][1] = _mm256_setzero_si256();
       for (int b = 0; b < kBlocks; ++b) {
@@ -219,10 +216,7 @@ struct Avx2Pass {
   static void prefetch_next(const PanelArgs<P>& o, const uint8_t* group, const P* scale, const P* bias, int64_t g,
                             int blocks) {
     for (int b = 0; b < blocks; ++b) prefetch_line(group + b * 64 + o.panel_bytes);
-    if (g % (64 / (kPanel * sizeof(P))) == 0) {
-      prefetch_line(scale + o.groups * kPanel + g * kPanel);
-      if (bias != nullptr) prefetch_line(bias + o.groups * kPanel + g * kPanel);
-    }
+    prefetch_group_params(o.groups, {scale, bias}, g);
   }
 };
 

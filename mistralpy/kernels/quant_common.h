@@ -73,6 +73,16 @@ inline void prefetch_panel(const uint8_t* codes, int64_t panel_bytes, std::initi
   }
 }
 
+// The next panel's lines of group g's parameters (a, b), where g starts a line (a line holds 2 groups' float16
+// parameters, or 1 group's float32).
+template <typename P>
+inline void prefetch_group_params(int64_t groups, std::initializer_list<const P*> params, int64_t g) {
+  if (g % (64 / (kPanel * static_cast<int64_t>(sizeof(P)))) != 0) return;
+  for (const P* param : params) {
+    if (param != nullptr) prefetch_line(param + groups * kPanel + g * kPanel);
+  }
+}
+
 #ifdef MISTRALPY_AVX512_BF16
 // 16 per-group parameters (one per row of a panel) as float32 lanes.
 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
