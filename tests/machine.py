@@ -16,16 +16,21 @@ from pathlib import Path
 import pytest
 
 
-def _cpu_flags() -> frozenset[str]:
+def _cpuinfo(*names: str) -> str:
+    """The first CPU's value of the first of `names` in /proc/cpuinfo, "" where there is none."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return frozenset()
+        return ""
     for line in lines:
         name, _, value = line.partition(":")
-        if name.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if name.strip() in names:
+            return value.strip()
+    return ""
+
+
+def _cpu_flags() -> frozenset[str]:
+    return frozenset(_cpuinfo("flags", "Features").split())
 
 
 def _ninja() -> str | None:
@@ -37,6 +42,7 @@ def _ninja() -> str | None:
 
 
 CPU_FLAGS = _cpu_flags()
+CPU_VENDOR = _cpuinfo("vendor_id")  # GenuineIntel, AuthenticAMD, ...; "" off x86 Linux
 ARCH = platform.machine()
 COMPILER = shutil.which(os.environ.get("CXX", "c++"))
 NINJA = _ninja()

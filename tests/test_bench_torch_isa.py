@@ -10,6 +10,8 @@ import torch
 
 from mistralpy.bench import torch_isa
 
+from . import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -58,6 +60,10 @@ def test_reexecuted_process_runs_torch_at_avx2():
 
 @pytest.mark.skipif(sys.platform != "linux", reason="os.execve re-execution as on the benchmark machines")
 @pytest.mark.skipif("mkl" not in torch.__config__.show().lower(), reason="torch's BLAS is not MKL")
+@pytest.mark.skipif(
+    machine.CPU_VENDOR != "GenuineIntel",
+    reason=f"MKL's banner names the instructions it dispatched to on Intel CPUs only, not {machine.CPU_VENDOR!r}",
+)
 def test_reexecuted_process_runs_mkl_at_avx2():
     """The transformers peer's float32 matmuls are MKL's sgemm: MKL itself names the instructions it dispatched to."""
     code = (
