@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 
-def _cpuinfo(*names: str) -> str:
+def cpuinfo(*names: str) -> str:
     """The first CPU's value of the first of `names` in /proc/cpuinfo, "" where there is none."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -29,8 +29,13 @@ def _cpuinfo(*names: str) -> str:
     return ""
 
 
+def cpu_model() -> str:
+    """Vendor, family, model, stepping and microcode, as a failure message names the CPU."""
+    return " ".join(cpuinfo(k) or "?" for k in ("vendor_id", "cpu family", "model", "stepping", "microcode"))
+
+
 def _cpu_flags() -> frozenset[str]:
-    return frozenset(_cpuinfo("flags", "Features").split())
+    return frozenset(cpuinfo("flags", "Features").split())
 
 
 def _ninja() -> str | None:
@@ -42,7 +47,7 @@ def _ninja() -> str | None:
 
 
 CPU_FLAGS = _cpu_flags()
-CPU_VENDOR = _cpuinfo("vendor_id")  # GenuineIntel, AuthenticAMD, ...; "" off x86 Linux
+CPU_VENDOR = cpuinfo("vendor_id")  # GenuineIntel, AuthenticAMD, ...; "" off x86 Linux
 ARCH = platform.machine()
 COMPILER = shutil.which(os.environ.get("CXX", "c++"))
 NINJA = _ninja()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -151,8 +150,8 @@ def assert_greedy_equals_the_kernel_reference(prompts: list[str], params: Sampli
             f"vs the reference: {[first_divergence(_tokens(a), _tokens(outs)) for a in again]}; prompt ids equal: "
             f"{[o.prompt_token_ids for o in first] == [o.prompt_token_ids for o in outs]}; largest |logprob change| "
             f"of a sampled token before the divergence, first run vs reference: {_logprob_change(first, outs):.3g}, "
-            f"the runs after it: {[round(_logprob_change(a, outs), 6) for a in again]}; CPU model {_cpu_model()}, "
-            f"{torch.get_num_threads()} threads"
+            f"the runs after it: {[round(_logprob_change(a, outs), 6) for a in again]}; "
+            f"CPU model {machine.cpu_model()}, {torch.get_num_threads()} threads"
         )
 
 
@@ -171,13 +170,6 @@ def _logprob_change(outputs: list, reference: list) -> float:
                 break
             change = max(change, abs(la[ta].logprob - lb[tb].logprob))
     return change
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    fields = {k.strip(): v for k, v in (line.split(":", 1) for line in lines[:12] if ":" in line)}
-    return " ".join(fields.get(k, "?").strip() for k in ("vendor_id", "cpu family", "model", "stepping", "microcode"))
 
 
 def test_quantized_kernels_against_the_float32_path(llm):
