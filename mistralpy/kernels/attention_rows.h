@@ -37,8 +37,8 @@ inline __m512 tanh16(__m512 x) {  // 1 - 2 / (e^2x + 1)
 }
 #endif
 
-// s[i] (i in [lo, hi)) -> exp(s[i] - max) after the soft-cap; returns their sum, taken in key order.
-inline float exp_scores(float* s, int64_t lo, int64_t hi, float cap) {
+// s[i] (i in [lo, hi)) -> exp(s[i] - max) after the soft-cap.
+inline void exp_scores(float* s, int64_t lo, int64_t hi, float cap) {
 #if defined(MISTRALPY_AVX512)
   if (cap > 0.0f) {
     const __m512 vcap = _mm512_set1_ps(cap), inv = _mm512_set1_ps(1.0f / cap);
@@ -59,9 +59,33 @@ inline float exp_scores(float* s, int64_t lo, int64_t hi, float cap) {
 #else
   for (int64_t i = lo; i < hi; ++i) s[i] = std::exp(s[i] - mx);
 #endif
-  float sum = 0.0f;
-  for (int64_t i = lo; i < hi; ++i) sum += s[i];
-  return sum;
+}
+
+// sums[r] = the sum of row r's w[r * width + i] over i in [0, width), in key order. The R rows' running sums advance
+// together, a key at a time: each row's sum is still one chain of dependent adds, but the R chains overlap instead of
+// taking turns (a row at a time, the adds' latency was most of the softmax's time). A row's keys outside its range
+// hold 0: adding 0 to a sum of non-negative terms changes no bit.
+template <int R>
+void row_sums(const float* w, int64_t width, float* sums) {
+  float acc[R];
+  MISTRALPY_UNROLL for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  for (int64_t i = 0; i < width; ++i) {
+    MISTRALPY_UNROLL for (int r = 0; r < R; ++r) acc[r] += w[r * width + i];
+  }
+  MISTRALPY_UNROLL for (int r = 0; r < R; ++r) sums[r] = acc[r];
+}
+
+inline void row_sums(const float* w, int64_t n, int64_t width, float* sums) {
+  switch (n) {
+    case 1: return row_sums<1>(w, width, sums);
+    case 2: return row_sums<2>(w, width, sums);
+    case 3: return row_sums<3>(w, width, sums);
+    case 4: return row_sums<4>(w, width, sums);
+    case 5: return row_sums<5>(w, width, sums);
+    case 6: return row_sums<6>(w, width, sums);
+    case 7: return row_sums<7>(w, width, sums);
+    default: return row_sums<8>(w, width, sums);
+  }
 }
 
 // Request the K rows of keys [i, i + kTile) into L1 and their V rows into L2 (they are cold: a step's weights have
@@ -105,15 +129,20 @@ void scores(const Context<KV>& c, const Query* qs, const Row<T>* rows, int64_t c
   }
 }
 
-// One row's scores over keys [base, base + width) at w[i - base] -> its softmax weights on [lo, hi), 0 elsewhere.
-template <typename KV>
-void softmax_weights(const Context<KV>& c, int64_t lo, int64_t hi, float cap, int64_t base, int64_t width, float* w) {
+// One row's scores over keys [base, base + width) at w[i - base] -> exp(score - max) on [lo, hi), 0 elsewhere.
+inline void row_exps(int64_t lo, int64_t hi, float cap, int64_t base, int64_t width, float* w) {
   float* s = w - base;  // s[i] for key i
-  const float sum = exp_scores(s, lo, hi, cap);
-  const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+  exp_scores(s, lo, hi, cap);
   std::fill(w, s + lo, 0.0f);
-  for (int64_t i = lo; i < hi; ++i) s[i] = c.v_scales ? s[i] * inv * c.v_scales[i] : s[i] * inv;
   std::fill(s + hi, w + width, 0.0f);
+}
+
+// Those exps, whose sum is `sum`, -> the softmax weights (e * (1 / sum)) [* v_scale for int8 rows] on [lo, hi).
+template <typename KV>
+void softmax_weights(const Context<KV>& c, int64_t lo, int64_t hi, float sum, int64_t base, float* w) {
+  float* s = w - base;
+  const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+  for (int64_t i = lo; i < hi; ++i) s[i] = c.v_scales ? s[i] * inv * c.v_scales[i] : s[i] * inv;
 }
 
 
@@ -142,11 +171,15 @@ void attend(const Context<KV>& c, const Row<T>* rows, int64_t n, int64_t D, floa
     for (int64_t r = 0; r < count; ++r) {
       qs[r] = prepare<KV>(rows[r0 + r].q, D, scale, sc.codes.data() + r * padded_dim(D));
     }
-    scores(c, qs, rows + r0, count, D, base, width, sc.weights.data());
+    float* w = sc.weights.data();
+    scores(c, qs, rows + r0, count, D, base, width, w);
+    for (int64_t r = 0; r < count; ++r) row_exps(rows[r0 + r].lo, rows[r0 + r].hi, cap, base, width, w + r * width);
+    float sums[kMaxRows];
+    row_sums(w, count, width, sums);
     for (int64_t r = 0; r < count; ++r) {
-      softmax_weights(c, rows[r0 + r].lo, rows[r0 + r].hi, cap, base, width, sc.weights.data() + r * width);
+      softmax_weights(c, rows[r0 + r].lo, rows[r0 + r].hi, sums[r], base, w + r * width);
     }
-    weighted_sums(c, sc.weights.data(), base, width, D, rows + r0, count);
+    weighted_sums(c, w, base, width, D, rows + r0, count);
   }
 }
 

@@ -71,25 +71,28 @@ void weighted_values(const Context<KV>& c, const float* w, int64_t base, int64_t
                      const Row<T>* rows) {
   __m512 acc[R][V];
   __mmask16 mask[V];
-  for (int v = 0; v < V; ++v) mask[v] = d0 + 16 * v < D ? first_lanes(D - d0 - 16 * v) : 0;
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  MISTRALPY_UNROLL for (int v = 0; v < V; ++v) mask[v] = d0 + 16 * v < D ? first_lanes(D - d0 - 16 * v) : 0;
+  MISTRALPY_UNROLL for (int r = 0; r < R; ++r) {
+    MISTRALPY_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  }
   for (int64_t i = 0; i < width; ++i) {
     if (i + kAhead < width) prefetch_line(c.v + c.offsets[base + i + kAhead] + d0);
     const KV* row = c.v + c.offsets[base + i];
     __m512 x[V];
-    for (int v = 0; v < V; ++v) x[v] = values16(row, d0 + 16 * v, mask[v]);
-    for (int r = 0; r < R; ++r) {
+    MISTRALPY_UNROLL for (int v = 0; v < V; ++v) x[v] = values16(row, d0 + 16 * v, mask[v]);
+    MISTRALPY_UNROLL for (int r = 0; r < R; ++r) {
       const __m512 wr = _mm512_set1_ps(w[r * width + i]);
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(wr, x[v], acc[r][v]);
+      MISTRALPY_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(wr, x[v], acc[r][v]);
     }
   }
-  alignas(64) float tmp[16];
+  float sums[R][V][16];
+  MISTRALPY_UNROLL for (int r = 0; r < R; ++r) {
+    MISTRALPY_UNROLL for (int v = 0; v < V; ++v) _mm512_storeu_ps(sums[r][v], acc[r][v]);
+  }
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < V && mask[v]; ++v) {
-      _mm512_store_ps(tmp, acc[r][v]);
       const int64_t n = std::min<int64_t>(16, D - d0 - 16 * v);
-      for (int64_t e = 0; e < n; ++e) rows[r].out[d0 + 16 * v + e] = static_cast<T>(tmp[e]);
+      for (int64_t e = 0; e < n; ++e) rows[r].out[d0 + 16 * v + e] = static_cast<T>(sums[r][v][e]);
     }
   }
 }
@@ -112,24 +115,21 @@ template <int R, int V, typename KV, typename T>
 void weighted_values8(const Context<KV>& c, const float* w, int64_t base, int64_t width, int64_t d0,
                       const Row<T>* rows) {
   __m256 acc[R][V];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  MISTRALPY_UNROLL for (int r = 0; r < R; ++r) {
+    MISTRALPY_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  }
   for (int64_t i = 0; i < width; ++i) {
     if (i + kAhead < width) prefetch_line(c.v + c.offsets[base + i + kAhead] + d0);
     const KV* row = c.v + c.offsets[base + i] + d0;
     __m256 x[V];
-    for (int v = 0; v < V; ++v) x[v] = values8(row + 8 * v);
-    for (int r = 0; r < R; ++r) {
+    MISTRALPY_UNROLL for (int v = 0; v < V; ++v) x[v] = values8(row + 8 * v);
+    MISTRALPY_UNROLL for (int r = 0; r < R; ++r) {
       const __m256 wr = _mm256_set1_ps(w[r * width + i]);
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(wr, x[v], acc[r][v]);
+      MISTRALPY_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(wr, x[v], acc[r][v]);
     }
   }
-  alignas(32) float tmp[8];
-  for (int r = 0; r < R; ++r) {
-    for (int v = 0; v < V; ++v) {
-      _mm256_store_ps(tmp, acc[r][v]);
-      for (int e = 0; e < 8; ++e) rows[r].out[d0 + 8 * v + e] = static_cast<T>(tmp[e]);
-    }
+  MISTRALPY_UNROLL for (int r = 0; r < R; ++r) {
+    MISTRALPY_UNROLL for (int v = 0; v < V; ++v) vec::store8(rows[r].out + d0 + 8 * v, acc[r][v]);
   }
 }
 

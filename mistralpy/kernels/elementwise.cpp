@@ -71,26 +71,6 @@ void silu_mul_rows(const bf16* x, int64_t x_stride, bf16* out, int64_t n, int64_
   }
 }
 
-#if defined(MISTRALPY_AVX2) || defined(MISTRALPY_AVX512)
-// 8 float32 rounded to bf16 as c10::BFloat16 rounds (nearest, ties to even; NaN to 0x7FC0), kept as float32 (the
-// low half zero).
-inline __m256 round_bf16x8(__m256 v) {
-  const __m256i bits = _mm256_castps_si256(v);
-  const __m256i bias = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1)),
-                                        _mm256_set1_epi32(0x7FFF));
-  const __m256i high = _mm256_set1_epi32(static_cast<int>(0xFFFF0000));
-  const __m256i rounded = _mm256_and_si256(_mm256_add_epi32(bits, bias), high);
-  const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-  return _mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)), nan);
-}
-
-inline void store_bf16x8(bf16* p, __m256 rounded) {
-  const __m256i high = _mm256_srli_epi32(_mm256_castps_si256(rounded), 16);
-  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(high, high), 0x08);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
-}
-#endif
-
 // Half-split rotary of one head: [x1 * c - x2 * s, x2 * c + x1 * s], every product and sum rounded to bf16 (as the
 // torch ops do; the products of two bf16 values are exact in float32). 8 lanes at a time where the level has AVX2
 // (c10::BFloat16's rounding does not vectorise).
@@ -100,10 +80,10 @@ inline void rotate_head(const bf16* x, const bf16* cos, const bf16* sin, bf16* o
   for (; i + 8 <= half; i += 8) {
     const __m256 x1 = vec::load8_f32(x + i), x2 = vec::load8_f32(x + half + i);
     const __m256 c = vec::load8_f32(cos + i), s = vec::load8_f32(sin + i);
-    const __m256 r1 = _mm256_sub_ps(round_bf16x8(_mm256_mul_ps(x1, c)), round_bf16x8(_mm256_mul_ps(x2, s)));
-    const __m256 r2 = _mm256_add_ps(round_bf16x8(_mm256_mul_ps(x2, c)), round_bf16x8(_mm256_mul_ps(x1, s)));
-    store_bf16x8(o + i, round_bf16x8(r1));
-    store_bf16x8(o + half + i, round_bf16x8(r2));
+    const __m256 r1 = _mm256_sub_ps(vec::round_bf16x8(_mm256_mul_ps(x1, c)), vec::round_bf16x8(_mm256_mul_ps(x2, s)));
+    const __m256 r2 = _mm256_add_ps(vec::round_bf16x8(_mm256_mul_ps(x2, c)), vec::round_bf16x8(_mm256_mul_ps(x1, s)));
+    vec::store_bf16x8(o + i, vec::round_bf16x8(r1));
+    vec::store_bf16x8(o + half + i, vec::round_bf16x8(r2));
   }
 #endif
   for (; i < half; ++i) {

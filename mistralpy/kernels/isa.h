@@ -40,6 +40,12 @@ inline const char* isa_level_name() {
 #endif
 }
 
+// Unroll the next loop completely. Every loop over an array of vector registers (sums kept across a loop) needs it:
+// GCC keeps such an array in registers only if each index into it is a constant by its scalar replacement pass, and
+// it unrolls some of those loops (the ones setting the sums to zero, or storing them) only later or never. The array
+// then stays in memory, and every update of a sum in the hot loop is stored too.
+#define MISTRALPY_UNROLL _Pragma("GCC unroll 64")
+
 // Request the cache line at p into L1. Not _mm_prefetch: GCC deletes a loop whose only statements are
 // _mm_prefetch calls (it counts them as having no effect), and a volatile asm statement is never deleted.
 inline void prefetch_line(const void* p) {

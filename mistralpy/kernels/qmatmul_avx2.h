@@ -111,46 +111,46 @@ struct Avx2Pass {
     const __m256 offset = _mm256_set1_ps(o.offset);
     __m256 acc[MR][2];
     const uint32_t* x[MR];
-    for (int j = 0; j < MR; ++j) {
+    MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
       acc[j][0] = acc[j][1] = _mm256_setzero_ps();
       x[j] = o.x.q.data() + (m + j) * (o.K / 4);
     }
     for (int64_t g = 0; g < G; ++g) {
       prefetch_group_params(G, {scale, bias}, g);
       __m256i s[MR][2];
-      for (int j = 0; j < MR; ++j) s[j][0] = s[j][1] = _mm256_setzero_si256();
+      MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) s[j][0] = s[j][1] = _mm256_setzero_si256();
       for (int b = 0; b < kBlocks; ++b) {
         const uint8_t* block = codes + (g * kBlocks + b) * 64;
         prefetch_line(block + o.panel_bytes);  // never faults, past the last panel too
-        for (int h = 0; h < 2; ++h) {
+        MISTRALPY_UNROLL for (int h = 0; h < 2; ++h) {
           const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32 * h));
           if constexpr (kBits == 4) {
             const __m256i low = _mm256_and_si256(w, nibble);
             const __m256i high = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
-            for (int j = 0; j < MR; ++j) {
+            MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
               s[j][h] = Dot4::add(s[j][h], low, _mm256_set1_epi32(static_cast<int>(x[j][2 * b])));
               s[j][h] = Dot4::add(s[j][h], high, _mm256_set1_epi32(static_cast<int>(x[j][2 * b + 1])));
             }
           } else {
             const Dot8::Codes c = Dot8::codes(w);
-            for (int j = 0; j < MR; ++j) s[j][h] = Dot8::add(s[j][h], c, _mm256_set1_epi32(static_cast<int>(x[j][b])));
+            MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) s[j][h] = Dot8::add(s[j][h], c, _mm256_set1_epi32(static_cast<int>(x[j][b])));
           }
         }
       }
-      for (int h = 0; h < 2; ++h) {
+      MISTRALPY_UNROLL for (int h = 0; h < 2; ++h) {
         const __m256 a = load8(scale + g * kPanel + 8 * h);
         const __m256 b_g = bias != nullptr ? load8(bias + g * kPanel + 8 * h) : _mm256_setzero_ps();
         const __m256 z = _mm256_fmadd_ps(a, offset, b_g);  // a c + b
-        for (int j = 0; j < MR; ++j) {
+        MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
           const int64_t i = (m + j) * G + g;
           const __m256i sum = kBits == 4 ? Dot4::total(s[j][h]) : Dot8::total(s[j][h], o.x.sum[i]);
           acc[j][h] = _mm256_fmadd_ps(z, _mm256_set1_ps(o.x.dq[i]), acc[j][h]);
           acc[j][h] = _mm256_fmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(o.x.d[i])), _mm256_cvtepi32_ps(sum), acc[j][h]);
         }
       }
-      for (int j = 0; j < MR; ++j) x[j] += kG / 4;
+      MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) x[j] += kG / 4;
     }
-    for (int j = 0; j < MR; ++j) {
+    MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
       _mm256_storeu_ps(out[j], acc[j][0]);
       _mm256_storeu_ps(out[j] + 8, acc[j][1]);
     }
@@ -174,32 +174,32 @@ struct Avx2Pass {
     const float* d = o.x.d.data() + m * G;
     const float* dq = o.x.dq.data() + m * G;
     const int32_t* q_sum = o.x.sum.data() + m * G;
-    for (int j = 0; j < MR; ++j) std::fill(out[j], out[j] + kPanel, 0.0f);
-    for (int h = 0; h < 2; ++h) {
+    MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) std::fill(out[j], out[j] + kPanel, 0.0f);
+    MISTRALPY_UNROLL for (int h = 0; h < 2; ++h) {
       for (int64_t g = 0; g < G; ++g) {
         const uint8_t* group = codes + g * kBlocks * 64;
         if (h == 0) prefetch_next(o, group, scale, bias, g, kBlocks);
         __m256i s[MR];
-        for (int j = 0; j < MR; ++j) s[j] = _mm256_setzero_si256();
+        MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) s[j] = _mm256_setzero_si256();
         const int* xg = x + g * (kG / 4);
         for (int b = 0; b < kBlocks; ++b) {
           const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + b * 64 + 32 * h));
           if constexpr (kBits == 4) {
             const __m256i low = _mm256_and_si256(w, nibble);
             const __m256i high = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
-            for (int j = 0; j < MR; ++j) {
+            MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
               const __m256i sums = Dot4::block(low, high, xg[j * row + 2 * b], xg[j * row + 2 * b + 1]);
               s[j] = b == 0 ? sums : Dot4::sum(s[j], sums);
             }
           } else {
             const Dot8::Codes c = Dot8::codes(w);
-            for (int j = 0; j < MR; ++j) s[j] = Dot8::add(s[j], c, _mm256_set1_epi32(xg[j * row + b]));
+            MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) s[j] = Dot8::add(s[j], c, _mm256_set1_epi32(xg[j * row + b]));
           }
         }
         const __m256 a = load8(scale + g * kPanel + 8 * h);
         const __m256 z = _mm256_fmadd_ps(a, offset, bias != nullptr ? load8(bias + g * kPanel + 8 * h)
                                                                      : _mm256_setzero_ps());
-        for (int j = 0; j < MR; ++j) {
+        MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
           const int64_t i = j * G + g;
           const __m256i sum = kBits == 4 ? Dot4::total(s[j]) : Dot8::total(s[j], q_sum[i]);
           __m256 acc = _mm256_loadu_ps(out[j] + 8 * h);

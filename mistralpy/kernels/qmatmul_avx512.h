@@ -117,12 +117,13 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
   const __m512 offset = _mm512_set1_ps(o.offset);
   __m512 acc[MR];
   const uint32_t* x[MR];  // row j's codes of group g, four to a u32
-  for (int j = 0; j < MR; ++j) acc[j] = _mm512_setzero_ps(), x[j] = o.q + (m + j) * (o.K / 4);
+  MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) acc[j] = _mm512_setzero_ps(), x[j] = o.q + (m + j) * (o.K / 4);
   for (int64_t g = 0; g < G; ++g) {
     if constexpr (kAhead) quant::prefetch_group_params(G, {scale, bias}, g);
     __m512i dot[kChains][MR];
-    for (int c = 0; c < kChains; ++c)
-      for (int j = 0; j < MR; ++j) dot[c][j] = _mm512_setzero_si512();
+    MISTRALPY_UNROLL for (int c = 0; c < kChains; ++c) {
+      MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) dot[c][j] = _mm512_setzero_si512();
+    }
     for (int b = 0; b < kBlocks; ++b) {
       const uint8_t* line = codes + (g * kBlocks + b) * 64;
       if constexpr (kAhead) prefetch_line(line + o.panel_bytes);  // never faults, past the last panel too
@@ -130,13 +131,13 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
       if constexpr (kBits == 4) {
         const __m512i low = _mm512_and_si512(block, nibble);
         const __m512i high = _mm512_and_si512(_mm512_srli_epi32(block, 4), nibble);
-        for (int j = 0; j < MR; ++j) {
+        MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
           dot[0][j] = _mm512_dpbusd_epi32(dot[0][j], low, _mm512_set1_epi32(static_cast<int>(x[j][2 * b])));
           dot[kChains - 1][j] =
               _mm512_dpbusd_epi32(dot[kChains - 1][j], high, _mm512_set1_epi32(static_cast<int>(x[j][2 * b + 1])));
         }
       } else {
-        for (int j = 0; j < MR; ++j) {
+        MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
           dot[b % kChains][j] =
               _mm512_dpbusd_epi32(dot[b % kChains][j], block, _mm512_set1_epi32(static_cast<int>(x[j][b])));
         }
@@ -145,7 +146,7 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
     const __m512 a = quant::load16(scale + g * kPanel);
     const __m512 b_g = bias != nullptr ? quant::load16(bias + g * kPanel) : _mm512_setzero_ps();
     const __m512 z = _mm512_fmadd_ps(a, offset, b_g);  // a c + b
-    for (int j = 0; j < MR; ++j) {
+    MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
       const __m512i s = kChains == 2 ? _mm512_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
       const int64_t i = (m + j) * G + g;
       acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
