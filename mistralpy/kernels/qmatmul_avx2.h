@@ -133,7 +133,9 @@ struct Avx2Pass {
             }
           } else {
             const Dot8::Codes c = Dot8::codes(w);
-            MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) s[j][h] = Dot8::add(s[j][h], c, _mm256_set1_epi32(static_cast<int>(x[j][b])));
+            MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
+              s[j][h] = Dot8::add(s[j][h], c, _mm256_set1_epi32(static_cast<int>(x[j][b])));
+            }
           }
         }
       }
