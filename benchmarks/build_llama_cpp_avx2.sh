@@ -24,6 +24,8 @@ SRC="$CACHE/llama_cpp_python-$VERSION"
 if [ ! -d "$SRC/vendor/llama.cpp" ]; then
   TARBALL=$(ls "$CACHE"/llama_cpp_python-"$VERSION".tar.gz 2>/dev/null || true)
   if [ -z "$TARBALL" ]; then
+    # pip reads the sdist's metadata through its build backend, taken from this environment (--no-build-isolation)
+    python3 -c "import scikit_build_core" 2>/dev/null || python3 -m pip install -q scikit-build-core
     python3 -m pip download -q --no-binary llama-cpp-python --no-deps --no-build-isolation \
       -d "$CACHE" "llama-cpp-python==$VERSION"
     TARBALL="$CACHE/llama_cpp_python-$VERSION.tar.gz"
