@@ -76,16 +76,7 @@ void row_sums(const float* w, int64_t width, float* sums) {
 }
 
 inline void row_sums(const float* w, int64_t n, int64_t width, float* sums) {
-  switch (n) {
-    case 1: return row_sums<1>(w, width, sums);
-    case 2: return row_sums<2>(w, width, sums);
-    case 3: return row_sums<3>(w, width, sums);
-    case 4: return row_sums<4>(w, width, sums);
-    case 5: return row_sums<5>(w, width, sums);
-    case 6: return row_sums<6>(w, width, sums);
-    case 7: return row_sums<7>(w, width, sums);
-    default: return row_sums<8>(w, width, sums);
-  }
+  with_count<kMaxRows>(n, [&](auto R) { row_sums<R()>(w, width, sums); });
 }
 
 // Request the K rows of keys [i, i + kTile) into L1 and their V rows into L2 (they are cold: a step's weights have

@@ -147,16 +147,7 @@ void weighted_rows(const Context<KV>& c, const float* w, int64_t base, int64_t w
 template <typename KV, typename T>
 void weighted_sums(const Context<KV>& c, const float* w, int64_t base, int64_t width, int64_t D, const Row<T>* rows,
                    int64_t n) {
-  switch (n) {
-    case 1: return weighted_rows<1>(c, w, base, width, D, rows);
-    case 2: return weighted_rows<2>(c, w, base, width, D, rows);
-    case 3: return weighted_rows<3>(c, w, base, width, D, rows);
-    case 4: return weighted_rows<4>(c, w, base, width, D, rows);
-    case 5: return weighted_rows<5>(c, w, base, width, D, rows);
-    case 6: return weighted_rows<6>(c, w, base, width, D, rows);
-    case 7: return weighted_rows<7>(c, w, base, width, D, rows);
-    default: return weighted_rows<8>(c, w, base, width, D, rows);
-  }
+  with_count<kMaxRows>(n, [&](auto R) { weighted_rows<R()>(c, w, base, width, D, rows); });
 }
 #else
 template <typename KV, typename T>

@@ -3,6 +3,10 @@
 // the MISTRALPY_* macros below, never on the compiler's macros directly.
 #pragma once
 
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
 #if defined(MISTRALPY_LEVEL_AVX512) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define MISTRALPY_AVX512 1  // AVX-512 F, BW and VL: the attention and element-wise kernels' 16-lane paths
 #endif
@@ -45,6 +49,16 @@ inline const char* isa_level_name() {
 // it unrolls some of those loops (the ones setting the sums to zero, or storing them) only later or never. The array
 // then stays in memory, and every update of a sum in the hot loop is stored too.
 #define MISTRALPY_UNROLL _Pragma("GCC unroll 64")
+
+// f(std::integral_constant<int, n>{}) for a run-time count n in [1, kMax] (below 1 as 1, above kMax as kMax): a kernel
+// that keeps a register a row takes its row count as a template argument.
+template <int kMax, typename F>
+decltype(auto) with_count(int64_t n, F&& f) {
+  if constexpr (kMax > 1) {
+    if (n < kMax) return with_count<kMax - 1>(n, std::forward<F>(f));
+  }
+  return f(std::integral_constant<int, kMax>{});
+}
 
 // Request the cache line at p into L1. Not _mm_prefetch: GCC deletes a loop whose only statements are
 // _mm_prefetch calls (it counts them as having no effect), and a volatile asm statement is never deleted.

@@ -6,9 +6,9 @@
 // serves several tokens; the sums of a tile of tokens x columns stay in registers.
 #include <algorithm>
 #include <cstring>
-#include <tuple>
 #include <vector>
 
+#include "isa.h"
 #include "ops.h"
 
 namespace {
@@ -220,13 +220,9 @@ void lora_add(torch::Tensor y, torch::Tensor x, torch::Tensor a, torch::Tensor b
       const uint16_t* at = ap + blk.slot * s.in * s.room;
       const uint16_t* bt = bp + blk.slot * s.room * s.out;
       const Span* spans_of = span + blk.slot * s.parts;
-      const auto args = std::make_tuple(yp, xp, at, bt, tokens, spans_of, rank[blk.slot], s, xf.data(), h.data());
-      switch (blk.count) {
-        case 4: std::apply(add_block<4>, args); break;
-        case 3: std::apply(add_block<3>, args); break;
-        case 2: std::apply(add_block<2>, args); break;
-        default: std::apply(add_block<1>, args);
-      }
+      with_count<kTokens>(blk.count, [&](auto R) {
+        add_block<R()>(yp, xp, at, bt, tokens, spans_of, rank[blk.slot], s, xf.data(), h.data());
+      });
     }
   });
 }
