@@ -171,8 +171,7 @@ struct Avx2Pass {
     run_half<kBits, kG, MR, 1>(o, p, m, out);
   }
 
-  // Half h of the panel for MR rows of x, added to out; the first half requests the next panel's lines (h a
-  // template argument: with h a loop variable the pass was ~3% slower).
+  // Half h of the panel for MR rows of x, added to out; the first half also requests the next panel's lines.
   template <int kBits, int kG, int MR, int h, typename P>
   static void run_half(const PanelArgs<P>& o, int64_t p, int64_t m, float (*out)[kPanel]) {
     constexpr int kBlocks = kG * kBits / 32;
