@@ -133,8 +133,13 @@ def assert_greedy_equals_the_kernel_reference(prompts: list[str], params: Sampli
     prompts were tokenized alike, how far the sampled tokens' logprobs moved before the first divergence (rounding-
     sized or not), and the CPU."""
     params = dataclasses.replace(params, logprobs=0)  # and the sampled token's logprob at each step
+    threads: list[list[int]] = []  # per run, the thread count of each step (the engine adapts it to the load)
 
     def run(llm: LLM) -> list:
+        policy, counts = llm.engine.threads, []
+        update = policy.update
+        policy.update = lambda: counts.append(update()) or counts[-1]
+        threads.append(counts)
         return llm.generate(prompts, params)
 
     first = run(LLM(dtype=dtype, **engine))
@@ -151,7 +156,7 @@ def assert_greedy_equals_the_kernel_reference(prompts: list[str], params: Sampli
             f"{[o.prompt_token_ids for o in first] == [o.prompt_token_ids for o in outs]}; largest |logprob change| "
             f"of a sampled token before the divergence, first run vs reference: {_logprob_change(first, outs):.3g}, "
             f"the runs after it: {[round(_logprob_change(a, outs), 6) for a in again]}; "
-            f"CPU model {machine.cpu_model()}, {torch.get_num_threads()} threads"
+            f"CPU model {machine.cpu_model()}; threads per step (first run, reference, the two after): {threads}"
         )
 
 
