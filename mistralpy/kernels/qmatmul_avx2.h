@@ -31,18 +31,13 @@ namespace quant {
 struct Dot4 {
 #ifdef MISTRALPY_AVX2_VNNI
   static __m256i add(__m256i s, __m256i w, __m256i x) { return _mm256_dpbusd_avx_epi32(s, w, x); }
-  static __m256i sum(__m256i s, __m256i t) { return _mm256_add_epi32(s, t); }
+  static __m256i first(__m256i w, __m256i x) { return add(_mm256_setzero_si256(), w, x); }
   static __m256i total(__m256i s) { return s; }
 #else
   static __m256i add(__m256i s, __m256i w, __m256i x) { return _mm256_add_epi16(s, _mm256_maddubs_epi16(w, x)); }
-  static __m256i sum(__m256i s, __m256i t) { return _mm256_add_epi16(s, t); }
+  static __m256i first(__m256i w, __m256i x) { return _mm256_maddubs_epi16(w, x); }
   static __m256i total(__m256i s) { return _mm256_madd_epi16(s, _mm256_set1_epi16(1)); }
 #endif
-  // A block's products for one row of x, low and high nibbles: the first block's sums need no adding to zeros
-  // (without VNNI, one vpaddw a row and group fewer: ~4% of the 4-bit matmul's time).
-  static __m256i block(__m256i low, __m256i high, int x_low, int x_high) {
-    return add(add(_mm256_setzero_si256(), low, _mm256_set1_epi32(x_low)), high, _mm256_set1_epi32(x_high));
-  }
 };
 
 // The same for 8-bit codes: S = sum(code x) in s32. Without AVX-VNNI the products are taken of w = code - 128
@@ -143,7 +138,7 @@ struct Avx2Pass {
         const __m256 b_g = bias != nullptr ? load8(bias + g * kPanel + 8 * h) : _mm256_setzero_ps();
         const __m256 z = _mm256_fmadd_ps(a, offset, b_g);  // a c + b
         MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
-          const int64_t i = (m + j) * G + g;
+          const int64_t i = o.x.at(m + j, g);
           const __m256i sum = kBits == 4 ? Dot4::total(s[j][h]) : Dot8::total(s[j][h], o.x.sum[i]);
           acc[j][h] = _mm256_fmadd_ps(z, _mm256_set1_ps(o.x.dq[i]), acc[j][h]);
           acc[j][h] = _mm256_fmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(o.x.d[i])), _mm256_cvtepi32_ps(sum), acc[j][h]);
@@ -182,10 +177,12 @@ struct Avx2Pass {
     const __m256i nibble = _mm256_set1_epi8(0x0F);
     const __m256 offset = _mm256_set1_ps(o.offset);
     const int* x = reinterpret_cast<const int*>(o.x.q.data()) + m * row;
-    // x's per-group numbers as locals: read through o, they were loaded again after every store to out
-    const float* d = o.x.d.data() + m * G;
-    const float* dq = o.x.dq.data() + m * G;
-    const int32_t* q_sum = o.x.sum.data() + m * G;
+    // x's per-group numbers as locals: read through o, they were loaded again after every store to out; group-major,
+    // a group's rows are one pointer and constant offsets (row-major, 8 pointers spilled to the stack: 1-2%)
+    const int64_t rows = o.x.rows;
+    const float* d = o.x.d.data() + m;
+    const float* dq = o.x.dq.data() + m;
+    const int32_t* q_sum = o.x.sum.data() + m;
     for (int64_t g = 0; g < G; ++g) {
       const uint8_t* group = codes + g * kBlocks * 64;
       if constexpr (h == 0) prefetch_next(o, group, scale, bias, g, kBlocks);
@@ -195,11 +192,16 @@ struct Avx2Pass {
       for (int b = 0; b < kBlocks; ++b) {
         const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + b * 64 + 32 * h));
         if constexpr (kBits == 4) {
+          // the low nibbles for every row, then the high: with one of the two live at a time GCC keeps two more sums
+          // in registers (2-3% of the pass); the first block's products need no adding to zeros (one vpaddw fewer)
           const __m256i low = _mm256_and_si256(w, nibble);
+          MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
+            const __m256i x_low = _mm256_set1_epi32(xg[j * row + 2 * b]);
+            s[j] = b == 0 ? Dot4::first(low, x_low) : Dot4::add(s[j], low, x_low);
+          }
           const __m256i high = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
           MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
-            const __m256i sums = Dot4::block(low, high, xg[j * row + 2 * b], xg[j * row + 2 * b + 1]);
-            s[j] = b == 0 ? sums : Dot4::sum(s[j], sums);
+            s[j] = Dot4::add(s[j], high, _mm256_set1_epi32(xg[j * row + 2 * b + 1]));
           }
         } else {
           const Dot8::Codes c = Dot8::codes(w);
@@ -210,7 +212,7 @@ struct Avx2Pass {
       const __m256 z = _mm256_fmadd_ps(a, offset, bias != nullptr ? load8(bias + g * kPanel + 8 * h)
                                                                    : _mm256_setzero_ps());
       MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
-        const int64_t i = j * G + g;
+        const int64_t i = g * rows + j;  // o.x.at(j, g)
         const __m256i sum = kBits == 4 ? Dot4::total(s[j]) : Dot8::total(s[j], q_sum[i]);
         __m256 acc = _mm256_loadu_ps(out[j] + 8 * h);
         acc = _mm256_fmadd_ps(z, _mm256_set1_ps(dq[i]), acc);

@@ -57,28 +57,28 @@ void quantize_rows(const uint16_t* x, int64_t begin, int64_t end, int64_t K, int
       sum = _mm512_add_epi32(sum, codes);
       _mm_storeu_si128(q + kParts * i + h, _mm_shuffle_epi8(_mm512_cvtepi32_epi8(codes), order));
     }
-    const float d = amax / 127.0f;
-    out.d[i] = d;
-    out.dq[i] = d * static_cast<float>(_mm512_reduce_add_epi32(sum));
+    out.set(i / groups, i % groups, amax / 127.0f, _mm512_reduce_add_epi32(sum));
   }
 }
 
 template <int kG>
 QuantizedX quantize_x(const uint16_t* x, int64_t M, int64_t K, int bits) {
   const int64_t groups = K / kG;
-  QuantizedX out{std::vector<uint32_t>(M * K / 4), std::vector<float>(M * groups), std::vector<float>(M * groups), {}};
+  QuantizedX out{M, std::vector<uint32_t>(M * K / 4), std::vector<float>(M * groups),
+                 std::vector<float>(M * groups), {}};
   // a group takes ~6 ns: threads start to pay from a few hundred groups on
   at::parallel_for(0, M, std::max<int64_t>(1, 512 / groups),
                    [&](int64_t begin, int64_t end) { quantize_rows<kG>(x, begin, end, K, bits, out); });
   return out;
 }
 
-// The inputs of one call (per x row m and group g: d[m * groups + g], dq[...]).
+// The inputs of one call (per x row m and group g: d[g * rows + m], dq[...], as QuantizedX::at).
 template <typename P, typename O>
 struct Operands {
   const uint32_t* q;
   const float* d;
   const float* dq;
+  int64_t rows;
   const uint8_t* codes;
   const P* scale;
   const P* bias;
@@ -148,7 +148,7 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
     const __m512 z = _mm512_fmadd_ps(a, offset, b_g);  // a c + b
     MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
       const __m512i s = kChains == 2 ? _mm512_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
-      const int64_t i = (m + j) * G + g;
+      const int64_t i = g * o.rows + m + j;
       acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
       acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), _mm512_cvtepi32_ps(s), acc[j]);
       x[j] += kG / 4;
@@ -205,7 +205,7 @@ void tile_pass(const Operands<P, O>& o, int64_t p, int64_t m, const uint8_t* b) 
     const __m512 b_g = bias != nullptr ? quant::load16(bias + f * kPanel) : _mm512_setzero_ps();
     const __m512 z = _mm512_fmadd_ps(a, offset, b_g);  // a c + b
     for (int j = 0; j < 16; ++j) {
-      const int64_t i = (m + j) * G + f;
+      const int64_t i = f * o.rows + m + j;
       const __m512 s = _mm512_cvtepi32_ps(_mm512_load_si512(sums[f % 2][j]));
       acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
       acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), s, acc[j]);
@@ -221,8 +221,8 @@ void qmatmul_impl(const QuantizedX& qx, int64_t M, int64_t K, const uint8_t* cod
                   double offset, O* out, int64_t N) {
   const int64_t groups = K / kG, panels = (N + kPanel - 1) / kPanel;
   const int64_t panel_bytes = kPanel * K * kBits / 8;
-  const Operands<P, O> o{qx.q.data(), qx.d.data(),       qx.dq.data(), codes, scale, bias, K, groups, panel_bytes,
-                      N,           static_cast<float>(offset), out};
+  const Operands<P, O> o{qx.q.data(), qx.d.data(), qx.dq.data(), qx.rows, codes, scale, bias, K, groups, panel_bytes,
+                         N,           static_cast<float>(offset), out};
 #ifdef MISTRALPY_AMX
   if (M >= 16 && amx::available()) {
     quant::for_row_blocks_and_panels(M, panels, [&](int64_t m, int64_t m_end, int64_t p) {

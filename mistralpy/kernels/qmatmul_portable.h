@@ -45,7 +45,7 @@ struct PortablePass {
         const float a = static_cast<float>(scale[g * kPanel + r]);
         const float z = std::fma(a, o.offset, bias != nullptr ? static_cast<float>(bias[g * kPanel + r]) : 0.0f);
         for (int j = 0; j < MR; ++j) {
-          const int64_t i = (m + j) * G + g;
+          const int64_t i = o.x.at(m + j, g);
           const float ad = a * o.x.d[i];
           out[j][r] = std::fma(z, o.x.dq[i], out[j][r]);
           out[j][r] = std::fma(ad, static_cast<float>(sums[j][r]), out[j][r]);

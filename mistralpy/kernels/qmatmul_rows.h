@@ -16,7 +16,7 @@
 
 namespace quant {
 
-// The inputs of one call's passes (per x row m and group g: x.d[m * groups + g], ...).
+// The inputs of one call's passes (per x row m and group g: x.d[x.at(m, g)], ...).
 template <typename P>
 struct PanelArgs {
   const QuantizedX& x;

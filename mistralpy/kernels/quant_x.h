@@ -23,11 +23,20 @@
 
 namespace quant {
 
-// x quantized, per row: K / 4 u32 of four s8 codes each, in the weight lanes' order; per row and group: d, d Q, Q.
+// x quantized, per row: K / 4 u32 of four s8 codes each, in the weight lanes' order; per group and row: d, d Q, Q,
+// group-major (at), so that a pass finds its rows' numbers of a group side by side.
 struct QuantizedX {
+  int64_t rows;
   std::vector<uint32_t> q;
   std::vector<float> d, dq;
   std::vector<int32_t> sum;
+
+  int64_t at(int64_t m, int64_t g) const { return g * rows + m; }
+  void set(int64_t m, int64_t g, float d_g, int32_t sum_g) {
+    d[at(m, g)] = d_g;
+    dq[at(m, g)] = d_g * static_cast<float>(sum_g);
+    if (!sum.empty()) sum[at(m, g)] = sum_g;
+  }
 };
 
 // Where code i of 16 consecutive k goes in the lanes' order (k = order[i]; a byte shuffle's control).
@@ -79,9 +88,7 @@ void quantize_rows_f32(const T* x, int64_t begin, int64_t end, int64_t K, int bi
   for (int64_t i = begin * groups; i < end * groups; ++i) {
     int32_t sum = 0;
     const float d = quantize_group_avx2<kG>(x + i * kG, shuffle, q + i * kG, sum) / 127.0f;
-    out.d[i] = d;
-    out.dq[i] = d * static_cast<float>(sum);
-    out.sum[i] = sum;
+    out.set(i / groups, i % groups, d, sum);
   }
 #else
   for (int64_t i = begin * groups; i < end * groups; ++i) {
@@ -99,10 +106,7 @@ void quantize_rows_f32(const T* x, int64_t begin, int64_t end, int64_t K, int bi
     }
     for (int base = 0; base < kG; base += 16)
       for (int k = 0; k < 16; ++k) q[i * kG + base + k] = codes[base + order[k]];
-    const float d = amax / 127.0f;
-    out.d[i] = d;
-    out.dq[i] = d * static_cast<float>(sum);
-    out.sum[i] = sum;
+    out.set(i / groups, i % groups, amax / 127.0f, sum);
   }
 #endif
 }
@@ -110,7 +114,7 @@ void quantize_rows_f32(const T* x, int64_t begin, int64_t end, int64_t K, int bi
 template <int kG, typename T>
 QuantizedX quantize_x_f32(const T* x, int64_t M, int64_t K, int bits) {
   const int64_t groups = K / kG;
-  QuantizedX out{std::vector<uint32_t>(M * K / 4), std::vector<float>(M * groups), std::vector<float>(M * groups),
+  QuantizedX out{M, std::vector<uint32_t>(M * K / 4), std::vector<float>(M * groups), std::vector<float>(M * groups),
                  std::vector<int32_t>(M * groups)};
   at::parallel_for(0, M, std::max<int64_t>(1, 256 / groups),
                    [&](int64_t begin, int64_t end) { quantize_rows_f32<kG, T>(x, begin, end, K, bits, out); });
