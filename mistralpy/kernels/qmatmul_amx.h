@@ -57,19 +57,20 @@ void unpack_panel(const uint8_t* codes, int64_t groups, uint8_t* b) {
   }
 }
 
-// sums[i][n] = group g's integer sum of x row i (of 16 at x, K bytes apart) with the panel's weight row n. Groups
-// alternate between the two tile sets, so that a group's product runs while the one before is stored.
+// sums[i][n] = group g's integer sum of x row i (16 rows' codes of the group at x, kG bytes a row: QuantizedX's
+// group-major layout) with the panel's weight row n. Groups alternate between the two tile sets, so that a group's
+// product runs while the one before is stored.
 template <int kG>
-void group_sums(const uint8_t* x, int64_t K, const uint8_t* b, int64_t g, int32_t (*sums)[16]) {
+void group_sums(const uint8_t* x, const uint8_t* b, int64_t g, int32_t (*sums)[16]) {
   if (g % 2 == 0) {
     _tile_zero(0);
-    _tile_loadd(1, x + g * kG, K);
+    _tile_loadd(1, x, kG);
     _tile_loadd(2, b + g * kG * 16, 64);
     _tile_dpbsud(0, 1, 2);
     _tile_stored(0, sums, 64);
   } else {
     _tile_zero(3);
-    _tile_loadd(4, x + g * kG, K);
+    _tile_loadd(4, x, kG);
     _tile_loadd(5, b + g * kG * 16, 64);
     _tile_dpbsud(3, 4, 5);
     _tile_stored(3, sums, 64);

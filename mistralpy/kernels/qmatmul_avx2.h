@@ -64,6 +64,10 @@ struct Dot8 {
 #endif
 };
 
+// An empty asm that takes the sum in a register and gives it back: GCC cannot move the sum's additions across it.
+// Without it, with a group's blocks unrolled, GCC formed the group's products first and kept them on the stack.
+inline void in_register(__m256i& s) { asm("" : "+x"(s)); }
+
 struct Avx2Pass {
   static constexpr int kMaxRows = 8;
   static constexpr bool kPrefetches = true;
@@ -104,13 +108,10 @@ struct Avx2Pass {
     const __m256i nibble = _mm256_set1_epi8(0x0F);
     const __m256 offset = _mm256_set1_ps(o.offset);
     __m256 acc[MR][2];
-    const uint32_t* x[MR];
-    MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
-      acc[j][0] = acc[j][1] = _mm256_setzero_ps();
-      x[j] = o.x.q.data() + (m + j) * (o.K / 4);
-    }
+    MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
     for (int64_t g = 0; g < G; ++g) {
       prefetch_group_params(G, {scale, bias}, g);
+      const uint32_t* x = o.x.template codes<kG>(m, g);  // row j's at x + j kG / 4
       __m256i s[MR][2];
       MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) s[j][0] = s[j][1] = _mm256_setzero_si256();
       for (int b = 0; b < kBlocks; ++b) {
@@ -122,13 +123,15 @@ struct Avx2Pass {
             const __m256i low = _mm256_and_si256(w, nibble);
             const __m256i high = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
             MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
-              s[j][h] = Dot4::add(s[j][h], low, _mm256_set1_epi32(static_cast<int>(x[j][2 * b])));
-              s[j][h] = Dot4::add(s[j][h], high, _mm256_set1_epi32(static_cast<int>(x[j][2 * b + 1])));
+              const uint32_t* x_j = x + j * (kG / 4);
+              s[j][h] = Dot4::add(s[j][h], low, _mm256_set1_epi32(static_cast<int>(x_j[2 * b])));
+              s[j][h] = Dot4::add(s[j][h], high, _mm256_set1_epi32(static_cast<int>(x_j[2 * b + 1])));
             }
           } else {
             const Dot8::Codes c = Dot8::codes(w);
             MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
-              s[j][h] = Dot8::add(s[j][h], c, _mm256_set1_epi32(static_cast<int>(x[j][b])));
+              const uint32_t* x_j = x + j * (kG / 4);
+              s[j][h] = Dot8::add(s[j][h], c, _mm256_set1_epi32(static_cast<int>(x_j[b])));
             }
           }
         }
@@ -144,7 +147,6 @@ struct Avx2Pass {
           acc[j][h] = _mm256_fmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(o.x.d[i])), _mm256_cvtepi32_ps(sum), acc[j][h]);
         }
       }
-      MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) x[j] += kG / 4;
     }
     MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
       _mm256_storeu_ps(out[j], acc[j][0]);
@@ -170,49 +172,52 @@ struct Avx2Pass {
   template <int kBits, int kG, int MR, int h, typename P>
   static void run_half(const PanelArgs<P>& o, int64_t p, int64_t m, float (*out)[kPanel]) {
     constexpr int kBlocks = kG * kBits / 32;
-    const int64_t G = o.groups, row = o.K / 4;  // u32 of x codes per row
+    const int64_t G = o.groups;
     const uint8_t* codes = o.codes + p * o.panel_bytes;
     const P* scale = o.scale + p * G * kPanel;
     const P* bias = o.bias != nullptr ? o.bias + p * G * kPanel : nullptr;
     const __m256i nibble = _mm256_set1_epi8(0x0F);
     const __m256 offset = _mm256_set1_ps(o.offset);
-    const int* x = reinterpret_cast<const int*>(o.x.q.data()) + m * row;
-    // x's per-group numbers as locals: read through o, they were loaded again after every store to out; group-major,
-    // a group's rows are one pointer and constant offsets (row-major, 8 pointers spilled to the stack: 1-2%)
+    // x's numbers through locals: read through o, they were loaded again after every store to out
     const int64_t rows = o.x.rows;
+    const int* x = reinterpret_cast<const int*>(o.x.q.data()) + m * (kG / 4);
     const float* d = o.x.d.data() + m;
     const float* dq = o.x.dq.data() + m;
     const int32_t* q_sum = o.x.sum.data() + m;
     for (int64_t g = 0; g < G; ++g) {
       const uint8_t* group = codes + g * kBlocks * 64;
       if constexpr (h == 0) prefetch_next(o, group, scale, bias, g, kBlocks);
+      const int* xg = x + g * rows * (kG / 4);  // o.x.codes<kG>(m + j, g) = xg + j kG / 4
       __m256i s[MR];
-      MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) s[j] = _mm256_setzero_si256();
-      const int* xg = x + g * (kG / 4);
-      for (int b = 0; b < kBlocks; ++b) {
+      MISTRALPY_UNROLL for (int b = 0; b < kBlocks; ++b) {
         const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + b * 64 + 32 * h));
         if constexpr (kBits == 4) {
           // the low nibbles for every row, then the high: with one of the two live at a time GCC keeps two more sums
-          // in registers (2-3% of the pass); the first block's products need no adding to zeros (one vpaddw fewer)
+          // in registers; the first block's products need no adding to zeros (one vpaddw fewer)
           const __m256i low = _mm256_and_si256(w, nibble);
           MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
-            const __m256i x_low = _mm256_set1_epi32(xg[j * row + 2 * b]);
+            const __m256i x_low = _mm256_set1_epi32(xg[j * (kG / 4) + 2 * b]);
             s[j] = b == 0 ? Dot4::first(low, x_low) : Dot4::add(s[j], low, x_low);
+            in_register(s[j]);
           }
           const __m256i high = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
           MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
-            s[j] = Dot4::add(s[j], high, _mm256_set1_epi32(xg[j * row + 2 * b + 1]));
+            s[j] = Dot4::add(s[j], high, _mm256_set1_epi32(xg[j * (kG / 4) + 2 * b + 1]));
+            in_register(s[j]);
           }
         } else {
           const Dot8::Codes c = Dot8::codes(w);
-          MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) s[j] = Dot8::add(s[j], c, _mm256_set1_epi32(xg[j * row + b]));
+          MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
+            s[j] = Dot8::add(b == 0 ? _mm256_setzero_si256() : s[j], c, _mm256_set1_epi32(xg[j * (kG / 4) + b]));
+            in_register(s[j]);
+          }
         }
       }
       const __m256 a = load8(scale + g * kPanel + 8 * h);
       const __m256 z = _mm256_fmadd_ps(a, offset, bias != nullptr ? load8(bias + g * kPanel + 8 * h)
                                                                    : _mm256_setzero_ps());
       MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
-        const int64_t i = g * rows + j;  // o.x.at(j, g)
+        const int64_t i = g * rows + j;  // o.x.at(m + j, g) - m
         const __m256i sum = kBits == 4 ? Dot4::total(s[j]) : Dot8::total(s[j], q_sum[i]);
         __m256 acc = _mm256_loadu_ps(out[j] + 8 * h);
         acc = _mm256_fmadd_ps(z, _mm256_set1_ps(dq[i]), acc);

@@ -55,7 +55,8 @@ void quantize_rows(const uint16_t* x, int64_t begin, int64_t end, int64_t K, int
     for (int h = 0; h < kParts; ++h) {
       const __m512i codes = _mm512_cvtps_epi32(_mm512_mul_ps(v[h], inv));
       sum = _mm512_add_epi32(sum, codes);
-      _mm_storeu_si128(q + kParts * i + h, _mm_shuffle_epi8(_mm512_cvtepi32_epi8(codes), order));
+      _mm_storeu_si128(q + kParts * out.at(i / groups, i % groups) + h,
+                       _mm_shuffle_epi8(_mm512_cvtepi32_epi8(codes), order));
     }
     out.set(i / groups, i % groups, amax / 127.0f, _mm512_reduce_add_epi32(sum));
   }
@@ -72,7 +73,8 @@ QuantizedX quantize_x(const uint16_t* x, int64_t M, int64_t K, int bits) {
   return out;
 }
 
-// The inputs of one call (per x row m and group g: d[g * rows + m], dq[...], as QuantizedX::at).
+// The inputs of one call (per x row m and group g, as QuantizedX::at: codes at q + (g * rows + m) * kG / 4, d and dq
+// at g * rows + m).
 template <typename P, typename O>
 struct Operands {
   const uint32_t* q;
@@ -116,10 +118,10 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
   const __m512i nibble = _mm512_set1_epi8(0x0F);
   const __m512 offset = _mm512_set1_ps(o.offset);
   __m512 acc[MR];
-  const uint32_t* x[MR];  // row j's codes of group g, four to a u32
-  MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) acc[j] = _mm512_setzero_ps(), x[j] = o.q + (m + j) * (o.K / 4);
+  MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; ++g) {
     if constexpr (kAhead) quant::prefetch_group_params(G, {scale, bias}, g);
+    const uint32_t* x = o.q + (g * o.rows + m) * (kG / 4);  // row j's codes of group g at x + j kG / 4
     __m512i dot[kChains][MR];
     MISTRALPY_UNROLL for (int c = 0; c < kChains; ++c) {
       MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) dot[c][j] = _mm512_setzero_si512();
@@ -132,14 +134,16 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
         const __m512i low = _mm512_and_si512(block, nibble);
         const __m512i high = _mm512_and_si512(_mm512_srli_epi32(block, 4), nibble);
         MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
-          dot[0][j] = _mm512_dpbusd_epi32(dot[0][j], low, _mm512_set1_epi32(static_cast<int>(x[j][2 * b])));
+          const uint32_t* x_j = x + j * (kG / 4);
+          dot[0][j] = _mm512_dpbusd_epi32(dot[0][j], low, _mm512_set1_epi32(static_cast<int>(x_j[2 * b])));
           dot[kChains - 1][j] =
-              _mm512_dpbusd_epi32(dot[kChains - 1][j], high, _mm512_set1_epi32(static_cast<int>(x[j][2 * b + 1])));
+              _mm512_dpbusd_epi32(dot[kChains - 1][j], high, _mm512_set1_epi32(static_cast<int>(x_j[2 * b + 1])));
         }
       } else {
         MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
+          const uint32_t* x_j = x + j * (kG / 4);
           dot[b % kChains][j] =
-              _mm512_dpbusd_epi32(dot[b % kChains][j], block, _mm512_set1_epi32(static_cast<int>(x[j][b])));
+              _mm512_dpbusd_epi32(dot[b % kChains][j], block, _mm512_set1_epi32(static_cast<int>(x_j[b])));
         }
       }
     }
@@ -151,7 +155,6 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
       const int64_t i = g * o.rows + m + j;
       acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
       acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), _mm512_cvtepi32_ps(s), acc[j]);
-      x[j] += kG / 4;
     }
   }
   store_rows(o, p, m, MR, acc);
@@ -193,12 +196,14 @@ void tile_pass(const Operands<P, O>& o, int64_t p, int64_t m, const uint8_t* b) 
   const P* scale = o.scale + p * G * kPanel;
   const P* bias = o.bias != nullptr ? o.bias + p * G * kPanel : nullptr;
   const __m512 offset = _mm512_set1_ps(o.offset);
-  const uint8_t* x = reinterpret_cast<const uint8_t*>(o.q) + m * o.K;
   alignas(64) int32_t sums[2][16][16];
   __m512 acc[16];
   for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t g = 0; g <= G; ++g) {
-    if (g < G) amx::group_sums<kG>(x, o.K, b, g, sums[g % 2]);
+    if (g < G) {
+      const uint32_t* x = o.q + (g * o.rows + m) * (kG / 4);  // the 16 rows' codes of group g, kG bytes a row
+      amx::group_sums<kG>(reinterpret_cast<const uint8_t*>(x), b, g, sums[g % 2]);
+    }
     if (g == 0) continue;
     const int64_t f = g - 1;  // the group whose float steps run now
     const __m512 a = quant::load16(scale + f * kPanel);

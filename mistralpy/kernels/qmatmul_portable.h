@@ -20,9 +20,7 @@ struct PortablePass {
     const uint8_t* codes = o.codes + p * o.panel_bytes;
     const P* scale = o.scale + p * G * kPanel;
     const P* bias = o.bias != nullptr ? o.bias + p * G * kPanel : nullptr;
-    const int8_t* x[MR];
     for (int j = 0; j < MR; ++j) {
-      x[j] = reinterpret_cast<const int8_t*>(o.x.q.data()) + (m + j) * o.K;
       for (int r = 0; r < kPanel; ++r) out[j][r] = 0.0f;
     }
     for (int64_t g = 0; g < G; ++g) {
@@ -30,7 +28,8 @@ struct PortablePass {
       for (int b = 0; b < kBlocks; ++b) {
         const uint8_t* block = codes + (g * kBlocks + b) * 64;
         for (int j = 0; j < MR; ++j) {
-          const int8_t* xq = x[j] + g * kG + b * 32 / kBits;  // 8 codes a block (4 bits), 4 (8 bits)
+          // 8 codes a block (4 bits), 4 (8 bits)
+          const int8_t* xq = reinterpret_cast<const int8_t*>(o.x.template codes<kG>(m + j, g)) + b * 32 / kBits;
           for (int r = 0; r < kPanel; ++r) {
             int32_t s = 0;
             for (int i = 0; i < 4; ++i) {
