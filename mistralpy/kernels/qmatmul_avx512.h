@@ -73,8 +73,7 @@ QuantizedX quantize_x(const uint16_t* x, int64_t M, int64_t K, int bits) {
   return out;
 }
 
-// The inputs of one call (per x row m and group g, as QuantizedX::at: codes at q + (g * rows + m) * kG / 4, d and dq
-// at g * rows + m).
+// The inputs of one call: x's codes and numbers as QuantizedX holds them (group-major), and the weights.
 template <typename P, typename O>
 struct Operands {
   const uint32_t* q;
@@ -87,6 +86,13 @@ struct Operands {
   int64_t K, groups, panel_bytes, N;
   float offset;
   O* out;
+
+  int64_t at(int64_t m, int64_t g) const { return g * rows + m; }  // QuantizedX::at: d and dq of row m, group g
+  // row m's codes of group g (QuantizedX::codes); row m + j's follow at j kG / 4
+  template <int kG>
+  const uint32_t* x_codes(int64_t m, int64_t g) const {
+    return q + at(m, g) * (kG / 4);
+  }
 };
 
 // out[m + j, 16 p .. 16 p + 16) = acc[j] for j < rows (fewer columns in a last, partial panel).
@@ -121,7 +127,7 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
   MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; ++g) {
     if constexpr (kAhead) quant::prefetch_group_params(G, {scale, bias}, g);
-    const uint32_t* x = o.q + (g * o.rows + m) * (kG / 4);  // row j's codes of group g at x + j kG / 4
+    const uint32_t* x = o.template x_codes<kG>(m, g);  // row j's at x + j kG / 4
     __m512i dot[kChains][MR];
     MISTRALPY_UNROLL for (int c = 0; c < kChains; ++c) {
       MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) dot[c][j] = _mm512_setzero_si512();
@@ -152,7 +158,7 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
     const __m512 z = _mm512_fmadd_ps(a, offset, b_g);  // a c + b
     MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
       const __m512i s = kChains == 2 ? _mm512_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
-      const int64_t i = g * o.rows + m + j;
+      const int64_t i = o.at(m + j, g);
       acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
       acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), _mm512_cvtepi32_ps(s), acc[j]);
     }
@@ -201,7 +207,7 @@ void tile_pass(const Operands<P, O>& o, int64_t p, int64_t m, const uint8_t* b) 
   for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t g = 0; g <= G; ++g) {
     if (g < G) {
-      const uint32_t* x = o.q + (g * o.rows + m) * (kG / 4);  // the 16 rows' codes of group g, kG bytes a row
+      const uint32_t* x = o.template x_codes<kG>(m, g);  // the 16 rows' codes of group g, kG bytes a row
       amx::group_sums<kG>(reinterpret_cast<const uint8_t*>(x), b, g, sums[g % 2]);
     }
     if (g == 0) continue;
@@ -210,7 +216,7 @@ void tile_pass(const Operands<P, O>& o, int64_t p, int64_t m, const uint8_t* b) 
     const __m512 b_g = bias != nullptr ? quant::load16(bias + f * kPanel) : _mm512_setzero_ps();
     const __m512 z = _mm512_fmadd_ps(a, offset, b_g);  // a c + b
     for (int j = 0; j < 16; ++j) {
-      const int64_t i = f * o.rows + m + j;
+      const int64_t i = o.at(m + j, f);
       const __m512 s = _mm512_cvtepi32_ps(_mm512_load_si512(sums[f % 2][j]));
       acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
       acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), s, acc[j]);
