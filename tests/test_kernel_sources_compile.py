@@ -54,9 +54,15 @@ def _compile(target: str, source: str) -> subprocess.CompletedProcess:
     """All of a target's sources are compiled at once (on all cores) when its first test asks for one."""
     compiler = _compiler(target)
     if (target, source) not in _jobs:
+        # The pool's threads spawn while the tests go on, and pytest sets and removes PYTEST_CURRENT_TEST between
+        # tests. Without env, the vfork()ed child reads the live C environment, which that setenv() can move: a CI
+        # run once failed here with EFAULT ("Bad address") from the exec. With a copy, the child's own one is used.
+        env = dict(os.environ)
         for name in SOURCES:
             command = _command(compiler, target, name)
-            _jobs[target, name] = _pool.submit(subprocess.run, command, capture_output=True, text=True, timeout=900)
+            _jobs[target, name] = _pool.submit(
+                subprocess.run, command, capture_output=True, text=True, timeout=900, env=env
+            )
     return _jobs[target, source].result()
 
 
