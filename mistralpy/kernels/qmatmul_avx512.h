@@ -73,26 +73,16 @@ QuantizedX quantize_x(const uint16_t* x, int64_t M, int64_t K, int bits) {
   return out;
 }
 
-// The inputs of one call: x's codes and numbers as QuantizedX holds them (group-major), and the weights.
+// The inputs of one call: x quantized, and the weights.
 template <typename P, typename O>
 struct Operands {
-  const uint32_t* q;
-  const float* d;
-  const float* dq;
-  int64_t rows;
+  const QuantizedX& x;
   const uint8_t* codes;
   const P* scale;
   const P* bias;
   int64_t K, groups, panel_bytes, N;
   float offset;
   O* out;
-
-  int64_t at(int64_t m, int64_t g) const { return g * rows + m; }  // QuantizedX::at: d and dq of row m, group g
-  // row m's codes of group g (QuantizedX::codes); row m + j's follow at j kG / 4
-  template <int kG>
-  const uint32_t* x_codes(int64_t m, int64_t g) const {
-    return q + at(m, g) * (kG / 4);
-  }
 };
 
 // out[m + j, 16 p .. 16 p + 16) = acc[j] for j < rows (fewer columns in a last, partial panel).
@@ -127,7 +117,7 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
   MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; ++g) {
     if constexpr (kAhead) quant::prefetch_group_params(G, {scale, bias}, g);
-    const uint32_t* x = o.template x_codes<kG>(m, g);  // row j's at x + j kG / 4
+    const uint32_t* x = o.x.template codes<kG>(m, g);  // row j's at x + j kG / 4
     __m512i dot[kChains][MR];
     MISTRALPY_UNROLL for (int c = 0; c < kChains; ++c) {
       MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) dot[c][j] = _mm512_setzero_si512();
@@ -158,9 +148,9 @@ void panel_pass(const Operands<P, O>& o, int64_t p, int64_t m) {
     const __m512 z = _mm512_fmadd_ps(a, offset, b_g);  // a c + b
     MISTRALPY_UNROLL for (int j = 0; j < MR; ++j) {
       const __m512i s = kChains == 2 ? _mm512_add_epi32(dot[0][j], dot[kChains - 1][j]) : dot[0][j];
-      const int64_t i = o.at(m + j, g);
-      acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
-      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), _mm512_cvtepi32_ps(s), acc[j]);
+      const int64_t i = o.x.at(m + j, g);
+      acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.x.dq[i]), acc[j]);
+      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.x.d[i])), _mm512_cvtepi32_ps(s), acc[j]);
     }
   }
   store_rows(o, p, m, MR, acc);
@@ -207,7 +197,7 @@ void tile_pass(const Operands<P, O>& o, int64_t p, int64_t m, const uint8_t* b) 
   for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t g = 0; g <= G; ++g) {
     if (g < G) {
-      const uint32_t* x = o.template x_codes<kG>(m, g);  // the 16 rows' codes of group g, kG bytes a row
+      const uint32_t* x = o.x.template codes<kG>(m, g);  // the 16 rows' codes of group g, kG bytes a row
       amx::group_sums<kG>(reinterpret_cast<const uint8_t*>(x), b, g, sums[g % 2]);
     }
     if (g == 0) continue;
@@ -216,10 +206,10 @@ void tile_pass(const Operands<P, O>& o, int64_t p, int64_t m, const uint8_t* b) 
     const __m512 b_g = bias != nullptr ? quant::load16(bias + f * kPanel) : _mm512_setzero_ps();
     const __m512 z = _mm512_fmadd_ps(a, offset, b_g);  // a c + b
     for (int j = 0; j < 16; ++j) {
-      const int64_t i = o.at(m + j, f);
+      const int64_t i = o.x.at(m + j, f);
       const __m512 s = _mm512_cvtepi32_ps(_mm512_load_si512(sums[f % 2][j]));
-      acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.dq[i]), acc[j]);
-      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.d[i])), s, acc[j]);
+      acc[j] = _mm512_fmadd_ps(z, _mm512_set1_ps(o.x.dq[i]), acc[j]);
+      acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(o.x.d[i])), s, acc[j]);
     }
   }
   store_rows(o, p, m, 16, acc);
@@ -232,8 +222,7 @@ void qmatmul_impl(const QuantizedX& qx, int64_t M, int64_t K, const uint8_t* cod
                   double offset, O* out, int64_t N) {
   const int64_t groups = K / kG, panels = (N + kPanel - 1) / kPanel;
   const int64_t panel_bytes = kPanel * K * kBits / 8;
-  const Operands<P, O> o{qx.q.data(), qx.d.data(), qx.dq.data(), qx.rows, codes, scale, bias, K, groups, panel_bytes,
-                         N,           static_cast<float>(offset), out};
+  const Operands<P, O> o{qx, codes, scale, bias, K, groups, panel_bytes, N, static_cast<float>(offset), out};
 #ifdef MISTRALPY_AMX
   if (M >= 16 && amx::available()) {
     quant::for_row_blocks_and_panels(M, panels, [&](int64_t m, int64_t m_end, int64_t p) {
